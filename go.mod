@@ -1,0 +1,3 @@
+module github.com/treecast/treecast
+
+go 1.26.8

@@ -1,0 +1,261 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Manifest describes one session's package: everything a receiver checks
+// bytes against. It is signed by the seed as a whole.
+type Manifest struct {
+	Session   [16]byte
+	Created   time.Time
+	Expires   time.Time
+	Name      string
+	Size      int64
+	ChunkSize int
+	Chunks    [][32]byte // SHA-256 of each chunk
+	SHA256    [32]byte   // SHA-256 of the whole file
+}
+
+// ChunkLen is the length of chunk i; only the last chunk may be short.
+func (m *Manifest) ChunkLen(i int) int {
+	off := int64(i) * int64(m.ChunkSize)
+	if rest := m.Size - off; rest < int64(m.ChunkSize) {
+		return int(rest)
+	}
+	return m.ChunkSize
+}
+
+// SumHex is the whole file's SHA-256 in lowercase hex.
+func (m *Manifest) SumHex() string { return hex.EncodeToString(m.SHA256[:]) }
+
+// chunkCount is how many chunks a file of size bytes has.
+func chunkCount(size int64, chunkSize int) int {
+	return int((size + int64(chunkSize) - 1) / int64(chunkSize))
+}
+
+const manifestVersion = 1
+
+// ErrBadManifest marks a manifest that breaks the rules in Validate.
+var ErrBadManifest = errors.New("bad manifest")
+
+// Validate checks every field a peer could have chosen to hurt us with.
+func (m *Manifest) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadManifest, fmt.Sprintf(format, a...))
+	}
+	if err := ValidName(m.Name); err != nil {
+		return bad("%v", err)
+	}
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
+		return bad("chunk size %d outside %d..%d", m.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	if m.Size < 0 {
+		return bad("negative size %d", m.Size)
+	}
+	if len(m.Chunks) > maxChunks {
+		return bad("%d chunks, limit %d", len(m.Chunks), maxChunks)
+	}
+	if want := int64(len(m.Chunks)); want != (m.Size+int64(m.ChunkSize)-1)/int64(m.ChunkSize) {
+		return bad("%d chunk hashes for %d bytes in chunks of %d", len(m.Chunks), m.Size, m.ChunkSize)
+	}
+	if !m.Expires.After(m.Created) {
+		return bad("expires %s before it was created %s", m.Expires.Format(time.RFC3339), m.Created.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ValidName reports whether name can be used as a file name on every receiver.
+func ValidName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("package name is empty")
+	case len(name) > 255:
+		return fmt.Errorf("package name is %d bytes, limit 255", len(name))
+	case name == "." || name == "..":
+		return fmt.Errorf("package name %q is not a file name", name)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("package name %q is not valid UTF-8", name)
+	case strings.ContainsAny(name, "/\\"):
+		return fmt.Errorf("package name %q contains a path separator", name)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("package name %q contains a control character", name)
+		}
+	}
+	return nil
+}
+
+func (m *Manifest) encode() []byte {
+	e := enc{b: make([]byte, 0, 128+len(m.Name)+32*len(m.Chunks))}
+	e.u8(manifestVersion)
+	e.id(m.Session)
+	e.i64(m.Created.UnixNano())
+	e.i64(m.Expires.UnixNano())
+	e.str(m.Name)
+	e.u64(uint64(m.Size))
+	e.u32(uint32(m.ChunkSize))
+	e.hash(m.SHA256)
+	e.u32(uint32(len(m.Chunks)))
+	for _, h := range m.Chunks {
+		e.hash(h)
+	}
+	return e.b
+}
+
+func decodeManifest(p []byte) (*Manifest, error) {
+	d := dec{b: p}
+	if v := d.u8(); d.err == nil && v != manifestVersion {
+		return nil, fmt.Errorf("%w: manifest version %d, want %d", ErrBadManifest, v, manifestVersion)
+	}
+	m := &Manifest{Session: d.id()}
+	m.Created = time.Unix(0, d.i64())
+	m.Expires = time.Unix(0, d.i64())
+	m.Name = d.str(255)
+	size := d.u64()
+	m.ChunkSize = int(d.u32())
+	m.SHA256 = d.hash()
+	n := d.u32()
+	if d.err == nil && (size > 1<<62 || n > maxChunks || int(n)*32 != len(d.b)) {
+		d.fail(fmt.Errorf("%d chunk hashes in %d bytes", n, len(d.b)))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadManifest, d.err)
+	}
+	m.Size = int64(size)
+	m.Chunks = make([][32]byte, n)
+	for i := range m.Chunks {
+		m.Chunks[i] = d.hash()
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// signContext separates treecast manifest signatures from any other use of the key.
+const signContext = "treecast manifest v1\x00"
+
+// Signed is a manifest with the seed's signature over its encoding.
+type Signed struct {
+	Manifest *Manifest
+	Key      ed25519.PublicKey
+	raw      []byte
+	sig      []byte
+}
+
+// Sign signs m with key.
+func Sign(m *Manifest, key ed25519.PrivateKey) *Signed {
+	raw := m.encode()
+	return &Signed{
+		Manifest: m,
+		Key:      key.Public().(ed25519.PublicKey),
+		raw:      raw,
+		sig:      ed25519.Sign(key, append([]byte(signContext), raw...)),
+	}
+}
+
+func (s *Signed) encode() []byte {
+	var e enc
+	e.blob(s.raw)
+	e.raw(s.Key)
+	e.raw(s.sig)
+	return e.b
+}
+
+// ErrBadSignature means a manifest's signature does not match its bytes and key.
+var ErrBadSignature = errors.New("manifest signature does not verify")
+
+// decodeSigned checks the signature before it decodes the manifest it covers.
+func decodeSigned(p []byte) (*Signed, error) {
+	d := dec{b: p}
+	raw := d.blob(maxManifestLen)
+	key := d.take(ed25519.PublicKeySize)
+	sig := d.take(ed25519.SignatureSize)
+	if d.err != nil {
+		return nil, wrapDecode("offer", d.err)
+	}
+	if !ed25519.Verify(key, append([]byte(signContext), raw...), sig) {
+		return nil, ErrBadSignature
+	}
+	m, err := decodeManifest(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Signed{Manifest: m, Key: bytes.Clone(key), raw: raw, sig: sig}, nil
+}
+
+// BuildManifest reads the file at path once and hashes it chunk by chunk.
+// progress, if set, is called with the bytes hashed so far.
+func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Duration, progress func(int64)) (*Manifest, error) {
+	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize {
+		return nil, fmt.Errorf("chunk size %d: must be between %d and %d bytes", chunkSize, MinChunkSize, MaxChunkSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	name := st.Name()
+	if err := ValidName(name); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	n := chunkCount(st.Size(), chunkSize)
+	if n > maxChunks {
+		return nil, fmt.Errorf("%s has %d chunks of %d bytes, limit %d: use a larger --chunk-size", path, n, chunkSize, maxChunks)
+	}
+	m := &Manifest{Name: name, Size: st.Size(), ChunkSize: chunkSize, Chunks: make([][32]byte, 0, n)}
+	if _, err := rand.Read(m.Session[:]); err != nil {
+		return nil, err
+	}
+	whole := sha256.New()
+	buf := make([]byte, chunkSize)
+	var done int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		k, err := io.ReadFull(f, buf)
+		if k > 0 {
+			m.Chunks = append(m.Chunks, sha256.Sum256(buf[:k]))
+			whole.Write(buf[:k])
+			done += int64(k)
+			if progress != nil {
+				progress(done)
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	if done != st.Size() {
+		return nil, fmt.Errorf("%s changed while it was read (%d bytes, expected %d)", path, done, st.Size())
+	}
+	copy(m.SHA256[:], whole.Sum(nil))
+	m.Created = time.Now()
+	m.Expires = m.Created.Add(ttl)
+	return m, nil
+}

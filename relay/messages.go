@@ -1,0 +1,268 @@
+package relay
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// NodeID identifies one receiver process; names are for people and need not be unique.
+type NodeID [16]byte
+
+func (id NodeID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// Short is the first 8 hex digits, enough to tell nodes apart in a table.
+func (id NodeID) Short() string { return id.String()[:8] }
+
+// ParseNodeID reads the 32-hex-digit form.
+func ParseNodeID(s string) (NodeID, error) {
+	var id NodeID
+	if len(s) != 32 {
+		return id, fmt.Errorf("node id %q: want 32 hex digits", s)
+	}
+	if _, err := fmt.Sscanf(s, "%x", &id); err != nil {
+		return id, fmt.Errorf("node id %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// Connection roles announced in hello.
+const (
+	roleControl uint8 = 1
+	roleData    uint8 = 2
+)
+
+// Refusal codes, append-only. The text beside the code is for people.
+const (
+	refuseBusy      uint8 = 1
+	refuseUntrusted uint8 = 2
+	refuseBadOffer  uint8 = 3
+	refuseNoSpace   uint8 = 4
+	refuseNoSession uint8 = 5
+	refuseStale     uint8 = 6
+	refuseLocal     uint8 = 7
+)
+
+// Complaint kinds, append-only.
+const (
+	complainLost    uint8 = 1 // the connection to the parent failed or went silent
+	complainCorrupt uint8 = 2 // the parent sent a chunk that failed its hash
+	complainRefused uint8 = 3 // the parent refused the want
+)
+
+const maxText = 4096
+
+type helloMsg struct {
+	role uint8
+	id   NodeID
+	name string
+}
+
+func (m helloMsg) encode() []byte {
+	var e enc
+	e.u8(m.role)
+	e.id(m.id)
+	e.str(m.name)
+	return e.b
+}
+
+func decodeHello(p []byte) (helloMsg, error) {
+	d := dec{b: p}
+	m := helloMsg{role: d.u8(), id: d.id(), name: d.str(maxText)}
+	if d.err == nil && m.role != roleControl && m.role != roleData {
+		d.fail(fmt.Errorf("unknown role %d", m.role))
+	}
+	return m, wrapDecode("hello", d.err)
+}
+
+type welcomeMsg struct {
+	id   NodeID
+	name string
+	busy bool
+}
+
+func (m welcomeMsg) encode() []byte {
+	var e enc
+	e.id(m.id)
+	e.str(m.name)
+	e.bool(m.busy)
+	return e.b
+}
+
+func decodeWelcome(p []byte) (welcomeMsg, error) {
+	d := dec{b: p}
+	m := welcomeMsg{id: d.id(), name: d.str(maxText), busy: d.bool()}
+	return m, wrapDecode("welcome", d.err)
+}
+
+type acceptMsg struct {
+	have uint32 // chunks already held from an earlier, interrupted session
+}
+
+func (m acceptMsg) encode() []byte {
+	var e enc
+	e.u32(m.have)
+	return e.b
+}
+
+func decodeAccept(p []byte) (acceptMsg, error) {
+	d := dec{b: p}
+	m := acceptMsg{have: d.u32()}
+	return m, wrapDecode("accept", d.err)
+}
+
+type refuseMsg struct {
+	code   uint8
+	reason string
+}
+
+func (m refuseMsg) encode() []byte {
+	var e enc
+	e.u8(m.code)
+	e.str(m.reason)
+	return e.b
+}
+
+func decodeRefuse(p []byte) (refuseMsg, error) {
+	d := dec{b: p}
+	m := refuseMsg{code: d.u8(), reason: d.str(maxText)}
+	return m, wrapDecode("refuse", d.err)
+}
+
+// parentMsg tells a node where to fetch the chunks of one stripe from.
+// Chunk i belongs to stripe i % stripes.
+type parentMsg struct {
+	id      NodeID // zero for the seed
+	addr    netip.AddrPort
+	stripes uint8
+	stripe  uint8
+}
+
+func (m parentMsg) encode() []byte {
+	var e enc
+	e.id(m.id)
+	e.str(m.addr.String())
+	e.u8(m.stripes)
+	e.u8(m.stripe)
+	return e.b
+}
+
+func decodeParent(p []byte) (parentMsg, error) {
+	d := dec{b: p}
+	m := parentMsg{id: d.id()}
+	addr := d.str(64)
+	m.stripes, m.stripe = d.u8(), d.u8()
+	if d.err == nil {
+		a, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			d.fail(err)
+		}
+		m.addr = a
+	}
+	if d.err == nil && (m.stripes == 0 || m.stripe >= m.stripes) {
+		d.fail(fmt.Errorf("stripe %d of %d", m.stripe, m.stripes))
+	}
+	return m, wrapDecode("parent", d.err)
+}
+
+// wantMsg asks a parent for every chunk of a stripe the child does not hold.
+type wantMsg struct {
+	session [16]byte
+	stripes uint8
+	stripe  uint8
+	have    []byte // bitmap, bit i set (LSB first) = chunk i held
+}
+
+func (m wantMsg) encode() []byte {
+	var e enc
+	e.id(m.session)
+	e.u8(m.stripes)
+	e.u8(m.stripe)
+	e.blob(m.have)
+	return e.b
+}
+
+func decodeWant(p []byte) (wantMsg, error) {
+	d := dec{b: p}
+	m := wantMsg{session: d.id(), stripes: d.u8(), stripe: d.u8(), have: d.blob(maxChunks/8 + 1)}
+	if d.err == nil && (m.stripes == 0 || m.stripe >= m.stripes) {
+		d.fail(fmt.Errorf("stripe %d of %d", m.stripe, m.stripes))
+	}
+	return m, wrapDecode("want", d.err)
+}
+
+type progressMsg struct {
+	have     uint32 // chunks verified and held
+	received uint64 // bytes downloaded in this session
+}
+
+func (m progressMsg) encode() []byte {
+	var e enc
+	e.u32(m.have)
+	e.u64(m.received)
+	return e.b
+}
+
+func decodeProgress(p []byte) (progressMsg, error) {
+	d := dec{b: p}
+	m := progressMsg{have: d.u32(), received: d.u64()}
+	return m, wrapDecode("progress", d.err)
+}
+
+type resultMsg struct {
+	ok       bool
+	err      string
+	received uint64
+	millis   uint64
+}
+
+func (m resultMsg) encode() []byte {
+	var e enc
+	e.bool(m.ok)
+	e.str(m.err)
+	e.u64(m.received)
+	e.u64(m.millis)
+	return e.b
+}
+
+func decodeResult(p []byte) (resultMsg, error) {
+	d := dec{b: p}
+	m := resultMsg{ok: d.bool(), err: d.str(maxText), received: d.u64(), millis: d.u64()}
+	return m, wrapDecode("result", d.err)
+}
+
+type complainMsg struct {
+	parent NodeID
+	kind   uint8
+	chunk  uint32
+	detail string
+}
+
+func (m complainMsg) encode() []byte {
+	var e enc
+	e.id(m.parent)
+	e.u8(m.kind)
+	e.u32(m.chunk)
+	e.str(m.detail)
+	return e.b
+}
+
+func decodeComplain(p []byte) (complainMsg, error) {
+	d := dec{b: p}
+	m := complainMsg{parent: d.id(), kind: d.u8(), chunk: d.u32(), detail: d.str(maxText)}
+	return m, wrapDecode("complain", d.err)
+}
+
+func wrapDecode(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("decode %s: %w", what, err)
+}
+
+// clip shortens text from the network or from errors to what a frame may carry.
+func clip(s string) string {
+	if len(s) > maxText {
+		return s[:maxText]
+	}
+	return s
+}

@@ -1,0 +1,559 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// Peer is a receiver the seed will offer the session to.
+type Peer struct {
+	ID   NodeID
+	Name string
+	Addr netip.AddrPort
+}
+
+// SeedOptions describes one session.
+type SeedOptions struct {
+	Signed *Signed // the package's manifest, signed by the seed's key
+	Path   string  // the package file
+	Peers  []Peer
+	Log    *slog.Logger
+	// Progress, if set, is called about every heartbeat from the session's loop.
+	Progress func(SeedProgress)
+}
+
+// SeedProgress is the whole session at a glance.
+type SeedProgress struct {
+	Nodes, Done, Failed int
+	Verified, Total     int64 // bytes verified on all nodes, out of nodes × size
+}
+
+// Report is the outcome of a session, one entry per planned node.
+type Report struct {
+	Package  ReportPackage `json:"package"`
+	Seconds  float64       `json:"seconds"`
+	Expected int           `json:"expected"`
+	Uploaded int64         `json:"uploaded"` // bytes the seed sent
+	Nodes    []ReportNode  `json:"nodes"`
+}
+
+// ReportPackage names what was distributed.
+type ReportPackage struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// ReportNode is one receiver's outcome.
+type ReportNode struct {
+	ID       string  `json:"id"`
+	Name     string  `json:"name"`
+	Addr     string  `json:"addr"`
+	Parent   string  `json:"parent"` // node id, or "seed"
+	Status   string  `json:"status"` // "ok" or "failed"
+	Error    string  `json:"error,omitempty"`
+	Bytes    int64   `json:"bytes"`    // bytes verified and held
+	Received int64   `json:"received"` // bytes downloaded in this session
+	Seconds  float64 `json:"seconds"`
+}
+
+// Failed counts the nodes that did not apply the package.
+func (r *Report) Failed() int {
+	n := 0
+	for _, nd := range r.Nodes {
+		if nd.Status != StatusOK {
+			n++
+		}
+	}
+	return n
+}
+
+// Node statuses in a report.
+const (
+	StatusOK     = "ok"
+	StatusFailed = "failed"
+)
+
+type nodeState int
+
+const (
+	stateActive nodeState = iota // receiving, relaying or applying
+	stateOK                      // applied
+	stateFailed                  // refused, lost, or failed to apply
+)
+
+// node is the seed's view of one receiver.
+type node struct {
+	peer     Peer
+	addr     netip.AddrPort // where its children reach it
+	c        *ctrl
+	state    nodeState
+	err      string
+	parent   *node // nil: the seed
+	children []*node
+	have     int
+	received int64
+	lastSeen time.Time
+	seconds  float64
+	reader   chan struct{} // closed when its control reader returns
+}
+
+func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
+
+type event struct {
+	n   *node
+	f   frame
+	err error
+}
+
+// seedRun is one session at the seed. Its maps and nodes belong to the
+// goroutine running loop; other goroutines talk to it through events.
+type seedRun struct {
+	cfg    Config
+	opt    SeedOptions
+	m      *Manifest
+	file   *os.File
+	ln     net.Listener
+	start  time.Time
+	nodes  []*node
+	events chan event
+
+	mu       sync.Mutex
+	uploaded int64
+	feeders  sync.WaitGroup
+}
+
+// RunSeed offers the package to every peer, streams it down a binary tree,
+// repairs the tree when nodes fail, and returns when every node has a result.
+func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) {
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	f, err := os.Open(opt.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for children: %w", err)
+	}
+	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, file: f, ln: ln, start: time.Now(), events: make(chan event, 64)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var acceptWG sync.WaitGroup
+	acceptWG.Add(1)
+	go func() {
+		defer acceptWG.Done()
+		s.acceptChildren(ctx)
+	}()
+	stopFeeding := func() {
+		cancel()
+		ln.Close()
+		acceptWG.Wait()
+		s.feeders.Wait()
+	}
+	defer stopFeeding()
+
+	s.connectAll(ctx)
+	s.plan()
+	for _, n := range s.nodes {
+		if n.state == stateActive {
+			s.sendParent(n)
+			n.lastSeen = time.Now()
+			n.reader = make(chan struct{})
+			go s.readNode(ctx, n, n.c)
+		}
+	}
+	err = s.loop(ctx)
+	for _, n := range s.nodes {
+		if n.c == nil {
+			continue
+		}
+		if err == nil {
+			n.c.send(msgEnd, nil)
+		}
+		n.c.conn.Close()
+	}
+	stopFeeding()
+	for _, n := range s.nodes {
+		if n.reader != nil {
+			<-n.reader
+		}
+	}
+	return s.report(), err
+}
+
+// connectAll opens a control connection to every peer and makes the
+// offer; peers that cannot be reached or refuse are failed with the reason.
+func (s *seedRun) connectAll(ctx context.Context) {
+	offer := s.opt.Signed.encode()
+	s.nodes = make([]*node, len(s.opt.Peers))
+	var wg sync.WaitGroup
+	for i, p := range s.opt.Peers {
+		n := &node{peer: p, addr: p.Addr}
+		s.nodes[i] = n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.connect(ctx, n, offer)
+			if err != nil {
+				n.state, n.err = stateFailed, err.Error()
+				s.opt.Log.Warn("node not taking part", "node", n.label(), "addr", p.Addr, "err", err)
+				return
+			}
+			n.c = c
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *seedRun) connect(ctx context.Context, n *node, offer []byte) (*ctrl, error) {
+	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", n.peer.Addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	c := &ctrl{conn: conn, timeout: s.cfg.DeadAfter}
+	fail := func(err error) (*ctrl, error) {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
+		return fail(err)
+	}
+	p, err := c.expect(s.cfg.DeadAfter, msgWelcome)
+	if err != nil {
+		return fail(err)
+	}
+	w, err := decodeWelcome(p)
+	if err != nil {
+		return fail(err)
+	}
+	if w.busy {
+		if _, err := c.expect(s.cfg.DeadAfter, msgRefuse); err != nil {
+			return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
+		}
+	}
+	if w.id != n.peer.ID {
+		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", w.id)
+		n.peer.ID = w.id
+	}
+	if w.name != "" {
+		n.peer.Name = w.name
+	}
+	if err := c.send(msgOffer, offer); err != nil {
+		return fail(err)
+	}
+	// A receiver may take a while to size a large spool.
+	p, err = c.expect(s.cfg.DeadAfter+30*time.Second, msgAccept)
+	if err != nil {
+		return fail(err)
+	}
+	a, err := decodeAccept(p)
+	if err != nil {
+		return fail(err)
+	}
+	n.have = int(a.have)
+	return c, nil
+}
+
+// plan places the accepted nodes in a binary tree below the seed, in
+// the order they were found: node i's children are 2i+2 and 2i+3.
+func (s *seedRun) plan() {
+	var active []*node
+	for _, n := range s.nodes {
+		if n.state == stateActive {
+			active = append(active, n)
+		}
+	}
+	for i, n := range active {
+		if i >= 2 {
+			p := active[(i-2)/2]
+			n.parent = p
+			p.children = append(p.children, n)
+		}
+	}
+}
+
+// sendParent tells n where to fetch from: its parent, or the seed.
+func (s *seedRun) sendParent(n *node) {
+	pm := parentMsg{stripes: 1}
+	if n.parent != nil {
+		pm.id, pm.addr = n.parent.peer.ID, n.parent.addr
+	} else {
+		local := n.c.conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		port := s.ln.Addr().(*net.TCPAddr).Port
+		pm.addr = netip.AddrPortFrom(local.Addr().Unmap(), uint16(port))
+	}
+	if err := n.c.send(msgParent, pm.encode()); err != nil {
+		s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
+	}
+}
+
+// readNode forwards n's control frames to the loop.
+func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
+	defer close(n.reader)
+	for {
+		f, err := c.recv(s.cfg.SeedTimeout)
+		select {
+		case s.events <- event{n: n, f: f, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// loop runs the session: it records progress and results, detects dead
+// nodes and re-parents their children, until every node has a result.
+func (s *seedRun) loop(ctx context.Context) error {
+	tick := time.NewTicker(s.cfg.Heartbeat)
+	defer tick.Stop()
+	for !s.finished() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev := <-s.events:
+			s.handle(ev)
+		case <-tick.C:
+			now := time.Now()
+			for _, n := range s.nodes {
+				if n.state == stateFailed || n.c == nil {
+					continue
+				}
+				if now.Sub(n.lastSeen) > s.cfg.DeadAfter {
+					s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
+					continue
+				}
+				n.c.send(msgPing, nil)
+			}
+			s.progress()
+		}
+	}
+	s.progress()
+	return nil
+}
+
+func (s *seedRun) finished() bool {
+	for _, n := range s.nodes {
+		if n.state == stateActive {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *seedRun) progress() {
+	if s.opt.Progress == nil {
+		return
+	}
+	p := SeedProgress{Nodes: len(s.nodes), Total: int64(len(s.nodes)) * s.m.Size}
+	for _, n := range s.nodes {
+		switch n.state {
+		case stateOK:
+			p.Done++
+		case stateFailed:
+			p.Failed++
+		}
+		p.Verified += s.heldBytes(n)
+	}
+	s.opt.Progress(p)
+}
+
+func (s *seedRun) heldBytes(n *node) int64 {
+	if n.state == stateOK || n.have >= len(s.m.Chunks) {
+		return s.m.Size
+	}
+	return min(int64(n.have)*int64(s.m.ChunkSize), s.m.Size)
+}
+
+func (s *seedRun) handle(ev event) {
+	n := ev.n
+	if n.c == nil {
+		return // already dropped
+	}
+	if ev.err != nil {
+		s.lost(n, ev.err)
+		return
+	}
+	n.lastSeen = time.Now()
+	switch ev.f.typ {
+	case msgProgress:
+		if p, err := decodeProgress(ev.f.payload); err == nil {
+			n.have, n.received = int(min(p.have, uint32(len(s.m.Chunks)))), int64(p.received)
+		}
+	case msgResult:
+		r, err := decodeResult(ev.f.payload)
+		if err != nil {
+			s.lost(n, err)
+			return
+		}
+		n.received, n.seconds = int64(r.received), float64(r.millis)/1000
+		if r.ok {
+			n.state, n.have = stateOK, len(s.m.Chunks)
+			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
+		} else {
+			n.state, n.err = stateFailed, r.err
+			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
+		}
+	case msgComplain:
+		c, err := decodeComplain(ev.f.payload)
+		if err != nil {
+			return
+		}
+		s.opt.Log.Warn("node lost its parent", "node", n.label(), "detail", c.detail)
+		s.reparent(n)
+	case msgPing:
+	default:
+		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
+	}
+}
+
+// lost drops a node whose control connection failed or went silent, and
+// moves its children to another parent. A node that already applied the
+// package keeps its ok status.
+func (s *seedRun) lost(n *node, err error) {
+	if n.state == stateActive {
+		n.state, n.err = stateFailed, fmt.Sprintf("lost: %v", err)
+		n.seconds = time.Since(s.start).Seconds()
+		s.opt.Log.Warn("node lost", "node", n.label(), "err", err)
+	}
+	n.c.conn.Close()
+	n.c = nil
+	children := n.children
+	n.children = nil
+	for _, c := range children {
+		c.parent = nil
+		if c.state != stateFailed && c.c != nil {
+			s.reparent(c)
+		}
+	}
+}
+
+// reparent moves n to the live node with the most chunks that has room
+// for a child and is not in n's own subtree, or else to the seed.
+func (s *seedRun) reparent(n *node) {
+	if old := n.parent; old != nil {
+		old.children = removeNode(old.children, n)
+	}
+	var best *node
+	for _, p := range s.nodes {
+		if p == n || p.c == nil || p.state == stateFailed || len(p.children) >= 2 || p.have < n.have || below(p, n) {
+			continue
+		}
+		if best == nil || p.have > best.have {
+			best = p
+		}
+	}
+	n.parent = best
+	if best != nil {
+		best.children = append(best.children, n)
+	}
+	s.opt.Log.Info("re-parented", "node", n.label(), "parent", s.parentLabel(n))
+	s.sendParent(n)
+}
+
+// below reports whether p is in the subtree rooted at n.
+func below(p, n *node) bool {
+	for q := p; q != nil; q = q.parent {
+		if q == n {
+			return true
+		}
+	}
+	return false
+}
+
+func removeNode(list []*node, n *node) []*node {
+	out := list[:0]
+	for _, c := range list {
+		if c != n {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *seedRun) parentLabel(n *node) string {
+	if n.parent == nil {
+		return "seed"
+	}
+	return n.parent.label()
+}
+
+// acceptChildren serves the nodes whose parent is the seed.
+func (s *seedRun) acceptChildren(ctx context.Context) {
+	src := &fileSource{f: s.file, m: s.m}
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.feeders.Add(1)
+		go func() {
+			defer s.feeders.Done()
+			defer conn.Close()
+			stop := closeOnDone(ctx, conn)
+			defer stop()
+			c := &ctrl{conn: conn, timeout: s.cfg.DeadAfter}
+			p, err := c.expect(s.cfg.DeadAfter, msgHello)
+			if err != nil {
+				return
+			}
+			if h, err := decodeHello(p); err != nil || h.role != roleData {
+				return
+			}
+			p, err = c.expect(s.cfg.DeadAfter, msgWant)
+			if err != nil {
+				return
+			}
+			w, err := decodeWant(p)
+			if err != nil || w.session != s.m.Session {
+				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no such session here"}.encode())
+				return
+			}
+			sent, err := feed(ctx, conn, src, s.m, w, s.cfg)
+			s.mu.Lock()
+			s.uploaded += sent
+			s.mu.Unlock()
+			s.opt.Log.Debug("fed child from the seed", "addr", conn.RemoteAddr(), "bytes", sent, "err", err)
+		}()
+	}
+}
+
+func (s *seedRun) report() *Report {
+	r := &Report{
+		Package: ReportPackage{Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()},
+		Seconds: time.Since(s.start).Seconds(),
+	}
+	s.mu.Lock()
+	r.Uploaded = s.uploaded
+	s.mu.Unlock()
+	for _, n := range s.nodes {
+		rn := ReportNode{
+			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(), Parent: "seed",
+			Status: StatusOK, Error: n.err, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
+		}
+		if n.parent != nil {
+			rn.Parent = n.parent.peer.ID.String()
+		}
+		if n.state != stateOK {
+			rn.Status = StatusFailed
+		}
+		r.Nodes = append(r.Nodes, rn)
+	}
+	return r
+}

@@ -1,0 +1,299 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Heartbeat = 50 * time.Millisecond
+	cfg.DeadAfter = 2 * time.Second
+	cfg.SeedTimeout = 5 * time.Second
+	return cfg
+}
+
+// testNode is one receiver in an in-process session.
+type testNode struct {
+	r       *Receiver
+	id      NodeID
+	dest    string
+	applied chan Result
+	apply   func(context.Context, Package) error
+}
+
+func writePackage(t *testing.T, size int) (string, []byte) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	path := filepath.Join(t.TempDir(), "app.bin")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+// copyApply places the package at dest, as `join --to` does.
+func copyApply(dest string) func(context.Context, Package) error {
+	return func(_ context.Context, p Package) error {
+		b, err := os.ReadFile(p.Path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dest, b, 0o644)
+	}
+}
+
+func startNodes(t *testing.T, ctx context.Context, cfg Config, n int, custom func(i int, o *ReceiverOptions, ctx *context.Context)) []*testNode {
+	t.Helper()
+	nodes := make([]*testNode, n)
+	for i := range nodes {
+		tn := &testNode{dest: filepath.Join(t.TempDir(), "out"), applied: make(chan Result, 1)}
+		rand.Read(tn.id[:])
+		opt := ReceiverOptions{ID: tn.id, Name: fmt.Sprintf("n%d", i), Dir: t.TempDir(), Apply: copyApply(tn.dest)}
+		nctx := ctx
+		if custom != nil {
+			custom(i, &opt, &nctx)
+		}
+		r, err := NewReceiver(cfg, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.r = r
+		t.Cleanup(func() { r.Close() })
+		nodes[i] = tn
+		go func() {
+			res, err := r.Next(nctx)
+			if err != nil && res.Err == nil {
+				res.Err = err
+			}
+			tn.applied <- res
+		}()
+	}
+	return nodes
+}
+
+func peersOf(nodes []*testNode) []Peer {
+	var ps []Peer
+	for i, n := range nodes {
+		ps = append(ps, Peer{ID: n.id, Name: fmt.Sprintf("n%d", i), Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(n.r.Port()))})
+	}
+	return ps
+}
+
+func seedSession(t *testing.T, ctx context.Context, cfg Config, path string, chunk int, peers []Peer) *Report {
+	t.Helper()
+	m, err := BuildManifest(ctx, path, chunk, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	return rep
+}
+
+func TestSessionDeliversIdenticalBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int
+		chunk int
+		nodes int
+	}{
+		{"odd size", 5<<20 + 123, 64 << 10, 9},
+		{"empty", 0, 64 << 10, 3},
+		{"one short chunk", 100, MinChunkSize, 2},
+		{"exact chunks", 8 * MinChunkSize, MinChunkSize, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cfg := testConfig()
+			path, data := writePackage(t, tc.size)
+			nodes := startNodes(t, ctx, cfg, tc.nodes, nil)
+			rep := seedSession(t, ctx, cfg, path, tc.chunk, peersOf(nodes))
+			if rep.Failed() != 0 {
+				t.Fatalf("report has failures: %+v", rep.Nodes)
+			}
+			parents := map[string]int{}
+			for i, n := range nodes {
+				res := <-n.applied
+				if res.Err != nil {
+					t.Fatalf("node %d: %v", i, res.Err)
+				}
+				got, err := os.ReadFile(n.dest)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("node %d: applied bytes differ (err %v, %d vs %d bytes)", i, err, len(got), len(data))
+				}
+				if rep.Nodes[i].Bytes != int64(tc.size) || rep.Nodes[i].Received != int64(tc.size) {
+					t.Errorf("node %d: report bytes %d received %d, want %d", i, rep.Nodes[i].Bytes, rep.Nodes[i].Received, tc.size)
+				}
+				parents[rep.Nodes[i].Parent]++
+			}
+			for p, k := range parents {
+				if k > 2 {
+					t.Errorf("parent %s has %d children, a binary tree allows 2", p, k)
+				}
+			}
+			if tc.size > 0 && rep.Uploaded > 2*int64(tc.size) {
+				t.Errorf("seed uploaded %d bytes, want at most 2 × %d", rep.Uploaded, tc.size)
+			}
+		})
+	}
+}
+
+func TestFailedApplyIsThatNodesOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20+7)
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
+		if i == 0 { // an inner node: 2 and 3 fetch from it
+			o.Apply = func(context.Context, Package) error { return errors.New("installer exited with status 3") }
+		}
+	})
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	if rep.Nodes[0].Status != StatusFailed || rep.Nodes[0].Error != "installer exited with status 3" {
+		t.Fatalf("node 0: status %q error %q", rep.Nodes[0].Status, rep.Nodes[0].Error)
+	}
+	for i, n := range nodes[1:] {
+		if rep.Nodes[i+1].Status != StatusOK {
+			t.Errorf("node %d: %s %s", i+1, rep.Nodes[i+1].Status, rep.Nodes[i+1].Error)
+		}
+		<-n.applied
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i+1)
+		}
+	}
+	if _, err := os.Stat(nodes[0].dest); err == nil {
+		t.Errorf("failed node has output")
+	}
+}
+
+func TestRefusedOfferIsReported(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 300<<10)
+	nodes := startNodes(t, ctx, cfg, 3, func(i int, o *ReceiverOptions, _ *context.Context) {
+		if i == 1 {
+			o.Trust = func(ed25519.PublicKey) error { return errors.New("seed key 1234 is not trusted here") }
+		}
+	})
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	if rep.Nodes[1].Status != StatusFailed || !bytes.Contains([]byte(rep.Nodes[1].Error), []byte("not trusted")) {
+		t.Fatalf("node 1: %+v", rep.Nodes[1])
+	}
+	for _, i := range []int{0, 2} {
+		<-nodes[i].applied
+		if got, _ := os.ReadFile(nodes[i].dest); !bytes.Equal(got, data) || rep.Nodes[i].Status != StatusOK {
+			t.Errorf("node %d: %+v", i, rep.Nodes[i])
+		}
+	}
+	if _, err := os.Stat(nodes[1].dest); err == nil {
+		t.Errorf("refusing node applied the package")
+	}
+}
+
+// A relay that dies mid-transfer costs its children a reconnect: they
+// finish from another parent and download no chunk twice.
+func TestDeadRelayChildrenResume(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	size := 8 << 20
+	path, data := writePackage(t, size)
+	nctx, kill := context.WithCancel(ctx)
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, c *context.Context) {
+		if i == 0 { // an inner node: 2 and 3 fetch from it
+			*c = nctx
+			o.Apply = func(ctx context.Context, _ Package) error {
+				<-ctx.Done() // dies before it finishes applying
+				return ctx.Err()
+			}
+			o.Progress = func(p ReceiverProgress) {
+				if p.Verified > int64(size)/3 {
+					kill()
+				}
+			}
+		}
+	})
+	// Slow the victim's children so the kill lands mid-transfer.
+	peers := peersOf(nodes)
+	throttled := throttle(t, ctx, peers[0].Addr)
+	peers[0].Addr = throttled
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peers)
+	for i, n := range nodes[1:] {
+		res := <-n.applied
+		if res.Err != nil || rep.Nodes[i+1].Status != StatusOK {
+			t.Fatalf("node %d: %v %+v", i+1, res.Err, rep.Nodes[i+1])
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i+1)
+		}
+		if res.Received != int64(size) {
+			t.Errorf("node %d downloaded %d bytes for a %d-byte package", i+1, res.Received, size)
+		}
+	}
+	if rep.Nodes[0].Status != StatusFailed {
+		t.Errorf("dead relay reported %s", rep.Nodes[0].Status)
+	}
+}
+
+// throttle forwards a TCP port at about 20 MB/s so transfers take time.
+func throttle(t *testing.T, ctx context.Context, to netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", to.String())
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { copyThrottled(u, c) }()
+				copyThrottled(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func copyThrottled(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond * time.Duration(n) / (20 << 10))
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// bitmap is a set of chunk indexes, bit i LSB-first in byte i/8.
+type bitmap []byte
+
+func newBitmap(n int) bitmap    { return make(bitmap, (n+7)/8) }
+func (b bitmap) has(i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
+func (b bitmap) set(i int)      { b[i/8] |= 1 << (i % 8) }
+
+// errIdle is returned by a wait that timed out with the chunk still missing.
+var errIdle = errors.New("chunk not yet available")
+
+// source is where a parent's feeders read chunks from.
+type source interface {
+	// wait blocks until chunk i is held, ctx ends, or idle passes (errIdle).
+	wait(ctx context.Context, i int, idle time.Duration) error
+	// readChunk reads chunk i into buf, which has room for a whole chunk.
+	readChunk(i int, buf []byte) ([]byte, error)
+}
+
+// fileSource serves a complete, already hashed file: the seed's.
+type fileSource struct {
+	f *os.File
+	m *Manifest
+}
+
+func (s *fileSource) wait(context.Context, int, time.Duration) error { return nil }
+
+func (s *fileSource) readChunk(i int, buf []byte) ([]byte, error) {
+	buf = buf[:s.m.ChunkLen(i)]
+	if _, err := s.f.ReadAt(buf, int64(i)*int64(s.m.ChunkSize)); err != nil {
+		return nil, fmt.Errorf("read chunk %d of %s: %w", i, s.f.Name(), err)
+	}
+	return buf, nil
+}
+
+// spool holds a session's verified chunks on disk while they arrive.
+// Its state file records which chunks are held, so an interrupted
+// session resumes instead of starting over. Spools are keyed by the
+// package's whole SHA-256, so a new seed run of the same file resumes too.
+type spool struct {
+	m         *Manifest
+	f         *os.File
+	path      string // the data, size of the package once complete
+	statePath string // which chunks are held
+
+	mu      sync.Mutex
+	have    bitmap
+	count   int
+	changed chan struct{} // closed and replaced whenever a chunk is added
+	dirty   bool          // chunks added since the last sync
+}
+
+func spoolPaths(dir string, m *Manifest) (data, state string) {
+	base := filepath.Join(dir, "spool", m.SumHex())
+	return base + ".part", base + ".have"
+}
+
+// openSpool opens or creates the spool for m under dir and loads the
+// chunks an earlier session left behind.
+func openSpool(dir string, m *Manifest) (*spool, error) {
+	data, state := spoolPaths(dir, m)
+	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(data, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(len(m.Chunks)), changed: make(chan struct{})}
+	if prev, err := os.ReadFile(state); err == nil {
+		if have, ok := s.parseState(prev); ok {
+			s.have = have
+			for i := range m.Chunks {
+				if have.has(i) {
+					s.count++
+				}
+			}
+		}
+	}
+	if err := f.Truncate(m.Size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size spool %s: %w", data, err)
+	}
+	return s, nil
+}
+
+// The state file: chunk size (4), chunk count (4), package SHA-256 (32), bitmap.
+func (s *spool) stateBytes() []byte {
+	var e enc
+	e.u32(uint32(s.m.ChunkSize))
+	e.u32(uint32(len(s.m.Chunks)))
+	e.hash(s.m.SHA256)
+	e.raw(s.have)
+	return e.b
+}
+
+func (s *spool) parseState(p []byte) (bitmap, bool) {
+	if len(p) != 40+len(s.have) ||
+		binary.BigEndian.Uint32(p) != uint32(s.m.ChunkSize) ||
+		binary.BigEndian.Uint32(p[4:]) != uint32(len(s.m.Chunks)) ||
+		!bytes.Equal(p[8:40], s.m.SHA256[:]) {
+		return nil, false
+	}
+	return bitmap(bytes.Clone(p[40:])), true
+}
+
+func (s *spool) has(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.have.has(i)
+}
+
+// held returns how many chunks are held and a copy of the bitmap.
+func (s *spool) held() (int, bitmap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count, bytes.Clone(s.have)
+}
+
+func (s *spool) complete() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count == len(s.m.Chunks)
+}
+
+// put stores chunk i, which the caller has verified against the manifest.
+func (s *spool) put(i int, data []byte) error {
+	if len(data) != s.m.ChunkLen(i) {
+		return fmt.Errorf("chunk %d is %d bytes, manifest says %d", i, len(data), s.m.ChunkLen(i))
+	}
+	if _, err := s.f.WriteAt(data, int64(i)*int64(s.m.ChunkSize)); err != nil {
+		return fmt.Errorf("write chunk %d to spool %s: %w", i, s.path, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.have.has(i) {
+		s.have.set(i)
+		s.count++
+		s.dirty = true
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+	return nil
+}
+
+func (s *spool) wait(ctx context.Context, i int, idle time.Duration) error {
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		ok, ch := s.have.has(i), s.changed
+		s.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return errIdle
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *spool) readChunk(i int, buf []byte) ([]byte, error) {
+	buf = buf[:s.m.ChunkLen(i)]
+	if _, err := s.f.ReadAt(buf, int64(i)*int64(s.m.ChunkSize)); err != nil {
+		return nil, fmt.Errorf("read chunk %d from spool %s: %w", i, s.path, err)
+	}
+	return buf, nil
+}
+
+// sync makes the held chunks durable, then records them, so the state
+// file never claims a chunk the disk does not have.
+func (s *spool) sync() error {
+	s.mu.Lock()
+	if !s.dirty {
+		s.mu.Unlock()
+		return nil
+	}
+	s.dirty = false
+	state := s.stateBytes()
+	s.mu.Unlock()
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("sync spool %s: %w", s.path, err)
+	}
+	tmp := s.statePath + ".tmp"
+	if err := os.WriteFile(tmp, state, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.statePath)
+}
+
+func (s *spool) close() error { return s.f.Close() }
+
+// remove deletes the spool once its session is over.
+func (s *spool) remove() {
+	s.f.Close()
+	os.Remove(s.path)
+	os.Remove(s.statePath)
+}
+
+// waitComplete blocks until every chunk is held or ctx ends.
+func (s *spool) waitComplete(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		done, ch := s.count == len(s.m.Chunks), s.changed
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// reset forgets every chunk, for a spool found corrupt on disk.
+func (s *spool) reset() {
+	s.mu.Lock()
+	s.have = newBitmap(len(s.m.Chunks))
+	s.count = 0
+	s.dirty = false
+	s.mu.Unlock()
+	os.Remove(s.statePath)
+}

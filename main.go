@@ -1,3 +1,881 @@
+// Command treecast puts a package on every machine of a LAN fleet by
+// relaying it peer to peer along a binary tree.
 package main
 
-func main() {}
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/treecast/treecast/discover"
+	"github.com/treecast/treecast/install"
+	"github.com/treecast/treecast/relay"
+)
+
+// Exit codes, a contract with scripts.
+const (
+	exitOK       = 0 // every planned node applied the package
+	exitFailed   = 1 // some node failed, or fewer receivers than expected
+	exitUsage    = 2 // bad flags or config
+	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
+)
+
+// exitError carries the exit code an error maps to.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usage(format string, a ...any) error {
+	return &exitError{exitUsage, fmt.Errorf(format, a...)}
+}
+
+const exitHelp = `EXIT CODES:
+   0  every planned node applied the package (seed), or this node applied it (join)
+   1  some node failed, or fewer receivers than --expect were found
+   2  usage or configuration error
+   3  nothing found: no receivers (seed), or no session before --timeout (join)`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newApp().RunContext(ctx, os.Args)
+	stop()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "treecast:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	os.Exit(exitUsage) // errors urfave/cli finds in the flags themselves
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "treecast",
+		Usage: "put a package on every machine of a LAN, relayed peer to peer along a binary tree",
+		Description: `Run "treecast serve" (an agent) or "treecast join" (one session) on every receiver,
+then "treecast seed FILE" on one machine. Receivers announce themselves over mDNS
+(_treecast._tcp); the seed finds them, signs the session, and streams the package down
+a binary tree in which every node relays verified chunks to two others while it applies.
+Flags go before arguments. Settings: flag > TREECAST_* environment > --config file > default.`,
+		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitHelp + "\n",
+		HideVersion:           true,
+		ExitErrHandler:        func(*cli.Context, error) {},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "verbose", Usage: "log every step to stderr", EnvVars: []string{"TREECAST_VERBOSE"}},
+		},
+		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), versionCommand()},
+	}
+}
+
+// fileConfig is the TOML file; config.example.toml documents every key.
+type fileConfig struct {
+	Seed     seedConfig      `toml:"seed"`
+	Receiver receiverConfig  `toml:"receiver"`
+	Install  install.Config  `toml:"install"`
+	Discover discover.Config `toml:"discover"`
+	Relay    relay.Config    `toml:"relay"`
+}
+
+type seedConfig struct {
+	Expect    int           `toml:"expect"`
+	Wait      time.Duration `toml:"wait"`
+	Group     string        `toml:"group"`
+	ChunkSize string        `toml:"chunk_size"`
+	Key       string        `toml:"key"`
+	Report    string        `toml:"report"`
+}
+
+type receiverConfig struct {
+	Name     string        `toml:"name"`
+	Group    string        `toml:"group"`
+	Dir      string        `toml:"dir"`
+	Timeout  time.Duration `toml:"timeout"`
+	Trust    []string      `toml:"trust"`
+	TrustAny bool          `toml:"trust_any"`
+}
+
+func defaultConfig() fileConfig {
+	return fileConfig{
+		Seed: seedConfig{
+			Wait:      10 * time.Second, // long enough for a whole LAN to answer a few query rounds
+			ChunkSize: "1MiB",           // small enough to pipeline, large enough that headers cost nothing
+		},
+		Install:  install.DefaultConfig(),
+		Discover: discover.DefaultConfig(),
+		Relay:    relay.DefaultConfig(),
+	}
+}
+
+// loadConfig reads the --config file over the defaults, strictly: unknown
+// keys and syntax errors name the key or line.
+func loadConfig(c *cli.Context) (fileConfig, error) {
+	cfg := defaultConfig()
+	path := c.String("config")
+	if path == "" {
+		return cfg, nil
+	}
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return cfg, usage("config %s: %s", path, pe.ErrorWithPosition())
+		}
+		return cfg, usage("config %s: %v", path, err)
+	}
+	if keys := md.Undecoded(); len(keys) > 0 {
+		var names []string
+		for _, k := range keys {
+			names = append(names, k.String())
+		}
+		return cfg, usage("config %s: unknown key %s (see config.example.toml for every key)", path, strings.Join(names, ", "))
+	}
+	return cfg, nil
+}
+
+// Flags shared by several commands. EnvVars make TREECAST_* work; a set flag
+// or variable wins over the file.
+var (
+	configFlag = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
+	ifaceFlag  = &cli.StringFlag{Name: "iface", Usage: "use only this network interface (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
+)
+
+func groupFlag(usage string) *cli.StringFlag {
+	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
+}
+
+func setString(c *cli.Context, name string, dst *string) {
+	if c.IsSet(name) {
+		*dst = c.String(name)
+	}
+}
+
+func setDuration(c *cli.Context, name string, dst *time.Duration) {
+	if c.IsSet(name) {
+		*dst = c.Duration(name)
+	}
+}
+
+// noStrayArgs fails loudly on flags placed after arguments, which the
+// flag parser would otherwise ignore.
+func noStrayArgs(c *cli.Context, max int) error {
+	args := c.Args().Slice()
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && a != "-" {
+			return usage("%s: flag %s after the arguments: put flags before arguments (treecast %s [flags] ...)", c.Command.Name, a, c.Command.Name)
+		}
+	}
+	if len(args) > max {
+		return usage("%s: unexpected argument %q (see treecast %s --help)", c.Command.Name, args[max], c.Command.Name)
+	}
+	return nil
+}
+
+// newLogger writes human-readable logs through the console, so they never
+// tear a live progress bar.
+func newLogger(c *cli.Context, con *console) *slog.Logger {
+	level := slog.LevelWarn
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: level}))
+}
+
+// console owns stderr: the progress bar and log lines take turns on it.
+type console struct {
+	mu   sync.Mutex
+	out  io.Writer
+	tty  bool
+	bar  *progressbar.ProgressBar
+	last time.Time // when the last plain progress line was written
+}
+
+func newConsole() *console {
+	return &console{out: os.Stderr, tty: term.IsTerminal(int(os.Stderr.Fd()))}
+}
+
+func (c *console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bar != nil {
+		c.bar.Clear()
+	}
+	n, err := c.out.Write(p)
+	if c.bar != nil {
+		c.bar.RenderBlank()
+	}
+	return n, err
+}
+
+func (c *console) printf(format string, a ...any) { fmt.Fprintf(c, format, a...) }
+
+// progress shows done of total bytes: a bar on a terminal, otherwise a
+// plain line every few seconds.
+func (c *console) progress(done, total int64, desc string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.tty {
+		if time.Since(c.last) < 3*time.Second && done < total {
+			return
+		}
+		c.last = time.Now()
+		pct := 100.0
+		if total > 0 {
+			pct = float64(done) * 100 / float64(total)
+		}
+		fmt.Fprintf(c.out, "treecast: %5.1f%%  %s of %s  %s\n", pct, humanBytes(done), humanBytes(total), desc)
+		return
+	}
+	if total == 0 {
+		return
+	}
+	if c.bar == nil {
+		c.bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(c.out),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionUseIECUnits(true),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionFullWidth(),
+		)
+	}
+	c.bar.Describe(desc)
+	c.bar.Set64(done)
+}
+
+// endProgress removes the bar so the summary prints on a clean line.
+func (c *console) endProgress() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bar != nil {
+		c.bar.Finish()
+		fmt.Fprintln(c.out)
+		c.bar = nil
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M.
+func parseSize(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"K", 1 << 10}, {"M", 1 << 20}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional unit, like 1MiB or 256KiB", s)
+	}
+	return n * mult, nil
+}
+
+// --- seed ---------------------------------------------------------------
+
+func seedCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "seed",
+		Usage:     "find receivers, stream FILE to all of them along a binary tree, and report",
+		ArgsUsage: "FILE",
+		Description: `Finds receivers by mDNS until --expect are found or --wait passes, signs the
+session with the seed key, streams FILE down a binary tree, shows progress, and prints
+one line per node and a summary. FILE may be of any size, 0 bytes included.
+
+The first run creates a seed key and prints the --trust value receivers need.
+
+   treecast seed --expect 30 --report result.json app.tar.gz
+
+` + exitHelp,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "expect", Usage: "start as soon as `N` receivers are found; fewer than N is a failure (exit 1)", EnvVars: []string{"TREECAST_EXPECT"}},
+			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this long, then start with those found (default 10s)", EnvVars: []string{"TREECAST_WAIT"}},
+			groupFlag("only receivers announcing this group `NAME`"),
+			ifaceFlag,
+			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
+			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE` (4KiB to 16MiB; default 1MiB)", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
+			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH` (default: the user's treecast key, created on first use)", EnvVars: []string{"TREECAST_KEY"}},
+			configFlag,
+		},
+		Action: runSeed,
+	}
+}
+
+func defaultKeyPath() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		dir = "."
+	}
+	return filepath.Join(dir, "treecast", "seed.key")
+}
+
+func runSeed(c *cli.Context) error {
+	if err := noStrayArgs(c, 1); err != nil {
+		return err
+	}
+	if c.NArg() != 1 {
+		return usage("seed: name the FILE to distribute: treecast seed [flags] FILE")
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	sc := &cfg.Seed
+	if c.IsSet("expect") {
+		sc.Expect = c.Int("expect")
+	}
+	setDuration(c, "wait", &sc.Wait)
+	setString(c, "group", &sc.Group)
+	setString(c, "iface", &cfg.Discover.Iface)
+	setString(c, "report", &sc.Report)
+	setString(c, "chunk-size", &sc.ChunkSize)
+	setString(c, "key", &sc.Key)
+	if sc.Expect < 0 {
+		return usage("seed: --expect %d: want 0 or more receivers", sc.Expect)
+	}
+	chunk, err := parseSize(sc.ChunkSize)
+	if err != nil {
+		return usage("seed: --chunk-size: %v", err)
+	}
+	if chunk < relay.MinChunkSize || chunk > relay.MaxChunkSize {
+		return usage("seed: --chunk-size %s: must be between 4KiB and 16MiB", sc.ChunkSize)
+	}
+	path := c.Args().First()
+	st, err := os.Stat(path)
+	if err != nil {
+		return usage("seed: %v", err)
+	}
+	if !st.Mode().IsRegular() {
+		return usage("seed: %s is not a regular file (to send a directory, pack it: tar czf pkg.tar.gz DIR)", path)
+	}
+	con := newConsole()
+	log := newLogger(c, con)
+
+	keyPath := sc.Key
+	if keyPath == "" {
+		keyPath = defaultKeyPath()
+	}
+	key, created, err := relay.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return usage("seed: key: %v", err)
+	}
+	fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
+	if created {
+		con.printf("treecast: created seed key %s\n", keyPath)
+	}
+	con.printf("treecast: seed key %s; receivers run: treecast join --trust %s --to DIR\n", fp, fp)
+
+	ctx := c.Context
+	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
+		if st.Size() > 256<<20 {
+			con.progress(done, st.Size(), "hashing "+st.Name())
+		}
+	})
+	con.endProgress()
+	if err != nil {
+		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+	}
+
+	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
+	found, err := discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
+		Group: sc.Group, Expect: sc.Expect, Wait: sc.Wait,
+		OnPeer: func(p discover.Peer) {
+			log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
+		},
+	}, log)
+	if err != nil && len(found) == 0 {
+		if discover.IsNoInterface(err) {
+			return usage("seed: %v", err)
+		}
+		return &exitError{exitNotFound, fmt.Errorf("seed: %w", err)}
+	}
+	var peers []relay.Peer
+	for _, p := range found {
+		id, err := relay.ParseNodeID(p.ID)
+		if err != nil || p.Version != relay.Version {
+			log.Warn("skipping receiver", "name", p.Name, "addr", p.Addr, "version", p.Version)
+			continue
+		}
+		peers = append(peers, relay.Peer{ID: id, Name: p.Name, Addr: p.Addr})
+	}
+	if len(peers) == 0 {
+		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
+	}
+	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, humanBytes(m.Size), m.SumHex()[:16], len(peers))
+
+	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
+		Signed: relay.Sign(m, key),
+		Path:   path,
+		Peers:  peers,
+		Log:    log,
+		Progress: func(p relay.SeedProgress) {
+			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
+		},
+	})
+	con.endProgress()
+	if err != nil {
+		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+	}
+	rep.Expected = sc.Expect
+	printReport(os.Stdout, rep)
+	if sc.Report != "" {
+		if err := writeReport(sc.Report, rep); err != nil {
+			return &exitError{exitFailed, err}
+		}
+	}
+	switch {
+	case rep.Failed() > 0:
+		return &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
+	case len(rep.Nodes) < sc.Expect:
+		return &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), sc.Expect)}
+	}
+	return nil
+}
+
+func lookingFor(sc *seedConfig, dc discover.Config) string {
+	var parts []string
+	if sc.Expect > 0 {
+		parts = append(parts, fmt.Sprintf("until %d found", sc.Expect))
+	}
+	parts = append(parts, "at most "+sc.Wait.String())
+	if sc.Group != "" {
+		parts = append(parts, "group "+sc.Group)
+	}
+	if dc.Iface != "" {
+		parts = append(parts, "on "+dc.Iface)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func groupHint(g string) string {
+	if g == "" {
+		return ""
+	}
+	return fmt.Sprintf(" and with --group %s", g)
+}
+
+func printReport(w io.Writer, rep *relay.Report) {
+	names := map[string]string{"seed": "seed"}
+	for _, n := range rep.Nodes {
+		names[n.ID] = n.Name
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENT\tSTATUS\tBYTES\tSECONDS\tERROR")
+	for _, n := range rep.Nodes {
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, names[n.Parent], n.Status, n.Bytes, n.Seconds, n.Error)
+	}
+	tw.Flush()
+	ok := len(rep.Nodes) - rep.Failed()
+	rate := 0.0
+	if rep.Seconds > 0 {
+		rate = float64(rep.Package.Size) / rep.Seconds
+	}
+	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
+		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), humanBytes(rep.Package.Size), rep.Seconds, humanBytes(int64(rate)))
+}
+
+// writeReport replaces path atomically with the JSON report.
+func writeReport(path string, rep *relay.Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// --- join and serve --------------------------------------------------------
+
+func receiverFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "to", Usage: "place the verified file atomically at `DIR`/<package name> (DIR is created)", EnvVars: []string{"TREECAST_TO"}},
+		&cli.StringFlag{Name: "extract", Usage: "unpack a .tar, .tar.gz or .zip package into `DIR`; unsafe entries fail the apply", EnvVars: []string{"TREECAST_EXTRACT"}},
+		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
+		&cli.StringFlag{Name: "name", Usage: "`NAME` shown in the seed's report (default: host name)", EnvVars: []string{"TREECAST_NAME"}},
+		groupFlag("announce membership of group `NAME`; seeds with --group pick only their group"),
+		ifaceFlag,
+		&cli.StringFlag{Name: "dir", Usage: "spool and state `DIR`; two receivers on one machine need different ones", EnvVars: []string{"TREECAST_DIR"}},
+		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR` (default :0, any free port, announced over mDNS)", EnvVars: []string{"TREECAST_LISTEN"}},
+		&cli.StringSliceFlag{Name: "trust", Usage: "accept sessions signed by this seed key: a fingerprint, a public key or a .pub `FILE` (repeatable)", EnvVars: []string{"TREECAST_TRUST"}},
+		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
+		configFlag,
+	}
+}
+
+func joinCommand() *cli.Command {
+	flags := append(receiverFlags(), &cli.DurationFlag{Name: "timeout", Usage: "give up if no session starts within `DURATION` (default: wait forever)", EnvVars: []string{"TREECAST_TIMEOUT"}})
+	return &cli.Command{
+		Name:  "join",
+		Usage: "receive one session: relay it to children, verify, apply, report, exit",
+		Description: `Announces this machine over mDNS, waits for one session from a trusted seed, relays
+its chunks to the children the seed assigns, applies the verified package, and exits
+with the result. At least one of --to, --extract, --exec says what to do with it.
+
+   treecast join --trust 3f9a-77c2-19ab-e0d4 --to /opt/pkg --timeout 10m
+
+` + exitHelp,
+		Flags:  flags,
+		Action: func(c *cli.Context) error { return runReceiver(c, true) },
+	}
+}
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run as an agent: accept sessions from trusted seeds, one after another, until stopped",
+		Description: `A long-lived receiver for a fleet machine: announces itself over mDNS, takes one
+session at a time, relays, applies, and waits for the next. Stop it with SIGTERM.
+
+   treecast serve --trust /etc/treecast/seed.key.pub --extract /opt/app --exec 'systemctl restart app'`,
+		Flags:  receiverFlags(),
+		Action: func(c *cli.Context) error { return runReceiver(c, false) },
+	}
+}
+
+func defaultDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/treecast"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "treecast")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "treecast")
+	}
+	return filepath.Join(os.TempDir(), "treecast")
+}
+
+func runReceiver(c *cli.Context, once bool) error {
+	if err := noStrayArgs(c, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	rc := &cfg.Receiver
+	setString(c, "to", &cfg.Install.To)
+	setString(c, "extract", &cfg.Install.Extract)
+	setString(c, "exec", &cfg.Install.Exec)
+	setString(c, "name", &rc.Name)
+	setString(c, "group", &rc.Group)
+	setString(c, "iface", &cfg.Discover.Iface)
+	setString(c, "dir", &rc.Dir)
+	setString(c, "listen", &cfg.Relay.Listen)
+	if once {
+		setDuration(c, "timeout", &rc.Timeout)
+	}
+	if c.IsSet("trust") {
+		rc.Trust = c.StringSlice("trust")
+	}
+	if c.IsSet("trust-any") {
+		rc.TrustAny = c.Bool("trust-any")
+	}
+	if err := cfg.Install.Validate(); err != nil {
+		return usage("%s: %v", c.Command.Name, err)
+	}
+	var trust relay.TrustSet
+	for _, t := range rc.Trust {
+		if err := trust.Add(t); err != nil {
+			return usage("%s: %v", c.Command.Name, err)
+		}
+	}
+	if trust.Len() == 0 && !rc.TrustAny {
+		return usage("%s: say which seed to trust: --trust FINGERPRINT (the seed prints it on every run; `treecast keygen` prints it too), or --trust-any to accept any seed on this LAN", c.Command.Name)
+	}
+	if rc.Name == "" {
+		rc.Name, _ = os.Hostname()
+	}
+	if rc.Dir == "" {
+		rc.Dir = defaultDir()
+	}
+	con := newConsole()
+	log := newLogger(c, con)
+	if rc.TrustAny {
+		con.printf("treecast: warning: --trust-any: any seed on this LAN can make this machine apply a package\n")
+	}
+
+	unlock, err := lockDir(rc.Dir)
+	if err != nil {
+		return usage("%s: %v", c.Command.Name, err)
+	}
+	defer unlock()
+	id, err := nodeID(rc.Dir)
+	if err != nil {
+		return usage("%s: %v", c.Command.Name, err)
+	}
+
+	var ann *discover.Announcer
+	var annMu sync.Mutex
+	opt := relay.ReceiverOptions{
+		ID: id, Name: rc.Name, Dir: rc.Dir, Log: log,
+		Apply: func(ctx context.Context, p relay.Package) error {
+			return install.Apply(ctx, cfg.Install, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
+		},
+		Progress: func(p relay.ReceiverProgress) {
+			desc := "receiving " + p.Name
+			if p.Applied {
+				desc = "relaying " + p.Name
+			}
+			con.progress(p.Verified, p.Size, desc)
+		},
+	}
+	if !rc.TrustAny {
+		opt.Trust = trust.Check
+	}
+	started := make(chan struct{}, 1)
+	opt.Busy = func(busy bool) {
+		state := discover.StateIdle
+		if busy {
+			state = discover.StateBusy
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+		}
+		annMu.Lock()
+		defer annMu.Unlock()
+		if ann != nil {
+			ann.SetState(state)
+		}
+	}
+	r, err := relay.NewReceiver(cfg.Relay, opt)
+	if err != nil {
+		return usage("%s: %v", c.Command.Name, err)
+	}
+	defer r.Close()
+	a, err := discover.Announce(cfg.Discover, discover.Announcement{
+		ID: id.String(), Name: rc.Name, Group: rc.Group, State: discover.StateIdle, Version: relay.Version, Port: r.Port(),
+	}, log)
+	if err != nil {
+		return usage("%s: announce: %v", c.Command.Name, err)
+	}
+	annMu.Lock()
+	ann = a
+	annMu.Unlock()
+	defer a.Close()
+	con.printf("treecast: %s (%s) waiting for a session on port %d; actions: %s\n", rc.Name, id.Short(), r.Port(), cfg.Install.Describe())
+
+	ctx := c.Context
+	if once {
+		return joinOnce(ctx, r, rc.Timeout, started, con)
+	}
+	for {
+		res, err := r.Next(ctx)
+		con.endProgress()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped
+			}
+			return &exitError{exitFailed, err}
+		}
+		printResult(con, res)
+	}
+}
+
+// joinOnce waits for one session; timeout only bounds the wait for it to start.
+func joinOnce(ctx context.Context, r *relay.Receiver, timeout time.Duration, started <-chan struct{}, con *console) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timedOut := make(chan struct{})
+	if timeout > 0 {
+		go func() {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				close(timedOut)
+				cancel()
+			case <-started:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	res, err := r.Next(ctx)
+	con.endProgress()
+	select {
+	case <-timedOut:
+		return &exitError{exitNotFound, fmt.Errorf("join: no session started within %s", timeout)}
+	default:
+	}
+	if err != nil {
+		return &exitError{exitFailed, fmt.Errorf("join: %w", err)}
+	}
+	printResult(con, res)
+	if res.Err != nil {
+		return &exitError{exitFailed, errors.New("join: the package was not applied")}
+	}
+	return nil
+}
+
+func printResult(con *console, res relay.Result) {
+	if res.Err != nil {
+		con.printf("treecast: %s: failed after %.1fs: %v\n", res.Package.Name, res.Duration.Seconds(), res.Err)
+		if errors.Is(res.Err, relay.ErrSeedLost) {
+			con.printf("treecast: the verified chunks are kept; run the seed again to resume\n")
+		}
+		return
+	}
+	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s\n",
+		res.Package.Name, humanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), humanBytes(res.Received), humanBytes(res.Resumed))
+}
+
+// lockDir makes dir this process's own; a second receiver on it is refused.
+func lockDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s is in use by another treecast receiver: give this one its own --dir", dir)
+	}
+	return func() { f.Close() }, nil
+}
+
+// nodeID reads this receiver's id from dir, creating it on first use, so a
+// restarted receiver is recognised and resumes.
+func nodeID(dir string) (relay.NodeID, error) {
+	path := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id, err := relay.ParseNodeID(strings.TrimSpace(string(b))); err == nil {
+			return id, nil
+		}
+	}
+	var id relay.NodeID
+	if _, err := rand.Read(id[:]); err != nil {
+		return id, err
+	}
+	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+		return id, fmt.Errorf("state dir: %w", err)
+	}
+	return id, nil
+}
+
+// --- peers, keygen, version ----------------------------------------------
+
+func peersCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "peers",
+		Usage: "list the receivers announcing themselves on the LAN",
+		Flags: []cli.Flag{
+			groupFlag("only receivers announcing this group `NAME`"),
+			ifaceFlag,
+			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "listen for answers this long"},
+			configFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if err := noStrayArgs(c, 0); err != nil {
+				return err
+			}
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return err
+			}
+			setString(c, "iface", &cfg.Discover.Iface)
+			con := newConsole()
+			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
+			if err != nil && len(found) == 0 {
+				if discover.IsNoInterface(err) {
+					return usage("peers: %v", err)
+				}
+				return &exitError{exitNotFound, err}
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tID\tADDRESS\tGROUP\tSTATE")
+			for _, p := range found {
+				fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\n", p.Name, p.ID, p.Addr, p.Group, p.State)
+			}
+			tw.Flush()
+			if len(found) == 0 {
+				return &exitError{exitNotFound, errors.New("no receivers found")}
+			}
+			return nil
+		},
+	}
+}
+
+func keygenCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "keygen",
+		Usage: "create a seed key and print the fingerprint receivers trust",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "write the key to `PATH` and the public key to PATH.pub", Value: defaultKeyPath()},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noStrayArgs(c, 0); err != nil {
+				return err
+			}
+			key, err := relay.GenerateKey(c.String("out"))
+			if err != nil {
+				return usage("keygen: %v", err)
+			}
+			fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
+			fmt.Printf("wrote %s and %s.pub\nfingerprint %s\nreceivers: treecast join --trust %s ...\n", c.String("out"), c.String("out"), fp, fp)
+			return nil
+		},
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version and protocol version",
+		Action: func(c *cli.Context) error {
+			v := "(devel)"
+			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+				v = bi.Main.Version
+			}
+			fmt.Printf("treecast %s, protocol %d\n", v, relay.Version)
+			return nil
+		},
+	}
+}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 )
@@ -19,7 +20,7 @@ func ParseNodeID(s string) (NodeID, error) {
 	if len(s) != 32 {
 		return id, fmt.Errorf("node id %q: want 32 hex digits", s)
 	}
-	if _, err := fmt.Sscanf(s, "%x", &id); err != nil {
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return id, fmt.Errorf("node id %q: %w", s, err)
 	}
 	return id, nil

@@ -1,0 +1,130 @@
+package relay
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+const (
+	keyPEMType = "TREECAST SEED KEY"
+	pubPrefix  = "treecast-ed25519"
+)
+
+// Fingerprint is the short form of a seed key people read aloud and type:
+// the first 64 bits of its SHA-256, as four groups of four hex digits.
+func Fingerprint(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	h := hex.EncodeToString(sum[:8])
+	return h[0:4] + "-" + h[4:8] + "-" + h[8:12] + "-" + h[12:16]
+}
+
+// GenerateKey writes a new seed key to path (mode 0600) and its public
+// half to path+".pub". It never overwrites an existing key.
+func GenerateKey(path string) (ed25519.PrivateKey, error) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%s already exists: pick another --out, or remove it to replace the key", path)
+		}
+		return nil, err
+	}
+	err = pem.Encode(f, &pem.Block{Type: keyPEMType, Bytes: key.Seed()})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("write key %s: %w", path, err)
+	}
+	line := fmt.Sprintf("%s %s %s\n", pubPrefix, base64.StdEncoding.EncodeToString(pub), Fingerprint(pub))
+	if err := os.WriteFile(path+".pub", []byte(line), 0o644); err != nil {
+		return nil, fmt.Errorf("write public key: %w", err)
+	}
+	return key, nil
+}
+
+// LoadKey reads a seed key written by GenerateKey.
+func LoadKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s is not a treecast seed key (make one with `treecast keygen`)", path)
+	}
+	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+}
+
+// LoadOrCreateKey loads the key at path, creating it on first use.
+func LoadOrCreateKey(path string) (key ed25519.PrivateKey, created bool, err error) {
+	key, err = LoadKey(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key, err = GenerateKey(path)
+		return key, err == nil, err
+	}
+	return key, false, err
+}
+
+// TrustSet is the seed keys a receiver accepts sessions from.
+type TrustSet struct {
+	keys         []ed25519.PublicKey
+	fingerprints []string
+}
+
+// Add takes a fingerprint, a base64 public key, a `.pub` line, or the path of a `.pub` file.
+func (t *TrustSet) Add(value string) error {
+	v := strings.TrimSpace(value)
+	if b, err := os.ReadFile(v); err == nil && (strings.HasSuffix(v, ".pub") || strings.HasPrefix(string(b), pubPrefix)) {
+		v = strings.TrimSpace(string(b))
+	}
+	if f := strings.Fields(v); len(f) >= 2 && f[0] == pubPrefix {
+		v = f[1]
+	}
+	if fp := strings.ToLower(strings.ReplaceAll(v, "-", "")); len(fp) == 16 {
+		if _, err := hex.DecodeString(fp); err == nil {
+			t.fingerprints = append(t.fingerprints, fp[0:4]+"-"+fp[4:8]+"-"+fp[8:12]+"-"+fp[12:16])
+			return nil
+		}
+	}
+	if b, err := base64.StdEncoding.DecodeString(v); err == nil && len(b) == ed25519.PublicKeySize {
+		t.keys = append(t.keys, ed25519.PublicKey(b))
+		return nil
+	}
+	return fmt.Errorf("trust %q: not a key fingerprint (like 3f9a-77c2-19ab-e0d4), a public key, or a .pub file", value)
+}
+
+// Len is how many keys or fingerprints are trusted.
+func (t *TrustSet) Len() int { return len(t.keys) + len(t.fingerprints) }
+
+// Check accepts pub if it is trusted, and otherwise says which key it was.
+func (t *TrustSet) Check(pub ed25519.PublicKey) error {
+	fp := Fingerprint(pub)
+	for _, k := range t.keys {
+		if k.Equal(pub) {
+			return nil
+		}
+	}
+	for _, f := range t.fingerprints {
+		if f == fp {
+			return nil
+		}
+	}
+	return fmt.Errorf("seed key %s is not trusted here (trust it with --trust %s)", fp, fp)
+}

@@ -126,6 +126,7 @@ func defaultConfig() fileConfig {
 			Wait:      10 * time.Second, // long enough for a whole LAN to answer a few query rounds
 			ChunkSize: "1MiB",           // small enough to pipeline, large enough that headers cost nothing
 		},
+		Receiver: receiverConfig{Trust: []string{}}, // trust nobody until told
 		Install:  install.DefaultConfig(),
 		Discover: discover.DefaultConfig(),
 		Relay:    relay.DefaultConfig(),
@@ -162,7 +163,7 @@ func loadConfig(c *cli.Context) (fileConfig, error) {
 // or variable wins over the file.
 var (
 	configFlag = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
-	ifaceFlag  = &cli.StringFlag{Name: "iface", Usage: "use only this network interface (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
+	ifaceFlag  = &cli.StringFlag{Name: "iface", Usage: "use only this network interface `NAME` (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
 )
 
 func groupFlag(usage string) *cli.StringFlag {
@@ -330,12 +331,12 @@ The first run creates a seed key and prints the --trust value receivers need.
 ` + exitHelp,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "expect", Usage: "start as soon as `N` receivers are found; fewer than N is a failure (exit 1)", EnvVars: []string{"TREECAST_EXPECT"}},
-			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this long, then start with those found (default 10s)", EnvVars: []string{"TREECAST_WAIT"}},
+			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
-			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE` (4KiB to 16MiB; default 1MiB)", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
-			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH` (default: the user's treecast key, created on first use)", EnvVars: []string{"TREECAST_KEY"}},
+			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
+			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			configFlag,
 		},
 		Action: runSeed,
@@ -539,7 +540,7 @@ func receiverFlags() []cli.Flag {
 		groupFlag("announce membership of group `NAME`; seeds with --group pick only their group"),
 		ifaceFlag,
 		&cli.StringFlag{Name: "dir", Usage: "spool and state `DIR`; two receivers on one machine need different ones", EnvVars: []string{"TREECAST_DIR"}},
-		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR` (default :0, any free port, announced over mDNS)", EnvVars: []string{"TREECAST_LISTEN"}},
+		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR`", DefaultText: ":0, any free port, announced over mDNS", EnvVars: []string{"TREECAST_LISTEN"}},
 		&cli.StringSliceFlag{Name: "trust", Usage: "accept sessions signed by this seed key: a fingerprint, a public key or a .pub `FILE` (repeatable)", EnvVars: []string{"TREECAST_TRUST"}},
 		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
 		configFlag,
@@ -547,7 +548,7 @@ func receiverFlags() []cli.Flag {
 }
 
 func joinCommand() *cli.Command {
-	flags := append(receiverFlags(), &cli.DurationFlag{Name: "timeout", Usage: "give up if no session starts within `DURATION` (default: wait forever)", EnvVars: []string{"TREECAST_TIMEOUT"}})
+	flags := append(receiverFlags(), &cli.DurationFlag{Name: "timeout", Usage: "give up if no session starts within `DURATION`", DefaultText: "wait forever", EnvVars: []string{"TREECAST_TIMEOUT"}})
 	return &cli.Command{
 		Name:  "join",
 		Usage: "receive one session: relay it to children, verify, apply, report, exit",

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// runApp runs the CLI as a user would and returns the exit code and error.
+func runApp(t *testing.T, args ...string) (int, error) {
+	t.Helper()
+	err := newApp().RunContext(context.Background(), append([]string{"treecast"}, args...))
+	if err == nil {
+		return 0, nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code, err
+	}
+	return exitUsage, err
+}
+
+// loadWith runs loadConfig for a command with args, returning the result.
+func loadWith(t *testing.T, args ...string) (fileConfig, error) {
+	t.Helper()
+	var got fileConfig
+	var lerr error
+	app := &cli.App{
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags:          []cli.Flag{configFlag, &cli.DurationFlag{Name: "wait", EnvVars: []string{"TREECAST_WAIT"}}},
+		Action: func(c *cli.Context) error {
+			got, lerr = loadConfig(c)
+			if lerr == nil {
+				setDuration(c, "wait", &got.Seed.Wait)
+			}
+			return nil
+		},
+	}
+	if err := app.Run(append([]string{"t"}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return got, lerr
+}
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	got, err := loadWith(t, "--config", "config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := defaultConfig(); !reflect.DeepEqual(got, want) {
+		t.Errorf("config.example.toml differs from the defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestConfigErrorsNameTheProblem(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", "[seed]\nexpect = 3\nexpct = 4\n", []string{"unknown key", "seed.expct"}},
+		{"unknown section", "[sede]\nexpect = 3\n", []string{"unknown key", "sede"}},
+		{"syntax error", "[seed]\nexpect = 3\nwait = \n", []string{"line 3"}},
+		{"wrong type", "[seed]\nexpect = \"many\"\n", []string{"expect"}},
+		{"bad duration", "[relay]\nheartbeat = \"often\"\n", []string{"heartbeat"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, "--config", writeFile(t, "c.toml", tc.body))
+			if err == nil {
+				t.Fatal("bad config accepted")
+			}
+			var ee *exitError
+			if !errors.As(err, &ee) || ee.code != exitUsage {
+				t.Errorf("exit code: %v, want %d", err, exitUsage)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestPrecedenceFlagEnvFileDefault(t *testing.T) {
+	file := writeFile(t, "c.toml", "[seed]\nwait = \"7s\"\n")
+	cfg, _ := loadWith(t)
+	if cfg.Seed.Wait != 10*time.Second {
+		t.Errorf("default wait %s, want 10s", cfg.Seed.Wait)
+	}
+	cfg, _ = loadWith(t, "--config", file)
+	if cfg.Seed.Wait != 7*time.Second {
+		t.Errorf("file wait %s, want 7s", cfg.Seed.Wait)
+	}
+	t.Setenv("TREECAST_WAIT", "5s")
+	cfg, _ = loadWith(t, "--config", file)
+	if cfg.Seed.Wait != 5*time.Second {
+		t.Errorf("env wait %s, want 5s over the file", cfg.Seed.Wait)
+	}
+	cfg, _ = loadWith(t, "--config", file, "--wait", "3s")
+	if cfg.Seed.Wait != 3*time.Second {
+		t.Errorf("flag wait %s, want 3s over env and file", cfg.Seed.Wait)
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	empty := writeFile(t, "empty.bin", "")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"seed without file", []string{"seed"}, "FILE"},
+		{"seed missing file", []string{"seed", filepath.Join(dir, "nope")}, "no such file"},
+		{"seed directory", []string{"seed", dir}, "not a regular file"},
+		{"seed flag after file", []string{"seed", empty, "--expect", "3"}, "before arguments"},
+		{"seed bad chunk size", []string{"seed", "--chunk-size", "1KiB", empty}, "chunk-size"},
+		{"seed junk chunk size", []string{"seed", "--chunk-size", "lots", empty}, "chunk-size"},
+		{"join without action", []string{"join", "--trust-any", "--dir", dir}, "--to"},
+		{"join without trust", []string{"join", "--to", dir, "--dir", dir}, "--trust"},
+		{"join bad trust", []string{"join", "--to", dir, "--dir", dir, "--trust", "nonsense"}, "fingerprint"},
+		{"join stray argument", []string{"join", "--to", dir, "now"}, "unexpected argument"},
+		{"unknown flag", []string{"seed", "--expct", "3", empty}, "expct"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, err := runApp(t, tc.args...)
+			if code != exitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("exit %d, err %v; want exit %d mentioning %q", code, err, exitUsage, tc.want)
+			}
+		})
+	}
+}
+
+func TestDirLockRefusesSecondReceiver(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockDir(dir); err == nil || !strings.Contains(err.Error(), "--dir") {
+		t.Errorf("second lock: %v, want an error pointing at --dir", err)
+	}
+	unlock()
+	unlock2, err := lockDir(dir)
+	if err != nil {
+		t.Errorf("lock after unlock: %v", err)
+	} else {
+		unlock2()
+	}
+}
+
+func TestNodeIDIsStable(t *testing.T) {
+	dir := t.TempDir()
+	a, err := nodeID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := nodeID(dir)
+	if a != b {
+		t.Errorf("node id changed across runs: %s then %s", a, b)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"1MiB": 1 << 20, "256KiB": 256 << 10, "4096": 4096, "2M": 2 << 20, " 64 KiB ": 64 << 10} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1MiB", "lots", "0"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestHelpTeachesExitCodes(t *testing.T) {
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer = &out
+	if err := app.Run([]string{"treecast", "seed", "--help"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"--expect", "--report", "EXIT CODES", "3  nothing found"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("seed --help lacks %q", w)
+		}
+	}
+}

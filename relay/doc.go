@@ -1,0 +1,95 @@
+// Package relay moves a package from a seed to many receivers along a
+// binary tree of TCP connections, verifying every chunk against a signed
+// manifest before it is stored, relayed or applied.
+//
+// # Roles and connections
+//
+// The seed opens one control connection to every receiver. Over it the seed
+// offers the signed session, names each node's parent, pings, and ends the
+// session; the node reports progress (its heartbeat), complaints about its
+// parent, and its result. Data flows the other way round: each node opens a
+// data connection to its parent (another node, or the seed) and asks for
+// the chunks it lacks; the parent streams them as they arrive. A node feeds
+// each child from its spool in a goroutine of its own, so a slow child
+// never holds up its parent or siblings. When a node dies or stalls, the
+// seed names a new parent for its children, which resume by asking for
+// the chunks they still lack: no verified chunk moves twice.
+//
+// # Frames
+//
+// Every message is one frame:
+//
+//	magic   4 bytes  "TCST"
+//	version 1 byte   protocol version, currently 1
+//	type    1 byte   message type, below
+//	length  4 bytes  payload length, big-endian
+//	payload length bytes
+//
+// A frame whose magic or version differs ends the connection (see
+// IsVersionMismatch). The length is checked against the type's limit before
+// anything is allocated: 32 MiB + 4 KiB for offer, 4 bytes + chunk size (at
+// most 16 MiB) for chunk, 64 KiB + 64 for want's bitmap of up to a million
+// chunks, 64 KiB for everything else.
+//
+// Integers are big-endian. A string or blob is a uint32 length and its
+// bytes, with a per-field limit (4 KiB for texts). An id is 16 bytes.
+// Decoders ignore bytes after the fields they know, so fields are only
+// ever appended.
+//
+// # Messages
+//
+// Types are append-only.
+//
+//	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name
+//	2  welcome   node → seed           node id, name, busy u8
+//	3  offer     seed → node           signed manifest (below)
+//	4  accept    node → seed           chunks already held u32
+//	5  refuse    either                code u8, reason string
+//	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
+//	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of chunks held (LSB first)
+//	8  chunk     parent → child        index u32, data
+//	9  progress  node → seed           chunks held u32, bytes received u64
+//	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64
+//	11 end       seed → node           (empty) the session is over
+//	12 ping      either                (empty) the link is alive
+//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), chunk u32, detail string
+//
+// Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
+// 5 no such session, 6 expired or stale session, 7 local error.
+//
+// A control connection runs hello, welcome, offer, then accept or refuse;
+// after accept the seed sends parent (again whenever it re-parents the
+// node), ping and finally end; the node sends progress every heartbeat,
+// complain when a parent fails it, and result once it has applied the
+// package (or failed to). A data connection runs hello, want, then chunk
+// and ping frames until the child holds its stripe. Chunk i belongs to
+// stripe i mod stripes; with one stripe a node has one parent, with two it
+// can fetch halves of the package from two parents.
+//
+// # Signed manifest
+//
+// The offer's payload is:
+//
+//	manifest  blob
+//	key       32 bytes  the seed's ed25519 public key
+//	signature 64 bytes  ed25519 over "treecast manifest v1\x00" + manifest
+//
+// and the manifest itself:
+//
+//	version u8 (1), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
+//	a plain file name), size u64, chunk size u32, whole-file SHA-256 (32), chunk count u32,
+//	then count SHA-256 chunk hashes
+//
+// The signature is checked before the manifest is decoded, and the
+// manifest's rules (name, sizes, count = ⌈size / chunk size⌉, expiry) before
+// a byte is written to the spool. Every chunk is checked against its hash
+// before it is stored or relayed; the whole file against its SHA-256 before
+// it is applied. Relays cannot forge chunks: they hold no key.
+//
+// # Timing
+//
+// Config.Heartbeat paces progress frames and pings; a parent, child or node
+// silent for Config.DeadAfter is dead to its peer; a receiver gives up on a
+// silent seed after Config.SeedTimeout and keeps its spool, keyed by the
+// package's SHA-256, so the next session of the same package resumes it.
+package relay

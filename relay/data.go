@@ -15,7 +15,7 @@ import (
 // feed sends a child every chunk of its stripe it does not hold, in order,
 // as soon as src has it. While src waits for chunks, pings keep the link
 // visibly alive. The caller closes conn when ctx ends.
-func feed(ctx context.Context, conn net.Conn, src source, m *Manifest, w wantMsg, cfg Config) (int64, error) {
+func feed(ctx context.Context, conn net.Conn, src source, m *Manifest, w wantMsg, cfg Config, corrupt func(int) bool) (int64, error) {
 	bw := bufio.NewWriterSize(conn, 64<<10)
 	buf := make([]byte, 4+m.ChunkSize)
 	stripes, stripe := int(w.stripes), int(w.stripe)
@@ -44,6 +44,9 @@ func feed(ctx context.Context, conn net.Conn, src source, m *Manifest, w wantMsg
 		data, err := src.readChunk(i, buf[4:])
 		if err != nil {
 			return sent, err
+		}
+		if corrupt != nil && len(data) > 0 && corrupt(i) {
+			data[len(data)/2] ^= 0x10
 		}
 		binary.BigEndian.PutUint32(buf, uint32(i))
 		conn.SetWriteDeadline(time.Now().Add(cfg.DeadAfter))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -92,7 +93,7 @@ func ValidName(name string) error {
 		return fmt.Errorf("package name %q contains a path separator", name)
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return fmt.Errorf("package name %q contains a control character", name)
 		}
 	}
@@ -195,7 +196,7 @@ func decodeSigned(p []byte) (*Signed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signed{Manifest: m, Key: bytes.Clone(key), raw: raw, sig: sig}, nil
+	return &Signed{Manifest: m, Key: bytes.Clone(key), raw: bytes.Clone(raw), sig: bytes.Clone(sig)}, nil
 }
 
 // BuildManifest reads the file at path once and hashes it chunk by chunk.

@@ -11,7 +11,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -34,7 +33,13 @@ type ReceiverOptions struct {
 	// Trust decides whether a seed's key may start a session here.
 	// Nil trusts any seed whose manifest signature verifies.
 	Trust func(key ed25519.PublicKey) error
-	Log   *slog.Logger
+	// AllowDowngrade accepts a session older than the last one applied here
+	// for the same package name, or a replay of it.
+	AllowDowngrade bool
+	// CorruptChunk, for fault-injection tests only, flips a bit in every
+	// chunk it returns true for before relaying it to a child.
+	CorruptChunk func(i int) bool
+	Log          *slog.Logger
 	// Progress, if set, is called about every heartbeat during a session.
 	Progress func(ReceiverProgress)
 	// Busy, if set, is called when a session starts (true) and ends (false).
@@ -187,7 +192,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 	defer s.wg.Done()
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn, s.spool, s.m, w, r.cfg)
+	sent, err := feed(s.ctx, c.conn, s.spool, s.m, w, r.cfg, r.opt.CorruptChunk)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 
@@ -258,25 +263,20 @@ func (r *Receiver) offer(c *ctrl) (*Manifest, *spool, error) {
 	if now := time.Now(); now.After(m.Expires) {
 		return nil, nil, r.refuse(c, refuseStale, fmt.Errorf("session for %s expired at %s", m.Name, m.Expires.Format(time.RFC3339)))
 	}
+	if !r.opt.AllowDowngrade {
+		if err := checkRollback(r.opt.Dir, m); err != nil {
+			return nil, nil, r.refuse(c, refuseStale, err)
+		}
+	}
 	sp, err := openSpool(r.opt.Dir, m)
+	var ns *noSpaceError
+	if errors.As(err, &ns) {
+		return nil, nil, r.refuse(c, refuseNoSpace, err)
+	}
 	if err != nil {
 		return nil, nil, r.refuse(c, refuseLocal, fmt.Errorf("open spool: %w", err))
 	}
-	held, _ := sp.held()
-	need := m.Size - int64(held)*int64(m.ChunkSize)
-	if free, err := freeBytes(r.opt.Dir); err == nil && need > free {
-		sp.close()
-		return nil, nil, r.refuse(c, refuseNoSpace, fmt.Errorf("%s needs %s of spool space in %s, only %s free", m.Name, humanBytes(need), r.opt.Dir, humanBytes(free)))
-	}
 	return m, sp, nil
-}
-
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // session runs one offered session on conn to its end.
@@ -558,5 +558,11 @@ func (r *Receiver) verifyAndApply(s *session) error {
 		return fmt.Errorf("spool %s does not match the package's SHA-256; it was discarded", s.spool.path)
 	}
 	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
-	return r.opt.Apply(s.ctx, pkg)
+	if err := r.opt.Apply(s.ctx, pkg); err != nil {
+		return err
+	}
+	if err := recordApplied(r.opt.Dir, s.m); err != nil {
+		r.opt.Log.Warn("could not record the applied session; a replay would not be refused", "err", err)
+	}
+	return nil
 }

@@ -413,11 +413,31 @@ func (s *seedRun) handle(ev event) {
 			return
 		}
 		s.opt.Log.Warn("node lost its parent", "node", n.label(), "detail", c.detail)
+		if p := s.byID(c.parent); c.kind == complainCorrupt && p != nil && p.c != nil && n.parent == p {
+			// Only a lying relay sends a chunk that fails its hash: its own
+			// copy was verified. It relays no more, and is reported; losing
+			// it moves its children, this node among them.
+			p.state, p.err = stateFailed, fmt.Sprintf("relayed a corrupt chunk %d to %s", c.chunk, n.label())
+			s.lost(p, errors.New(p.err))
+			return
+		}
 		s.reparent(n)
 	case msgPing:
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
 	}
+}
+
+func (s *seedRun) byID(id NodeID) *node {
+	if id == (NodeID{}) {
+		return nil
+	}
+	for _, n := range s.nodes {
+		if n.peer.ID == id {
+			return n
+		}
+	}
+	return nil
 }
 
 // lost drops a node whose control connection failed or went silent, and
@@ -525,7 +545,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no such session here"}.encode())
 				return
 			}
-			sent, err := feed(ctx, conn, src, s.m, w, s.cfg)
+			sent, err := feed(ctx, conn, src, s.m, w, s.cfg, nil)
 			s.mu.Lock()
 			s.uploaded += sent
 			s.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -80,7 +81,14 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 		return nil, err
 	}
 	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(len(m.Chunks)), changed: make(chan struct{})}
-	if prev, err := os.ReadFile(state); err == nil {
+	// Chunks are only claimed while the data file is whole: a state file
+	// beside a missing or resized data file is stale.
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if prev, err := os.ReadFile(state); err == nil && st.Size() == m.Size {
 		if have, ok := s.parseState(prev); ok {
 			s.have = have
 			for i := range m.Chunks {
@@ -90,11 +98,38 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 			}
 		}
 	}
+	need := m.Size - min(int64(s.count)*int64(m.ChunkSize), m.Size)
+	if free, err := freeBytes(filepath.Dir(data)); err == nil && need > free {
+		if s.count == 0 {
+			s.remove()
+		} else {
+			f.Close()
+		}
+		return nil, &noSpaceError{name: m.Name, need: need, free: free, dir: dir}
+	}
 	if err := f.Truncate(m.Size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("size spool %s: %w", data, err)
 	}
 	return s, nil
+}
+
+type noSpaceError struct {
+	name       string
+	need, free int64
+	dir        string
+}
+
+func (e *noSpaceError) Error() string {
+	return fmt.Sprintf("%s needs %s of spool space in %s, only %s free", e.name, humanBytes(e.need), e.dir, humanBytes(e.free))
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // The state file: chunk size (4), chunk count (4), package SHA-256 (32), bitmap.
@@ -195,14 +230,21 @@ func (s *spool) sync() error {
 	s.dirty = false
 	state := s.stateBytes()
 	s.mu.Unlock()
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("sync spool %s: %w", s.path, err)
+	err := s.f.Sync()
+	if err != nil {
+		err = fmt.Errorf("sync spool %s: %w", s.path, err)
+	} else {
+		tmp := s.statePath + ".tmp"
+		if err = os.WriteFile(tmp, state, 0o600); err == nil {
+			err = os.Rename(tmp, s.statePath)
+		}
 	}
-	tmp := s.statePath + ".tmp"
-	if err := os.WriteFile(tmp, state, 0o600); err != nil {
-		return err
+	if err != nil {
+		s.mu.Lock()
+		s.dirty = true // try again next time
+		s.mu.Unlock()
 	}
-	return os.Rename(tmp, s.statePath)
+	return err
 }
 
 func (s *spool) close() error { return s.f.Close() }

@@ -1,0 +1,218 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+)
+
+// FuzzReadFrame feeds arbitrary bytes to the frame reader, as a hostile
+// peer would. Every frame it accepts is within its type's limit and
+// re-encodes to exactly the bytes it was read from; every refusal is one
+// of the documented errors.
+func FuzzReadFrame(f *testing.F) {
+	var stream []byte
+	for _, s := range sampleFrames() {
+		var b bytes.Buffer
+		if err := writeFrame(&b, s.typ, s.payload); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+		stream = append(stream, b.Bytes()...)
+	}
+	f.Add(stream)
+	f.Add([]byte{})
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add(frameHeader(magic, 2, msgHello, 0))
+	f.Add(frameHeader(magic, Version, msgOffer, uint32(maxPayload(msgOffer)+1)))
+	f.Add(frameHeader(magic, Version, msgPing, 0xffffffff))
+	f.Add(frameHeader(magic, Version, 200, 3))
+	f.Add(append(frameHeader(magic, Version, msgAccept, 4), 0, 0))
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		var buf []byte
+		for {
+			at := len(in) - r.Len()
+			fr, err := readFrame(r, buf)
+			if err != nil {
+				switch {
+				case err == io.EOF:
+					if at != len(in) {
+						t.Fatalf("io.EOF at byte %d of %d: a cut frame looks like a clean close", at, len(in))
+					}
+				case errors.Is(err, ErrBadMagic), errors.Is(err, ErrFrameTooLarge),
+					errors.Is(err, io.ErrUnexpectedEOF), IsVersionMismatch(err):
+				default:
+					t.Fatalf("undocumented error %v", err)
+				}
+				return
+			}
+			if len(fr.payload) > maxPayload(fr.typ) {
+				t.Fatalf("%s frame of %d bytes passed its limit %d", fr.typ, len(fr.payload), maxPayload(fr.typ))
+			}
+			consumed := in[at : len(in)-r.Len()]
+			var out bytes.Buffer
+			if err := writeFrame(&out, fr.typ, fr.payload); err != nil {
+				t.Fatalf("a frame that was read cannot be written: %v", err)
+			}
+			if !bytes.Equal(out.Bytes(), consumed) {
+				t.Fatalf("frame re-encodes as %x, was read from %x", out.Bytes(), consumed)
+			}
+			buf = fr.payload
+		}
+	})
+}
+
+// FuzzDecodeSigned feeds arbitrary offer payloads to decodeSigned. An
+// offer it accepts verifies under the key it reports, holds a manifest
+// that passes Validate, and re-encodes to the bytes it came from.
+func FuzzDecodeSigned(f *testing.F) {
+	key := testKey(1)
+	for _, size := range []int{0, 1, 3*MinChunkSize + 123} {
+		m := testManifest(testData(size), MinChunkSize)
+		offer := Sign(m, key).encode()
+		f.Add(offer)
+		f.Add(offer[:len(offer)-1])
+		f.Add(append(bytes.Clone(offer), 0xff))
+		raw := m.encode()
+		f.Add(offerPayload(raw, pubOf(testKey(2)), ed25519.Sign(key, append([]byte(signContext), raw...))))
+	}
+	bad := testManifest(testData(10), MinChunkSize)
+	bad.Name = "../x"
+	f.Add(Sign(bad, key).encode())
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s, err := decodeSigned(in)
+		if err != nil {
+			if s != nil {
+				t.Fatalf("error %v came with a result", err)
+			}
+			return
+		}
+		if !ed25519.Verify(s.Key, append([]byte(signContext), s.raw...), s.sig) {
+			t.Fatalf("accepted an offer whose signature does not verify")
+		}
+		if err := s.Manifest.Validate(); err != nil {
+			t.Fatalf("accepted an offer with an invalid manifest: %v", err)
+		}
+		if out := s.encode(); !bytes.HasPrefix(in, out) {
+			t.Fatalf("offer re-encodes as %x, was read from %x", out, in)
+		}
+	})
+}
+
+// FuzzDecodeMessages feeds one arbitrary payload to every message decoder.
+// A decoder never panics; what it accepts re-encodes to the bytes it read
+// (parent's address aside, which netip may spell differently) and decodes
+// again to the same message.
+func FuzzDecodeMessages(f *testing.F) {
+	for _, c := range wireCases() {
+		f.Add(c.payload)
+	}
+	for _, s := range sampleFrames() {
+		f.Add(s.payload)
+	}
+	f.Add([]byte{})
+	f.Add(bytes.Repeat([]byte{0xff}, 64))
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		p := bytes.Clone(in)
+		checkCodec(t, "hello", p, decodeHello, helloMsg.encode, true)
+		checkCodec(t, "welcome", p, decodeWelcome, welcomeMsg.encode, true)
+		checkCodec(t, "accept", p, decodeAccept, acceptMsg.encode, true)
+		checkCodec(t, "refuse", p, decodeRefuse, refuseMsg.encode, true)
+		checkCodec(t, "parent", p, decodeParent, parentMsg.encode, false)
+		checkCodec(t, "want", p, decodeWant, wantMsg.encode, true)
+		checkCodec(t, "progress", p, decodeProgress, progressMsg.encode, true)
+		checkCodec(t, "result", p, decodeResult, resultMsg.encode, true)
+		checkCodec(t, "complain", p, decodeComplain, complainMsg.encode, true)
+		if !bytes.Equal(p, in) {
+			t.Fatalf("a decoder changed its input")
+		}
+
+		if h, err := decodeHello(p); err == nil && h.role != roleControl && h.role != roleData {
+			t.Fatalf("hello with role %d accepted", h.role)
+		}
+		if m, err := decodeParent(p); err == nil && (m.stripes == 0 || m.stripe >= m.stripes || !m.addr.IsValid()) {
+			t.Fatalf("parent %+v accepted", m)
+		}
+		if w, err := decodeWant(p); err == nil && (w.stripes == 0 || w.stripe >= w.stripes || len(w.have) > maxChunks/8+1) {
+			t.Fatalf("want stripe %d of %d with a %d-byte bitmap accepted", w.stripe, w.stripes, len(w.have))
+		}
+	})
+}
+
+func checkCodec[M any](t *testing.T, name string, p []byte, decode func([]byte) (M, error), encode func(M) []byte, exact bool) {
+	t.Helper()
+	m, err := decode(p)
+	if err != nil {
+		return
+	}
+	out := encode(m)
+	if exact && !bytes.HasPrefix(p, out) {
+		t.Fatalf("%s re-encodes as %x, was read from %x", name, out, p)
+	}
+	again, err := decode(out)
+	if err != nil {
+		t.Fatalf("%s %+v does not decode after encoding: %v", name, m, err)
+	}
+	if !reflect.DeepEqual(again, m) {
+		t.Fatalf("%s decodes as %+v, then as %+v", name, m, again)
+	}
+}
+
+// FuzzManifest feeds arbitrary bytes to decodeManifest, the code that runs
+// once a signature has verified. A manifest it accepts follows every rule
+// of Validate, describes its chunks consistently, encodes back to exactly
+// its bytes, and survives signing and verification.
+func FuzzManifest(f *testing.F) {
+	for _, size := range []int{0, 1, MinChunkSize, 3*MinChunkSize + 123} {
+		f.Add(testManifest(testData(size), MinChunkSize).encode())
+	}
+	big := testManifest(testData(10), MaxChunkSize)
+	big.Name = "ünï cødé.tar"
+	f.Add(big.encode())
+	f.Add([]byte{})
+	f.Add([]byte{manifestVersion})
+	key := testKey(1)
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := decodeManifest(in)
+		if err != nil {
+			if !errors.Is(err, ErrBadManifest) {
+				t.Fatalf("error %v is not ErrBadManifest", err)
+			}
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("accepted an invalid manifest: %v", err)
+		}
+		if err := ValidName(m.Name); err != nil {
+			t.Fatalf("accepted name %q: %v", m.Name, err)
+		}
+		if n := len(m.Chunks); n > 0 {
+			last := m.ChunkLen(n - 1)
+			if last < 1 || last > m.ChunkSize || int64(n-1)*int64(m.ChunkSize)+int64(last) != m.Size {
+				t.Fatalf("%d chunks of %d with a last chunk of %d do not make %d bytes", n, m.ChunkSize, last, m.Size)
+			}
+		} else if m.Size != 0 {
+			t.Fatalf("no chunks for %d bytes", m.Size)
+		}
+		if out := m.encode(); !bytes.Equal(out, in) {
+			t.Fatalf("manifest re-encodes as %x, was read from %x", out, in)
+		}
+		s, err := decodeSigned(Sign(m, key).encode())
+		if err != nil {
+			t.Fatalf("a valid manifest does not survive signing: %v", err)
+		}
+		if !bytes.Equal(s.Manifest.encode(), in) {
+			t.Fatalf("signed round trip changed the manifest")
+		}
+	})
+}

@@ -118,6 +118,8 @@ type receiverConfig struct {
 	Timeout  time.Duration `toml:"timeout"`
 	Trust    []string      `toml:"trust"`
 	TrustAny bool          `toml:"trust_any"`
+	// AllowDowngrade accepts a session older than the last one applied for the same name.
+	AllowDowngrade bool `toml:"allow_downgrade"`
 }
 
 func defaultConfig() fileConfig {
@@ -433,27 +435,34 @@ func runSeed(c *cli.Context) error {
 	}
 	var peers []relay.Peer
 	for _, p := range found {
-		id, err := relay.ParseNodeID(p.ID)
-		if err != nil || p.Version != relay.Version {
-			log.Warn("skipping receiver", "name", p.Name, "addr", p.Addr, "version", p.Version)
-			continue
+		if rp, ok := relayPeer(p, log); ok {
+			peers = append(peers, rp)
 		}
-		peers = append(peers, relay.Peer{ID: id, Name: p.Name, Addr: p.Addr})
 	}
 	if len(peers) == 0 {
 		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, humanBytes(m.Size), m.SumHex()[:16], len(peers))
 
+	sctx, stopWatch := context.WithCancel(ctx)
+	late := make(chan relay.Peer)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchPeers(sctx, cfg.Discover, sc.Group, late, log)
+	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
 		Signed: relay.Sign(m, key),
 		Path:   path,
 		Peers:  peers,
+		Late:   late,
 		Log:    log,
 		Progress: func(p relay.SeedProgress) {
 			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
 		},
 	})
+	stopWatch()
+	<-watched
 	con.endProgress()
 	if err != nil {
 		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
@@ -472,6 +481,34 @@ func runSeed(c *cli.Context) error {
 		return &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), sc.Expect)}
 	}
 	return nil
+}
+
+func relayPeer(p discover.Peer, log *slog.Logger) (relay.Peer, bool) {
+	id, err := relay.ParseNodeID(p.ID)
+	if err != nil || p.Version != relay.Version {
+		log.Warn("skipping receiver", "name", p.Name, "addr", p.Addr, "version", p.Version)
+		return relay.Peer{}, false
+	}
+	return relay.Peer{ID: id, Name: p.Name, Addr: p.Addr, Busy: p.State != discover.StateIdle}, true
+}
+
+// watchPeers keeps browsing while a session runs and hands every receiver
+// it sees to the session, which attaches new ones and lets lost ones rejoin.
+func watchPeers(ctx context.Context, dc discover.Config, group string, late chan<- relay.Peer, log *slog.Logger) {
+	for ctx.Err() == nil {
+		found, _ := discover.Browse(ctx, dc, discover.BrowseOptions{Group: group, Wait: 2 * time.Second}, log)
+		for _, p := range found {
+			rp, ok := relayPeer(p, log)
+			if !ok {
+				continue
+			}
+			select {
+			case late <- rp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 func lookingFor(sc *seedConfig, dc discover.Config) string {
@@ -543,6 +580,8 @@ func receiverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR`", DefaultText: ":0, any free port, announced over mDNS", EnvVars: []string{"TREECAST_LISTEN"}},
 		&cli.StringSliceFlag{Name: "trust", Usage: "accept sessions signed by this seed key: a fingerprint, a public key or a .pub `FILE` (repeatable)", EnvVars: []string{"TREECAST_TRUST"}},
 		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
+		&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept a session older than the last one applied here for the same package name", EnvVars: []string{"TREECAST_ALLOW_DOWNGRADE"}},
+		&cli.IntFlag{Name: "fault-corrupt-chunk", Hidden: true, Value: -1, Usage: "fault injection for lab tests: flip a bit in chunk `N` when relaying it"},
 		configFlag,
 	}
 }
@@ -616,6 +655,9 @@ func runReceiver(c *cli.Context, once bool) error {
 	if c.IsSet("trust-any") {
 		rc.TrustAny = c.Bool("trust-any")
 	}
+	if c.IsSet("allow-downgrade") {
+		rc.AllowDowngrade = c.Bool("allow-downgrade")
+	}
 	if err := cfg.Install.Validate(); err != nil {
 		return usage("%s: %v", c.Command.Name, err)
 	}
@@ -668,6 +710,10 @@ func runReceiver(c *cli.Context, once bool) error {
 	if !rc.TrustAny {
 		opt.Trust = trust.Check
 	}
+	opt.AllowDowngrade = rc.AllowDowngrade
+	if bad := c.Int("fault-corrupt-chunk"); bad >= 0 {
+		opt.CorruptChunk = func(i int) bool { return i == bad }
+	}
 	started := make(chan struct{}, 1)
 	opt.Busy = func(busy bool) {
 		state := discover.StateIdle
@@ -703,7 +749,7 @@ func runReceiver(c *cli.Context, once bool) error {
 
 	ctx := c.Context
 	if once {
-		return joinOnce(ctx, r, rc.Timeout, started, con)
+		return joinOnce(ctx, r, rc.Timeout, cfg.Relay.SeedTimeout, started, con)
 	}
 	for {
 		res, err := r.Next(ctx)
@@ -719,7 +765,7 @@ func runReceiver(c *cli.Context, once bool) error {
 }
 
 // joinOnce waits for one session; timeout only bounds the wait for it to start.
-func joinOnce(ctx context.Context, r *relay.Receiver, timeout time.Duration, started <-chan struct{}, con *console) error {
+func joinOnce(ctx context.Context, r *relay.Receiver, timeout, seedTimeout time.Duration, started <-chan struct{}, con *console) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	timedOut := make(chan struct{})
@@ -742,6 +788,23 @@ func joinOnce(ctx context.Context, r *relay.Receiver, timeout time.Duration, sta
 	case <-timedOut:
 		return &exitError{exitNotFound, fmt.Errorf("join: no session started within %s", timeout)}
 	default:
+	}
+	// A seed that went away may come back (or be restarted): wait for it a
+	// while, and resume from the chunks held.
+	for err == nil && errors.Is(res.Err, relay.ErrSeedLost) {
+		printResult(con, res)
+		con.printf("treecast: waiting %s for the seed to come back\n", seedTimeout)
+		wctx, cancel := context.WithTimeout(ctx, seedTimeout)
+		var again relay.Result
+		again, err = r.Next(wctx)
+		cancel()
+		con.endProgress()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return &exitError{exitFailed, fmt.Errorf("join: the seed did not come back within %s; run join again with the same --dir to resume", seedTimeout)}
+		}
+		if err == nil {
+			res = again
+		}
 	}
 	if err != nil {
 		return &exitError{exitFailed, fmt.Errorf("join: %w", err)}

@@ -422,6 +422,7 @@ func (r *Receiver) readControl(s *session, parents chan<- parentMsg) error {
 func (r *Receiver) fetchLoop(s *session, self helloMsg, parents <-chan parentMsg) {
 	type running struct {
 		cancel context.CancelFunc
+		done   chan struct{} // closed when the fetch returned
 		gen    int
 	}
 	cur := map[uint8]running{}
@@ -443,20 +444,25 @@ func (r *Receiver) fetchLoop(s *session, self helloMsg, parents <-chan parentMsg
 			return
 		case p := <-parents:
 			if f, ok := cur[p.stripe]; ok {
+				// The old fetch ends before the new one asks for what is
+				// missing, so no chunk is sent twice.
 				f.cancel()
+				<-f.done
 			}
 			gen++
 			fctx, cancel := context.WithCancel(s.ctx)
-			cur[p.stripe] = running{cancel: cancel, gen: gen}
+			f := running{cancel: cancel, done: make(chan struct{}), gen: gen}
+			cur[p.stripe] = f
 			wg.Add(1)
-			go func(p parentMsg, gen int) {
+			go func(p parentMsg) {
 				defer wg.Done()
 				err := fetch(fctx, p, self, s.spool, r.cfg, func(n int) { s.recvd.Add(int64(n)) })
+				close(f.done)
 				select {
-				case outcomes <- outcome{p, gen, err}:
+				case outcomes <- outcome{p, f.gen, err}:
 				case <-s.ctx.Done():
 				}
-			}(p, gen)
+			}(p)
 		case o := <-outcomes:
 			f, ok := cur[o.p.stripe]
 			if !ok || f.gen != o.gen {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -17,6 +18,7 @@ type Peer struct {
 	ID   NodeID
 	Name string
 	Addr netip.AddrPort
+	Busy bool // announced as busy: not ready for a new session
 }
 
 // SeedOptions describes one session.
@@ -24,7 +26,10 @@ type SeedOptions struct {
 	Signed *Signed // the package's manifest, signed by the seed's key
 	Path   string  // the package file
 	Peers  []Peer
-	Log    *slog.Logger
+	// Late, if set, delivers receivers found while the session runs: new
+	// ones are attached, lost ones that come back rejoin and resume.
+	Late <-chan Peer
+	Log  *slog.Logger
 	// Progress, if set, is called about every heartbeat from the session's loop.
 	Progress func(SeedProgress)
 }
@@ -91,39 +96,59 @@ const (
 
 // node is the seed's view of one receiver.
 type node struct {
-	peer     Peer
-	addr     netip.AddrPort // where its children reach it
-	c        *ctrl
-	state    nodeState
-	err      string
-	parent   *node // nil: the seed
-	children []*node
-	have     int
-	received int64
-	lastSeen time.Time
-	seconds  float64
-	reader   chan struct{} // closed when its control reader returns
+	peer       Peer
+	c          *ctrl // nil while not connected
+	connecting bool
+	joined     bool // took part in the session at least once
+	state      nodeState
+	err        string
+	parent     *node // nil: the seed
+	children   []*node
+	have       int
+	received   int64
+	lastSeen   time.Time
+	started    time.Time
+	seconds    float64
+	slow       bool // too slow to be anyone's parent
+
+	rateHave int       // have at rateAt
+	rateAt   time.Time // when the rate was last sampled
+	rate     float64   // chunks per second over the last sample
 }
 
 func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
 
+// event is what the session's loop learns from other goroutines: a frame
+// from a node (or the error ending its connection), or the outcome of
+// connecting to a node.
 type event struct {
-	n   *node
-	f   frame
-	err error
+	n         *node
+	f         frame
+	err       error
+	connected bool // the outcome of a connect: dial or err
+	dial      *dialed
 }
 
-// seedRun is one session at the seed. Its maps and nodes belong to the
-// goroutine running loop; other goroutines talk to it through events.
+type dialed struct {
+	c       *ctrl
+	welcome welcomeMsg
+	have    int
+}
+
+// seedRun is one session at the seed. Its nodes belong to the goroutine
+// running loop; other goroutines talk to it through events.
 type seedRun struct {
-	cfg    Config
-	opt    SeedOptions
-	m      *Manifest
-	file   *os.File
-	ln     net.Listener
-	start  time.Time
-	nodes  []*node
-	events chan event
+	cfg     Config
+	opt     SeedOptions
+	m       *Manifest
+	offer   []byte
+	file    *os.File
+	ln      net.Listener
+	start   time.Time
+	nodes   []*node
+	pending int // connects in flight
+	events  chan event
+	readers sync.WaitGroup // control readers and connects
 
 	mu       sync.Mutex
 	uploaded int64
@@ -131,7 +156,8 @@ type seedRun struct {
 }
 
 // RunSeed offers the package to every peer, streams it down a binary tree,
-// repairs the tree when nodes fail, and returns when every node has a result.
+// repairs the tree when nodes fail or lag, attaches receivers that appear
+// later, and returns when every node has a result.
 func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -145,7 +171,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	if err != nil {
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
-	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, file: f, ln: ln, start: time.Now(), events: make(chan event, 64)}
+	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -166,11 +192,8 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	s.connectAll(ctx)
 	s.plan()
 	for _, n := range s.nodes {
-		if n.state == stateActive {
+		if n.c != nil {
 			s.sendParent(n)
-			n.lastSeen = time.Now()
-			n.reader = make(chan struct{})
-			go s.readNode(ctx, n, n.c)
 		}
 	}
 	err = s.loop(ctx)
@@ -184,86 +207,131 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		n.c.conn.Close()
 	}
 	stopFeeding()
-	for _, n := range s.nodes {
-		if n.reader != nil {
-			<-n.reader
-		}
-	}
+	s.readers.Wait()
 	return s.report(), err
 }
 
 // connectAll opens a control connection to every peer and makes the
 // offer; peers that cannot be reached or refuse are failed with the reason.
 func (s *seedRun) connectAll(ctx context.Context) {
-	offer := s.opt.Signed.encode()
 	s.nodes = make([]*node, len(s.opt.Peers))
+	results := make([]*dialed, len(s.opt.Peers))
+	errs := make([]error, len(s.opt.Peers))
 	var wg sync.WaitGroup
 	for i, p := range s.opt.Peers {
-		n := &node{peer: p, addr: p.Addr}
-		s.nodes[i] = n
+		s.nodes[i] = &node{peer: p}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := s.connect(ctx, n, offer)
-			if err != nil {
-				n.state, n.err = stateFailed, err.Error()
-				s.opt.Log.Warn("node not taking part", "node", n.label(), "addr", p.Addr, "err", err)
-				return
-			}
-			n.c = c
+			results[i], errs[i] = s.connect(ctx, p)
 		}()
 	}
 	wg.Wait()
+	for i, n := range s.nodes {
+		s.admit(ctx, n, results[i], errs[i])
+	}
 }
 
-func (s *seedRun) connect(ctx context.Context, n *node, offer []byte) (*ctrl, error) {
+// connect opens a control connection to p and makes the offer.
+func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	d := net.Dialer{Timeout: s.cfg.DialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", n.peer.Addr.String())
+	conn, err := d.DialContext(ctx, "tcp", p.Addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	c := &ctrl{conn: conn, timeout: s.cfg.DeadAfter}
-	fail := func(err error) (*ctrl, error) {
+	fail := func(err error) (*dialed, error) {
 		conn.Close()
 		return nil, err
 	}
 	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
 		return fail(err)
 	}
-	p, err := c.expect(s.cfg.DeadAfter, msgWelcome)
+	b, err := c.expect(s.cfg.DeadAfter, msgWelcome)
 	if err != nil {
 		return fail(err)
 	}
-	w, err := decodeWelcome(p)
+	w, err := decodeWelcome(b)
 	if err != nil {
 		return fail(err)
 	}
 	if w.busy {
-		if _, err := c.expect(s.cfg.DeadAfter, msgRefuse); err != nil {
-			return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
-		}
+		return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
 	}
-	if w.id != n.peer.ID {
-		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", w.id)
-		n.peer.ID = w.id
-	}
-	if w.name != "" {
-		n.peer.Name = w.name
-	}
-	if err := c.send(msgOffer, offer); err != nil {
+	if err := c.send(msgOffer, s.offer); err != nil {
 		return fail(err)
 	}
 	// A receiver may take a while to size a large spool.
-	p, err = c.expect(s.cfg.DeadAfter+30*time.Second, msgAccept)
+	b, err = c.expect(s.cfg.DeadAfter+30*time.Second, msgAccept)
 	if err != nil {
 		return fail(err)
 	}
-	a, err := decodeAccept(p)
+	a, err := decodeAccept(b)
 	if err != nil {
 		return fail(err)
 	}
-	n.have = int(a.have)
-	return c, nil
+	return &dialed{c: c, welcome: w, have: int(min(a.have, uint32(len(s.m.Chunks))))}, nil
+}
+
+// admit records the outcome of connecting to n and, on success, starts
+// reading its control connection.
+func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
+	n.connecting = false
+	if err != nil {
+		if !n.joined {
+			n.state, n.err = stateFailed, err.Error()
+		}
+		s.opt.Log.Warn("node not taking part", "node", n.label(), "addr", n.peer.Addr, "err", err)
+		return
+	}
+	if d.welcome.id != n.peer.ID {
+		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", d.welcome.id)
+		n.peer.ID = d.welcome.id
+	}
+	if d.welcome.name != "" {
+		n.peer.Name = d.welcome.name
+	}
+	if n.joined {
+		s.opt.Log.Info("node rejoined", "node", n.label(), "chunks_held", d.have)
+	}
+	n.c, n.joined, n.state, n.err = d.c, true, stateActive, ""
+	n.have, n.rateHave, n.rateAt = d.have, d.have, time.Now()
+	n.lastSeen, n.started = time.Now(), time.Now()
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		s.readNode(ctx, n, d.c)
+	}()
+}
+
+// join attaches a receiver found after the session started, or one that
+// comes back after it was lost.
+func (s *seedRun) join(ctx context.Context, p Peer) {
+	n := s.byID(p.ID)
+	switch {
+	case n == nil:
+		n = &node{peer: p}
+		s.nodes = append(s.nodes, n)
+		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
+	case !n.joined || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
+		return // refused or unreachable at the start, in the session, or done
+	default:
+		n.peer.Addr = p.Addr
+	}
+	n.connecting = true
+	s.pending++
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		d, err := s.connect(ctx, n.peer)
+		select {
+		case s.events <- event{n: n, err: err, connected: true, dial: d}:
+		case <-ctx.Done():
+			if d != nil {
+				d.c.conn.Close()
+			}
+		}
+	}()
 }
 
 // plan places the accepted nodes in a binary tree below the seed, in
@@ -271,7 +339,7 @@ func (s *seedRun) connect(ctx context.Context, n *node, offer []byte) (*ctrl, er
 func (s *seedRun) plan() {
 	var active []*node
 	for _, n := range s.nodes {
-		if n.state == stateActive {
+		if n.c != nil {
 			active = append(active, n)
 		}
 	}
@@ -288,7 +356,7 @@ func (s *seedRun) plan() {
 func (s *seedRun) sendParent(n *node) {
 	pm := parentMsg{stripes: 1}
 	if n.parent != nil {
-		pm.id, pm.addr = n.parent.peer.ID, n.parent.addr
+		pm.id, pm.addr = n.parent.peer.ID, n.parent.peer.Addr
 	} else {
 		local := n.c.conn.LocalAddr().(*net.TCPAddr).AddrPort()
 		port := s.ln.Addr().(*net.TCPAddr).Port
@@ -301,7 +369,6 @@ func (s *seedRun) sendParent(n *node) {
 
 // readNode forwards n's control frames to the loop.
 func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
-	defer close(n.reader)
 	for {
 		f, err := c.recv(s.cfg.SeedTimeout)
 		select {
@@ -316,7 +383,8 @@ func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
 }
 
 // loop runs the session: it records progress and results, detects dead
-// nodes and re-parents their children, until every node has a result.
+// and slow nodes and re-parents their children, and attaches late
+// receivers, until every node has a result.
 func (s *seedRun) loop(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.Heartbeat)
 	defer tick.Stop()
@@ -324,12 +392,14 @@ func (s *seedRun) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case p := <-s.opt.Late:
+			s.join(ctx, p)
 		case ev := <-s.events:
-			s.handle(ev)
+			s.handle(ctx, ev)
 		case <-tick.C:
 			now := time.Now()
 			for _, n := range s.nodes {
-				if n.state == stateFailed || n.c == nil {
+				if n.c == nil {
 					continue
 				}
 				if now.Sub(n.lastSeen) > s.cfg.DeadAfter {
@@ -338,6 +408,7 @@ func (s *seedRun) loop(ctx context.Context) error {
 				}
 				n.c.send(msgPing, nil)
 			}
+			s.checkRates(now)
 			s.progress()
 		}
 	}
@@ -346,12 +417,50 @@ func (s *seedRun) loop(ctx context.Context) error {
 }
 
 func (s *seedRun) finished() bool {
+	if s.pending > 0 {
+		return false
+	}
 	for _, n := range s.nodes {
 		if n.state == stateActive {
 			return false
 		}
 	}
 	return true
+}
+
+// checkRates samples each node's progress and moves the children of a
+// parent far slower than its peers to a faster parent, so one slow link
+// does not set the pace of a whole subtree.
+func (s *seedRun) checkRates(now time.Time) {
+	var rates []float64
+	for _, n := range s.nodes {
+		if n.c == nil || n.state != stateActive || n.have >= len(s.m.Chunks) {
+			continue
+		}
+		if dt := now.Sub(n.rateAt).Seconds(); dt >= s.cfg.SlowAfter.Seconds() {
+			n.rate = float64(n.have-n.rateHave) / dt
+			n.rateHave, n.rateAt = n.have, now
+		}
+		if now.Sub(n.started) >= 2*s.cfg.SlowAfter {
+			rates = append(rates, n.rate)
+		}
+	}
+	if len(rates) < 3 {
+		return
+	}
+	slices.Sort(rates)
+	median := rates[len(rates)/2]
+	for _, p := range s.nodes {
+		if p.slow || p.c == nil || len(p.children) == 0 || p.have >= len(s.m.Chunks) ||
+			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= median {
+			continue
+		}
+		p.slow = true
+		s.opt.Log.Warn("slow relay: moving its children", "node", p.label(), "chunks_per_s", p.rate, "median", median)
+		for _, c := range slices.Clone(p.children) {
+			s.reparent(c)
+		}
+	}
 }
 
 func (s *seedRun) progress() {
@@ -378,8 +487,16 @@ func (s *seedRun) heldBytes(n *node) int64 {
 	return min(int64(n.have)*int64(s.m.ChunkSize), s.m.Size)
 }
 
-func (s *seedRun) handle(ev event) {
+func (s *seedRun) handle(ctx context.Context, ev event) {
 	n := ev.n
+	if ev.connected {
+		s.pending--
+		s.admit(ctx, n, ev.dial, ev.err)
+		if ev.err == nil {
+			s.reparent(n)
+		}
+		return
+	}
 	if n.c == nil {
 		return // already dropped
 	}
@@ -399,7 +516,7 @@ func (s *seedRun) handle(ev event) {
 			s.lost(n, err)
 			return
 		}
-		n.received, n.seconds = int64(r.received), float64(r.millis)/1000
+		n.received, n.seconds = int64(r.received), time.Since(s.start).Seconds()
 		if r.ok {
 			n.state, n.have = stateOK, len(s.m.Chunks)
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
@@ -442,7 +559,7 @@ func (s *seedRun) byID(id NodeID) *node {
 
 // lost drops a node whose control connection failed or went silent, and
 // moves its children to another parent. A node that already applied the
-// package keeps its ok status.
+// package keeps its ok status; one that comes back may rejoin.
 func (s *seedRun) lost(n *node, err error) {
 	if n.state == stateActive {
 		n.state, n.err = stateFailed, fmt.Sprintf("lost: %v", err)
@@ -451,25 +568,30 @@ func (s *seedRun) lost(n *node, err error) {
 	}
 	n.c.conn.Close()
 	n.c = nil
+	if n.parent != nil {
+		n.parent.children = removeNode(n.parent.children, n)
+		n.parent = nil
+	}
 	children := n.children
 	n.children = nil
 	for _, c := range children {
 		c.parent = nil
-		if c.state != stateFailed && c.c != nil {
+		if c.c != nil {
 			s.reparent(c)
 		}
 	}
 }
 
-// reparent moves n to the live node with the most chunks that has room
-// for a child and is not in n's own subtree, or else to the seed.
+// reparent moves n to the live, fast node with the most chunks that has
+// room for a child and is not in n's own subtree, or else to the seed.
 func (s *seedRun) reparent(n *node) {
 	if old := n.parent; old != nil {
 		old.children = removeNode(old.children, n)
 	}
+	n.parent = nil
 	var best *node
 	for _, p := range s.nodes {
-		if p == n || p.c == nil || p.state == stateFailed || len(p.children) >= 2 || p.have < n.have || below(p, n) {
+		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children) >= 2 || p.have < n.have || below(p, n) {
 			continue
 		}
 		if best == nil || p.have > best.have {

@@ -1,0 +1,153 @@
+package discover
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// ErrNoInterface means there is no network interface discovery can use.
+// The configuration or the host's network has to change; retrying will not help.
+var ErrNoInterface = errors.New("no usable network interface")
+
+// IsNoInterface reports whether err means no interface could be used.
+func IsNoInterface(err error) bool { return errors.Is(err, ErrNoInterface) }
+
+// Interfaces returns the interfaces Announce and Browse use for cfg: the one
+// named by cfg.Iface, or every up, multicast-capable, non-loopback interface
+// with an IPv4 address.
+func Interfaces(cfg Config) ([]net.Interface, error) {
+	links, err := interfaces(cfg)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]net.Interface, len(links))
+	for i, l := range links {
+		out[i] = l.ifi
+	}
+	return out, nil
+}
+
+// LocalAddrs returns the IPv4 addresses of the interfaces for cfg.
+func LocalAddrs(cfg Config) ([]netip.Addr, error) {
+	links, err := interfaces(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []netip.Addr
+	for _, l := range links {
+		for _, p := range l.prefixes {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	return addrs, nil
+}
+
+// link is an interface with its IPv4 prefixes.
+type link struct {
+	ifi      net.Interface
+	prefixes []netip.Prefix
+}
+
+func (l link) ips() []net.IP {
+	ips := make([]net.IP, len(l.prefixes))
+	for i, p := range l.prefixes {
+		ips[i] = p.Addr().AsSlice()
+	}
+	return ips
+}
+
+// onLink reports whether a is in one of the link's subnets.
+func (l link) onLink(a netip.Addr) bool {
+	for _, p := range l.prefixes {
+		if p.Masked().Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func interfaces(cfg Config) ([]link, error) {
+	if cfg.Iface != "" {
+		ifi, err := net.InterfaceByName(cfg.Iface)
+		if err != nil {
+			return nil, fmt.Errorf("%w: no interface named %q: list interfaces with `ip -br link`",
+				ErrNoInterface, cfg.Iface)
+		}
+		prefixes, err := ipv4Prefixes(ifi)
+		if err != nil {
+			return nil, err
+		}
+		if err := usable(*ifi, prefixes); err != nil {
+			return nil, err
+		}
+		return []link{{ifi: *ifi, prefixes: prefixes}}, nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list network interfaces: %w", err)
+	}
+	var links []link
+	for _, ifi := range all {
+		if ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		prefixes, err := ipv4Prefixes(&ifi)
+		if err != nil {
+			return nil, err
+		}
+		if usable(ifi, prefixes) == nil {
+			links = append(links, link{ifi: ifi, prefixes: prefixes})
+		}
+	}
+	if len(links) == 0 {
+		return nil, fmt.Errorf("%w: no up, multicast-capable interface has an IPv4 address: connect to the LAN or name one with --iface",
+			ErrNoInterface)
+	}
+	return links, nil
+}
+
+// usable says why an interface cannot carry mDNS over IPv4, or nil if it can.
+func usable(ifi net.Interface, prefixes []netip.Prefix) error {
+	switch {
+	case ifi.Flags&net.FlagUp == 0:
+		return fmt.Errorf("%w: interface %s is down: bring it up with `ip link set %s up`",
+			ErrNoInterface, ifi.Name, ifi.Name)
+	case ifi.Flags&net.FlagMulticast == 0:
+		return fmt.Errorf("%w: interface %s has multicast off: turn it on with `ip link set %s multicast on`",
+			ErrNoInterface, ifi.Name, ifi.Name)
+	case len(prefixes) == 0:
+		return fmt.Errorf("%w: interface %s has no IPv4 address: give it one or pick another with --iface",
+			ErrNoInterface, ifi.Name)
+	}
+	return nil
+}
+
+func ipv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("read addresses of interface %s: %w", ifi.Name, err)
+	}
+	var prefixes []netip.Prefix
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if !ip.Is4() {
+			continue
+		}
+		ones, bits := n.Mask.Size()
+		if bits == 128 {
+			ones -= 96
+		}
+		prefixes = append(prefixes, netip.PrefixFrom(ip, ones))
+	}
+	return prefixes, nil
+}

@@ -1,0 +1,102 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Bounds on the stderr kept for an ExecError.
+const (
+	stderrTailBytes = 2 << 10
+	stderrTailLines = 20
+)
+
+// pipeGrace is how long run waits, after the command exited or was killed,
+// for processes it left in the background to close its stderr. Past it the
+// pipe is closed: a daemon started by the command must not hold up Apply.
+const pipeGrace = 2 * time.Second
+
+// run runs command with `sh -c` in its own process group, in the current
+// working directory, with the process environment plus extraEnv. Stdin and
+// stdout are /dev/null; the tail of stderr goes into an *ExecError when the
+// command fails. When ctx ends, the whole process group is killed and the
+// context's error is returned.
+func run(ctx context.Context, command string, extraEnv []string) error {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), extraEnv...) // later entries win over inherited ones
+	tail := &tailWriter{}
+	cmd.Stderr = tail
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The group id is the shell's pid (Setpgid with Pgid 0). It is not
+		// reused before Wait reaps the shell, and Cancel runs before that.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = pipeGrace
+
+	err := cmd.Run()
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) { // exited 0; a background child kept stderr open
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("command stopped: %w", ctxErr)
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		return err // it did not start: no /bin/sh, a bad environment
+	}
+	e := &ExecError{ExitCode: exitErr.ExitCode(), StderrTail: tail.String()}
+	if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		e.Signal = ws.Signal().String()
+	}
+	return e
+}
+
+// tailWriter keeps the last stderrTailBytes written to it.
+type tailWriter struct {
+	buf       []byte
+	truncated bool
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= stderrTailBytes {
+		p = p[len(p)-stderrTailBytes:]
+		w.buf = w.buf[:0]
+		w.truncated = true
+	}
+	if over := len(w.buf) + len(p) - stderrTailBytes; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+		w.truncated = true
+	}
+	w.buf = append(w.buf, p...)
+	return n, nil
+}
+
+// String returns the kept output: whole lines only, at most stderrTailLines
+// of them, trailing space trimmed, valid UTF-8.
+func (w *tailWriter) String() string {
+	b := w.buf
+	if w.truncated {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 && i+1 < len(b) {
+			b = b[i+1:] // drop the partial first line
+		}
+	}
+	b = bytes.TrimRight(b, " \t\r\n")
+	for i, n := len(b)-1, 0; i >= 0; i-- {
+		if b[i] == '\n' {
+			if n++; n == stderrTailLines {
+				b = b[i+1:]
+				break
+			}
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}

@@ -342,6 +342,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		}
 	case out.ok:
 		sp.remove()
+		removeStaleSpools(r.opt.Dir, r.opt.Log)
 	default:
 		sp.close()
 		res.Err = errors.New(out.err)

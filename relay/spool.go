@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -281,4 +282,19 @@ func (s *spool) reset() {
 	s.dirty = false
 	s.mu.Unlock()
 	os.Remove(s.statePath)
+}
+
+// removeStaleSpools deletes what interrupted sessions left in dir's spool
+// once a session succeeded, so aborted sessions cannot pile up on disk.
+func removeStaleSpools(dir string, log *slog.Logger) {
+	entries, err := os.ReadDir(filepath.Join(dir, "spool"))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, "spool", e.Name())
+		if err := os.Remove(p); err != nil {
+			log.Warn("could not remove stale spool", "path", p, "err", err)
+		}
+	}
 }

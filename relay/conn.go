@@ -33,10 +33,19 @@ func (c *ctrl) recv(d time.Duration) (frame, error) {
 }
 
 // expect reads one frame within d and fails unless it has type want.
-// A refusal is returned as a *RefusedError.
+// A refusal is returned as a *RefusedError. Any other type is refused
+// from its header, before its payload is read.
 func (c *ctrl) expect(d time.Duration, want msgType) ([]byte, error) {
-	f, err := c.recv(d)
+	c.conn.SetReadDeadline(time.Now().Add(d))
+	t, n, err := readHeader(c.conn)
 	if err != nil {
+		return nil, err
+	}
+	if t != want && t != msgRefuse {
+		return nil, fmt.Errorf("%s sent %s, expected %s", c.conn.RemoteAddr(), t, want)
+	}
+	f := frame{typ: t, payload: make([]byte, 0, min(n, growStep))}
+	if f, err = readPayload(c.conn, t, n, f.payload); err != nil {
 		return nil, err
 	}
 	if f.typ == msgRefuse && want != msgRefuse {

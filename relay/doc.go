@@ -28,8 +28,10 @@
 // A frame whose magic or version differs ends the connection (see
 // IsVersionMismatch). The length is checked against the type's limit before
 // anything is allocated: 32 MiB + 4 KiB for offer, 4 bytes + chunk size (at
-// most 16 MiB) for chunk, 64 KiB + 64 for want's bitmap of up to a million
-// chunks, 64 KiB for everything else.
+// most 16 MiB) for chunk, 128 KiB + 64 for want's bitmap of up to a million
+// chunks, 64 KiB for everything else. A frame of a type the reader does not
+// expect is refused from its header, and payloads over 1 MiB are buffered
+// only as their bytes arrive, so a header alone never costs memory.
 //
 // Integers are big-endian. A string or blob is a uint32 length and its
 // bytes, with a per-field limit (4 KiB for texts). An id is 16 bytes.
@@ -92,4 +94,12 @@
 // silent for Config.DeadAfter is dead to its peer; a receiver gives up on a
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the
 // package's SHA-256, so the next session of the same package resumes it.
+// A successful session clears every spool, so interrupted sessions of
+// packages that never come back do not pile up.
+//
+// # Limits
+//
+// A receiver handles at most 64 connections at once (a session needs its
+// seed, two children and their reconnects); more are closed unanswered.
+// Every handshake step has a deadline of Config.DeadAfter.
 package relay

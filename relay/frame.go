@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Version is the wire protocol version. Peers with a different version
@@ -145,18 +146,36 @@ func readHeader(r io.Reader) (msgType, int, error) {
 	return t, int(n), nil
 }
 
+// growStep bounds what a frame header alone can make us allocate: larger
+// payloads grow their buffer as their bytes actually arrive.
+const growStep = 1 << 20
+
 // readFrame reads one whole frame. buf is reused when large enough.
 func readFrame(r io.Reader, buf []byte) (frame, error) {
 	t, n, err := readHeader(r)
 	if err != nil {
 		return frame{}, err
 	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	return readPayload(r, t, n, buf)
+}
+
+// readPayload reads the n-byte payload of a frame of type t.
+func readPayload(r io.Reader, t msgType, n int, buf []byte) (frame, error) {
+	if cap(buf) >= n {
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return frame{}, fmt.Errorf("read %s payload: %w", t, noEOF(err))
+		}
+		return frame{typ: t, payload: buf}, nil
 	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return frame{}, fmt.Errorf("read %s payload: %w", t, noEOF(err))
+	buf = make([]byte, 0, min(n, growStep))
+	for len(buf) < n {
+		k := min(n-len(buf), growStep)
+		buf = slices.Grow(buf, k)
+		if _, err := io.ReadFull(r, buf[len(buf):len(buf)+k]); err != nil {
+			return frame{}, fmt.Errorf("read %s payload: %w", t, noEOF(err))
+		}
+		buf = buf[:len(buf)+k]
 	}
 	return frame{typ: t, payload: buf}, nil
 }

@@ -112,8 +112,12 @@ func (r *Receiver) Close() error {
 	return nil
 }
 
+// maxConns bounds the connections a receiver serves at once.
+const maxConns = 64
+
 func (r *Receiver) accept() {
 	defer r.wg.Done()
+	slots := make(chan struct{}, maxConns)
 	for {
 		conn, err := r.ln.Accept()
 		if err != nil {
@@ -126,9 +130,17 @@ func (r *Receiver) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r.opt.Log.Warn("too many connections; closing one", "from", conn.RemoteAddr())
+			conn.Close()
+			continue
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer func() { <-slots }()
 			r.handle(conn)
 		}()
 	}

@@ -636,6 +636,7 @@ func (s *seedRun) parentLabel(n *node) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := &fileSource{f: s.file, m: s.m}
+	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
 		if err != nil {
@@ -644,9 +645,16 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 			}
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			conn.Close()
+			continue
+		}
 		s.feeders.Add(1)
 		go func() {
 			defer s.feeders.Done()
+			defer func() { <-slots }()
 			defer conn.Close()
 			stop := closeOnDone(ctx, conn)
 			defer stop()

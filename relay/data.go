@@ -15,18 +15,24 @@ import (
 // feed sends a child every chunk of its stripe it does not hold, in order,
 // as soon as src has it. While src waits for chunks, pings keep the link
 // visibly alive. The caller closes conn when ctx ends.
-func feed(ctx context.Context, conn net.Conn, src source, m *Manifest, w wantMsg, cfg Config, corrupt func(int) bool) (int64, error) {
+func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, corrupt func(int) bool) (int64, error) {
 	bw := bufio.NewWriterSize(conn, 64<<10)
 	buf := make([]byte, 4+m.ChunkSize)
 	stripes, stripe := int(w.stripes), int(w.stripe)
 	have := bitmap(w.have)
+	pos := pace.join()
+	defer pace.leave(pos)
 	var sent int64
 	for i := stripe; i < len(m.Chunks); i += stripes {
 		if have.has(i) {
 			continue
 		}
+		pace.advance(pos, i)
 		for {
 			err := src.wait(ctx, i, cfg.Heartbeat)
+			if err == nil {
+				err = pace.wait(ctx, pos, i)
+			}
 			if err == nil {
 				break
 			}

@@ -3,10 +3,8 @@ package relay
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -204,7 +202,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 	defer s.wg.Done()
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn, s.spool, s.m, w, r.cfg, r.opt.CorruptChunk)
+	sent, err := feed(s.ctx, c.conn, s.spool, s.pace, s.m, w, r.cfg, r.opt.CorruptChunk)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 
@@ -237,6 +235,7 @@ type session struct {
 	ctx    context.Context
 	m      *Manifest
 	spool  *spool
+	pace   *pacer
 	wg     sync.WaitGroup // every goroutine of the session, feeders included
 	c      *ctrl
 	start  time.Time
@@ -316,7 +315,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		defer r.opt.Busy(false)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{ctx: sctx, m: m, spool: sp, c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{ctx: sctx, m: m, spool: sp, pace: newPacer(1, 8, r.cfg.Heartbeat), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
@@ -568,11 +567,11 @@ func (r *Receiver) verifyAndApply(s *session) error {
 	if err := s.spool.sync(); err != nil {
 		return err
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(s.spool.f, 0, s.m.Size)); err != nil {
-		return fmt.Errorf("read spool %s: %w", s.spool.path, err)
+	sum, err := s.spool.sum()
+	if err != nil {
+		return err
 	}
-	if [32]byte(h.Sum(nil)) != s.m.SHA256 {
+	if sum != s.m.SHA256 {
 		s.spool.reset()
 		return fmt.Errorf("spool %s does not match the package's SHA-256; it was discarded", s.spool.path)
 	}

@@ -636,6 +636,7 @@ func (s *seedRun) parentLabel(n *node) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := &fileSource{f: s.file, m: s.m}
+	pace := newPacer(1, 8, s.cfg.Heartbeat)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -675,7 +676,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no such session here"}.encode())
 				return
 			}
-			sent, err := feed(ctx, conn, src, s.m, w, s.cfg, nil)
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, nil)
 			s.mu.Lock()
 			s.uploaded += sent
 			s.mu.Unlock()

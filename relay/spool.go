@@ -3,9 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -58,6 +60,10 @@ type spool struct {
 	path      string // the data, size of the package once complete
 	statePath string // which chunks are held
 
+	hmu    sync.Mutex // guards whole and hashed; taken before mu
+	whole  hash.Hash  // SHA-256 of chunks [0, hashed), in order
+	hashed int
+
 	mu      sync.Mutex
 	have    bitmap
 	count   int
@@ -81,7 +87,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(len(m.Chunks)), changed: make(chan struct{})}
+	s := &spool{m: m, f: f, path: data, statePath: state, whole: sha256.New(), have: newBitmap(len(m.Chunks)), changed: make(chan struct{})}
 	// Chunks are only claimed while the data file is whole: a state file
 	// beside a missing or resized data file is stale.
 	st, err := f.Stat()
@@ -180,8 +186,13 @@ func (s *spool) put(i int, data []byte) error {
 	if _, err := s.f.WriteAt(data, int64(i)*int64(s.m.ChunkSize)); err != nil {
 		return fmt.Errorf("write chunk %d to spool %s: %w", i, s.path, err)
 	}
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	if i == s.hashed {
+		s.whole.Write(data) // in order, as chunks mostly arrive: no re-read
+		s.hashed++
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.have.has(i) {
 		s.have.set(i)
 		s.count++
@@ -189,7 +200,31 @@ func (s *spool) put(i int, data []byte) error {
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
+	s.mu.Unlock()
 	return nil
+}
+
+// sum is the SHA-256 of the whole spool once complete. Chunks that came
+// out of order, or from an earlier session, are read back to be hashed.
+func (s *spool) sum() ([32]byte, error) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	var buf []byte
+	for s.hashed < len(s.m.Chunks) {
+		if !s.has(s.hashed) {
+			return [32]byte{}, fmt.Errorf("spool %s lacks chunk %d", s.path, s.hashed)
+		}
+		if buf == nil {
+			buf = make([]byte, s.m.ChunkSize)
+		}
+		data, err := s.readChunk(s.hashed, buf)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		s.whole.Write(data)
+		s.hashed++
+	}
+	return [32]byte(s.whole.Sum(nil)), nil
 }
 
 func (s *spool) wait(ctx context.Context, i int, idle time.Duration) error {
@@ -276,6 +311,10 @@ func (s *spool) waitComplete(ctx context.Context) error {
 
 // reset forgets every chunk, for a spool found corrupt on disk.
 func (s *spool) reset() {
+	s.hmu.Lock()
+	s.whole.Reset()
+	s.hashed = 0
+	s.hmu.Unlock()
 	s.mu.Lock()
 	s.have = newBitmap(len(s.m.Chunks))
 	s.count = 0

@@ -1,0 +1,62 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestPacerKeepsSiblingsAbreast(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		sibling int // the sibling's next chunk; -1: no sibling
+		next    int // the chunk this feeder wants to send
+		mayGo   bool
+	}{
+		{"alone", -1, 100, true},
+		{"abreast", 10, 10, true},
+		{"one ahead", 10, 11, true},
+		{"two ahead: waits for the sibling", 10, 12, false},
+		{"sibling far behind paces nobody", 10, 30, true},
+		{"at the edge of the window", 10, 18, false},
+		{"just past the window", 10, 19, true},
+		{"behind the sibling", 20, 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPacer(1, 8, 10*time.Millisecond)
+			me := p.join()
+			if tc.sibling >= 0 {
+				p.advance(p.join(), tc.sibling)
+			}
+			err := p.wait(ctx, me, tc.next)
+			if got := err == nil; got != tc.mayGo {
+				t.Errorf("wait = %v, want may go %v", err, tc.mayGo)
+			}
+			if err != nil && !errors.Is(err, errIdle) {
+				t.Errorf("a held feeder must idle (to send a ping), got %v", err)
+			}
+		})
+	}
+}
+
+func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, release := range []string{"advance", "leave"} {
+		p := newPacer(1, 8, time.Minute)
+		me, sib := p.join(), p.join()
+		p.advance(sib, 3)
+		got := make(chan error, 1)
+		go func() { got <- p.wait(ctx, me, 6) }()
+		if release == "advance" {
+			p.advance(sib, 5)
+		} else {
+			p.leave(sib)
+		}
+		if err := <-got; err != nil {
+			t.Errorf("%s: wait = %v, want released", release, err)
+		}
+	}
+}

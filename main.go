@@ -573,7 +573,7 @@ func receiverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "to", Usage: "place the verified file atomically at `DIR`/<package name> (DIR is created)", EnvVars: []string{"TREECAST_TO"}},
 		&cli.StringFlag{Name: "extract", Usage: "unpack a .tar, .tar.gz or .zip package into `DIR`; unsafe entries fail the apply", EnvVars: []string{"TREECAST_EXTRACT"}},
 		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
-		&cli.StringFlag{Name: "name", Usage: "`NAME` shown in the seed's report (default: host name)", EnvVars: []string{"TREECAST_NAME"}},
+		&cli.StringFlag{Name: "name", Usage: "`NAME` shown in the seed's report (default: host name)", EnvVars: []string{"TREECAST_NODE_NAME"}},
 		groupFlag("announce membership of group `NAME`; seeds with --group pick only their group"),
 		ifaceFlag,
 		&cli.StringFlag{Name: "dir", Usage: "spool and state `DIR`; two receivers on one machine need different ones", EnvVars: []string{"TREECAST_DIR"}},

@@ -12,41 +12,48 @@ import (
 // inherits the lag, level after level. So a feeder may run at most lead
 // chunks ahead of a sibling, as long as that sibling is within window
 // chunks: one further behind (a slow link, a newcomer resuming) is left to
-// catch up on its own and paces nobody.
+// catch up on its own and paces nobody, and so does one that has not
+// moved for stall (a hung child must not hold up its sibling).
 type pacer struct {
 	lead, window int
-	idle         time.Duration
+	idle, stall  time.Duration
 
 	mu      sync.Mutex
-	pos     map[*int]struct{} // each feeder's next chunk
+	feeders map[*paced]struct{}
 	changed chan struct{}
 }
 
-func newPacer(lead, window int, idle time.Duration) *pacer {
-	return &pacer{lead: lead, window: window, idle: idle, pos: map[*int]struct{}{}, changed: make(chan struct{})}
+// paced is one feeder's place: the chunk it sends next, and since when.
+type paced struct {
+	next  int
+	since time.Time
+}
+
+func newPacer(lead, window int, idle, stall time.Duration) *pacer {
+	return &pacer{lead: lead, window: window, idle: idle, stall: stall, feeders: map[*paced]struct{}{}, changed: make(chan struct{})}
 }
 
 // join registers a feeder starting at chunk 0; leave must follow.
-func (p *pacer) join() *int {
+func (p *pacer) join() *paced {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pos := new(int)
-	p.pos[pos] = struct{}{}
-	return pos
+	f := &paced{since: time.Now()}
+	p.feeders[f] = struct{}{}
+	return f
 }
 
-func (p *pacer) leave(pos *int) {
+func (p *pacer) leave(f *paced) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.pos, pos)
+	delete(p.feeders, f)
 	p.broadcast()
 }
 
-// advance records that the feeder at pos will next send chunk i.
-func (p *pacer) advance(pos *int, i int) {
+// advance records that feeder f will next send chunk i.
+func (p *pacer) advance(f *paced, i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	*pos = i
+	f.next, f.since = i, time.Now()
 	p.broadcast()
 }
 
@@ -55,14 +62,14 @@ func (p *pacer) broadcast() {
 	p.changed = make(chan struct{})
 }
 
-// wait blocks until the feeder at pos may send chunk i, ctx ends, or idle
-// passes (errIdle).
-func (p *pacer) wait(ctx context.Context, pos *int, i int) error {
+// wait blocks until feeder f may send chunk i, ctx ends, or idle passes
+// (errIdle).
+func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
 	timer := time.NewTimer(p.idle)
 	defer timer.Stop()
 	for {
 		p.mu.Lock()
-		ok, ch := p.clear(pos, i), p.changed
+		ok, ch := p.clear(f, i, time.Now()), p.changed
 		p.mu.Unlock()
 		if ok {
 			return nil
@@ -77,9 +84,9 @@ func (p *pacer) wait(ctx context.Context, pos *int, i int) error {
 	}
 }
 
-func (p *pacer) clear(pos *int, i int) bool {
-	for q := range p.pos {
-		if q != pos && *q < i-p.lead && *q >= i-p.window {
+func (p *pacer) clear(f *paced, i int, now time.Time) bool {
+	for q := range p.feeders {
+		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall {
 			return false
 		}
 	}

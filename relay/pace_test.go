@@ -25,7 +25,7 @@ func TestPacerKeepsSiblingsAbreast(t *testing.T) {
 		{"behind the sibling", 20, 10, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPacer(1, 8, 10*time.Millisecond)
+			p := newPacer(1, 8, 10*time.Millisecond, time.Minute)
 			me := p.join()
 			if tc.sibling >= 0 {
 				p.advance(p.join(), tc.sibling)
@@ -45,7 +45,7 @@ func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, release := range []string{"advance", "leave"} {
-		p := newPacer(1, 8, time.Minute)
+		p := newPacer(1, 8, time.Minute, time.Minute)
 		me, sib := p.join(), p.join()
 		p.advance(sib, 3)
 		got := make(chan error, 1)
@@ -57,6 +57,23 @@ func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
 		}
 		if err := <-got; err != nil {
 			t.Errorf("%s: wait = %v, want released", release, err)
+		}
+	}
+}
+
+func TestPacerIgnoresAStalledSibling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := newPacer(1, 8, 5*time.Millisecond, 50*time.Millisecond)
+	me, hung := p.join(), p.join()
+	p.advance(hung, 3)
+	for {
+		err := p.wait(ctx, me, 6)
+		if err == nil {
+			return // released once the sibling had not moved for the stall time
+		}
+		if !errors.Is(err, errIdle) {
+			t.Fatalf("wait = %v", err)
 		}
 	}
 }

@@ -583,15 +583,18 @@ func (s *seedRun) lost(n *node, err error) {
 }
 
 // reparent moves n to the live, fast node with the most chunks that has
-// room for a child and is not in n's own subtree, or else to the seed.
+// room for a child and is not in n's own subtree, or else to the seed. A
+// parent a few chunks behind n will do: a leaf's uplink is idle, the seed's
+// is not.
 func (s *seedRun) reparent(n *node) {
 	if old := n.parent; old != nil {
 		old.children = removeNode(old.children, n)
 	}
 	n.parent = nil
+	slack := max(8, len(s.m.Chunks)/50)
 	var best *node
 	for _, p := range s.nodes {
-		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children) >= 2 || p.have < n.have || below(p, n) {
+		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children) >= 2 || p.have+slack < n.have || below(p, n) {
 			continue
 		}
 		if best == nil || p.have > best.have {
@@ -636,7 +639,7 @@ func (s *seedRun) parentLabel(n *node) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := &fileSource{f: s.file, m: s.m}
-	pace := newPacer(1, 8, s.cfg.Heartbeat)
+	pace := newPacer(1, 8, s.cfg.Heartbeat, 2*s.cfg.Heartbeat)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()

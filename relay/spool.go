@@ -64,6 +64,8 @@ type spool struct {
 	whole  hash.Hash  // SHA-256 of chunks [0, hashed), in order
 	hashed int
 
+	syncMu sync.Mutex // one sync at a time: they share the state's temp file
+
 	mu      sync.Mutex
 	have    bitmap
 	count   int
@@ -258,6 +260,8 @@ func (s *spool) readChunk(i int, buf []byte) ([]byte, error) {
 // sync makes the held chunks durable, then records them, so the state
 // file never claims a chunk the disk does not have.
 func (s *spool) sync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()

@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# e2e.sh - the real treecast binary on an emulated LAN (scripts/lab.sh):
+# 1 seed (h0) + 9 receivers (h1..h9) on a bridge, links shaped full-duplex.
+#
+# Runs, in one lab:
+#   A  a .tar.gz package; receivers apply it with --to, --extract and --exec
+#   B  a 0-byte package
+#   C  5 MiB + 123 bytes with --chunk-size 1MiB (last chunk short)
+#   D  one receiver's --exec exits 3: seed exits 1, that node "failed", others ok
+# h9 is a `treecast serve` agent for the whole time: it must receive A, B, C
+# and D one after another, then stop on SIGTERM.
+# Then: `join` with no session exits 3 after its --timeout; `seed` with no
+# receivers exits 3 after its --wait.
+#
+# Prints PASS/FAIL per check and ends with "N passed, N failed"; exits 1 if
+# any check failed.
+#
+# Env: E2E_RATE (link rate, default 100mbit), E2E_KEEP=1 (keep $OUT),
+#      OUT (build + work dir, default scripts/out/e2e-$LAB_PREFIX),
+#      E2E_BIN (use this binary instead of building one).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lab.sh
+source "$ROOT/scripts/lab.sh"
+
+RATE=${E2E_RATE:-100mbit}
+OUT=${OUT:-$ROOT/scripts/out/e2e-$LAB_PREFIX}
+WORK=$OUT/work
+LOGS=$OUT/logs
+BIN=$OUT/treecast
+HOSTS=10     # h0 seed, h1..h8 join, h9 serve
+RECEIVERS=9
+# Receivers must trust the seed's key; change it here for every receiver.
+TRUST_ARGS=(--trust-any)
+GROUP_ARGS=(--group e2e)
+IFACE_ARGS=(--iface eth0)
+
+PASSED=0
+FAILED=0
+FINISHED=
+SERVE_PID=
+
+pass() {
+	printf 'PASS: %s\n' "$*"
+	PASSED=$((PASSED + 1))
+}
+fail() {
+	printf 'FAIL: %s\n' "$*"
+	FAILED=$((FAILED + 1))
+}
+# check NAME CMD... : PASS if CMD succeeds.
+check() {
+	local name=$1
+	shift
+	if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name"; fi
+}
+# check_eq NAME GOT WANT
+check_eq() {
+	if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1 (got '$2', want '$3')"; fi
+}
+say() { printf '\n== %s\n' "$*"; }
+indent() { sed 's/^/    | /'; }
+
+on_exit() {
+	local rc=$?
+	set +e
+	lab_cleanup
+	if [[ -z $FINISHED ]]; then
+		fail "e2e stopped early (exit $rc); logs in $LOGS"
+		echo "$PASSED passed, $FAILED failed"
+		exit 1
+	fi
+	if ((FAILED == 0)) && [[ -z ${E2E_KEEP:-} ]]; then
+		rm -rf "$OUT"
+	else
+		echo "logs and files kept in $OUT"
+	fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# host_env I : sets HENV to an `env ...` prefix giving host I its own HOME and
+# config dirs, as a separate machine has.
+HENV=()
+host_env() {
+	local h=$WORK/h$1/home
+	mkdir -p "$h"
+	HENV=(env "HOME=$h" "XDG_CONFIG_HOME=$h/.config" "XDG_CACHE_HOME=$h/.cache" "XDG_DATA_HOME=$h/.local/share")
+}
+
+sha() { sha256sum "$1" | awk '{print $1}'; }
+fsize() { stat -c %s "$1"; }
+
+# start_join I LOG ARGS... : `treecast join` in host I, pid in JOIN_PIDS[I]
+declare -A JOIN_PIDS
+start_join() {
+	local i=$1 log=$2
+	shift 2
+	host_env "$i"
+	lab_spawn "$i" "$log" "${HENV[@]}" timeout -k 10 150 "$BIN" join \
+		--name "h$i" "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --timeout 60s \
+		--dir "$WORK/h$i" "${TRUST_ARGS[@]}" "$@"
+	JOIN_PIDS[$i]=$LAB_LAST_PID
+}
+
+# wait_joins RUN : waits for every join of this run, checks exit codes
+# (all 0 unless listed in WANT_FAIL).
+declare -A JOIN_RC
+# A join that is still running $JOIN_GRACE s after the seed finished is
+# stopped (and fails), so a broken build fails fast instead of at --timeout.
+JOIN_GRACE=${E2E_JOIN_GRACE:-20}
+wait_joins() {
+	local run=$1 i rc pid deadline=$((SECONDS + JOIN_GRACE))
+	for i in "${!JOIN_PIDS[@]}"; do
+		pid=${JOIN_PIDS[$i]}
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+		if kill -0 "$pid" 2>/dev/null; then
+			fail "$run: join h$i still running ${JOIN_GRACE}s after the seed finished; stopped it"
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+		rc=0
+		wait "$pid" || rc=$?
+		JOIN_RC[$i]=$rc
+	done
+	for i in $(printf '%s\n' "${!JOIN_PIDS[@]}" | sort -n); do
+		rc=${JOIN_RC[$i]}
+		if [[ " ${WANT_FAIL:-} " == *" $i "* ]]; then
+			if ((rc != 0)); then pass "$run: join h$i exits non-zero ($rc) after its apply failed"; else fail "$run: join h$i exit code 0, want non-zero"; fi
+		else
+			if ((rc == 0)); then pass "$run: join h$i exit code 0"; else fail "$run: join h$i exit code $rc, want 0 (log: $LOGS/$run-h$i.log)"; tail -n 15 "$LOGS/$run-h$i.log" 2>/dev/null | indent; fi
+		fi
+	done
+	JOIN_PIDS=()
+	JOIN_RC=()
+}
+
+# run_seed RUN PKG WANT_RC [EXTRA SEED ARGS...] : seed in h0, report in $WORK/RUN.json
+run_seed() {
+	local run=$1 pkg=$2 want=$3 rc=0
+	shift 3
+	local report=$WORK/$run.json
+	host_env 0
+	lab_exec 0 "${HENV[@]}" timeout -k 10 150 "$BIN" seed --expect "$RECEIVERS" --wait 30s \
+		"${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --report "$report" "$@" "$pkg" \
+		>"$LOGS/$run-seed.log" 2>&1 || rc=$?
+	echo "seed output (last lines):"
+	tail -n 20 "$LOGS/$run-seed.log" | indent
+	if ((rc == want)); then pass "$run: seed exit code $rc"; else fail "$run: seed exit code $rc, want $want (log: $LOGS/$run-seed.log)"; fi
+}
+
+# check_report RUN PKG [FAILED_NAME] : the report's package block, 9 nodes,
+# each ok with bytes == size, except FAILED_NAME (status failed).
+check_report() {
+	local run=$1 pkg=$2 failed=${3:-} r=$WORK/$1.json size name sum
+	size=$(fsize "$pkg") name=$(basename "$pkg") sum=$(sha "$pkg")
+	if ! jq -e . "$r" >/dev/null 2>&1; then
+		fail "$run: report $r is valid JSON"
+		return
+	fi
+	check_eq "$run: report package.name" "$(jq -r '.package.name' "$r")" "$name"
+	check_eq "$run: report package.size" "$(jq -r '.package.size' "$r")" "$size"
+	check_eq "$run: report package.sha256" "$(jq -r '.package.sha256' "$r")" "$sum"
+	check_eq "$run: report expected" "$(jq -r '.expected' "$r")" "$RECEIVERS"
+	check "$run: report seconds is a number >= 0" jq -e '(.seconds|type) == "number" and .seconds >= 0' "$r"
+	check_eq "$run: report has $RECEIVERS nodes" "$(jq -r '.nodes | length' "$r")" "$RECEIVERS"
+	check_eq "$run: report node names are h1..h9" \
+		"$(jq -r '[.nodes[].name] | sort | join(",")' "$r")" "h1,h2,h3,h4,h5,h6,h7,h8,h9"
+	local i n st bytes err addr
+	for ((i = 1; i <= RECEIVERS; i++)); do
+		n=$(jq -c --arg n "h$i" '[.nodes[] | select(.name == $n)][0] // empty' "$r")
+		[[ -n $n ]] || { fail "$run: report has node h$i"; continue; }
+		st=$(jq -r '.status' <<<"$n") bytes=$(jq -r '.bytes' <<<"$n") err=$(jq -r '.error // ""' <<<"$n")
+		addr=$(jq -r '.addr // ""' <<<"$n")
+		if [[ h$i == "$failed" ]]; then
+			check_eq "$run: node h$i status" "$st" failed
+			# Not just any "3": the command text itself is `exit 3`.
+			if grep -Eiq '(status|code)[^0-9]{0,3}3([^0-9]|$)' <<<"$err"; then
+				pass "$run: node h$i error mentions status 3 ($err)"
+			else
+				fail "$run: node h$i error mentions status 3 (error: '$err')"
+			fi
+		else
+			if [[ $st == ok && $bytes == "$size" ]]; then
+				pass "$run: node h$i ok, bytes $bytes"
+			else
+				fail "$run: node h$i status '$st' bytes '$bytes', want ok $size${err:+ (error: $err)}"
+			fi
+		fi
+		if [[ $addr == *"$(lab_addr "$i")"* ]]; then pass "$run: node h$i addr $addr"; else fail "$run: node h$i addr '$addr', want $(lab_addr "$i")"; fi
+	done
+}
+
+# check_copy RUN WHAT PKG FILE
+check_copy() {
+	if [[ -f $4 ]] && cmp -s "$3" "$4"; then pass "$1: $2 byte-identical"; else fail "$1: $2 byte-identical ($4)"; fi
+}
+
+# exec_cmd DESTDIR : an --exec command that copies the package and records
+# name and sha256 from the environment treecast sets.
+exec_cmd() {
+	# shellcheck disable=SC2016 # $TREECAST_* are for the receiver's shell
+	printf 'cp "$TREECAST_FILE" %q && echo "$TREECAST_NAME $TREECAST_SHA256" > %q' "$1/exec-copy" "$1/exec-info"
+}
+check_exec() {
+	local run=$1 i=$2 pkg=$3 d=$4
+	check_copy "$run" "h$i --exec copy of \$TREECAST_FILE" "$pkg" "$d/exec-copy"
+	check_eq "$run: h$i --exec saw \$TREECAST_NAME \$TREECAST_SHA256" "$(cat "$d/exec-info" 2>/dev/null)" "$(basename "$pkg") $(sha "$pkg")"
+}
+
+# ---------------------------------------------------------------------------
+rm -rf "$OUT"
+mkdir -p "$WORK" "$LOGS"
+
+say "build"
+if [[ -n ${E2E_BIN:-} ]]; then
+	cp "$E2E_BIN" "$BIN"
+	pass "build (using $E2E_BIN)"
+elif (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .) >"$LOGS/build.log" 2>&1; then
+	pass "build: CGO_ENABLED=0 go build"
+else
+	fail "build: CGO_ENABLED=0 go build"
+	indent <"$LOGS/build.log"
+	FINISHED=1
+	echo "$PASSED passed, $FAILED failed"
+	exit 1
+fi
+"$BIN" version 2>&1 | head -n 3 | indent || true
+
+say "lab: $HOSTS hosts at $RATE"
+lab_up "$HOSTS" "$RATE"
+if lab_mcast_check >"$LOGS/mcast.log" 2>&1; then pass "lab: mDNS multicast reaches every host"; else fail "lab: mDNS multicast reaches every host"; indent <"$LOGS/mcast.log"; fi
+
+# ---- the serve agent (h9), for runs A-D ----
+SERVE_DEST=$WORK/dest/h9/serve
+mkdir -p "$SERVE_DEST"
+host_env 9
+lab_spawn 9 "$LOGS/serve-h9.log" "${HENV[@]}" timeout -k 10 600 "$BIN" serve \
+	--name h9 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --dir "$WORK/h9" "${TRUST_ARGS[@]}" --to "$SERVE_DEST"
+SERVE_PID=$LAB_LAST_PID
+
+# ---- run A: a .tar.gz, applied with --to, --extract and --exec ----
+say "run A: .tar.gz package, receivers --to / --extract / --exec, h9 serve --to"
+SRC=$WORK/src
+mkdir -p "$SRC/app/bin" "$SRC/app/data/nested/deeper" "$SRC/app/empty-dir"
+head -c 3000000 /dev/urandom >"$SRC/app/data/blob.bin"
+head -c 1048576 /dev/urandom >"$SRC/app/data/nested/chunk.bin"
+head -c 777 /dev/urandom >"$SRC/app/data/nested/deeper/odd.bin"
+: >"$SRC/app/data/empty.txt"
+printf '#!/bin/sh\necho hello from treecast\n' >"$SRC/app/bin/run.sh"
+chmod 755 "$SRC/app/bin/run.sh"
+printf 'name = "demo"\nversion = 3\n' >"$SRC/app/config.toml"
+PKG_A=$WORK/pkg/app-1.0.tar.gz
+mkdir -p "$(dirname "$PKG_A")"
+tar -C "$SRC" -czf "$PKG_A" app
+echo "package $(basename "$PKG_A"): $(fsize "$PKG_A") bytes"
+
+declare -A MODE
+for i in 1 2; do MODE[$i]=to; done
+for i in 3 4 5 8; do MODE[$i]=extract; done
+for i in 6 7; do MODE[$i]="exec"; done
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/A
+	mkdir -p "$d"
+	case ${MODE[$i]} in
+	to) start_join "$i" "$LOGS/A-h$i.log" --to "$d" ;;
+	extract) start_join "$i" "$LOGS/A-h$i.log" --extract "$d" ;;
+	exec) start_join "$i" "$LOGS/A-h$i.log" --exec "$(exec_cmd "$d")" ;;
+	esac
+done
+run_seed A "$PKG_A" 0
+wait_joins A
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/A
+	case ${MODE[$i]} in
+	to) check_copy A "h$i --to copy" "$PKG_A" "$d/$(basename "$PKG_A")" ;;
+	extract)
+		if diff -r "$SRC/app" "$d/app" >"$LOGS/A-h$i.diff" 2>&1; then
+			pass "A: h$i --extract tree identical (diff -r)"
+		else
+			fail "A: h$i --extract tree identical (diff -r)"
+			head -n 10 "$LOGS/A-h$i.diff" | indent
+		fi
+		check "A: h$i --extract kept the executable bit of app/bin/run.sh" test -x "$d/app/bin/run.sh"
+		check "A: h$i --extract kept the empty directory" test -d "$d/app/empty-dir"
+		;;
+	exec) check_exec A "$i" "$PKG_A" "$d" ;;
+	esac
+done
+check_report A "$PKG_A"
+
+# ---- run B: a 0-byte package ----
+say "run B: 0-byte package"
+PKG_B=$WORK/pkg/empty.bin
+: >"$PKG_B"
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/B
+	mkdir -p "$d"
+	if ((i <= 5)); then
+		start_join "$i" "$LOGS/B-h$i.log" --to "$d"
+	else
+		start_join "$i" "$LOGS/B-h$i.log" --exec "$(exec_cmd "$d")"
+	fi
+done
+run_seed B "$PKG_B" 0
+wait_joins B
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/B
+	if ((i <= 5)); then check_copy B "h$i --to empty file" "$PKG_B" "$d/empty.bin"; else check_exec B "$i" "$PKG_B" "$d"; fi
+done
+check_report B "$PKG_B"
+
+# ---- run C: odd size, 1 MiB chunks ----
+say "run C: 5 MiB + 123 bytes, --chunk-size 1MiB"
+PKG_C=$WORK/pkg/odd-size.img
+head -c $((5 * 1048576 + 123)) /dev/urandom >"$PKG_C"
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/C
+	mkdir -p "$d"
+	if ((i % 2)); then
+		start_join "$i" "$LOGS/C-h$i.log" --to "$d"
+	else
+		start_join "$i" "$LOGS/C-h$i.log" --exec "$(exec_cmd "$d")"
+	fi
+done
+run_seed C "$PKG_C" 0 --chunk-size 1MiB
+wait_joins C
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/C
+	if ((i % 2)); then check_copy C "h$i --to copy" "$PKG_C" "$d/odd-size.img"; else check_exec C "$i" "$PKG_C" "$d"; fi
+done
+check_report C "$PKG_C"
+
+# ---- run D: one receiver's apply fails ----
+say "run D: h1 --exec 'exit 3' fails, the others must still succeed"
+PKG_D=$WORK/pkg/fail-case.bin
+head -c $((1048576 + 7)) /dev/urandom >"$PKG_D"
+for i in 1 2 3 4 5 6 7 8; do
+	d=$WORK/dest/h$i/D
+	mkdir -p "$d"
+	if ((i == 1)); then
+		start_join "$i" "$LOGS/D-h$i.log" --exec 'exit 3'
+	else
+		start_join "$i" "$LOGS/D-h$i.log" --to "$d"
+	fi
+done
+run_seed D "$PKG_D" 1
+WANT_FAIL="1" wait_joins D
+for i in 2 3 4 5 6 7 8; do
+	check_copy D "h$i --to copy" "$PKG_D" "$WORK/dest/h$i/D/fail-case.bin"
+done
+check_report D "$PKG_D" h1
+
+# ---- the serve agent got all four, one after another ----
+say "serve agent h9: four sessions in a row"
+for p in "$PKG_A" "$PKG_B" "$PKG_C" "$PKG_D"; do
+	check_copy serve "h9 serve --to $(basename "$p")" "$p" "$SERVE_DEST/$(basename "$p")"
+done
+if kill -0 "$SERVE_PID" 2>/dev/null; then
+	pass "serve: h9 still running after four sessions"
+	kill -TERM "$SERVE_PID"
+	for _ in $(seq 1 100); do kill -0 "$SERVE_PID" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$SERVE_PID" 2>/dev/null; then
+		fail "serve: h9 stops within 10 s of SIGTERM"
+	else
+		rc=0
+		wait "$SERVE_PID" || rc=$?
+		pass "serve: h9 stops within 10 s of SIGTERM (exit code $rc)"
+	fi
+else
+	rc=0
+	wait "$SERVE_PID" || rc=$?
+	fail "serve: h9 still running after four sessions (it exited with $rc; log $LOGS/serve-h9.log)"
+	tail -n 15 "$LOGS/serve-h9.log" | indent
+fi
+
+# ---- nothing to find ----
+say "nobody there: join and seed give up with exit code 3"
+t0=$(date +%s.%N)
+rc=0
+host_env 1
+lab_exec 1 "${HENV[@]}" timeout -k 10 60 "$BIN" join --name h1 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--timeout 3s --dir "$WORK/h1" "${TRUST_ARGS[@]}" --to "$WORK/dest/h1" >"$LOGS/nosession-join.log" 2>&1 || rc=$?
+t1=$(date +%s.%N)
+el=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+check_eq "join with no session: exit code" "$rc" 3
+check "join with no session: gives up after its --timeout 3s (took ${el}s)" awk -v e="$el" 'BEGIN{exit !(e >= 2.5 && e <= 20)}'
+t0=$(date +%s.%N)
+rc=0
+host_env 0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 1 --wait 3s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	"$PKG_D" >"$LOGS/noreceiver-seed.log" 2>&1 || rc=$?
+t1=$(date +%s.%N)
+el=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+check_eq "seed with no receivers: exit code" "$rc" 3
+check "seed with no receivers: gives up after its --wait 3s (took ${el}s)" awk -v e="$el" 'BEGIN{exit !(e >= 2.5 && e <= 20)}'
+
+# ---- nothing left behind: every command above has exited ----
+left=0
+for ((i = 0; i < HOSTS; i++)); do
+	left=$((left + $(ip netns pids "$(lab_ns "$i")" 2>/dev/null | wc -l)))
+done
+check_eq "no process left running in the lab" "$left" 0
+
+FINISHED=1
+echo
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))

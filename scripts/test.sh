@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite: go vet, go test -race, then the end-to-end
+# test on the emulated LAN (scripts/e2e.sh, needs root). Every part runs even
+# if an earlier one failed; exits 1 if any failed. Fuzzing is scripts/fuzz.sh.
+#
+# Ends with one line "N passed, N failed": Go tests (and subtests) + go vet +
+# the e2e checks.
+# Env: GO_TEST_TIMEOUT (10m), SKIP_E2E=1 (unit tests only).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+LOGDIR=$ROOT/scripts/out/test-$$
+mkdir -p "$LOGDIR"
+trap 'rm -rf "$LOGDIR"' EXIT
+
+passed=0
+failed=0
+broken=()
+
+echo "== go vet ./..."
+if go vet ./...; then
+	echo "PASS: go vet"
+	passed=$((passed + 1))
+else
+	echo "FAIL: go vet"
+	failed=$((failed + 1))
+	broken+=("go vet")
+fi
+
+echo
+echo "== go test -race -count=1 ./..."
+rc=0
+timeout -k 30 "${GO_TEST_TIMEOUT:-10m}" go test -race -count=1 -v -timeout "${GO_TEST_TIMEOUT:-10m}" ./... >"$LOGDIR/go-test.log" 2>&1 || rc=$?
+# The package lines and any failure, not every RUN/PASS line.
+grep -E '^(ok|FAIL|panic:|\?)|^\s*--- FAIL' "$LOGDIR/go-test.log" || true
+gp=$(grep -cE '^\s*--- PASS' "$LOGDIR/go-test.log" || true)
+gf=$(grep -cE '^\s*--- FAIL' "$LOGDIR/go-test.log" || true)
+passed=$((passed + gp))
+failed=$((failed + gf))
+if ((rc != 0)); then
+	# A build failure, panic or timeout fails no single test: count it once.
+	((gf > 0)) || failed=$((failed + 1))
+	broken+=("go test (exit $rc)")
+	echo "-- go test failed (exit $rc); last lines of its output:"
+	tail -n 150 "$LOGDIR/go-test.log"
+fi
+echo "go test: $gp passed, $gf failed (tests and subtests)"
+
+if [[ -z ${SKIP_E2E:-} ]]; then
+	echo
+	echo "== scripts/e2e.sh"
+	rc=0
+	timeout -k 30 15m bash "$ROOT/scripts/e2e.sh" 2>&1 | tee "$LOGDIR/e2e.log" || rc=$?
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/e2e.log" | tail -n 1 || true)
+	if [[ -n $line ]]; then
+		ep=${line%% passed*}
+		ef=${line#*passed, }
+		ef=${ef%% failed*}
+		passed=$((passed + ep))
+		failed=$((failed + ef))
+		((ef == 0 && rc != 0)) && failed=$((failed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+	((rc == 0)) || broken+=("e2e (exit $rc)")
+fi
+
+echo
+if ((${#broken[@]})); then
+	echo "test.sh: FAILED: ${broken[*]}"
+else
+	echo "test.sh: all green"
+fi
+echo "$passed passed, $failed failed"
+((${#broken[@]} == 0 && failed == 0))

@@ -12,25 +12,29 @@ import (
 // inherits the lag, level after level. So a feeder may run at most lead
 // chunks ahead of a sibling, as long as that sibling is within window
 // chunks: one further behind (a slow link, a newcomer resuming) is left to
-// catch up on its own and paces nobody, and so does one that has not
-// moved for stall (a hung child must not hold up its sibling).
+// catch up on its own and paces nobody, and so do one that has not
+// moved for stall (a hung child must not hold up its sibling) and one that
+// has trailed for longer than trail (a slow link: it would drag its
+// sibling down to its own speed).
 type pacer struct {
-	lead, window int
-	idle, stall  time.Duration
+	lead, window       int
+	idle, stall, trail time.Duration
 
 	mu      sync.Mutex
 	feeders map[*paced]struct{}
 	changed chan struct{}
 }
 
-// paced is one feeder's place: the chunk it sends next, and since when.
+// paced is one feeder's place: the chunk it sends next, since when, and
+// since when it has trailed the foremost feeder by more than lead.
 type paced struct {
-	next  int
-	since time.Time
+	next   int
+	since  time.Time
+	behind time.Time // zero while abreast
 }
 
-func newPacer(lead, window int, idle, stall time.Duration) *pacer {
-	return &pacer{lead: lead, window: window, idle: idle, stall: stall, feeders: map[*paced]struct{}{}, changed: make(chan struct{})}
+func newPacer(lead, window int, idle, stall, trail time.Duration) *pacer {
+	return &pacer{lead: lead, window: window, idle: idle, stall: stall, trail: trail, feeders: map[*paced]struct{}{}, changed: make(chan struct{})}
 }
 
 // join registers a feeder starting at chunk 0; leave must follow.
@@ -58,6 +62,18 @@ func (p *pacer) advance(f *paced, i int) {
 }
 
 func (p *pacer) broadcast() {
+	front, now := 0, time.Now()
+	for q := range p.feeders {
+		front = max(front, q.next)
+	}
+	for q := range p.feeders {
+		switch {
+		case q.next >= front-p.lead:
+			q.behind = time.Time{}
+		case q.behind.IsZero():
+			q.behind = now
+		}
+	}
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
@@ -86,7 +102,8 @@ func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
 
 func (p *pacer) clear(f *paced, i int, now time.Time) bool {
 	for q := range p.feeders {
-		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall {
+		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall &&
+			(q.behind.IsZero() || now.Sub(q.behind) < p.trail) {
 			return false
 		}
 	}

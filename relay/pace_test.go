@@ -25,7 +25,7 @@ func TestPacerKeepsSiblingsAbreast(t *testing.T) {
 		{"behind the sibling", 20, 10, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPacer(1, 8, 10*time.Millisecond, time.Minute)
+			p := newPacer(1, 8, 10*time.Millisecond, time.Minute, time.Minute)
 			me := p.join()
 			if tc.sibling >= 0 {
 				p.advance(p.join(), tc.sibling)
@@ -45,7 +45,7 @@ func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, release := range []string{"advance", "leave"} {
-		p := newPacer(1, 8, time.Minute, time.Minute)
+		p := newPacer(1, 8, time.Minute, time.Minute, time.Minute)
 		me, sib := p.join(), p.join()
 		p.advance(sib, 3)
 		got := make(chan error, 1)
@@ -64,13 +64,32 @@ func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
 func TestPacerIgnoresAStalledSibling(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p := newPacer(1, 8, 5*time.Millisecond, 50*time.Millisecond)
+	p := newPacer(1, 8, 5*time.Millisecond, 50*time.Millisecond, time.Minute)
 	me, hung := p.join(), p.join()
 	p.advance(hung, 3)
 	for {
 		err := p.wait(ctx, me, 6)
 		if err == nil {
 			return // released once the sibling had not moved for the stall time
+		}
+		if !errors.Is(err, errIdle) {
+			t.Fatalf("wait = %v", err)
+		}
+	}
+}
+
+func TestPacerLetsGoOfASlowSibling(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := newPacer(1, 8, 5*time.Millisecond, time.Minute, 50*time.Millisecond)
+	me, slow := p.join(), p.join()
+	p.advance(slow, 3)
+	p.advance(me, 6) // trailing from here on, though it keeps moving
+	for {
+		p.advance(slow, 3) // moving, but never catching up
+		err := p.wait(ctx, me, 6)
+		if err == nil {
+			return
 		}
 		if !errors.Is(err, errIdle) {
 			t.Fatalf("wait = %v", err)

@@ -315,7 +315,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		defer r.opt.Busy(false)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{ctx: sctx, m: m, spool: sp, pace: newPacer(1, 8, r.cfg.Heartbeat, 2*r.cfg.Heartbeat), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{ctx: sctx, m: m, spool: sp, pace: newPacer(1, 8, r.cfg.Heartbeat, 2*r.cfg.Heartbeat, 4*r.cfg.Heartbeat), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()

@@ -429,8 +429,10 @@ func (s *seedRun) finished() bool {
 }
 
 // checkRates samples each node's progress and moves the children of a
-// parent far slower than its peers to a faster parent, so one slow link
-// does not set the pace of a whole subtree.
+// relay whose own link is far slower than its peers' to faster parents, so
+// one slow link does not set the pace of a whole subtree. A node that is
+// slow only because its parent is (it holds all its parent has) is not
+// to blame, and keeps its children.
 func (s *seedRun) checkRates(now time.Time) {
 	var rates []float64
 	for _, n := range s.nodes {
@@ -449,14 +451,18 @@ func (s *seedRun) checkRates(now time.Time) {
 		return
 	}
 	slices.Sort(rates)
-	median := rates[len(rates)/2]
+	fast := rates[len(rates)*9/10] // what a healthy link achieves here
+	slack := max(4, len(s.m.Chunks)/100)
 	for _, p := range s.nodes {
 		if p.slow || p.c == nil || len(p.children) == 0 || p.have >= len(s.m.Chunks) ||
-			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= median {
+			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= fast {
 			continue
 		}
+		if p.parent != nil && p.parent.have-p.have <= slack {
+			continue // starved by its own parent
+		}
 		p.slow = true
-		s.opt.Log.Warn("slow relay: moving its children", "node", p.label(), "chunks_per_s", p.rate, "median", median)
+		s.opt.Log.Warn("slow relay: moving its children", "node", p.label(), "chunks_per_s", p.rate, "healthy", fast)
 		for _, c := range slices.Clone(p.children) {
 			s.reparent(c)
 		}
@@ -605,6 +611,8 @@ func (s *seedRun) reparent(n *node) {
 	if best != nil {
 		best.children = append(best.children, n)
 	}
+	// Its rate so far says how its old parent fed it, not how it relays.
+	n.started, n.rateHave, n.rateAt, n.rate = time.Now(), n.have, time.Now(), 0
 	s.opt.Log.Info("re-parented", "node", n.label(), "parent", s.parentLabel(n))
 	s.sendParent(n)
 }
@@ -639,7 +647,7 @@ func (s *seedRun) parentLabel(n *node) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := &fileSource{f: s.file, m: s.m}
-	pace := newPacer(1, 8, s.cfg.Heartbeat, 2*s.cfg.Heartbeat)
+	pace := newPacer(1, 8, s.cfg.Heartbeat, 2*s.cfg.Heartbeat, 4*s.cfg.Heartbeat)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()

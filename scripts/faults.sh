@@ -66,7 +66,7 @@ start_receiver() {
 seed() {
 	local run=$1
 	shift
-	lab_spawn 0 "$OUT/$run/seed.log" "$BIN" seed --iface eth0 --key "$OUT/seed.key" \
+	lab_spawn 0 "$OUT/$run/seed.log" "$BIN" --verbose seed --iface eth0 --key "$OUT/seed.key" \
 		--report "$OUT/$run/report.json" "$@" "$PKG"
 	SEED_PID=$LAB_LAST_PID
 }

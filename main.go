@@ -339,6 +339,8 @@ The first run creates a seed key and prints the --trust value receivers need.
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
+			&cli.StringFlag{Name: "fault-save-session", Hidden: true, Usage: "fault injection for lab tests: write the signed session to `PATH`"},
+			&cli.StringFlag{Name: "fault-replay-session", Hidden: true, Usage: "fault injection for lab tests: offer the signed session saved at `PATH` instead of a new one, as a replaying attacker would"},
 			configFlag,
 		},
 		Action: runSeed,
@@ -444,6 +446,10 @@ func runSeed(c *cli.Context) error {
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, humanBytes(m.Size), m.SumHex()[:16], len(peers))
 
+	signed, err := sessionFor(c, m, key)
+	if err != nil {
+		return err
+	}
 	sctx, stopWatch := context.WithCancel(ctx)
 	late := make(chan relay.Peer)
 	watched := make(chan struct{})
@@ -452,7 +458,7 @@ func runSeed(c *cli.Context) error {
 		watchPeers(sctx, cfg.Discover, sc.Group, late, log)
 	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
-		Signed: relay.Sign(m, key),
+		Signed: signed,
 		Path:   path,
 		Peers:  peers,
 		Late:   late,
@@ -481,6 +487,31 @@ func runSeed(c *cli.Context) error {
 		return &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), sc.Expect)}
 	}
 	return nil
+}
+
+// sessionFor signs m, unless a lab test replays a saved session.
+func sessionFor(c *cli.Context, m *relay.Manifest, key ed25519.PrivateKey) (*relay.Signed, error) {
+	if path := c.String("fault-replay-session"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, usage("seed: %v", err)
+		}
+		s, err := relay.ParseSigned(b)
+		if err != nil {
+			return nil, usage("seed: %s: %v", path, err)
+		}
+		if s.Manifest.SHA256 != m.SHA256 {
+			return nil, usage("seed: %s is a session for another file", path)
+		}
+		return s, nil
+	}
+	s := relay.Sign(m, key)
+	if path := c.String("fault-save-session"); path != "" {
+		if err := os.WriteFile(path, s.Bytes(), 0o600); err != nil {
+			return nil, usage("seed: %v", err)
+		}
+	}
+	return s, nil
 }
 
 func relayPeer(p discover.Peer, log *slog.Logger) (relay.Peer, bool) {

@@ -177,6 +177,13 @@ func (s *Signed) encode() []byte {
 	return e.b
 }
 
+// Bytes is the signed session as it travels in an offer.
+func (s *Signed) Bytes() []byte { return s.encode() }
+
+// ParseSigned reads a signed session from its offer bytes, checking the
+// signature and the manifest's rules.
+func ParseSigned(p []byte) (*Signed, error) { return decodeSigned(p) }
+
 // ErrBadSignature means a manifest's signature does not match its bytes and key.
 var ErrBadSignature = errors.New("manifest signature does not verify")
 

@@ -110,6 +110,7 @@ type node struct {
 	started    time.Time
 	seconds    float64
 	slow       bool // too slow to be anyone's parent
+	liar       bool // relayed a corrupt chunk: never taken back
 
 	rateHave int       // have at rateAt
 	rateAt   time.Time // when the rate was last sampled
@@ -313,8 +314,8 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 		n = &node{peer: p}
 		s.nodes = append(s.nodes, n)
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
-	case !n.joined || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
-		return // refused or unreachable at the start, in the session, or done
+	case !n.joined || n.liar || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
+		return // refused or unreachable at the start, a liar, in the session, or done
 	default:
 		n.peer.Addr = p.Addr
 	}
@@ -540,7 +541,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			// Only a lying relay sends a chunk that fails its hash: its own
 			// copy was verified. It relays no more, and is reported; losing
 			// it moves its children, this node among them.
-			p.state, p.err = stateFailed, fmt.Sprintf("relayed a corrupt chunk %d to %s", c.chunk, n.label())
+			p.state, p.err, p.liar = stateFailed, fmt.Sprintf("relayed a corrupt chunk %d to %s", c.chunk, n.label()), true
 			s.lost(p, errors.New(p.err))
 			return
 		}

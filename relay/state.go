@@ -65,8 +65,9 @@ func checkRollback(dir string, m *Manifest) error {
 	case prev.Session == fmt.Sprintf("%x", m.Session):
 		return fmt.Errorf("session %x for %s was already applied here on %s: a replay", m.Session[:4], m.Name, prev.Created.Format(time.RFC3339))
 	case m.Created.Before(prev.Created):
+		const stamp = "2006-01-02T15:04:05.000Z07:00"
 		return fmt.Errorf("%s from %s is older than the one applied here (created %s): refusing a downgrade (allow it with --allow-downgrade)",
-			m.Name, m.Created.UTC().Format(time.RFC3339), prev.Created.Format(time.RFC3339))
+			m.Name, m.Created.UTC().Format(stamp), prev.Created.Format(stamp))
 	}
 	return nil
 }

@@ -36,6 +36,8 @@ step() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 [[ -t 1 ]] || step() { printf '\n%s\n' "$*"; }
 
 [[ $EUID -eq 0 ]] || { echo "The demo builds network namespaces, so it needs root: sudo $0"; exit 1; }
+export PATH=/usr/local/go/bin:$PATH
+bash "$ROOT/scripts/setup.sh"
 for tool in go ip tc; do
 	command -v "$tool" >/dev/null || { echo "The demo needs '$tool' (apt-get install iproute2; Go from go.dev)."; exit 1; }
 done

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# test.sh - the whole test suite: go vet, go test -race, then the end-to-end
-# test on the emulated LAN (scripts/e2e.sh, needs root). Every part runs even
-# if an earlier one failed; exits 1 if any failed. Fuzzing is scripts/fuzz.sh.
+# test.sh - the whole test suite: go vet, go test -race, then on the emulated
+# LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
+# (scripts/security.sh) and the faults (scripts/faults.sh). Every part runs
+# even if an earlier one failed; exits 1 if any failed. Fuzzing is
+# scripts/fuzz.sh. Installs what it needs first (scripts/setup.sh).
 #
 # Ends with one line "N passed, N failed": Go tests (and subtests) + go vet +
 # the e2e checks.
-# Env: GO_TEST_TIMEOUT (10m), SKIP_E2E=1 (unit tests only).
+# Env: GO_TEST_TIMEOUT (10m), SKIP_E2E=1 (unit tests only), SKIP_FAULTS=1
+#      (no fault-injection runs, which take a few minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+export PATH=/usr/local/go/bin:$PATH
+bash "$ROOT/scripts/setup.sh"
 LOGDIR=$ROOT/scripts/out/test-$$
 mkdir -p "$LOGDIR"
 trap 'rm -rf "$LOGDIR"' EXIT
@@ -47,12 +52,13 @@ if ((rc != 0)); then
 fi
 echo "go test: $gp passed, $gf failed (tests and subtests)"
 
-if [[ -z ${SKIP_E2E:-} ]]; then
+# lab NAME TIMEOUT: runs scripts/NAME.sh on the LAN lab and adds its counts.
+lab() {
+	local name=$1 limit=$2 rc=0 line ep ef
 	echo
-	echo "== scripts/e2e.sh"
-	rc=0
-	timeout -k 30 15m bash "$ROOT/scripts/e2e.sh" 2>&1 | tee "$LOGDIR/e2e.log" || rc=$?
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/e2e.log" | tail -n 1 || true)
+	echo "== scripts/$name.sh"
+	timeout -k 30 "$limit" bash "$ROOT/scripts/$name.sh" 2>&1 | tee "$LOGDIR/$name.log" || rc=$?
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGDIR/$name.log" | tail -n 1 || true)
 	if [[ -n $line ]]; then
 		ep=${line%% passed*}
 		ef=${line#*passed, }
@@ -63,7 +69,13 @@ if [[ -z ${SKIP_E2E:-} ]]; then
 	else
 		failed=$((failed + 1))
 	fi
-	((rc == 0)) || broken+=("e2e (exit $rc)")
+	((rc == 0)) || broken+=("$name (exit $rc)")
+}
+
+if [[ -z ${SKIP_E2E:-} ]]; then
+	lab e2e 15m
+	lab security 10m
+	[[ -n ${SKIP_FAULTS:-} ]] || lab faults 15m
 fi
 
 echo

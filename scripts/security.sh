@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# security.sh - the attacks a LAN makes possible, on the LAN lab: 1 trusted
+# seed (h0), a foreign seed (h10), 8 `join` receivers (h1..h8) and a `serve`
+# agent (h9), all trusting only the seed's key.
+#   foreign   a seed with another key offers a package: every receiver
+#             refuses it, the report names the refusal, nothing is applied;
+#             the trusted seed then reaches them all
+#   liar      h1 (an inner relay) flips a bit in chunk 3 whenever it relays
+#             it: its children catch it, fetch the chunk elsewhere, and the
+#             liar is reported; every honest node ends byte-identical and ok
+#   replay    the agent applies v1, then v2; a replay of v1's captured
+#             session is refused and v2 stays in place
+#   escape    a tar with a `../` entry: every node's extract fails naming the
+#             entry and nothing lands outside its directory
+# Prints PASS/FAIL per check and ends with "N passed, N failed".
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lab.sh
+source "$ROOT/scripts/lab.sh"
+
+RATE=${SECURITY_RATE:-100mbit}
+OUT=${OUT:-$ROOT/scripts/out/security-$LAB_PREFIX}
+BIN=$OUT/treecast
+N=8          # join receivers h1..h8
+AGENT=9
+FOREIGN=10
+
+PASSED=0
+FAILED=0
+pass() { printf 'PASS: %s\n' "$*"; PASSED=$((PASSED + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; FAILED=$((FAILED + 1)); }
+check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name"; fi; }
+
+finish() {
+	local rc=$?
+	lab_cleanup
+	printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
+	((FAILED == 0 && rc == 0)) || exit 1
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .)
+"$BIN" keygen --out "$OUT/seed.key" >/dev/null
+"$BIN" keygen --out "$OUT/foreign.key" >/dev/null
+FP=$(awk '{print $3}' "$OUT/seed.key.pub")
+TRUST=(--trust "$FP")
+lab_up $((FOREIGN + 1)) "$RATE"
+
+declare -A RPID
+# join_all RUN ACTION...: a join on h1..h8 for run RUN, applying with ACTION
+# (in which DIR stands for the host's own directory).
+join_all() {
+	local run=$1 i
+	shift
+	for ((i = 1; i <= N; i++)); do
+		local dir=$OUT/$run/h$i args=()
+		mkdir -p "$dir"
+		for a in "$@"; do args+=("${a//DIR/$dir}"); done
+		lab_spawn "$i" "$OUT/$run/h$i.log" "$BIN" join --name "h$i" --iface eth0 "${TRUST[@]}" \
+			--dir "$dir/state" --timeout 60s "${args[@]}"
+		RPID[$i]=$LAB_LAST_PID
+	done
+}
+wait_joins() {
+	local i
+	JOIN_FAILS=0
+	for ((i = 1; i <= N; i++)); do wait "${RPID[$i]}" 2>/dev/null || JOIN_FAILS=$((JOIN_FAILS + 1)); done
+}
+# seed HOST RUN KEY FILE [ARGS...]: runs a seed in the foreground; SEED_RC.
+seed() {
+	local host=$1 run=$2 key=$3 file=$4
+	shift 4
+	SEED_RC=0
+	lab_exec "$host" "$BIN" seed --iface eth0 --key "$key" --report "$OUT/$run/report.json" "$@" "$file" \
+		>"$OUT/$run/seed-h$host.log" 2>&1 || SEED_RC=$?
+}
+statuses() { jq -r '[.nodes[].status] | sort | unique | join(",")' "$1"; }
+
+# --- foreign ---------------------------------------------------------------
+run=foreign
+mkdir -p "$OUT/$run"
+head -c 3000000 /dev/urandom >"$OUT/$run/app.bin"
+join_all "$run" --to DIR/out
+seed "$FOREIGN" "$run" "$OUT/foreign.key" "$OUT/$run/app.bin" --expect "$N" --wait 20s
+[[ $SEED_RC == 1 ]] && pass "foreign: the foreign seed exits 1" || fail "foreign: foreign seed exit $SEED_RC"
+refused=$(jq '[.nodes[] | select(.status == "failed" and (.error | contains("not trusted")))] | length' "$OUT/$run/report.json")
+[[ $refused == "$N" ]] && pass "foreign: the report names all $N refusals (not trusted)" || fail "foreign: $refused of $N refusals reported"
+applied=$(find "$OUT/$run" -path "$OUT/$run/h*/out/*" -type f | wc -l)
+[[ $applied == 0 ]] && pass "foreign: nothing was applied" || fail "foreign: $applied files applied"
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect "$N" --wait 20s
+wait_joins
+[[ $SEED_RC == 0 && $JOIN_FAILS == 0 ]] && pass "foreign: the trusted seed then reaches every receiver" || fail "foreign: seed exit $SEED_RC, $JOIN_FAILS joins failed"
+same=0
+for ((i = 1; i <= N; i++)); do cmp -s "$OUT/$run/app.bin" "$OUT/$run/h$i/out/app.bin" && same=$((same + 1)); done
+[[ $same == "$N" ]] && pass "foreign: $N byte-identical copies" || fail "foreign: $same of $N copies identical"
+
+# --- liar --------------------------------------------------------------------
+run=liar
+mkdir -p "$OUT/$run"
+head -c 12000000 /dev/urandom >"$OUT/$run/app.bin"
+join_all "$run" --to DIR/out
+# h1's name sorts first, so the seed makes it an inner relay; restart it lying.
+kill -TERM "${RPID[1]}"
+wait "${RPID[1]}" 2>/dev/null || true
+lab_spawn 1 "$OUT/$run/h1.log" "$BIN" join --name h1 --iface eth0 "${TRUST[@]}" --dir "$OUT/$run/h1/state" \
+	--timeout 60s --to "$OUT/$run/h1/out" --fault-corrupt-chunk 3
+RPID[1]=$LAB_LAST_PID
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect "$N" --wait 20s
+wait_joins
+[[ $SEED_RC == 1 ]] && pass "liar: seed exits 1 (the liar failed)" || fail "liar: seed exit $SEED_RC"
+err=$(jq -r '.nodes[] | select(.name == "h1") | .error' "$OUT/$run/report.json")
+[[ $err == *"corrupt chunk 3"* ]] && pass "liar: h1 reported: $err" || fail "liar: h1 reported '$err'"
+ok=0
+for ((i = 2; i <= N; i++)); do
+	st=$(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .status' "$OUT/$run/report.json")
+	[[ $st == ok ]] && cmp -s "$OUT/$run/app.bin" "$OUT/$run/h$i/out/app.bin" && ok=$((ok + 1))
+done
+[[ $ok == $((N - 1)) ]] && pass "liar: every honest node ok and byte-identical" || fail "liar: $ok of $((N - 1)) honest nodes ok"
+
+# --- replay ------------------------------------------------------------------
+run=replay
+mkdir -p "$OUT/$run/v1" "$OUT/$run/v2" "$OUT/$run/agent"
+head -c 2000000 /dev/urandom >"$OUT/$run/v1/app.bin"
+head -c 2500000 /dev/urandom >"$OUT/$run/v2/app.bin"
+lab_spawn "$AGENT" "$OUT/$run/agent.log" "$BIN" serve --name agent --group replay --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/agent/state" --to "$OUT/$run/agent/out"
+AGENT_PID=$LAB_LAST_PID
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v1/app.bin" --group replay --expect 1 --wait 20s --fault-save-session "$OUT/$run/v1.session"
+[[ $SEED_RC == 0 ]] && cmp -s "$OUT/$run/v1/app.bin" "$OUT/$run/agent/out/app.bin" && pass "replay: the agent applied v1" || fail "replay: v1 not applied (seed exit $SEED_RC)"
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v2/app.bin" --group replay --expect 1 --wait 20s --fault-save-session "$OUT/$run/v2.session"
+[[ $SEED_RC == 0 ]] && cmp -s "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin" && pass "replay: the agent applied v2" || fail "replay: v2 not applied (seed exit $SEED_RC)"
+rm "$OUT/$run/agent/out/app.bin"
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v2/app.bin" --group replay --expect 1 --wait 20s --fault-replay-session "$OUT/$run/v2.session"
+err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
+[[ $SEED_RC == 1 && $err == *replay* && ! -e $OUT/$run/agent/out/app.bin ]] && pass "replay: v2's session replayed is refused, nothing applied: $err" ||
+	fail "replay: seed exit $SEED_RC, error '$err'"
+cp "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin"
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v1/app.bin" --group replay --expect 1 --wait 20s --fault-replay-session "$OUT/$run/v1.session"
+err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
+[[ $SEED_RC == 1 && $err == *downgrade* ]] && pass "replay: v1's older session replayed is refused: $err" || fail "replay: seed exit $SEED_RC, error '$err'"
+cmp -s "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin" && pass "replay: v2 is still in place" || fail "replay: the agent's copy is no longer v2"
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null && pass "replay: the agent stops cleanly on SIGTERM" || fail "replay: agent exit $?"
+
+# --- escape ------------------------------------------------------------------
+run=escape
+mkdir -p "$OUT/$run/src/pkg"
+echo "harmless" >"$OUT/$run/src/pkg/readme.txt"
+echo "planted" >"$OUT/$run/src/escape.txt"
+# -P keeps the "../" in the member name, as a hostile archive would.
+(cd "$OUT/$run/src/pkg" && tar -cPf "$OUT/$run/evil.tar" readme.txt ../escape.txt)
+rm "$OUT/$run/src/escape.txt"
+join_all "$run" --extract DIR/x
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/evil.tar" --expect "$N" --wait 20s
+wait_joins
+[[ $SEED_RC == 1 ]] && pass "escape: seed exits 1" || fail "escape: seed exit $SEED_RC"
+named=$(jq '[.nodes[] | select(.status == "failed" and (.error | contains("../escape.txt")))] | length' "$OUT/$run/report.json")
+[[ $named == "$N" ]] && pass "escape: every node's apply failed naming ../escape.txt" || fail "escape: $named of $N errors name the entry"
+outside=$(find "$OUT/$run" -name escape.txt | wc -l)
+[[ $outside == 0 ]] && pass "escape: nothing landed outside the extract dirs" || fail "escape: $outside escape.txt files found"
+inside=$(find "$OUT/$run" -path "$OUT/$run/h*/x/*" -type f | wc -l)
+[[ $inside == 0 ]] && pass "escape: nothing partial in the extract dirs" || fail "escape: $inside files in extract dirs"

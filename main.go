@@ -214,8 +214,9 @@ type console struct {
 	mu   sync.Mutex
 	out  io.Writer
 	tty  bool
-	bar  *progressbar.ProgressBar
-	last time.Time // when the last plain progress line was written
+	bar   *progressbar.ProgressBar
+	last  time.Time // when the last plain progress line was written
+	start time.Time // when the current progress began
 }
 
 func newConsole() *console {
@@ -242,16 +243,26 @@ func (c *console) printf(format string, a ...any) { fmt.Fprintf(c, format, a...)
 func (c *console) progress(done, total int64, desc string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.start.IsZero() {
+		c.start = time.Now()
+	}
 	if !c.tty {
 		if time.Since(c.last) < 3*time.Second && done < total {
 			return
 		}
 		c.last = time.Now()
-		pct := 100.0
+		pct, rate, eta := 100.0, 0.0, "-"
 		if total > 0 {
 			pct = float64(done) * 100 / float64(total)
 		}
-		fmt.Fprintf(c.out, "treecast: %5.1f%%  %s of %s  %s\n", pct, humanBytes(done), humanBytes(total), desc)
+		if secs := time.Since(c.start).Seconds(); secs > 0 {
+			rate = float64(done) / secs
+		}
+		if rate > 0 && done < total {
+			eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
+		}
+		fmt.Fprintf(c.out, "treecast: %5.1f%%  %s of %s  %s/s  ETA %s  %s\n",
+			pct, relay.HumanBytes(done), relay.HumanBytes(total), relay.HumanBytes(int64(rate)), eta, desc)
 		return
 	}
 	if total == 0 {
@@ -275,24 +286,12 @@ func (c *console) progress(done, total int64, desc string) {
 func (c *console) endProgress() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.start = time.Time{}
 	if c.bar != nil {
 		c.bar.Finish()
 		fmt.Fprintln(c.out)
 		c.bar = nil
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M.
@@ -444,7 +443,7 @@ func runSeed(c *cli.Context) error {
 	if len(peers) == 0 {
 		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
 	}
-	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, humanBytes(m.Size), m.SumHex()[:16], len(peers))
+	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
 	signed, err := sessionFor(c, m, key)
 	if err != nil {
@@ -581,7 +580,7 @@ func printReport(w io.Writer, rep *relay.Report) {
 		rate = float64(rep.Package.Size) / rep.Seconds
 	}
 	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), humanBytes(rep.Package.Size), rep.Seconds, humanBytes(int64(rate)))
+		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
 }
 
 // writeReport replaces path atomically with the JSON report.
@@ -856,7 +855,7 @@ func printResult(con *console, res relay.Result) {
 		return
 	}
 	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s\n",
-		res.Package.Name, humanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), humanBytes(res.Received), humanBytes(res.Resumed))
+		res.Package.Name, relay.HumanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), relay.HumanBytes(res.Received), relay.HumanBytes(res.Resumed))
 }
 
 // lockDir makes dir this process's own; a second receiver on it is refused.

@@ -2,8 +2,8 @@ package relay
 
 import "fmt"
 
-// humanBytes formats n in binary units, as people read sizes.
-func humanBytes(n int64) string {
+// HumanBytes formats n in binary units, as people read sizes.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -130,7 +130,7 @@ type noSpaceError struct {
 }
 
 func (e *noSpaceError) Error() string {
-	return fmt.Sprintf("%s needs %s of spool space in %s, only %s free", e.name, humanBytes(e.need), e.dir, humanBytes(e.free))
+	return fmt.Sprintf("%s needs %s of spool space in %s, only %s free", e.name, HumanBytes(e.need), e.dir, HumanBytes(e.free))
 }
 
 func freeBytes(dir string) (int64, error) {

@@ -351,6 +351,23 @@ for i in 2 3 4 5 6 7 8; do
 done
 check_report D "$PKG_D" h1
 
+# ---- peers, and fewer receivers than expected ----
+say "peers lists the idle agent; a seed expecting 2 finds 1 and exits 1"
+host_env 0
+out=$(lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" peers "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --wait 2s 2>"$LOGS/peers.log" || true)
+printf '%s\n' "$out" >>"$LOGS/peers.log"
+check "peers: lists h9 as idle in group e2e" grep -qE '^h9 +[0-9a-f]{8} +10\.77\.0\.10:[0-9]+ +e2e +idle' <<<"$out"
+PKG_E=$WORK/fewer.bin
+head -c 100000 /dev/urandom >"$PKG_E"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 2 --wait 3s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/E.json" "$PKG_E" >"$LOGS/fewer-seed.log" 2>&1 || rc=$?
+check_eq "fewer than expected: seed exit code" "$rc" 1
+check_eq "fewer than expected: report expected" "$(jq -r .expected "$WORK/E.json")" 2
+check_eq "fewer than expected: the one found applied it" "$(jq -r '[.nodes[] | select(.status == "ok")] | length' "$WORK/E.json")" 1
+check "fewer than expected: the seed says so" grep -q "found 1 receivers, expected 2" "$LOGS/fewer-seed.log"
+check_copy E "h9 serve --to fewer.bin" "$PKG_E" "$SERVE_DEST/fewer.bin"
+
 # ---- the serve agent got all four, one after another ----
 say "serve agent h9: four sessions in a row"
 for p in "$PKG_A" "$PKG_B" "$PKG_C" "$PKG_D"; do

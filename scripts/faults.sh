@@ -8,6 +8,8 @@
 #   slow     h1's link at a tenth of the rate from the start
 #   late     h15 and h16 start at about T0/3; the seed expects all 16
 #   seed     kill -9 the seed at about T0/3 and start it again
+#   rejoin   kill -9 h1 at about T0/3 and start its join again on the same
+#            --dir: it rejoins the session and resumes from its spool
 # Processes run unwrapped (no timeout(1)), so signals reach treecast itself.
 # Each asserts that every other node ends ok with byte-identical bytes, that
 # the faulty node is reported, and prints the makespan of the healthy nodes
@@ -24,7 +26,7 @@ source "$ROOT/scripts/lab.sh"
 
 RATE=${FAULTS_RATE:-100mbit}
 SIZE_MB=${FAULTS_SIZE_MB:-64}
-ONLY=${FAULTS_ONLY:-kill stop linkdown slow late seed}
+ONLY=${FAULTS_ONLY:-kill stop linkdown slow late seed rejoin}
 OUT=${OUT:-$ROOT/scripts/out/faults-$LAB_PREFIX}
 BIN=$OUT/treecast
 N=16
@@ -202,6 +204,21 @@ for fault in $ONLY; do
 		((resumed == N)) && pass "$run: every node resumed from its spool (downloaded less than the package)" ||
 			fail "$run: only $resumed of $N nodes resumed"
 		MAKESPAN=$(awk -v m="$MAKESPAN" -v t="$THIRD" 'BEGIN { print m + t }')
+		report_makespan "$run"
+		;;
+	rejoin)
+		run_plain "$run"
+		sleep "$THIRD"
+		kill -KILL "${RPID[$VICTIM]}"
+		wait "${RPID[$VICTIM]}" 2>/dev/null || true
+		start_receiver "$VICTIM" "$run"
+		wait_seed
+		wait_receivers
+		[[ $SEED_RC == 0 ]] && pass "$run: seed exit 0 (h$VICTIM came back and finished)" || fail "$run: seed exit $SEED_RC"
+		verify "$run" ""
+		got=$(node_field "$run" received "$VICTIM")
+		((got < SIZE_MB << 20)) && pass "$run: h$VICTIM resumed: downloaded $got of $((SIZE_MB << 20)) bytes after rejoining" ||
+			fail "$run: h$VICTIM downloaded $got bytes after rejoining, no resume"
 		report_makespan "$run"
 		;;
 	*)

@@ -255,7 +255,7 @@ func (c *console) progress(done, total int64, desc string) {
 		if total > 0 {
 			pct = float64(done) * 100 / float64(total)
 		}
-		if secs := time.Since(c.start).Seconds(); secs > 0 {
+		if secs := time.Since(c.start).Seconds(); secs >= 1 {
 			rate = float64(done) / secs
 		}
 		if rate > 0 && done < total {

@@ -26,7 +26,7 @@ type pacer struct {
 }
 
 // paced is one feeder's place: the chunk it sends next, since when, and
-// since when it has trailed the foremost feeder by more than lead.
+// since when it has trailed the foremost feeder.
 type paced struct {
 	next   int
 	since  time.Time
@@ -68,7 +68,7 @@ func (p *pacer) broadcast() {
 	}
 	for q := range p.feeders {
 		switch {
-		case q.next >= front-p.lead:
+		case q.next >= front: // caught up, not merely within the lead it is held to
 			q.behind = time.Time{}
 		case q.behind.IsZero():
 			q.behind = now

@@ -211,9 +211,9 @@ func newLogger(c *cli.Context, con *console) *slog.Logger {
 
 // console owns stderr: the progress bar and log lines take turns on it.
 type console struct {
-	mu   sync.Mutex
-	out  io.Writer
-	tty  bool
+	mu    sync.Mutex
+	out   io.Writer
+	tty   bool
 	bar   *progressbar.ProgressBar
 	last  time.Time // when the last plain progress line was written
 	start time.Time // when the current progress began

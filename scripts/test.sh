@@ -23,6 +23,18 @@ passed=0
 failed=0
 broken=()
 
+echo "== gofmt -l ."
+unformatted=$(gofmt -l . | grep -v '^scripts/out/' || true)
+if [[ -z $unformatted ]]; then
+	echo "PASS: gofmt"
+	passed=$((passed + 1))
+else
+	echo "FAIL: gofmt: not formatted: $unformatted"
+	failed=$((failed + 1))
+	broken+=("gofmt")
+fi
+
+echo
 echo "== go vet ./..."
 if go vet ./...; then
 	echo "PASS: go vet"

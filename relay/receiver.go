@@ -148,35 +148,45 @@ func (r *Receiver) accept() {
 func (r *Receiver) handle(conn net.Conn) {
 	c := &ctrl{conn: conn, timeout: r.cfg.DeadAfter}
 	p, err := c.expect(r.cfg.DeadAfter, msgHello)
+	var h helloMsg
 	if err == nil {
-		var h helloMsg
-		if h, err = decodeHello(p); err == nil {
-			if h.role == roleData {
-				r.serveChild(c, h)
-				conn.Close()
-				return
-			}
-			r.mu.Lock()
-			busy := r.cur != nil
-			r.mu.Unlock()
-			wait := time.NewTimer(2 * time.Second)
-			defer wait.Stop()
-			if busy {
-				wait.Reset(0)
-			}
-			select {
-			case r.controls <- conn:
-				return
-			case <-wait.C:
-				c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
-				c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
-				conn.Close()
-				return
-			}
-		}
+		h, err = decodeHello(p)
 	}
-	r.opt.Log.Debug("rejected connection", "from", conn.RemoteAddr(), "err", err)
+	switch {
+	case err != nil:
+		r.opt.Log.Debug("rejected connection", "from", conn.RemoteAddr(), "err", err)
+	case h.role == roleData:
+		r.serveChild(c, h)
+	case r.handOver(conn):
+		return // Next owns it now
+	default:
+		c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+	}
 	conn.Close()
+}
+
+// handOver passes a seed's control connection to Next. Between two
+// sessions Next may take a moment to ask for the next one; during a
+// session the answer is no at once.
+func (r *Receiver) handOver(conn net.Conn) bool {
+	r.mu.Lock()
+	busy := r.cur != nil
+	r.mu.Unlock()
+	wait := 2 * time.Second
+	if busy {
+		wait = 0
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r.controls <- conn:
+		return true
+	case <-t.C:
+		return false
+	case <-r.done:
+		return false
+	}
 }
 
 // serveChild feeds a child that asks for chunks of the current session.

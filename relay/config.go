@@ -12,6 +12,9 @@ type Config struct {
 	DeadAfter time.Duration `toml:"dead_after"`
 	// SeedTimeout is how long a receiver waits on a silent seed before it gives up the session.
 	SeedTimeout time.Duration `toml:"seed_timeout"`
+	// Trees is how many trees a seed streams down at once: 1, or 2 for two
+	// complementary trees, each carrying every other chunk.
+	Trees int `toml:"trees"`
 	// SlowAfter is the window over which relays' rates are compared; a relay
 	// at a quarter of the median rate loses its children to faster parents.
 	SlowAfter time.Duration `toml:"slow_after"`
@@ -28,6 +31,7 @@ func DefaultConfig() Config {
 		Heartbeat:   500 * time.Millisecond, // cheap on a LAN, and keeps detection within seconds
 		DeadAfter:   4 * time.Second,        // eight missed heartbeats: dead or hung, not just busy
 		SeedTimeout: 30 * time.Second,       // a seed restart or a brief outage should not end the session
+		Trees:       2,                      // each node inner in one tree, leaf in the other: every uplink works
 		SlowAfter:   2 * time.Second,        // long enough to smooth TCP's swings, short against a transfer
 		DialTimeout: 5 * time.Second,        // a LAN host that has not answered by now is not there
 		SessionTTL:  24 * time.Hour,         // long enough for the largest image, short enough to age out replays

@@ -129,6 +129,9 @@ func decodeRefuse(p []byte) (refuseMsg, error) {
 	return m, wrapDecode("refuse", d.err)
 }
 
+// maxStripes is how many trees a session may use.
+const maxStripes = 2
+
 // parentMsg tells a node where to fetch the chunks of one stripe from.
 // Chunk i belongs to stripe i % stripes.
 type parentMsg struct {
@@ -236,6 +239,7 @@ type complainMsg struct {
 	kind   uint8
 	chunk  uint32
 	detail string
+	stripe uint8
 }
 
 func (m complainMsg) encode() []byte {
@@ -244,12 +248,13 @@ func (m complainMsg) encode() []byte {
 	e.u8(m.kind)
 	e.u32(m.chunk)
 	e.str(m.detail)
+	e.u8(m.stripe)
 	return e.b
 }
 
 func decodeComplain(p []byte) (complainMsg, error) {
 	d := dec{b: p}
-	m := complainMsg{parent: d.id(), kind: d.u8(), chunk: d.u32(), detail: d.str(maxText)}
+	m := complainMsg{parent: d.id(), kind: d.u8(), chunk: d.u32(), detail: d.str(maxText), stripe: d.u8()}
 	return m, wrapDecode("complain", d.err)
 }
 

@@ -109,3 +109,24 @@ func (p *pacer) clear(f *paced, i int, now time.Time) bool {
 	}
 	return true
 }
+
+// pacers keeps one pacer per stripe: siblings are children in the same tree.
+type pacers struct {
+	cfg Config
+	mu  sync.Mutex
+	by  map[uint8]*pacer
+}
+
+func newPacers(cfg Config) *pacers { return &pacers{cfg: cfg, by: map[uint8]*pacer{}} }
+
+func (ps *pacers) of(stripe uint8) *pacer {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p, ok := ps.by[stripe]
+	if !ok {
+		hb := ps.cfg.Heartbeat
+		p = newPacer(1, 8, hb, 2*hb, 4*hb)
+		ps.by[stripe] = p
+	}
+	return p
+}

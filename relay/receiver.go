@@ -212,7 +212,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 	defer s.wg.Done()
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn, s.spool, s.pace, s.m, w, r.cfg, r.opt.CorruptChunk)
+	sent, err := feed(s.ctx, c.conn, s.spool, s.paces.of(w.stripe), s.m, w, r.cfg, r.opt.CorruptChunk)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 
@@ -245,7 +245,7 @@ type session struct {
 	ctx    context.Context
 	m      *Manifest
 	spool  *spool
-	pace   *pacer
+	paces  *pacers
 	wg     sync.WaitGroup // every goroutine of the session, feeders included
 	c      *ctrl
 	start  time.Time
@@ -325,7 +325,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		defer r.opt.Busy(false)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{ctx: sctx, m: m, spool: sp, pace: newPacer(1, 8, r.cfg.Heartbeat, 2*r.cfg.Heartbeat, 4*r.cfg.Heartbeat), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{ctx: sctx, m: m, spool: sp, paces: newPacers(r.cfg), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
@@ -501,7 +501,7 @@ func (r *Receiver) fetchLoop(s *session, self helloMsg, parents <-chan parentMsg
 				continue
 			}
 			r.opt.Log.Warn("parent failed", "parent", o.p.addr, "err", o.err)
-			s.c.send(msgComplain, complainMsg{parent: o.p.id, kind: fe.kind, chunk: fe.chunk, detail: clip(o.err.Error())}.encode())
+			s.c.send(msgComplain, complainMsg{parent: o.p.id, kind: fe.kind, chunk: fe.chunk, detail: clip(o.err.Error()), stripe: o.p.stripe}.encode())
 		}
 	}
 }

@@ -102,8 +102,8 @@ type node struct {
 	joined     bool // took part in the session at least once
 	state      nodeState
 	err        string
-	parent     *node // nil: the seed
-	children   []*node
+	parent     [maxStripes]*node // per stripe; nil: the seed
+	children   [maxStripes][]*node
 	have       int
 	received   int64
 	lastSeen   time.Time
@@ -147,6 +147,7 @@ type seedRun struct {
 	ln      net.Listener
 	start   time.Time
 	nodes   []*node
+	stripes int // trees, one per stripe of chunks
 	pending int // connects in flight
 	events  chan event
 	readers sync.WaitGroup // control readers and connects
@@ -173,6 +174,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64)}
+	s.stripes = min(max(cfg.Trees, 1), maxStripes)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -193,8 +195,10 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	s.connectAll(ctx)
 	s.plan()
 	for _, n := range s.nodes {
-		if n.c != nil {
-			s.sendParent(n)
+		for st := range s.stripes {
+			if n.c != nil {
+				s.sendParent(n, st)
+			}
 		}
 	}
 	err = s.loop(ctx)
@@ -335,8 +339,11 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	}()
 }
 
-// plan places the accepted nodes in a binary tree below the seed, in
-// the order they were found: node i's children are 2i+2 and 2i+3.
+// plan places the accepted nodes in one binary tree below the seed per
+// stripe, in the order they were found: in a tree's order, node i's
+// children are 2i+2 and 2i+3. With two stripes the second tree takes the
+// nodes in reverse order, so the nodes inner in one tree are leaves in the
+// other, and every uplink carries about one copy of the package.
 func (s *seedRun) plan() {
 	var active []*node
 	for _, n := range s.nodes {
@@ -344,20 +351,26 @@ func (s *seedRun) plan() {
 			active = append(active, n)
 		}
 	}
-	for i, n := range active {
-		if i >= 2 {
-			p := active[(i-2)/2]
-			n.parent = p
-			p.children = append(p.children, n)
+	for st := range s.stripes {
+		order := slices.Clone(active)
+		if st == 1 {
+			slices.Reverse(order)
+		}
+		for i, n := range order {
+			if i >= 2 {
+				p := order[(i-2)/2]
+				n.parent[st] = p
+				p.children[st] = append(p.children[st], n)
+			}
 		}
 	}
 }
 
-// sendParent tells n where to fetch from: its parent, or the seed.
-func (s *seedRun) sendParent(n *node) {
-	pm := parentMsg{stripes: 1}
-	if n.parent != nil {
-		pm.id, pm.addr = n.parent.peer.ID, n.parent.peer.Addr
+// sendParent tells n where to fetch stripe st from: its parent, or the seed.
+func (s *seedRun) sendParent(n *node, st int) {
+	pm := parentMsg{stripes: uint8(s.stripes), stripe: uint8(st)}
+	if p := n.parent[st]; p != nil {
+		pm.id, pm.addr = p.peer.ID, p.peer.Addr
 	} else {
 		local := n.c.conn.LocalAddr().(*net.TCPAddr).AddrPort()
 		port := s.ln.Addr().(*net.TCPAddr).Port
@@ -455,19 +468,32 @@ func (s *seedRun) checkRates(now time.Time) {
 	fast := rates[len(rates)*9/10] // what a healthy link achieves here
 	slack := max(4, len(s.m.Chunks)/100)
 	for _, p := range s.nodes {
-		if p.slow || p.c == nil || len(p.children) == 0 || p.have >= len(s.m.Chunks) ||
+		if p.slow || p.c == nil || len(p.children[0])+len(p.children[1]) == 0 || p.have >= len(s.m.Chunks) ||
 			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= fast {
 			continue
 		}
-		if p.parent != nil && p.parent.have-p.have <= slack {
-			continue // starved by its own parent
+		if s.starved(p, slack) {
+			continue
 		}
 		p.slow = true
 		s.opt.Log.Warn("slow relay: moving its children", "node", p.label(), "chunks_per_s", p.rate, "healthy", fast)
-		for _, c := range slices.Clone(p.children) {
-			s.reparent(c)
+		for st := range s.stripes {
+			for _, c := range slices.Clone(p.children[st]) {
+				s.reparent(c, st)
+			}
 		}
 	}
+}
+
+// starved reports whether n holds about all its parents have: then it is
+// slow because they are, not because of its own link.
+func (s *seedRun) starved(n *node, slack int) bool {
+	for st := range s.stripes {
+		if p := n.parent[st]; p == nil || p.have-n.have > slack {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *seedRun) progress() {
@@ -500,7 +526,9 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		s.pending--
 		s.admit(ctx, n, ev.dial, ev.err)
 		if ev.err == nil {
-			s.reparent(n)
+			for st := range s.stripes {
+				s.reparent(n, st)
+			}
 		}
 		return
 	}
@@ -530,6 +558,9 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		} else {
 			n.state, n.err = stateFailed, r.err
 			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
+			if n.have < len(s.m.Chunks) {
+				s.orphan(n) // it will never hold what its children wait for
+			}
 		}
 	case msgComplain:
 		c, err := decodeComplain(ev.f.payload)
@@ -537,7 +568,8 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			return
 		}
 		s.opt.Log.Warn("node lost its parent", "node", n.label(), "detail", c.detail)
-		if p := s.byID(c.parent); c.kind == complainCorrupt && p != nil && p.c != nil && n.parent == p {
+		st := int(c.stripe) % s.stripes
+		if p := s.byID(c.parent); c.kind == complainCorrupt && p != nil && p.c != nil && n.parent[st] == p {
 			// Only a lying relay sends a chunk that fails its hash: its own
 			// copy was verified. It relays no more, and is reported; losing
 			// it moves its children, this node among them.
@@ -545,7 +577,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.lost(p, errors.New(p.err))
 			return
 		}
-		s.reparent(n)
+		s.reparent(n, st)
 	case msgPing:
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
@@ -575,52 +607,59 @@ func (s *seedRun) lost(n *node, err error) {
 	}
 	n.c.conn.Close()
 	n.c = nil
-	if n.parent != nil {
-		n.parent.children = removeNode(n.parent.children, n)
-		n.parent = nil
-	}
-	children := n.children
-	n.children = nil
-	for _, c := range children {
-		c.parent = nil
-		if c.c != nil {
-			s.reparent(c)
+	s.orphan(n)
+}
+
+// orphan moves n's children to other parents and takes n out of the trees.
+func (s *seedRun) orphan(n *node) {
+	for st := range s.stripes {
+		if p := n.parent[st]; p != nil {
+			p.children[st] = removeNode(p.children[st], n)
+			n.parent[st] = nil
+		}
+		children := n.children[st]
+		n.children[st] = nil
+		for _, c := range children {
+			c.parent[st] = nil
+			if c.c != nil {
+				s.reparent(c, st)
+			}
 		}
 	}
 }
 
-// reparent moves n to the live, fast node with the most chunks that has
-// room for a child and is not in n's own subtree, or else to the seed. A
-// parent a few chunks behind n will do: a leaf's uplink is idle, the seed's
-// is not.
-func (s *seedRun) reparent(n *node) {
-	if old := n.parent; old != nil {
-		old.children = removeNode(old.children, n)
+// reparent moves n, in the tree of stripe st, to the live, fast node with
+// the most chunks that has room for a child and is not in n's own subtree,
+// or else to the seed. A parent a few chunks behind n will do: a leaf's
+// uplink is idle, the seed's is not.
+func (s *seedRun) reparent(n *node, st int) {
+	if old := n.parent[st]; old != nil {
+		old.children[st] = removeNode(old.children[st], n)
 	}
-	n.parent = nil
+	n.parent[st] = nil
 	slack := max(8, len(s.m.Chunks)/50)
 	var best *node
 	for _, p := range s.nodes {
-		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children) >= 2 || p.have+slack < n.have || below(p, n) {
+		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children[st]) >= 2 || p.have+slack < n.have || below(p, n, st) {
 			continue
 		}
 		if best == nil || p.have > best.have {
 			best = p
 		}
 	}
-	n.parent = best
+	n.parent[st] = best
 	if best != nil {
-		best.children = append(best.children, n)
+		best.children[st] = append(best.children[st], n)
 	}
 	// Its rate so far says how its old parent fed it, not how it relays.
 	n.started, n.rateHave, n.rateAt, n.rate = time.Now(), n.have, time.Now(), 0
-	s.opt.Log.Info("re-parented", "node", n.label(), "parent", s.parentLabel(n))
-	s.sendParent(n)
+	s.opt.Log.Info("re-parented", "node", n.label(), "stripe", st, "parent", s.parentLabel(n, st))
+	s.sendParent(n, st)
 }
 
-// below reports whether p is in the subtree rooted at n.
-func below(p, n *node) bool {
-	for q := p; q != nil; q = q.parent {
+// below reports whether p is in the subtree rooted at n in stripe st's tree.
+func below(p, n *node, st int) bool {
+	for q := p; q != nil; q = q.parent[st] {
 		if q == n {
 			return true
 		}
@@ -638,17 +677,17 @@ func removeNode(list []*node, n *node) []*node {
 	return out
 }
 
-func (s *seedRun) parentLabel(n *node) string {
-	if n.parent == nil {
+func (s *seedRun) parentLabel(n *node, st int) string {
+	if n.parent[st] == nil {
 		return "seed"
 	}
-	return n.parent.label()
+	return n.parent[st].label()
 }
 
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := &fileSource{f: s.file, m: s.m}
-	pace := newPacer(1, 8, s.cfg.Heartbeat, 2*s.cfg.Heartbeat, 4*s.cfg.Heartbeat)
+	paces := newPacers(s.cfg)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -688,7 +727,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no such session here"}.encode())
 				return
 			}
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, nil)
+			sent, err := feed(ctx, conn, src, paces.of(w.stripe), s.m, w, s.cfg, nil)
 			s.mu.Lock()
 			s.uploaded += sent
 			s.mu.Unlock()
@@ -710,8 +749,8 @@ func (s *seedRun) report() *Report {
 			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(), Parent: "seed",
 			Status: StatusOK, Error: n.err, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 		}
-		if n.parent != nil {
-			rn.Parent = n.parent.peer.ID.String()
+		if n.parent[0] != nil {
+			rn.Parent = n.parent[0].peer.ID.String()
 		}
 		if n.state != stateOK {
 			rn.Status = StatusFailed

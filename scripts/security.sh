@@ -5,7 +5,7 @@
 #   foreign   a seed with another key offers a package: every receiver
 #             refuses it, the report names the refusal, nothing is applied;
 #             the trusted seed then reaches them all
-#   liar      h1 (an inner relay) flips a bit in chunk 3 whenever it relays
+#   liar      h1 (an inner relay) flips a bit in chunk 4 whenever it relays
 #             it: its children catch it, fetch the chunk elsewhere, and the
 #             liar is reported; every honest node ends byte-identical and ok
 #   replay    the agent applies v1, then v2; a replay of v1's captured
@@ -107,13 +107,13 @@ join_all "$run" --to DIR/out
 kill -TERM "${RPID[1]}"
 wait "${RPID[1]}" 2>/dev/null || true
 lab_spawn 1 "$OUT/$run/h1.log" "$BIN" join --name h1 --iface eth0 "${TRUST[@]}" --dir "$OUT/$run/h1/state" \
-	--timeout 60s --to "$OUT/$run/h1/out" --fault-corrupt-chunk 3
+	--timeout 60s --to "$OUT/$run/h1/out" --fault-corrupt-chunk 4
 RPID[1]=$LAB_LAST_PID
 seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect "$N" --wait 20s
 wait_joins
 [[ $SEED_RC == 1 ]] && pass "liar: seed exits 1 (the liar failed)" || fail "liar: seed exit $SEED_RC"
 err=$(jq -r '.nodes[] | select(.name == "h1") | .error' "$OUT/$run/report.json")
-[[ $err == *"corrupt chunk 3"* ]] && pass "liar: h1 reported: $err" || fail "liar: h1 reported '$err'"
+[[ $err == *"corrupt chunk 4"* ]] && pass "liar: h1 reported: $err" || fail "liar: h1 reported '$err'"
 ok=0
 for ((i = 2; i <= N; i++)); do
 	st=$(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .status' "$OUT/$run/report.json")

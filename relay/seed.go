@@ -339,11 +339,14 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	}()
 }
 
-// plan places the accepted nodes in one binary tree below the seed per
-// stripe, in the order they were found: in a tree's order, node i's
-// children are 2i+2 and 2i+3. With two stripes the second tree takes the
-// nodes in reverse order, so the nodes inner in one tree are leaves in the
-// other, and every uplink carries about one copy of the package.
+// plan places the accepted nodes in binary trees below the seed, in the
+// order they were found. With one tree the seed feeds two children and
+// node i's children are 2i+2 and 2i+3: the seed and every inner node
+// upload the package twice. With two trees each carries every other chunk
+// from one root the seed feeds (node i's children are 2i+1 and 2i+2), and
+// the second tree takes the nodes in reverse order, so a node inner in one
+// tree is a leaf in the other: the seed and every node upload about one
+// copy, and every uplink works.
 func (s *seedRun) plan() {
 	var active []*node
 	for _, n := range s.nodes {
@@ -351,14 +354,18 @@ func (s *seedRun) plan() {
 			active = append(active, n)
 		}
 	}
+	roots := 2
+	if s.stripes > 1 {
+		roots = 1
+	}
 	for st := range s.stripes {
 		order := slices.Clone(active)
 		if st == 1 {
 			slices.Reverse(order)
 		}
 		for i, n := range order {
-			if i >= 2 {
-				p := order[(i-2)/2]
+			if i >= roots {
+				p := order[(i-roots)/2]
 				n.parent[st] = p
 				p.children[st] = append(p.children[st], n)
 			}

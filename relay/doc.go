@@ -54,7 +54,7 @@
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64
 //	11 end       seed → node           (empty) the session is over
 //	12 ping      either                (empty) the link is alive
-//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), chunk u32, detail string
+//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), chunk u32, detail string, stripe u8
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
@@ -66,7 +66,16 @@
 // package (or failed to). A data connection runs hello, want, then chunk
 // and ping frames until the child holds its stripe. Chunk i belongs to
 // stripe i mod stripes; with one stripe a node has one parent, with two it
-// can fetch halves of the package from two parents.
+// fetches each half of the package from its parent in that stripe's tree.
+//
+// # Trees
+//
+// With Config.Trees = 1 the seed feeds two children and node i (in the
+// order the seed found them) feeds 2i+2 and 2i+3. With 2 (the default) each
+// stripe has its own tree with one root the seed feeds, node i feeding
+// 2i+1 and 2i+2, and the second tree takes the nodes in reverse order: a
+// node inner in one tree is a leaf in the other, so every node, the seed
+// included, uploads about one copy. Re-parenting works per stripe.
 //
 // # Signed manifest
 //

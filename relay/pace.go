@@ -81,23 +81,11 @@ func (p *pacer) broadcast() {
 // wait blocks until feeder f may send chunk i, ctx ends, or idle passes
 // (errIdle).
 func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
-	timer := time.NewTimer(p.idle)
-	defer timer.Stop()
-	for {
+	return waitUntil(ctx, p.idle, func() (bool, <-chan struct{}) {
 		p.mu.Lock()
-		ok, ch := p.clear(f, i, time.Now()), p.changed
-		p.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			return errIdle
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer p.mu.Unlock()
+		return p.clear(f, i, time.Now()), p.changed
+	})
 }
 
 func (p *pacer) clear(f *paced, i int, now time.Time) bool {

@@ -230,18 +230,31 @@ func (s *spool) sum() ([32]byte, error) {
 }
 
 func (s *spool) wait(ctx context.Context, i int, idle time.Duration) error {
-	timer := time.NewTimer(idle)
-	defer timer.Stop()
-	for {
+	return waitUntil(ctx, idle, func() (bool, <-chan struct{}) {
 		s.mu.Lock()
-		ok, ch := s.have.has(i), s.changed
-		s.mu.Unlock()
+		defer s.mu.Unlock()
+		return s.have.has(i), s.changed
+	})
+}
+
+// waitUntil blocks until ready reports true, ctx ends, or idle passes
+// (errIdle; 0 waits without limit). ready also returns the channel that
+// is closed at the next change worth looking again for.
+func waitUntil(ctx context.Context, idle time.Duration, ready func() (bool, <-chan struct{})) error {
+	var timeout <-chan time.Time
+	if idle > 0 {
+		timer := time.NewTimer(idle)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	for {
+		ok, changed := ready()
 		if ok {
 			return nil
 		}
 		select {
-		case <-ch:
-		case <-timer.C:
+		case <-changed:
+		case <-timeout:
 			return errIdle
 		case <-ctx.Done():
 			return ctx.Err()
@@ -298,19 +311,11 @@ func (s *spool) remove() {
 
 // waitComplete blocks until every chunk is held or ctx ends.
 func (s *spool) waitComplete(ctx context.Context) error {
-	for {
+	return waitUntil(ctx, 0, func() (bool, <-chan struct{}) {
 		s.mu.Lock()
-		done, ch := s.count == len(s.m.Chunks), s.changed
-		s.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer s.mu.Unlock()
+		return s.count == len(s.m.Chunks), s.changed
+	})
 }
 
 // reset forgets every chunk, for a spool found corrupt on disk.

@@ -8,35 +8,63 @@ import (
 	"time"
 )
 
-// ctrl is one end of a control connection. Sends are serialised and
-// bounded by a deadline, so a hung peer costs at most that long.
+// liveConn judges a peer by progress: it is dead when no bytes move for
+// the idle time, however long a whole frame takes on a slow link. Each Read
+// gets a fresh deadline of readIdle, and each Write one of writeIdle; a
+// writer keeps its writes to about one block (bufio does), so a healthy
+// link at any rate completes each within its deadline. readIdle belongs to
+// the one goroutine that reads.
+type liveConn struct {
+	net.Conn
+	readIdle, writeIdle time.Duration
+}
+
+func newLiveConn(c net.Conn, idle time.Duration) *liveConn {
+	return &liveConn{Conn: c, readIdle: idle, writeIdle: idle}
+}
+
+func (c *liveConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.readIdle))
+	return c.Conn.Read(p)
+}
+
+func (c *liveConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+	return c.Conn.Write(p)
+}
+
+// ctrl is one end of a control connection. Sends are serialised, and a
+// peer that takes no bytes for timeout is given up, so a hung peer costs
+// at most that long.
 type ctrl struct {
-	conn    net.Conn
-	timeout time.Duration
-	mu      sync.Mutex
+	conn *liveConn
+	mu   sync.Mutex
+}
+
+func newCtrl(conn net.Conn, timeout time.Duration) *ctrl {
+	return &ctrl{conn: newLiveConn(conn, timeout)}
 }
 
 func (c *ctrl) send(t msgType, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	if err := writeFrame(c.conn, t, p); err != nil {
 		return fmt.Errorf("send %s to %s: %w", t, c.conn.RemoteAddr(), err)
 	}
 	return nil
 }
 
-// recv reads one frame within d.
+// recv reads one frame; the peer may be silent for at most d at a time.
 func (c *ctrl) recv(d time.Duration) (frame, error) {
-	c.conn.SetReadDeadline(time.Now().Add(d))
+	c.conn.readIdle = d
 	return readFrame(c.conn, nil)
 }
 
-// expect reads one frame within d and fails unless it has type want.
-// A refusal is returned as a *RefusedError. Any other type is refused
-// from its header, before its payload is read.
+// expect reads one frame, with silences of at most d, and fails unless it
+// has type want. A refusal is returned as a *RefusedError. Any other type
+// is refused from its header, before its payload is read.
 func (c *ctrl) expect(d time.Duration, want msgType) ([]byte, error) {
-	c.conn.SetReadDeadline(time.Now().Add(d))
+	c.conn.readIdle = d
 	t, n, err := readHeader(c.conn)
 	if err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import (
 
 // Version is the wire protocol version. Peers with a different version
 // refuse each other in the handshake.
-const Version = 1
+const Version = 2
 
 var magic = [4]byte{'T', 'C', 'S', 'T'}
 
@@ -28,12 +28,14 @@ const (
 	msgRefuse   msgType = 5  // node -> seed, or parent -> child: reason
 	msgParent   msgType = 6  // seed -> node: where to fetch from
 	msgWant     msgType = 7  // child -> parent: session, stripe, chunks held
-	msgChunk    msgType = 8  // parent -> child: index + data
+	msgChunk    msgType = 8  // retired with version 1: whole chunks
 	msgProgress msgType = 9  // node -> seed: chunks verified (also the heartbeat)
 	msgResult   msgType = 10 // node -> seed: apply outcome
 	msgEnd      msgType = 11 // seed -> node: session over
 	msgPing     msgType = 12 // either way on an idle link
 	msgComplain msgType = 13 // node -> seed: its parent failed it
+	msgHashes   msgType = 14 // parent -> child: a chunk's block hashes
+	msgBlock    msgType = 15 // parent -> child: one block
 )
 
 func (t msgType) String() string {
@@ -41,7 +43,7 @@ func (t msgType) String() string {
 		msgHello: "hello", msgWelcome: "welcome", msgOffer: "offer", msgAccept: "accept",
 		msgRefuse: "refuse", msgParent: "parent", msgWant: "want", msgChunk: "chunk",
 		msgProgress: "progress", msgResult: "result", msgEnd: "end", msgPing: "ping",
-		msgComplain: "complain",
+		msgComplain: "complain", msgHashes: "hashes", msgBlock: "block",
 	}
 	if n, ok := names[t]; ok {
 		return n
@@ -51,11 +53,17 @@ func (t msgType) String() string {
 
 // Size limits, checked before any allocation.
 const (
-	MinChunkSize   = 4 << 10
-	MaxChunkSize   = 16 << 20
-	maxManifestLen = 32 << 20
-	maxControlLen  = 64 << 10
-	maxChunks      = (maxManifestLen - 4096) / 32
+	MinChunkSize     = 4 << 10
+	MaxChunkSize     = 16 << 20
+	MinBlockSize     = 4 << 10
+	MaxBlockSize     = 64 << 10
+	DefaultBlockSize = 16 << 10 // one block crosses a 2 Mbit/s tree in 65 ms: a hop costs little
+	maxManifestLen   = 32 << 20
+	maxControlLen    = 64 << 10
+	maxChunks        = (maxManifestLen - 4096) / 32
+	maxBlocks        = 1 << 27 // a want's bitmap stays within 16 MiB
+	blockHeaderLen   = 5       // block index u32, flags u8
+	maxHashesLen     = 4 + 32*(MaxChunkSize/MinBlockSize)
 )
 
 // maxPayload is the largest payload accepted for each message type.
@@ -64,9 +72,11 @@ func maxPayload(t msgType) int {
 	case msgOffer:
 		return maxManifestLen + 4096
 	case msgWant:
-		return 64 + maxChunks/8 + 1
-	case msgChunk:
-		return 4 + MaxChunkSize
+		return 64 + maxBlocks/8
+	case msgHashes:
+		return maxHashesLen
+	case msgBlock:
+		return blockHeaderLen + MaxBlockSize
 	default:
 		return maxControlLen
 	}
@@ -98,16 +108,19 @@ type frame struct {
 	payload []byte
 }
 
+// appendHeader appends the header of a frame of type t with an n-byte payload.
+func appendHeader(b []byte, t msgType, n int) []byte {
+	b = append(b, magic[:]...)
+	b = append(b, Version, byte(t))
+	return binary.BigEndian.AppendUint32(b, uint32(n))
+}
+
 // writeFrame writes one frame. The payload is written straight from p.
 func writeFrame(w io.Writer, t msgType, p []byte) error {
 	if len(p) > maxPayload(t) {
 		return fmt.Errorf("write %s: %d bytes: %w", t, len(p), ErrFrameTooLarge)
 	}
-	var h [headerLen]byte
-	copy(h[:4], magic[:])
-	h[4] = Version
-	h[5] = byte(t)
-	binary.BigEndian.PutUint32(h[6:], uint32(len(p)))
+	h := [headerLen]byte(appendHeader(make([]byte, 0, headerLen), t, len(p)))
 	if bw, ok := w.(*bufio.Writer); ok {
 		if _, err := bw.Write(h[:]); err != nil {
 			return err

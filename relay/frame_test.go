@@ -18,7 +18,7 @@ import (
 // allTypes is every message type the wire spec defines.
 var allTypes = []msgType{
 	msgHello, msgWelcome, msgOffer, msgAccept, msgRefuse, msgParent, msgWant,
-	msgChunk, msgProgress, msgResult, msgEnd, msgPing, msgComplain,
+	msgProgress, msgResult, msgEnd, msgPing, msgComplain, msgHashes, msgBlock,
 }
 
 type sampleFrame struct {
@@ -28,24 +28,27 @@ type sampleFrame struct {
 
 // sampleFrames returns one realistic payload for every message type.
 func sampleFrames() []sampleFrame {
-	data := testData(MinChunkSize)
-	chunk := binary.BigEndian.AppendUint32(nil, 7)
-	chunk = append(chunk, data...)
+	block := binary.BigEndian.AppendUint32(nil, 7)
+	block = append(block, 0)
+	block = append(block, testData(DefaultBlockSize)...)
+	hashes := binary.BigEndian.AppendUint32(nil, 7)
+	hashes = append(hashes, testData(32*64)...)
 	id := NodeID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	return []sampleFrame{
 		{msgHello, helloMsg{role: roleControl, id: id, name: "rack1-node07"}.encode()},
 		{msgWelcome, welcomeMsg{id: id, name: "rack1-node07", busy: true}.encode()},
 		{msgOffer, Sign(testManifest(testData(3*MinChunkSize+123), MinChunkSize), testKey(1)).encode()},
-		{msgAccept, acceptMsg{have: 3}.encode()},
+		{msgAccept, acceptMsg{held: 3 << 20}.encode()},
 		{msgRefuse, refuseMsg{code: refuseNoSpace, reason: "no space"}.encode()},
 		{msgParent, parentMsg{id: id, addr: netip.MustParseAddrPort("10.0.0.7:4455"), stripes: 2, stripe: 1}.encode()},
 		{msgWant, wantMsg{session: [16]byte{9}, stripes: 1, have: []byte{0b101}}.encode()},
-		{msgChunk, chunk},
-		{msgProgress, progressMsg{have: 3, received: 12345}.encode()},
+		{msgProgress, progressMsg{held: 3 << 20, received: 12345}.encode()},
 		{msgResult, resultMsg{ok: true, received: 12345, millis: 678}.encode()},
 		{msgEnd, nil},
 		{msgPing, nil},
-		{msgComplain, complainMsg{parent: id, kind: complainCorrupt, chunk: 3, detail: "hash mismatch"}.encode()},
+		{msgComplain, complainMsg{parent: id, kind: complainCorrupt, block: 3, detail: "hash mismatch"}.encode()},
+		{msgHashes, hashes},
+		{msgBlock, block},
 	}
 }
 
@@ -119,11 +122,12 @@ func TestFrameWireLayout(t *testing.T) {
 		payload []byte
 		want    string
 	}{
-		{msgPing, nil, "TCST\x01\x0c\x00\x00\x00\x00"},
-		{msgEnd, nil, "TCST\x01\x0b\x00\x00\x00\x00"},
-		{msgAccept, acceptMsg{have: 0x01020304}.encode(), "TCST\x01\x04\x00\x00\x00\x04\x01\x02\x03\x04"},
-		{msgProgress, progressMsg{have: 1, received: 2}.encode(), "TCST\x01\x09\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02"},
-		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x01\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
+		{msgPing, nil, "TCST\x02\x0c\x00\x00\x00\x00"},
+		{msgEnd, nil, "TCST\x02\x0b\x00\x00\x00\x00"},
+		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x02\x04\x00\x00\x00\x08\x00\x00\x00\x00\x01\x02\x03\x04"},
+		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x02\x09\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02"},
+		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x02\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
+		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x02\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
@@ -156,7 +160,7 @@ func TestReadFrameRejectsBadMagic(t *testing.T) {
 }
 
 func TestReadFrameVersionMismatch(t *testing.T) {
-	for _, v := range []byte{0, 2, 255} {
+	for _, v := range []byte{0, 1, 3, 255} {
 		in := append(frameHeader(magic, v, msgHello, 3), "abc"...)
 		_, err := readFrame(bytes.NewReader(in), nil)
 		if !IsVersionMismatch(err) {
@@ -262,7 +266,7 @@ func TestWriteFrameRefusesOversize(t *testing.T) {
 // The largest frame each limit allows goes through whole.
 func TestLargestFramesRoundTrip(t *testing.T) {
 	big := testData(maxPayload(msgOffer))
-	for _, typ := range []msgType{msgOffer, msgChunk, msgWant, msgHello} {
+	for _, typ := range []msgType{msgOffer, msgBlock, msgHashes, msgWant, msgHello} {
 		p := big[:maxPayload(typ)]
 		var b bytes.Buffer
 		if err := writeFrame(&b, typ, p); err != nil {
@@ -281,20 +285,20 @@ func TestLargestFramesRoundTrip(t *testing.T) {
 // The largest legal message of each kind fits the frame limit of its type,
 // so a session at the documented limits can actually be run.
 func TestLargestMessagesFitTheirFrames(t *testing.T) {
-	t.Run("want for the most chunks", func(t *testing.T) {
-		w := wantMsg{stripes: 2, stripe: 1, have: make([]byte, (maxChunks+7)/8)}
+	t.Run("want for the most blocks", func(t *testing.T) {
+		w := wantMsg{stripes: 2, stripe: 1, have: make([]byte, (maxBlocks+7)/8)}
 		p := w.encode()
 		if err := writeFrame(io.Discard, msgWant, p); err != nil {
-			t.Fatalf("want for %d chunks: %v", maxChunks, err)
+			t.Fatalf("want for %d blocks: %v", maxBlocks, err)
 		}
 		if _, err := decodeWant(p); err != nil {
-			t.Fatalf("decode want for %d chunks: %v", maxChunks, err)
+			t.Fatalf("decode want for %d blocks: %v", maxBlocks, err)
 		}
 	})
 	t.Run("offer with the most chunks", func(t *testing.T) {
 		m := &Manifest{
 			Created: testEpoch, Expires: testEpoch.Add(1), Name: strings.Repeat("n", 255),
-			Size: maxChunks * MaxChunkSize, ChunkSize: MaxChunkSize, Chunks: make([][32]byte, maxChunks),
+			Size: maxChunks * (MaxChunkSize / 2), ChunkSize: MaxChunkSize / 2, BlockSize: MaxBlockSize, Chunks: make([][32]byte, maxChunks),
 		}
 		if err := m.Validate(); err != nil {
 			t.Fatal(err)
@@ -307,12 +311,15 @@ func TestLargestMessagesFitTheirFrames(t *testing.T) {
 		if err != nil {
 			t.Fatalf("decode offer with %d chunks: %v", maxChunks, err)
 		}
-		if len(s.Manifest.Chunks) != maxChunks || s.Manifest.ChunkLen(maxChunks-1) != MaxChunkSize {
+		if len(s.Manifest.Chunks) != maxChunks || s.Manifest.ChunkLen(maxChunks-1) != MaxChunkSize/2 {
 			t.Errorf("decoded %d chunks, last of %d bytes", len(s.Manifest.Chunks), s.Manifest.ChunkLen(maxChunks-1))
 		}
 	})
-	t.Run("largest chunk", func(t *testing.T) {
-		if err := writeFrame(io.Discard, msgChunk, make([]byte, 4+MaxChunkSize)); err != nil {
+	t.Run("largest block and block hashes", func(t *testing.T) {
+		if err := writeFrame(io.Discard, msgBlock, make([]byte, blockHeaderLen+MaxBlockSize)); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeFrame(io.Discard, msgHashes, make([]byte, 4+32*(MaxChunkSize/MinBlockSize))); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -339,7 +346,7 @@ func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
 func TestWriteFrameReportsWriteErrors(t *testing.T) {
 	boom := errors.New("connection reset")
 	for _, size := range []int{0, 10, 5000} {
-		if err := writeFrame(failingWriter{boom}, msgChunk, make([]byte, size)); !errors.Is(err, boom) {
+		if err := writeFrame(failingWriter{boom}, msgBlock, make([]byte, size)); !errors.Is(err, boom) {
 			t.Errorf("%d-byte frame to a broken writer: %v, want %v", size, err, boom)
 		}
 	}
@@ -384,7 +391,7 @@ func wireCases() []wireCase {
 		wire("welcome idle", welcomeMsg{id: id, name: "node-1"}, welcomeMsg.encode, decodeWelcome),
 		wire("welcome busy", welcomeMsg{id: id, name: "node-1", busy: true}, welcomeMsg.encode, decodeWelcome),
 		wire("accept none", acceptMsg{}, acceptMsg.encode, decodeAccept),
-		wire("accept max", acceptMsg{have: math.MaxUint32}, acceptMsg.encode, decodeAccept),
+		wire("accept max", acceptMsg{held: math.MaxUint64}, acceptMsg.encode, decodeAccept),
 		wire("refuse busy", refuseMsg{code: refuseBusy, reason: "busy with another session"}, refuseMsg.encode, decodeRefuse),
 		wire("refuse local, no reason", refuseMsg{code: refuseLocal}, refuseMsg.encode, decodeRefuse),
 		wire("parent seed ipv4", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}, parentMsg.encode, decodeParent),
@@ -392,11 +399,11 @@ func wireCases() []wireCase {
 		wire("parent last of 255 stripes", parentMsg{id: id, addr: netip.MustParseAddrPort("10.0.0.1:1"), stripes: 255, stripe: 254}, parentMsg.encode, decodeParent),
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
-		wire("progress", progressMsg{have: 12, received: 1 << 40}, progressMsg.encode, decodeProgress),
+		wire("progress", progressMsg{held: 12 << 40, received: 1 << 40}, progressMsg.encode, decodeProgress),
 		wire("result ok", resultMsg{ok: true, received: 99, millis: 1234}, resultMsg.encode, decodeResult),
 		wire("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}, resultMsg.encode, decodeResult),
 		wire("complain lost", complainMsg{parent: id, kind: complainLost, detail: "silent for 4s"}, complainMsg.encode, decodeComplain),
-		wire("complain corrupt", complainMsg{parent: id, kind: complainCorrupt, chunk: math.MaxUint32, detail: "hash"}, complainMsg.encode, decodeComplain),
+		wire("complain corrupt", complainMsg{parent: id, kind: complainCorrupt, block: math.MaxUint32, detail: "hash"}, complainMsg.encode, decodeComplain),
 		wire("complain refused", complainMsg{kind: complainRefused}, complainMsg.encode, decodeComplain),
 	}
 }
@@ -496,7 +503,7 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"address over 64 bytes", "parent", build(raw(id), str(strings.Repeat("1", 65)), u8(1), u8(0)), "exceeds limit"},
 		{"zero stripes", "want", build(raw(id), u8(0), u8(0), u32(0)), "stripe 0 of 0"},
 		{"stripe equals stripes", "want", build(raw(id), u8(3), u8(3), u32(0)), "stripe 3 of 3"},
-		{"bitmap over the limit", "want", build(raw(id), u8(1), u8(0), u32(maxChunks/8+2)), "exceeds limit"},
+		{"bitmap over the limit", "want", build(raw(id), u8(1), u8(0), u32(maxBlocks/8+1)), "exceeds limit"},
 		{"bitmap claims 4 GiB", "want", build(raw(id), u8(1), u8(0), u32(math.MaxUint32)), "exceeds limit"},
 		{"progress cut short", "progress", build(u32(1), u32(0)), "too short"},
 		{"ok is 7", "result", build(u8(7), str(""), u64(0), u64(0)), "bad boolean 7"},

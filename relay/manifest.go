@@ -19,14 +19,23 @@ import (
 
 // Manifest describes one session's package: everything a receiver checks
 // bytes against. It is signed by the seed as a whole.
+//
+// The package is cut into blocks, the unit that is relayed and verified on
+// arrival, and blocks are grouped into chunks, the unit the manifest
+// hashes: a chunk's hash is the SHA-256 of its blocks' SHA-256s in order.
+// A parent sends a chunk's block hashes ahead of its blocks; the child
+// checks them against the chunk's hash, then each block against its own,
+// so a node relays a block as soon as it is verified while the manifest
+// stays at 32 bytes a chunk.
 type Manifest struct {
 	Session   [16]byte
 	Created   time.Time
 	Expires   time.Time
 	Name      string
 	Size      int64
-	ChunkSize int
-	Chunks    [][32]byte // SHA-256 of each chunk
+	ChunkSize int        // a multiple of BlockSize
+	BlockSize int        // a power of two, MinBlockSize to MaxBlockSize
+	Chunks    [][32]byte // per chunk: SHA-256 of its block hashes
 	SHA256    [32]byte   // SHA-256 of the whole file
 }
 
@@ -39,6 +48,32 @@ func (m *Manifest) ChunkLen(i int) int {
 	return m.ChunkSize
 }
 
+// Blocks is how many blocks the package has; block g starts at g × BlockSize.
+func (m *Manifest) Blocks() int { return int((m.Size + int64(m.BlockSize) - 1) / int64(m.BlockSize)) }
+
+// BlockLen is the length of block g; only the last block may be short.
+func (m *Manifest) BlockLen(g int) int {
+	return int(min(int64(m.BlockSize), m.Size-int64(g)*int64(m.BlockSize)))
+}
+
+// blocksPerChunk is how many blocks a full chunk holds.
+func (m *Manifest) blocksPerChunk() int { return m.ChunkSize / m.BlockSize }
+
+// chunkBlocks returns the first block of chunk i and how many it has.
+func (m *Manifest) chunkBlocks(i int) (first, n int) {
+	first = i * m.blocksPerChunk()
+	return first, min(m.blocksPerChunk(), m.Blocks()-first)
+}
+
+// hashBlocks appends the SHA-256 of each block of data to leaves.
+func hashBlocks(leaves, data []byte, blockSize int) []byte {
+	for off := 0; off < len(data); off += blockSize {
+		h := sha256.Sum256(data[off:min(off+blockSize, len(data))])
+		leaves = append(leaves, h[:]...)
+	}
+	return leaves
+}
+
 // SumHex is the whole file's SHA-256 in lowercase hex.
 func (m *Manifest) SumHex() string { return hex.EncodeToString(m.SHA256[:]) }
 
@@ -47,7 +82,7 @@ func chunkCount(size int64, chunkSize int) int {
 	return int((size + int64(chunkSize) - 1) / int64(chunkSize))
 }
 
-const manifestVersion = 1
+const manifestVersion = 2
 
 // ErrBadManifest marks a manifest that breaks the rules in Validate.
 var ErrBadManifest = errors.New("bad manifest")
@@ -63,8 +98,14 @@ func (m *Manifest) Validate() error {
 	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize {
 		return bad("chunk size %d outside %d..%d", m.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
+	if m.BlockSize < MinBlockSize || m.BlockSize > MaxBlockSize || m.BlockSize&(m.BlockSize-1) != 0 || m.ChunkSize%m.BlockSize != 0 {
+		return bad("block size %d: not a power of two from %d to %d dividing the chunk size %d", m.BlockSize, MinBlockSize, MaxBlockSize, m.ChunkSize)
+	}
 	if m.Size < 0 {
 		return bad("negative size %d", m.Size)
+	}
+	if m.Size > int64(maxBlocks)*int64(m.BlockSize) {
+		return bad("%d bytes in blocks of %d is over %d blocks", m.Size, m.BlockSize, maxBlocks)
 	}
 	if len(m.Chunks) > maxChunks {
 		return bad("%d chunks, limit %d", len(m.Chunks), maxChunks)
@@ -109,6 +150,7 @@ func (m *Manifest) encode() []byte {
 	e.str(m.Name)
 	e.u64(uint64(m.Size))
 	e.u32(uint32(m.ChunkSize))
+	e.u32(uint32(m.BlockSize))
 	e.hash(m.SHA256)
 	e.u32(uint32(len(m.Chunks)))
 	for _, h := range m.Chunks {
@@ -128,6 +170,7 @@ func decodeManifest(p []byte) (*Manifest, error) {
 	m.Name = d.str(255)
 	size := d.u64()
 	m.ChunkSize = int(d.u32())
+	m.BlockSize = int(d.u32())
 	m.SHA256 = d.hash()
 	n := d.u32()
 	if d.err == nil && (size > 1<<62 || n > maxChunks || int(n)*32 != len(d.b)) {
@@ -148,7 +191,7 @@ func decodeManifest(p []byte) (*Manifest, error) {
 }
 
 // signContext separates treecast manifest signatures from any other use of the key.
-const signContext = "treecast manifest v1\x00"
+const signContext = "treecast manifest v2\x00"
 
 // Signed is a manifest with the seed's signature over its encoding.
 type Signed struct {
@@ -206,11 +249,11 @@ func decodeSigned(p []byte) (*Signed, error) {
 	return &Signed{Manifest: m, Key: bytes.Clone(key), raw: bytes.Clone(raw), sig: bytes.Clone(sig)}, nil
 }
 
-// BuildManifest reads the file at path once and hashes it chunk by chunk.
+// BuildManifest reads the file at path once and hashes it block by block.
 // progress, if set, is called with the bytes hashed so far.
 func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Duration, progress func(int64)) (*Manifest, error) {
-	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize {
-		return nil, fmt.Errorf("chunk size %d: must be between %d and %d bytes", chunkSize, MinChunkSize, MaxChunkSize)
+	if chunkSize < MinChunkSize || chunkSize > MaxChunkSize || chunkSize%MinBlockSize != 0 {
+		return nil, fmt.Errorf("chunk size %d: must be between %d and %d bytes, a multiple of %d", chunkSize, MinChunkSize, MaxChunkSize, MinBlockSize)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -232,12 +275,16 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 	if n > maxChunks {
 		return nil, fmt.Errorf("%s has %d chunks of %d bytes, limit %d: use a larger --chunk-size", path, n, chunkSize, maxChunks)
 	}
-	m := &Manifest{Name: name, Size: st.Size(), ChunkSize: chunkSize, Chunks: make([][32]byte, 0, n)}
+	m := &Manifest{Name: name, Size: st.Size(), ChunkSize: chunkSize, BlockSize: blockSizeFor(chunkSize), Chunks: make([][32]byte, 0, n)}
+	if m.Blocks() > maxBlocks {
+		return nil, fmt.Errorf("%s is too large: over %d blocks of %d bytes", path, maxBlocks, m.BlockSize)
+	}
 	if _, err := rand.Read(m.Session[:]); err != nil {
 		return nil, err
 	}
 	whole := sha256.New()
 	buf := make([]byte, chunkSize)
+	var leaves []byte
 	var done int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -245,7 +292,8 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 		}
 		k, err := io.ReadFull(f, buf)
 		if k > 0 {
-			m.Chunks = append(m.Chunks, sha256.Sum256(buf[:k]))
+			leaves = hashBlocks(leaves[:0], buf[:k], m.BlockSize)
+			m.Chunks = append(m.Chunks, sha256.Sum256(leaves))
 			whole.Write(buf[:k])
 			done += int64(k)
 			if progress != nil {
@@ -266,4 +314,14 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 	m.Created = time.Now()
 	m.Expires = m.Created.Add(ttl)
 	return m, nil
+}
+
+// blockSizeFor is the largest power of two up to DefaultBlockSize that
+// divides chunkSize, itself a multiple of MinBlockSize.
+func blockSizeFor(chunkSize int) int {
+	b := DefaultBlockSize
+	for chunkSize%b != 0 {
+		b /= 2
+	}
+	return b
 }

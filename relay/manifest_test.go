@@ -35,10 +35,11 @@ func testManifest(data []byte, chunkSize int) *Manifest {
 		Name:      "app.bin",
 		Size:      int64(len(data)),
 		ChunkSize: chunkSize,
+		BlockSize: blockSizeFor(chunkSize),
 		SHA256:    sha256.Sum256(data),
 	}
 	for off := 0; off < len(data); off += chunkSize {
-		m.Chunks = append(m.Chunks, sha256.Sum256(data[off:min(off+chunkSize, len(data))]))
+		m.Chunks = append(m.Chunks, sha256.Sum256(hashBlocks(nil, data[off:min(off+chunkSize, len(data))], m.BlockSize)))
 	}
 	return m
 }
@@ -121,8 +122,8 @@ func TestBuildManifest(t *testing.T) {
 			}
 			for i, h := range m.Chunks {
 				off := i * cs
-				if h != sha256.Sum256(data[off:off+m.ChunkLen(i)]) {
-					t.Errorf("chunk %d hash is not the SHA-256 of bytes %d..%d", i, off, off+m.ChunkLen(i))
+				if h != sha256.Sum256(hashBlocks(nil, data[off:off+m.ChunkLen(i)], m.BlockSize)) {
+					t.Errorf("chunk %d hash is not the SHA-256 of the block hashes of bytes %d..%d", i, off, off+m.ChunkLen(i))
 				}
 			}
 			if m.SHA256 != sha256.Sum256(data) {
@@ -346,7 +347,8 @@ func TestDecodeSignedRejectsInvalidManifests(t *testing.T) {
 		{"expires when created", with(func(m *Manifest) { m.Expires = m.Created })},
 		{"negative size", with(func(m *Manifest) { m.Size, m.Chunks = -1, nil })},
 		{"huge size", with(func(m *Manifest) { m.Size = 1 << 62 })},
-		{"manifest version 2", rawWith(func(raw []byte) []byte { raw[0] = 2; return raw })},
+		{"manifest version 1", rawWith(func(raw []byte) []byte { raw[0] = 1; return raw })},
+		{"manifest version 3", rawWith(func(raw []byte) []byte { raw[0] = 3; return raw })},
 		{"manifest version 0", rawWith(func(raw []byte) []byte { raw[0] = 0; return raw })},
 		{"trailing bytes", rawWith(func(raw []byte) []byte { return append(raw, 0) })},
 		{"last hash cut short", rawWith(func(raw []byte) []byte { return raw[:len(raw)-1] })},

@@ -46,7 +46,7 @@ const (
 // Complaint kinds, append-only.
 const (
 	complainLost    uint8 = 1 // the connection to the parent failed or went silent
-	complainCorrupt uint8 = 2 // the parent sent a chunk that failed its hash
+	complainCorrupt uint8 = 2 // the parent sent a block or block hashes that failed their hash
 	complainRefused uint8 = 3 // the parent refused the want
 )
 
@@ -96,18 +96,18 @@ func decodeWelcome(p []byte) (welcomeMsg, error) {
 }
 
 type acceptMsg struct {
-	have uint32 // chunks already held from an earlier, interrupted session
+	held uint64 // bytes already held from an earlier, interrupted session
 }
 
 func (m acceptMsg) encode() []byte {
 	var e enc
-	e.u32(m.have)
+	e.u64(m.held)
 	return e.b
 }
 
 func decodeAccept(p []byte) (acceptMsg, error) {
 	d := dec{b: p}
-	m := acceptMsg{have: d.u32()}
+	m := acceptMsg{held: d.u64()}
 	return m, wrapDecode("accept", d.err)
 }
 
@@ -132,8 +132,8 @@ func decodeRefuse(p []byte) (refuseMsg, error) {
 // maxStripes is how many trees a session may use.
 const maxStripes = 2
 
-// parentMsg tells a node where to fetch the chunks of one stripe from.
-// Chunk i belongs to stripe i % stripes.
+// parentMsg tells a node where to fetch the blocks of one stripe from.
+// Block g belongs to stripe g % stripes.
 type parentMsg struct {
 	id      NodeID // zero for the seed
 	addr    netip.AddrPort
@@ -168,12 +168,12 @@ func decodeParent(p []byte) (parentMsg, error) {
 	return m, wrapDecode("parent", d.err)
 }
 
-// wantMsg asks a parent for every chunk of a stripe the child does not hold.
+// wantMsg asks a parent for every block of a stripe the child does not hold.
 type wantMsg struct {
 	session [16]byte
 	stripes uint8
 	stripe  uint8
-	have    []byte // bitmap, bit i set (LSB first) = chunk i held
+	have    []byte // bitmap, bit g set (LSB first) = block g held
 }
 
 func (m wantMsg) encode() []byte {
@@ -187,28 +187,36 @@ func (m wantMsg) encode() []byte {
 
 func decodeWant(p []byte) (wantMsg, error) {
 	d := dec{b: p}
-	m := wantMsg{session: d.id(), stripes: d.u8(), stripe: d.u8(), have: d.blob(maxChunks/8 + 1)}
+	m := wantMsg{session: d.id(), stripes: d.u8(), stripe: d.u8(), have: d.blob(maxBlocks / 8)}
 	if d.err == nil && (m.stripes == 0 || m.stripe >= m.stripes) {
 		d.fail(fmt.Errorf("stripe %d of %d", m.stripe, m.stripes))
 	}
 	return m, wrapDecode("want", d.err)
 }
 
+// check holds the want to the session: a bitmap of exactly its blocks.
+func (m wantMsg) check(man *Manifest) error {
+	if want := (man.Blocks() + 7) / 8; len(m.have) != want {
+		return fmt.Errorf("want carries a %d-byte bitmap, the session's is %d", len(m.have), want)
+	}
+	return nil
+}
+
 type progressMsg struct {
-	have     uint32 // chunks verified and held
+	held     uint64 // bytes verified and held
 	received uint64 // bytes downloaded in this session
 }
 
 func (m progressMsg) encode() []byte {
 	var e enc
-	e.u32(m.have)
+	e.u64(m.held)
 	e.u64(m.received)
 	return e.b
 }
 
 func decodeProgress(p []byte) (progressMsg, error) {
 	d := dec{b: p}
-	m := progressMsg{have: d.u32(), received: d.u64()}
+	m := progressMsg{held: d.u64(), received: d.u64()}
 	return m, wrapDecode("progress", d.err)
 }
 
@@ -237,7 +245,7 @@ func decodeResult(p []byte) (resultMsg, error) {
 type complainMsg struct {
 	parent NodeID
 	kind   uint8
-	chunk  uint32
+	block  uint32 // the block that failed its hash, for complainCorrupt
 	detail string
 	stripe uint8
 }
@@ -246,7 +254,7 @@ func (m complainMsg) encode() []byte {
 	var e enc
 	e.id(m.parent)
 	e.u8(m.kind)
-	e.u32(m.chunk)
+	e.u32(m.block)
 	e.str(m.detail)
 	e.u8(m.stripe)
 	return e.b
@@ -254,7 +262,7 @@ func (m complainMsg) encode() []byte {
 
 func decodeComplain(p []byte) (complainMsg, error) {
 	d := dec{b: p}
-	m := complainMsg{parent: d.id(), kind: d.u8(), chunk: d.u32(), detail: d.str(maxText), stripe: d.u8()}
+	m := complainMsg{parent: d.id(), kind: d.u8(), block: d.u32(), detail: d.str(maxText), stripe: d.u8()}
 	return m, wrapDecode("complain", d.err)
 }
 

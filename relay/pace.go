@@ -10,8 +10,8 @@ import (
 // uplink unevenly from moment to moment; a child that falls behind its
 // sibling can never catch up while both want data, and its whole subtree
 // inherits the lag, level after level. So a feeder may run at most lead
-// chunks ahead of a sibling, as long as that sibling is within window
-// chunks: one further behind (a slow link, a newcomer resuming) is left to
+// blocks ahead of a sibling, as long as that sibling is within window
+// blocks (positions count a stripe's blocks): one further behind (a slow link, a newcomer resuming) is left to
 // catch up on its own and paces nobody, and so do one that has not
 // moved for stall (a hung child must not hold up its sibling) and one that
 // has trailed for longer than trail (a slow link: it would drag its
@@ -53,7 +53,7 @@ func (p *pacer) leave(f *paced) {
 	p.broadcast()
 }
 
-// advance records that feeder f will next send chunk i.
+// advance records that feeder f will next send block i of its stripe.
 func (p *pacer) advance(f *paced, i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -88,6 +88,13 @@ func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
 	})
 }
 
+// clearNow reports whether feeder f may send block i without waiting.
+func (p *pacer) clearNow(f *paced, i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.clear(f, i, time.Now())
+}
+
 func (p *pacer) clear(f *paced, i int, now time.Time) bool {
 	for q := range p.feeders {
 		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall &&
@@ -100,12 +107,20 @@ func (p *pacer) clear(f *paced, i int, now time.Time) bool {
 
 // pacers keeps one pacer per stripe: siblings are children in the same tree.
 type pacers struct {
-	cfg Config
-	mu  sync.Mutex
-	by  map[uint8]*pacer
+	cfg       Config
+	blockSize int
+	mu        sync.Mutex
+	by        map[uint8]*pacer
 }
 
-func newPacers(cfg Config) *pacers { return &pacers{cfg: cfg, by: map[uint8]*pacer{}} }
+func newPacers(cfg Config, blockSize int) *pacers {
+	return &pacers{cfg: cfg, blockSize: blockSize, by: map[uint8]*pacer{}}
+}
+
+const (
+	paceLead   = 128 << 10 // how far a feeder may run ahead of its sibling: a few blocks
+	paceWindow = 8 << 20   // a sibling further behind catches up on its own
+)
 
 func (ps *pacers) of(stripe uint8) *pacer {
 	ps.mu.Lock()
@@ -113,7 +128,7 @@ func (ps *pacers) of(stripe uint8) *pacer {
 	p, ok := ps.by[stripe]
 	if !ok {
 		hb := ps.cfg.Heartbeat
-		p = newPacer(1, 8, hb, 2*hb, 4*hb)
+		p = newPacer(max(1, paceLead/ps.blockSize), paceWindow/ps.blockSize, hb, 2*hb, 4*hb)
 		ps.by[stripe] = p
 	}
 	return p

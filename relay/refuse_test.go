@@ -171,7 +171,7 @@ func TestCorruptRelayIsReportedAndBypassed(t *testing.T) {
 		}
 	})
 	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
-	if rep.Nodes[0].Status != StatusFailed || !strings.Contains(rep.Nodes[0].Error, "corrupt chunk 4") {
+	if rep.Nodes[0].Status != StatusFailed || !strings.Contains(rep.Nodes[0].Error, "(chunk 4)") {
 		t.Errorf("liar: %q %q", rep.Nodes[0].Status, rep.Nodes[0].Error)
 	}
 	for i, n := range nodes[1:] {

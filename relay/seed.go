@@ -104,7 +104,7 @@ type node struct {
 	err        string
 	parent     [maxStripes]*node // per stripe; nil: the seed
 	children   [maxStripes][]*node
-	have       int
+	held       int64 // bytes verified
 	received   int64
 	lastSeen   time.Time
 	started    time.Time
@@ -112,9 +112,9 @@ type node struct {
 	slow       bool // too slow to be anyone's parent
 	liar       bool // relayed a corrupt chunk: never taken back
 
-	rateHave int       // have at rateAt
+	rateHeld int64     // held at rateAt
 	rateAt   time.Time // when the rate was last sampled
-	rate     float64   // chunks per second over the last sample
+	rate     float64   // bytes per second over the last sample
 }
 
 func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
@@ -133,7 +133,7 @@ type event struct {
 type dialed struct {
 	c       *ctrl
 	welcome welcomeMsg
-	have    int
+	held    int64
 }
 
 // seedRun is one session at the seed. Its nodes belong to the goroutine
@@ -150,6 +150,7 @@ type seedRun struct {
 	stripes int // trees, one per stripe of chunks
 	pending int // connects in flight
 	events  chan event
+	fatals  chan error     // what ends the whole session: the file changed
 	readers sync.WaitGroup // control readers and connects
 
 	mu       sync.Mutex
@@ -173,7 +174,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	if err != nil {
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
-	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64)}
+	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
 	s.stripes = min(max(cfg.Trees, 1), maxStripes)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -244,7 +245,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	c := &ctrl{conn: conn, timeout: s.cfg.DeadAfter}
+	c := newCtrl(conn, s.cfg.DeadAfter)
 	fail := func(err error) (*dialed, error) {
 		conn.Close()
 		return nil, err
@@ -275,7 +276,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return &dialed{c: c, welcome: w, have: int(min(a.have, uint32(len(s.m.Chunks))))}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size)}, nil
 }
 
 // admit records the outcome of connecting to n and, on success, starts
@@ -297,10 +298,10 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 		n.peer.Name = d.welcome.name
 	}
 	if n.joined {
-		s.opt.Log.Info("node rejoined", "node", n.label(), "chunks_held", d.have)
+		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
 	n.c, n.joined, n.state, n.err = d.c, true, stateActive, ""
-	n.have, n.rateHave, n.rateAt = d.have, d.have, time.Now()
+	n.held, n.rateHeld, n.rateAt = d.held, d.held, time.Now()
 	n.lastSeen, n.started = time.Now(), time.Now()
 	s.readers.Add(1)
 	go func() {
@@ -413,6 +414,8 @@ func (s *seedRun) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-s.fatals:
+			return err
 		case p := <-s.opt.Late:
 			s.join(ctx, p)
 		case ev := <-s.events:
@@ -437,6 +440,14 @@ func (s *seedRun) loop(ctx context.Context) error {
 	return nil
 }
 
+// fatal ends the session from any goroutine.
+func (s *seedRun) fatal(err error) {
+	select {
+	case s.fatals <- err:
+	default:
+	}
+}
+
 func (s *seedRun) finished() bool {
 	if s.pending > 0 {
 		return false
@@ -457,12 +468,12 @@ func (s *seedRun) finished() bool {
 func (s *seedRun) checkRates(now time.Time) {
 	var rates []float64
 	for _, n := range s.nodes {
-		if n.c == nil || n.state != stateActive || n.have >= len(s.m.Chunks) {
+		if n.c == nil || n.state != stateActive || n.held >= s.m.Size {
 			continue
 		}
 		if dt := now.Sub(n.rateAt).Seconds(); dt >= s.cfg.SlowAfter.Seconds() {
-			n.rate = float64(n.have-n.rateHave) / dt
-			n.rateHave, n.rateAt = n.have, now
+			n.rate = float64(n.held-n.rateHeld) / dt
+			n.rateHeld, n.rateAt = n.held, now
 		}
 		if now.Sub(n.started) >= 2*s.cfg.SlowAfter {
 			rates = append(rates, n.rate)
@@ -473,9 +484,9 @@ func (s *seedRun) checkRates(now time.Time) {
 	}
 	slices.Sort(rates)
 	fast := rates[len(rates)*9/10] // what a healthy link achieves here
-	slack := max(4, len(s.m.Chunks)/100)
+	slack := max(4*int64(s.m.ChunkSize), s.m.Size/100)
 	for _, p := range s.nodes {
-		if p.slow || p.c == nil || len(p.children[0])+len(p.children[1]) == 0 || p.have >= len(s.m.Chunks) ||
+		if p.slow || p.c == nil || len(p.children[0])+len(p.children[1]) == 0 || p.held >= s.m.Size ||
 			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= fast {
 			continue
 		}
@@ -494,9 +505,9 @@ func (s *seedRun) checkRates(now time.Time) {
 
 // starved reports whether n holds about all its parents have: then it is
 // slow because they are, not because of its own link.
-func (s *seedRun) starved(n *node, slack int) bool {
+func (s *seedRun) starved(n *node, slack int64) bool {
 	for st := range s.stripes {
-		if p := n.parent[st]; p == nil || p.have-n.have > slack {
+		if p := n.parent[st]; p == nil || p.held-n.held > slack {
 			return false
 		}
 	}
@@ -521,10 +532,10 @@ func (s *seedRun) progress() {
 }
 
 func (s *seedRun) heldBytes(n *node) int64 {
-	if n.state == stateOK || n.have >= len(s.m.Chunks) {
+	if n.state == stateOK {
 		return s.m.Size
 	}
-	return min(int64(n.have)*int64(s.m.ChunkSize), s.m.Size)
+	return n.held
 }
 
 func (s *seedRun) handle(ctx context.Context, ev event) {
@@ -550,7 +561,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	switch ev.f.typ {
 	case msgProgress:
 		if p, err := decodeProgress(ev.f.payload); err == nil {
-			n.have, n.received = int(min(p.have, uint32(len(s.m.Chunks)))), int64(p.received)
+			n.held, n.received = min(int64(p.held), s.m.Size), int64(p.received)
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)
@@ -560,12 +571,12 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		}
 		n.received, n.seconds = int64(r.received), time.Since(s.start).Seconds()
 		if r.ok {
-			n.state, n.have = stateOK, len(s.m.Chunks)
+			n.state, n.held = stateOK, s.m.Size
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
 		} else {
 			n.state, n.err = stateFailed, r.err
 			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
-			if n.have < len(s.m.Chunks) {
+			if n.held < s.m.Size {
 				s.orphan(n) // it will never hold what its children wait for
 			}
 		}
@@ -580,7 +591,11 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			// Only a lying relay sends a chunk that fails its hash: its own
 			// copy was verified. It relays no more, and is reported; losing
 			// it moves its children, this node among them.
-			p.state, p.err, p.liar = stateFailed, fmt.Sprintf("relayed a corrupt chunk %d to %s", c.chunk, n.label()), true
+			what := "corrupt data"
+			if g := int(c.block); g < s.m.Blocks() {
+				what = fmt.Sprintf("a corrupt block %d (chunk %d)", g, g/s.m.blocksPerChunk())
+			}
+			p.state, p.err, p.liar = stateFailed, fmt.Sprintf("relayed %s to %s", what, n.label()), true
 			s.lost(p, errors.New(p.err))
 			return
 		}
@@ -644,13 +659,13 @@ func (s *seedRun) reparent(n *node, st int) {
 		old.children[st] = removeNode(old.children[st], n)
 	}
 	n.parent[st] = nil
-	slack := max(8, len(s.m.Chunks)/50)
+	slack := max(8*int64(s.m.ChunkSize), s.m.Size/50)
 	var best *node
 	for _, p := range s.nodes {
-		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children[st]) >= 2 || p.have+slack < n.have || below(p, n, st) {
+		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children[st]) >= 2 || p.held+slack < n.held || below(p, n, st) {
 			continue
 		}
-		if best == nil || p.have > best.have {
+		if best == nil || p.held > best.held {
 			best = p
 		}
 	}
@@ -659,7 +674,7 @@ func (s *seedRun) reparent(n *node, st int) {
 		best.children[st] = append(best.children[st], n)
 	}
 	// Its rate so far says how its old parent fed it, not how it relays.
-	n.started, n.rateHave, n.rateAt, n.rate = time.Now(), n.have, time.Now(), 0
+	n.started, n.rateHeld, n.rateAt, n.rate = time.Now(), n.held, time.Now(), 0
 	s.opt.Log.Info("re-parented", "node", n.label(), "stripe", st, "parent", s.parentLabel(n, st))
 	s.sendParent(n, st)
 }
@@ -693,8 +708,8 @@ func (s *seedRun) parentLabel(n *node, st int) string {
 
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
-	src := &fileSource{f: s.file, m: s.m}
-	paces := newPacers(s.cfg)
+	src := newFileSource(s.file, s.m)
+	paces := newPacers(s.cfg, s.m.BlockSize)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -717,7 +732,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 			defer conn.Close()
 			stop := closeOnDone(ctx, conn)
 			defer stop()
-			c := &ctrl{conn: conn, timeout: s.cfg.DeadAfter}
+			c := newCtrl(conn, s.cfg.DeadAfter)
 			p, err := c.expect(s.cfg.DeadAfter, msgHello)
 			if err != nil {
 				return
@@ -734,7 +749,14 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no such session here"}.encode())
 				return
 			}
+			if err := w.check(s.m); err != nil {
+				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: err.Error()}.encode())
+				return
+			}
 			sent, err := feed(ctx, conn, src, paces.of(w.stripe), s.m, w, s.cfg, nil)
+			if errors.Is(err, ErrSourceChanged) {
+				s.fatal(err)
+			}
 			s.mu.Lock()
 			s.uploaded += sent
 			s.mu.Unlock()

@@ -30,7 +30,7 @@ func abortSession(t *testing.T, addr string, signed *Signed) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := &ctrl{conn: conn, timeout: 5 * time.Second}
+	c := newCtrl(conn, 5*time.Second)
 	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
 		t.Fatal(err)
 	}

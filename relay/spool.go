@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,61 +15,145 @@ import (
 	"time"
 )
 
-// bitmap is a set of chunk indexes, bit i LSB-first in byte i/8.
+// bitmap is a set of block indexes, bit i LSB-first in byte i/8.
 type bitmap []byte
 
 func newBitmap(n int) bitmap    { return make(bitmap, (n+7)/8) }
 func (b bitmap) has(i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
 func (b bitmap) set(i int)      { b[i/8] |= 1 << (i % 8) }
 
-// errIdle is returned by a wait that timed out with the chunk still missing.
-var errIdle = errors.New("chunk not yet available")
+// errIdle is returned by a wait that timed out with the block still missing.
+var errIdle = errors.New("block not yet available")
 
-// source is where a parent's feeders read chunks from.
+// source is where a parent's feeders read blocks and block hashes from.
 type source interface {
-	// wait blocks until chunk i is held, ctx ends, or idle passes (errIdle).
-	wait(ctx context.Context, i int, idle time.Duration) error
-	// readChunk reads chunk i into buf, which has room for a whole chunk.
-	readChunk(i int, buf []byte) ([]byte, error)
+	// ready reports whether block g and its chunk's block hashes can be
+	// sent now, and a channel closed at the next change worth looking at.
+	ready(g int) (bool, <-chan struct{})
+	// readBlock reads block g into buf, which has room for a whole block.
+	readBlock(g int, buf []byte) ([]byte, error)
+	// leaves returns the verified block hashes of chunk i.
+	leaves(i int) ([]byte, error)
 }
 
-// fileSource serves a complete, already hashed file: the seed's.
-type fileSource struct {
-	f *os.File
-	m *Manifest
-}
-
-func (s *fileSource) wait(context.Context, int, time.Duration) error { return nil }
-
-func (s *fileSource) readChunk(i int, buf []byte) ([]byte, error) {
-	buf = buf[:s.m.ChunkLen(i)]
-	if _, err := s.f.ReadAt(buf, int64(i)*int64(s.m.ChunkSize)); err != nil {
-		return nil, fmt.Errorf("read chunk %d of %s: %w", i, s.f.Name(), err)
+// readBlockAt reads block g of m from f into buf.
+func readBlockAt(f *os.File, m *Manifest, g int, buf []byte) ([]byte, error) {
+	buf = buf[:m.BlockLen(g)]
+	if _, err := f.ReadAt(buf, int64(g)*int64(m.BlockSize)); err != nil {
+		return nil, fmt.Errorf("read block %d of %s: %w", g, f.Name(), err)
 	}
 	return buf, nil
 }
 
-// spool holds a session's verified chunks on disk while they arrive.
-// Its state file records which chunks are held, so an interrupted
+// ErrSourceChanged means the seed's file no longer matches the manifest it
+// was hashed into.
+var ErrSourceChanged = errors.New("the file changed after it was hashed")
+
+// rehash computes chunk i's block hashes from f and checks them against
+// the manifest, which catches a file changed on disk since.
+func rehash(f *os.File, m *Manifest, i int) ([]byte, error) {
+	first, n := m.chunkBlocks(i)
+	buf := make([]byte, m.BlockSize)
+	leaves := make([]byte, 0, 32*n)
+	for g := first; g < first+n; g++ {
+		data, err := readBlockAt(f, m, g, buf)
+		if err != nil {
+			return nil, err
+		}
+		leaves = hashBlocks(leaves, data, m.BlockSize)
+	}
+	if sha256.Sum256(leaves) != m.Chunks[i] {
+		return nil, fmt.Errorf("chunk %d of %s: %w", i, f.Name(), ErrSourceChanged)
+	}
+	return leaves, nil
+}
+
+// leafCache keeps the block hashes of recent chunks within a byte budget,
+// dropping the oldest first; what it dropped can be hashed again.
+type leafCache struct {
+	budget, used int
+	by           map[int][]byte
+	order        []int // oldest first
+}
+
+// leafBudget bounds the block hashes a node keeps in memory: 4 MiB holds
+// 2,048 chunks' worth at the default sizes, far more than are in flight.
+const leafBudget = 4 << 20
+
+func newLeafCache(budget int) *leafCache { return &leafCache{budget: budget, by: map[int][]byte{}} }
+
+func (c *leafCache) get(i int) ([]byte, bool) {
+	l, ok := c.by[i]
+	return l, ok
+}
+
+func (c *leafCache) put(i int, leaves []byte) {
+	if _, ok := c.by[i]; ok {
+		return
+	}
+	c.by[i] = leaves
+	c.order = append(c.order, i)
+	c.used += len(leaves)
+	for c.used > c.budget && len(c.order) > 1 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.used -= len(c.by[old])
+		delete(c.by, old)
+	}
+}
+
+// fileSource serves a complete, already hashed file: the seed's.
+type fileSource struct {
+	f     *os.File
+	m     *Manifest
+	mu    sync.Mutex
+	cache *leafCache
+}
+
+func newFileSource(f *os.File, m *Manifest) *fileSource {
+	return &fileSource{f: f, m: m, cache: newLeafCache(leafBudget)}
+}
+
+func (s *fileSource) ready(int) (bool, <-chan struct{}) { return true, nil }
+
+func (s *fileSource) readBlock(g int, buf []byte) ([]byte, error) {
+	return readBlockAt(s.f, s.m, g, buf)
+}
+
+func (s *fileSource) leaves(i int) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.cache.get(i); ok {
+		return l, nil
+	}
+	l, err := rehash(s.f, s.m, i)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(i, l)
+	return l, nil
+}
+
+// spool holds a session's verified blocks on disk while they arrive.
+// Its state file records which blocks are held, so an interrupted
 // session resumes instead of starting over. Spools are keyed by the
 // package's whole SHA-256, so a new seed run of the same file resumes too.
 type spool struct {
 	m         *Manifest
 	f         *os.File
 	path      string // the data, size of the package once complete
-	statePath string // which chunks are held
-
-	hmu    sync.Mutex // guards whole and hashed; taken before mu
-	whole  hash.Hash  // SHA-256 of chunks [0, hashed), in order
-	hashed int
+	statePath string // which blocks are held
 
 	syncMu sync.Mutex // one sync at a time: they share the state's temp file
 
 	mu      sync.Mutex
 	have    bitmap
-	count   int
-	changed chan struct{} // closed and replaced whenever a chunk is added
-	dirty   bool          // chunks added since the last sync
+	count   int   // blocks held
+	held    int64 // bytes held
+	chunks  []uint16
+	cache   *leafCache    // verified block hashes of recent chunks
+	changed chan struct{} // closed and replaced whenever a block or block hashes arrive
+	dirty   bool          // blocks added since the last sync
 }
 
 func spoolPaths(dir string, m *Manifest) (data, state string) {
@@ -79,7 +162,7 @@ func spoolPaths(dir string, m *Manifest) (data, state string) {
 }
 
 // openSpool opens or creates the spool for m under dir and loads the
-// chunks an earlier session left behind.
+// blocks an earlier session left behind.
 func openSpool(dir string, m *Manifest) (*spool, error) {
 	data, state := spoolPaths(dir, m)
 	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
@@ -89,8 +172,9 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &spool{m: m, f: f, path: data, statePath: state, whole: sha256.New(), have: newBitmap(len(m.Chunks)), changed: make(chan struct{})}
-	// Chunks are only claimed while the data file is whole: a state file
+	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(m.Blocks()), chunks: make([]uint16, len(m.Chunks)),
+		cache: newLeafCache(leafBudget), changed: make(chan struct{})}
+	// Blocks are only claimed while the data file is whole: a state file
 	// beside a missing or resized data file is stale.
 	st, err := f.Stat()
 	if err != nil {
@@ -99,15 +183,14 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 	}
 	if prev, err := os.ReadFile(state); err == nil && st.Size() == m.Size {
 		if have, ok := s.parseState(prev); ok {
-			s.have = have
-			for i := range m.Chunks {
-				if have.has(i) {
-					s.count++
+			for g := range m.Blocks() {
+				if have.has(g) {
+					s.mark(g)
 				}
 			}
 		}
 	}
-	need := m.Size - min(int64(s.count)*int64(m.ChunkSize), m.Size)
+	need := m.Size - s.held
 	if free, err := freeBytes(filepath.Dir(data)); err == nil && need > free {
 		if s.count == 0 {
 			s.remove()
@@ -141,11 +224,11 @@ func freeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// The state file: chunk size (4), chunk count (4), package SHA-256 (32), bitmap.
+// The state file: block size (4), block count (4), package SHA-256 (32), bitmap.
 func (s *spool) stateBytes() []byte {
 	var e enc
-	e.u32(uint32(s.m.ChunkSize))
-	e.u32(uint32(len(s.m.Chunks)))
+	e.u32(uint32(s.m.BlockSize))
+	e.u32(uint32(s.m.Blocks()))
 	e.hash(s.m.SHA256)
 	e.raw(s.have)
 	return e.b
@@ -153,88 +236,122 @@ func (s *spool) stateBytes() []byte {
 
 func (s *spool) parseState(p []byte) (bitmap, bool) {
 	if len(p) != 40+len(s.have) ||
-		binary.BigEndian.Uint32(p) != uint32(s.m.ChunkSize) ||
-		binary.BigEndian.Uint32(p[4:]) != uint32(len(s.m.Chunks)) ||
+		binary.BigEndian.Uint32(p) != uint32(s.m.BlockSize) ||
+		binary.BigEndian.Uint32(p[4:]) != uint32(s.m.Blocks()) ||
 		!bytes.Equal(p[8:40], s.m.SHA256[:]) {
 		return nil, false
 	}
-	return bitmap(bytes.Clone(p[40:])), true
+	return bitmap(p[40:]), true
 }
 
-func (s *spool) has(i int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.have.has(i)
+// mark records block g as held; the caller holds mu or owns s alone.
+func (s *spool) mark(g int) bool {
+	if s.have.has(g) {
+		return false
+	}
+	s.have.set(g)
+	s.count++
+	s.held += int64(s.m.BlockLen(g))
+	s.chunks[g/s.m.blocksPerChunk()]++
+	return true
 }
 
-// held returns how many chunks are held and a copy of the bitmap.
-func (s *spool) held() (int, bitmap) {
+func (s *spool) has(g int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.count, bytes.Clone(s.have)
+	return s.have.has(g)
+}
+
+// heldBytes is how many bytes are verified and held.
+func (s *spool) heldBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
+// bitmapCopy returns a copy of the held blocks.
+func (s *spool) bitmapCopy() bitmap {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.have)
 }
 
 func (s *spool) complete() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.count == len(s.m.Chunks)
+	return s.count == s.m.Blocks()
 }
 
-// put stores chunk i, which the caller has verified against the manifest.
-func (s *spool) put(i int, data []byte) error {
-	if len(data) != s.m.ChunkLen(i) {
-		return fmt.Errorf("chunk %d is %d bytes, manifest says %d", i, len(data), s.m.ChunkLen(i))
+func (s *spool) chunkComplete(i int) bool {
+	_, n := s.m.chunkBlocks(i)
+	return int(s.chunks[i]) == n
+}
+
+// put stores block g, which the caller has verified against the manifest.
+func (s *spool) put(g int, data []byte) error {
+	if len(data) != s.m.BlockLen(g) {
+		return fmt.Errorf("block %d is %d bytes, manifest says %d", g, len(data), s.m.BlockLen(g))
 	}
-	if _, err := s.f.WriteAt(data, int64(i)*int64(s.m.ChunkSize)); err != nil {
-		return fmt.Errorf("write chunk %d to spool %s: %w", i, s.path, err)
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if i == s.hashed {
-		s.whole.Write(data) // in order, as chunks mostly arrive: no re-read
-		s.hashed++
+	if _, err := s.f.WriteAt(data, int64(g)*int64(s.m.BlockSize)); err != nil {
+		return fmt.Errorf("write block %d to spool %s: %w", g, s.path, err)
 	}
 	s.mu.Lock()
-	if !s.have.has(i) {
-		s.have.set(i)
-		s.count++
+	if s.mark(g) {
 		s.dirty = true
-		close(s.changed)
-		s.changed = make(chan struct{})
+		s.broadcast()
 	}
 	s.mu.Unlock()
 	return nil
 }
 
-// sum is the SHA-256 of the whole spool once complete. Chunks that came
-// out of order, or from an earlier session, are read back to be hashed.
-func (s *spool) sum() ([32]byte, error) {
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	var buf []byte
-	for s.hashed < len(s.m.Chunks) {
-		if !s.has(s.hashed) {
-			return [32]byte{}, fmt.Errorf("spool %s lacks chunk %d", s.path, s.hashed)
-		}
-		if buf == nil {
-			buf = make([]byte, s.m.ChunkSize)
-		}
-		data, err := s.readChunk(s.hashed, buf)
-		if err != nil {
-			return [32]byte{}, err
-		}
-		s.whole.Write(data)
-		s.hashed++
+// putLeaves keeps chunk i's block hashes, which the caller has verified
+// against the manifest, for the feeders of this node's children.
+func (s *spool) putLeaves(i int, leaves []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.cache.get(i); !ok {
+		s.cache.put(i, leaves)
+		s.broadcast()
 	}
-	return [32]byte(s.whole.Sum(nil)), nil
 }
 
-func (s *spool) wait(ctx context.Context, i int, idle time.Duration) error {
-	return waitUntil(ctx, idle, func() (bool, <-chan struct{}) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.have.has(i), s.changed
-	})
+func (s *spool) broadcast() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// ready: block g is held, and its chunk's block hashes are known or can be
+// hashed again from a complete chunk.
+func (s *spool) ready(g int) (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.have.has(g) {
+		return false, s.changed
+	}
+	i := g / s.m.blocksPerChunk()
+	_, known := s.cache.get(i)
+	return known || s.chunkComplete(i), s.changed
+}
+
+func (s *spool) leaves(i int) ([]byte, error) {
+	s.mu.Lock()
+	l, ok := s.cache.get(i)
+	s.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	l, err := rehash(s.f, s.m, i)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.path, err)
+	}
+	s.mu.Lock()
+	s.cache.put(i, l)
+	s.mu.Unlock()
+	return l, nil
+}
+
+func (s *spool) readBlock(g int, buf []byte) ([]byte, error) {
+	return readBlockAt(s.f, s.m, g, buf)
 }
 
 // waitUntil blocks until ready reports true, ctx ends, or idle passes
@@ -262,16 +379,8 @@ func waitUntil(ctx context.Context, idle time.Duration, ready func() (bool, <-ch
 	}
 }
 
-func (s *spool) readChunk(i int, buf []byte) ([]byte, error) {
-	buf = buf[:s.m.ChunkLen(i)]
-	if _, err := s.f.ReadAt(buf, int64(i)*int64(s.m.ChunkSize)); err != nil {
-		return nil, fmt.Errorf("read chunk %d from spool %s: %w", i, s.path, err)
-	}
-	return buf, nil
-}
-
-// sync makes the held chunks durable, then records them, so the state
-// file never claims a chunk the disk does not have.
+// sync makes the held blocks durable, then records them, so the state
+// file never claims a block the disk does not have.
 func (s *spool) sync() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
@@ -309,27 +418,13 @@ func (s *spool) remove() {
 	os.Remove(s.statePath)
 }
 
-// waitComplete blocks until every chunk is held or ctx ends.
+// waitComplete blocks until every block is held or ctx ends.
 func (s *spool) waitComplete(ctx context.Context) error {
 	return waitUntil(ctx, 0, func() (bool, <-chan struct{}) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.count == len(s.m.Chunks), s.changed
+		return s.count == s.m.Blocks(), s.changed
 	})
-}
-
-// reset forgets every chunk, for a spool found corrupt on disk.
-func (s *spool) reset() {
-	s.hmu.Lock()
-	s.whole.Reset()
-	s.hashed = 0
-	s.hmu.Unlock()
-	s.mu.Lock()
-	s.have = newBitmap(len(s.m.Chunks))
-	s.count = 0
-	s.dirty = false
-	s.mu.Unlock()
-	os.Remove(s.statePath)
 }
 
 // removeStaleSpools deletes what interrupted sessions left in dir's spool

@@ -13,15 +13,16 @@ import (
 	"time"
 )
 
-// spoolFixture is a package of 3 full chunks and a 123-byte last one.
+// spoolFixture is a package of 3 full chunks and a 123-byte last one, a
+// block each.
 func spoolFixture() ([]byte, *Manifest) {
 	data := testData(3*MinChunkSize + 123)
 	return data, testManifest(data, MinChunkSize)
 }
 
-func chunkOf(data []byte, m *Manifest, i int) []byte {
-	off := i * m.ChunkSize
-	return data[off : off+m.ChunkLen(i)]
+func blockOf(data []byte, m *Manifest, g int) []byte {
+	off := g * m.BlockSize
+	return data[off : off+m.BlockLen(g)]
 }
 
 func mustOpenSpool(t *testing.T, dir string, m *Manifest) *spool {
@@ -34,22 +35,34 @@ func mustOpenSpool(t *testing.T, dir string, m *Manifest) *spool {
 	return s
 }
 
-func mustPut(t *testing.T, s *spool, data []byte, chunks ...int) {
+func mustPut(t *testing.T, s *spool, data []byte, blocks ...int) {
 	t.Helper()
-	for _, i := range chunks {
-		if err := s.put(i, chunkOf(data, s.m, i)); err != nil {
-			t.Fatalf("put chunk %d: %v", i, err)
+	for _, g := range blocks {
+		if err := s.put(g, blockOf(data, s.m, g)); err != nil {
+			t.Fatalf("put block %d: %v", g, err)
 		}
 	}
 }
 
-// heldChunks lists the chunks the spool says it holds.
+// held returns how many blocks the spool holds and a copy of its bitmap.
+func (s *spool) heldBlocks() (int, bitmap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count, bytes.Clone(s.have)
+}
+
+// wait blocks until block g can be relayed, as a feeder does.
+func (s *spool) wait(ctx context.Context, g int, idle time.Duration) error {
+	return waitUntil(ctx, idle, func() (bool, <-chan struct{}) { return s.ready(g) })
+}
+
+// heldChunks lists the blocks the spool says it holds.
 func heldChunks(s *spool) []int {
-	_, have := s.held()
+	_, have := s.heldBlocks()
 	var out []int
-	for i := range s.m.Chunks {
-		if have.has(i) {
-			out = append(out, i)
+	for g := range s.m.Blocks() {
+		if have.has(g) {
+			out = append(out, g)
 		}
 	}
 	return out
@@ -71,13 +84,13 @@ func TestSpoolStoresChunksInAnyOrder(t *testing.T) {
 	data, m := spoolFixture()
 	dir := t.TempDir()
 	s := mustOpenSpool(t, dir, m)
-	if n, _ := s.held(); n != 0 || s.complete() {
+	if n, _ := s.heldBlocks(); n != 0 || s.complete() {
 		t.Fatalf("a new spool holds %d chunks, complete=%v", n, s.complete())
 	}
 	order := []int{3, 0, 2, 1}
 	for k, i := range order {
 		mustPut(t, s, data, i)
-		n, have := s.held()
+		n, have := s.heldBlocks()
 		if n != k+1 || !have.has(i) || !s.has(i) {
 			t.Fatalf("after putting chunk %d: held %d, has=%v", i, n, have.has(i))
 		}
@@ -86,16 +99,16 @@ func TestSpoolStoresChunksInAnyOrder(t *testing.T) {
 		}
 	}
 	mustPut(t, s, data, 2) // a chunk that arrives twice counts once
-	if n, _ := s.held(); n != len(m.Chunks) {
+	if n, _ := s.heldBlocks(); n != len(m.Chunks) {
 		t.Errorf("held %d after a duplicate, want %d", n, len(m.Chunks))
 	}
 	buf := make([]byte, m.ChunkSize)
 	for i := range m.Chunks {
-		got, err := s.readChunk(i, buf)
+		got, err := s.readBlock(i, buf)
 		if err != nil {
 			t.Fatalf("readChunk %d: %v", i, err)
 		}
-		if !bytes.Equal(got, chunkOf(data, m, i)) {
+		if !bytes.Equal(got, blockOf(data, m, i)) {
 			t.Errorf("chunk %d reads back different bytes", i)
 		}
 	}
@@ -111,7 +124,7 @@ func TestSpoolHeldBitmapIsACopy(t *testing.T) {
 	data, m := spoolFixture()
 	s := mustOpenSpool(t, t.TempDir(), m)
 	mustPut(t, s, data, 1)
-	_, have := s.held()
+	_, have := s.heldBlocks()
 	have[0] = 0xff // a caller scribbling on its copy (feed, or a want being built)
 	if got := heldChunks(s); !equalInts(got, []int{1}) {
 		t.Errorf("spool holds %v after a caller changed its copy of the bitmap, want [1]", got)
@@ -142,7 +155,7 @@ func TestSpoolPutRejectsWrongLength(t *testing.T) {
 			if !strings.Contains(err.Error(), "manifest says") {
 				t.Errorf("error %q does not say what the manifest expects", err)
 			}
-			if n, _ := s.held(); n != 0 || s.has(tt.i) {
+			if n, _ := s.heldBlocks(); n != 0 || s.has(tt.i) {
 				t.Errorf("a rejected chunk is held")
 			}
 		})
@@ -166,12 +179,12 @@ func TestSpoolResumesAfterSync(t *testing.T) {
 	if got := heldChunks(r); !equalInts(got, []int{0, 2}) {
 		t.Fatalf("reopened spool holds %v, want [0 2]", got)
 	}
-	if n, _ := r.held(); n != 2 || r.complete() {
+	if n, _ := r.heldBlocks(); n != 2 || r.complete() {
 		t.Errorf("reopened spool: held %d, complete=%v", n, r.complete())
 	}
 	buf := make([]byte, m.ChunkSize)
 	for _, i := range []int{0, 2} {
-		if got, err := r.readChunk(i, buf); err != nil || !bytes.Equal(got, chunkOf(data, m, i)) {
+		if got, err := r.readBlock(i, buf); err != nil || !bytes.Equal(got, blockOf(data, m, i)) {
 			t.Errorf("resumed chunk %d does not read back: %v", i, err)
 		}
 	}
@@ -198,7 +211,7 @@ func TestSpoolStateOnlyAfterSync(t *testing.T) {
 	s.close() // a crash: no sync
 
 	r := mustOpenSpool(t, dir, m)
-	if n, _ := r.held(); n != 0 {
+	if n, _ := r.heldBlocks(); n != 0 {
 		t.Errorf("without a sync the reopened spool claims %d chunks", n)
 	}
 }
@@ -246,7 +259,7 @@ func TestSpoolIgnoresForeignState(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := mustOpenSpool(t, dir, tt.m)
-			if n, _ := s.held(); n != 0 || s.complete() {
+			if n, _ := s.heldBlocks(); n != 0 || s.complete() {
 				t.Errorf("spool trusts a state file that is not its own: holds %d chunks", n)
 			}
 		})
@@ -276,8 +289,8 @@ func TestSpoolForgetsStateWhenDataIsGone(t *testing.T) {
 	r := mustOpenSpool(t, dir, m)
 	buf := make([]byte, m.ChunkSize)
 	for _, i := range heldChunks(r) {
-		got, err := r.readChunk(i, buf)
-		if err != nil || sha256.Sum256(got) != m.Chunks[i] {
+		got, err := r.readBlock(i, buf)
+		if err != nil || !bytes.Equal(got, blockOf(data, m, i)) {
 			t.Errorf("spool claims chunk %d, but its data file was deleted (read: %v)", i, err)
 		}
 	}
@@ -320,7 +333,7 @@ func TestSpoolOfEmptyPackageIsComplete(t *testing.T) {
 	if !s.complete() {
 		t.Errorf("spool of a 0-byte package is not complete")
 	}
-	if n, _ := s.held(); n != 0 {
+	if n, _ := s.heldBlocks(); n != 0 {
 		t.Errorf("held %d chunks of 0", n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -439,15 +452,28 @@ func TestFileSourceServesTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	src := &fileSource{f: f, m: m}
-	buf := make([]byte, m.ChunkSize)
+	src := newFileSource(f, m)
+	buf := make([]byte, m.BlockSize)
 	for i := range m.Chunks {
-		if err := src.wait(context.Background(), i, 0); err != nil {
-			t.Fatalf("wait %d: %v", i, err)
+		if ok, _ := src.ready(i); !ok {
+			t.Fatalf("block %d of a whole file is not ready", i)
 		}
-		got, err := src.readChunk(i, buf)
-		if err != nil || sha256.Sum256(got) != m.Chunks[i] {
-			t.Errorf("chunk %d from the seed's file does not match its hash: %v", i, err)
+		leaves, err := src.leaves(i)
+		if err != nil || sha256.Sum256(leaves) != m.Chunks[i] {
+			t.Fatalf("block hashes of chunk %d from the seed's file do not match the manifest: %v", i, err)
 		}
+		got, err := src.readBlock(i, buf)
+		if err != nil || sha256.Sum256(got) != [32]byte(leaves) {
+			t.Errorf("block %d from the seed's file does not match its hash: %v", i, err)
+		}
+	}
+	changed := bytes.Clone(data)
+	changed[1] ^= 1
+	if err := os.WriteFile(path, changed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src = newFileSource(f, m)
+	if _, err := src.leaves(0); !errors.Is(err, ErrSourceChanged) {
+		t.Errorf("block hashes of a file changed on disk: %v, want ErrSourceChanged", err)
 	}
 }

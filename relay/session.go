@@ -1,0 +1,349 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errNotTaken means an offer was refused before the session started.
+var errNotTaken = errors.New("offer not taken")
+
+// session is one package being received, relayed and applied here.
+type session struct {
+	cfg    Config
+	opt    *ReceiverOptions
+	ctx    context.Context
+	m      *Manifest
+	spool  *spool
+	paces  *pacers
+	wg     sync.WaitGroup // every goroutine of the session, feeders included
+	c      *ctrl
+	start  time.Time
+	recvd  atomic.Int64
+	result chan resultMsg // the apply outcome, once
+}
+
+func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
+	r.opt.Log.Warn("refused session", "seed", c.conn.RemoteAddr(), "reason", err)
+	c.send(msgRefuse, refuseMsg{code: code, reason: clip(err.Error())}.encode())
+	return fmt.Errorf("%w: %v", errNotTaken, err)
+}
+
+// offer checks a session offer: signature, trust, expiry, disk space.
+func (r *Receiver) offer(c *ctrl) (*Manifest, *spool, error) {
+	if err := c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name}.encode()); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errNotTaken, err)
+	}
+	f, err := c.recv(r.cfg.DeadAfter)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: read offer: %v", errNotTaken, err)
+	}
+	if f.typ != msgOffer {
+		return nil, nil, r.refuse(c, refuseBadOffer, fmt.Errorf("expected an offer, got %s", f.typ))
+	}
+	signed, err := decodeSigned(f.payload)
+	if err != nil {
+		return nil, nil, r.refuse(c, refuseBadOffer, err)
+	}
+	if r.opt.Trust != nil {
+		if err := r.opt.Trust(signed.Key); err != nil {
+			return nil, nil, r.refuse(c, refuseUntrusted, err)
+		}
+	}
+	m := signed.Manifest
+	if now := time.Now(); now.After(m.Expires) {
+		return nil, nil, r.refuse(c, refuseStale, fmt.Errorf("session for %s expired at %s", m.Name, m.Expires.Format(time.RFC3339)))
+	}
+	if !r.opt.AllowDowngrade {
+		if err := checkRollback(r.opt.Dir, m); err != nil {
+			return nil, nil, r.refuse(c, refuseStale, err)
+		}
+	}
+	sp, err := openSpool(r.opt.Dir, m)
+	var ns *noSpaceError
+	if errors.As(err, &ns) {
+		return nil, nil, r.refuse(c, refuseNoSpace, err)
+	}
+	if err != nil {
+		return nil, nil, r.refuse(c, refuseLocal, fmt.Errorf("open spool: %w", err))
+	}
+	return m, sp, nil
+}
+
+// session runs one offered session on conn to its end.
+func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
+	defer conn.Close()
+	c := newCtrl(conn, r.cfg.DeadAfter)
+	m, sp, err := r.offer(c)
+	if err != nil {
+		return Result{}, err
+	}
+	resumed := sp.heldBytes()
+	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed)}.encode()); err != nil {
+		sp.close()
+		return Result{}, fmt.Errorf("accept session: %w", err)
+	}
+	if r.opt.Busy != nil {
+		r.opt.Busy(true)
+		defer r.opt.Busy(false)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, m: m, spool: sp, paces: newPacers(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	r.mu.Lock()
+	r.cur = s
+	r.mu.Unlock()
+	r.opt.Log.Info("session started", "package", m.Name, "size", m.Size, "seed", conn.RemoteAddr(), "resumed_bytes", resumed)
+
+	stopClose := closeOnDone(sctx, conn)
+	endErr := s.run()
+
+	r.mu.Lock()
+	r.cur = nil
+	r.mu.Unlock()
+	cancel()
+	stopClose()
+	s.wg.Wait()
+	syncErr := sp.sync()
+
+	res := Result{
+		Package:  Package{Path: sp.path, Name: m.Name, Size: m.Size, SHA256: m.SumHex()},
+		Received: s.recvd.Load(),
+		Resumed:  resumed,
+		Duration: time.Since(s.start),
+	}
+	var out resultMsg
+	select {
+	case out = <-s.result:
+	default:
+		out = resultMsg{err: "session ended before the package was complete"}
+	}
+	switch {
+	case endErr != nil:
+		sp.close()
+		res.Err = endErr
+		if syncErr == nil {
+			r.opt.Log.Info("spool kept for resume", "path", sp.path)
+		}
+	case out.ok:
+		sp.remove()
+		removeStaleSpools(r.opt.Dir, r.opt.Log)
+	default:
+		sp.close()
+		res.Err = errors.New(out.err)
+	}
+	return res, nil
+}
+
+// run drives the session until the seed ends it or is lost.
+func (s *session) run() error {
+	parents := make(chan parentMsg, 8)
+	ended := make(chan error, 1)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		ended <- s.readControl(parents)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.heartbeat()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.fetchLoop(parents)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.applyWhenComplete()
+	}()
+	select {
+	case err := <-ended:
+		return err
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// readControl handles the seed's messages; it returns nil on end.
+func (s *session) readControl(parents chan<- parentMsg) error {
+	for {
+		f, err := s.c.recv(s.cfg.SeedTimeout)
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return s.ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("%w: %s was silent for %s", ErrSeedLost, s.c.conn.RemoteAddr(), s.cfg.SeedTimeout)
+			}
+			return fmt.Errorf("%w: %v", ErrSeedLost, err)
+		}
+		switch f.typ {
+		case msgPing:
+		case msgEnd:
+			return nil
+		case msgParent:
+			p, err := decodeParent(f.payload)
+			if err != nil {
+				return err
+			}
+			select {
+			case parents <- p:
+			case <-s.ctx.Done():
+				return s.ctx.Err()
+			}
+		default:
+			return fmt.Errorf("seed sent an unexpected %s frame", f.typ)
+		}
+	}
+}
+
+// fetchLoop keeps one fetch per stripe running from the latest parent the
+// seed named for it, and tells the seed when a parent fails us.
+func (s *session) fetchLoop(parents <-chan parentMsg) {
+	self := helloMsg{role: roleData, id: s.opt.ID, name: s.opt.Name}
+	type running struct {
+		cancel context.CancelFunc
+		done   chan struct{} // closed when the fetch returned
+		gen    int
+	}
+	cur := map[uint8]running{}
+	type outcome struct {
+		p   parentMsg
+		gen int
+		err error
+	}
+	outcomes := make(chan outcome)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	gen := 0
+	for {
+		select {
+		case <-s.ctx.Done():
+			for _, f := range cur {
+				f.cancel()
+			}
+			return
+		case p := <-parents:
+			if f, ok := cur[p.stripe]; ok {
+				// The old fetch ends before the new one asks for what is
+				// missing, so no block is sent twice.
+				f.cancel()
+				<-f.done
+			}
+			gen++
+			fctx, cancel := context.WithCancel(s.ctx)
+			f := running{cancel: cancel, done: make(chan struct{}), gen: gen}
+			cur[p.stripe] = f
+			wg.Add(1)
+			go func(p parentMsg) {
+				defer wg.Done()
+				err := fetch(fctx, p, self, s.spool, s.cfg, func(n int) { s.recvd.Add(int64(n)) })
+				close(f.done)
+				select {
+				case outcomes <- outcome{p, f.gen, err}:
+				case <-s.ctx.Done():
+				}
+			}(p)
+		case o := <-outcomes:
+			f, ok := cur[o.p.stripe]
+			if !ok || f.gen != o.gen {
+				continue // replaced by a newer parent
+			}
+			f.cancel()
+			delete(cur, o.p.stripe)
+			if o.err == nil || s.ctx.Err() != nil {
+				continue
+			}
+			var fe *fetchError
+			if !errors.As(o.err, &fe) {
+				s.fail(o.err)
+				continue
+			}
+			s.opt.Log.Warn("parent failed", "parent", o.p.addr, "err", o.err)
+			s.c.send(msgComplain, complainMsg{parent: o.p.id, kind: fe.kind, block: fe.block, detail: clip(o.err.Error()), stripe: o.p.stripe}.encode())
+		}
+	}
+}
+
+// fail reports a local failure (a full disk, say) as this node's result.
+func (s *session) fail(err error) {
+	s.opt.Log.Error("session failed here", "err", err)
+	out := resultMsg{err: clip(err.Error()), received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds())}
+	select {
+	case s.result <- out:
+		s.c.send(msgResult, out.encode())
+	default:
+	}
+}
+
+// heartbeat reports progress to the seed, which is also how the seed
+// knows this node is alive, and makes held blocks durable.
+func (s *session) heartbeat() {
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	lastSync := time.Now()
+	for {
+		held := s.spool.heldBytes()
+		if err := s.c.send(msgProgress, progressMsg{held: uint64(held), received: uint64(s.recvd.Load())}.encode()); err != nil {
+			s.opt.Log.Debug("progress", "err", err)
+		}
+		if s.opt.Progress != nil {
+			s.opt.Progress(ReceiverProgress{Name: s.m.Name, Size: s.m.Size, Verified: held, Applied: len(s.result) > 0})
+		}
+		if time.Since(lastSync) >= time.Second {
+			if err := s.spool.sync(); err != nil {
+				s.opt.Log.Warn("spool state not saved", "err", err)
+			}
+			lastSync = time.Now()
+		}
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// applyWhenComplete waits for the last block, applies the package and
+// reports the result. Every block was checked against the signed
+// manifest on arrival, so the whole file is verified once it is complete.
+func (s *session) applyWhenComplete() {
+	if err := s.spool.waitComplete(s.ctx); err != nil {
+		return
+	}
+	err := s.apply()
+	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds())}
+	if err != nil {
+		out.err = clip(err.Error())
+		s.opt.Log.Error("apply failed", "package", s.m.Name, "err", err)
+	} else {
+		s.opt.Log.Info("applied", "package", s.m.Name)
+	}
+	select {
+	case s.result <- out:
+	default:
+		return // a local failure was already reported
+	}
+	if err := s.c.send(msgResult, out.encode()); err != nil {
+		s.opt.Log.Warn("result not delivered", "err", err)
+	}
+}
+
+func (s *session) apply() error {
+	if err := s.spool.sync(); err != nil {
+		return err
+	}
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
+	if err := s.opt.Apply(s.ctx, pkg); err != nil {
+		return err
+	}
+	if err := recordApplied(s.opt.Dir, s.m); err != nil {
+		s.opt.Log.Warn("could not record the applied session; a replay would not be refused", "err", err)
+	}
+	return nil
+}

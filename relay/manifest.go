@@ -37,6 +37,16 @@ type Manifest struct {
 	BlockSize int        // a power of two, MinBlockSize to MaxBlockSize
 	Chunks    [][32]byte // per chunk: SHA-256 of its block hashes
 	SHA256    [32]byte   // SHA-256 of the whole file
+
+	built *builtFrom // the seed's file, when BuildManifest made this
+}
+
+// builtFrom is what the seed remembers of the file it hashed: how to tell
+// that it changed since, and every block hash while they fit leafBudget.
+type builtFrom struct {
+	size    int64
+	modTime time.Time
+	leaves  []byte
 }
 
 // ChunkLen is the length of chunk i; only the last chunk may be short.
@@ -284,6 +294,8 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 	}
 	whole := sha256.New()
 	buf := make([]byte, chunkSize)
+	m.built = &builtFrom{size: st.Size(), modTime: st.ModTime()}
+	keep := int64(m.Blocks())*32 <= seedLeafBudget
 	var leaves []byte
 	var done int64
 	for {
@@ -294,6 +306,9 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 		if k > 0 {
 			leaves = hashBlocks(leaves[:0], buf[:k], m.BlockSize)
 			m.Chunks = append(m.Chunks, sha256.Sum256(leaves))
+			if keep {
+				m.built.leaves = append(m.built.leaves, leaves...)
+			}
 			whole.Write(buf[:k])
 			done += int64(k)
 			if progress != nil {
@@ -315,6 +330,11 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 	m.Expires = m.Created.Add(ttl)
 	return m, nil
 }
+
+// seedLeafBudget bounds the block hashes a seed keeps from hashing its
+// file, 16 MiB for 8 GiB at the default sizes; beyond, it hashes each
+// chunk again as it first sends it.
+const seedLeafBudget = 16 << 20
 
 // blockSizeFor is the largest power of two up to DefaultBlockSize that
 // divides chunkSize, itself a multiple of MinBlockSize.

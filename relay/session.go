@@ -335,9 +335,6 @@ func (s *session) applyWhenComplete() {
 }
 
 func (s *session) apply() error {
-	if err := s.spool.sync(); err != nil {
-		return err
-	}
 	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
 	if err := s.opt.Apply(s.ctx, pkg); err != nil {
 		return err

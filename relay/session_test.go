@@ -55,7 +55,7 @@ func copyApply(dest string) func(context.Context, Package) error {
 	}
 }
 
-func startNodes(t *testing.T, ctx context.Context, cfg Config, n int, custom func(i int, o *ReceiverOptions, ctx *context.Context)) []*testNode {
+func startNodes(t testing.TB, ctx context.Context, cfg Config, n int, custom func(i int, o *ReceiverOptions, ctx *context.Context)) []*testNode {
 	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
@@ -92,7 +92,7 @@ func peersOf(nodes []*testNode) []Peer {
 	return ps
 }
 
-func seedSession(t *testing.T, ctx context.Context, cfg Config, path string, chunk int, peers []Peer) *Report {
+func seedSession(t testing.TB, ctx context.Context, cfg Config, path string, chunk int, peers []Peer) *Report {
 	t.Helper()
 	m, err := BuildManifest(ctx, path, chunk, time.Hour, nil)
 	if err != nil {
@@ -294,6 +294,37 @@ func copyThrottled(dst, src net.Conn) {
 		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+// A seed whose file changes after it was hashed ends the session with
+// that reason instead of feeding blocks no receiver can verify.
+func TestSeedEndsWhenItsFileChanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20)
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[0] ^= 1
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, time.Now(), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startNodes(t, ctx, cfg, 2, nil)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	_, err = RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peersOf(nodes)})
+	if !errors.Is(err, ErrSourceChanged) {
+		t.Fatalf("seed of a file changed after hashing: %v, want ErrSourceChanged", err)
+	}
+	for _, n := range nodes {
+		if res := <-n.applied; res.Err == nil {
+			t.Errorf("a node applied a package whose file changed")
 		}
 	}
 }

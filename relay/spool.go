@@ -121,6 +121,19 @@ func (s *fileSource) readBlock(g int, buf []byte) ([]byte, error) {
 }
 
 func (s *fileSource) leaves(i int) ([]byte, error) {
+	if b := s.m.built; b != nil {
+		st, err := s.f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if st.Size() != b.size || !st.ModTime().Equal(b.modTime) {
+			return nil, fmt.Errorf("%s: %w", s.f.Name(), ErrSourceChanged)
+		}
+		if b.leaves != nil {
+			first, n := s.m.chunkBlocks(i)
+			return b.leaves[32*first : 32*(first+n)], nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l, ok := s.cache.get(i); ok {

@@ -14,7 +14,7 @@ import (
 // flushAt is how many bytes a feeder gathers before it writes them: a few
 // blocks per system call when the child is behind, while a feeder that has
 // caught up writes each block as soon as it is verified.
-const flushAt = 64 << 10
+const flushAt = 32 << 10
 
 // feed sends a child every block of its stripe it does not hold, in order,
 // each chunk's block hashes ahead of its first block, as soon as src has

@@ -105,31 +105,16 @@ func (p *pacer) clear(f *paced, i int, now time.Time) bool {
 	return true
 }
 
-// pacers keeps one pacer per stripe: siblings are children in the same tree.
-type pacers struct {
-	cfg       Config
-	blockSize int
-	mu        sync.Mutex
-	by        map[uint8]*pacer
-}
-
-func newPacers(cfg Config, blockSize int) *pacers {
-	return &pacers{cfg: cfg, blockSize: blockSize, by: map[uint8]*pacer{}}
-}
-
 const (
-	paceLead   = 128 << 10 // how far a feeder may run ahead of its sibling: a few blocks
-	paceWindow = 8 << 20   // a sibling further behind catches up on its own
+	paceLead   = 128 << 10 // how far a feeder may run ahead of another: a few blocks
+	paceWindow = 8 << 20   // a child further behind catches up on its own
 )
 
-func (ps *pacers) of(stripe uint8) *pacer {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	p, ok := ps.by[stripe]
-	if !ok {
-		hb := ps.cfg.Heartbeat
-		p = newPacer(max(1, paceLead/ps.blockSize), paceWindow/ps.blockSize, hb, 2*hb, 4*hb)
-		ps.by[stripe] = p
-	}
-	return p
+// newFeedPacer paces every feeder of one parent, whatever tree each child
+// is in: a node feeds its children, the seed feeds the roots of both trees,
+// and an uneven split of the uplink would starve one tree. Positions are
+// blocks of a stripe, which every stripe has about as many of.
+func newFeedPacer(cfg Config, blockSize int) *pacer {
+	hb := cfg.Heartbeat
+	return newPacer(max(1, paceLead/blockSize), paceWindow/blockSize, hb, 2*hb, 4*hb)
 }

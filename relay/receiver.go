@@ -216,7 +216,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 	defer s.wg.Done()
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.paces.of(w.stripe), s.m, w, r.cfg, r.opt.CorruptChunk)
+	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, r.opt.CorruptChunk)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

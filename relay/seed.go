@@ -709,7 +709,7 @@ func (s *seedRun) parentLabel(n *node, st int) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := newFileSource(s.file, s.m)
-	paces := newPacers(s.cfg, s.m.BlockSize)
+	pace := newFeedPacer(s.cfg, s.m.BlockSize)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -753,7 +753,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: err.Error()}.encode())
 				return
 			}
-			sent, err := feed(ctx, conn, src, paces.of(w.stripe), s.m, w, s.cfg, nil)
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, nil)
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}

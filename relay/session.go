@@ -15,17 +15,18 @@ var errNotTaken = errors.New("offer not taken")
 
 // session is one package being received, relayed and applied here.
 type session struct {
-	cfg    Config
-	opt    *ReceiverOptions
-	ctx    context.Context
-	m      *Manifest
-	spool  *spool
-	paces  *pacers
-	wg     sync.WaitGroup // every goroutine of the session, feeders included
-	c      *ctrl
-	start  time.Time
-	recvd  atomic.Int64
-	result chan resultMsg // the apply outcome, once
+	cfg       Config
+	opt       *ReceiverOptions
+	ctx       context.Context
+	m         *Manifest
+	spool     *spool
+	pace      *pacer         // keeps this node's children abreast
+	fetchPace *pacer         // keeps this node's stripes abreast
+	wg        sync.WaitGroup // every goroutine of the session, feeders included
+	c         *ctrl
+	start     time.Time
+	recvd     atomic.Int64
+	result    chan resultMsg // the apply outcome, once
 }
 
 func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
@@ -93,7 +94,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		defer r.opt.Busy(false)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, m: m, spool: sp, paces: newPacers(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
@@ -256,6 +257,9 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			}
 			f.cancel()
 			delete(cur, o.p.stripe)
+			if o.err == nil {
+				s.opt.Log.Info("stripe complete", "stripe", o.p.stripe, "parent", o.p.addr, "after", time.Since(s.start).Round(time.Millisecond))
+			}
 			if o.err == nil || s.ctx.Err() != nil {
 				continue
 			}

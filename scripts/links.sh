@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# links.sh - a healthy slow link is never taken for a dead one: 1 seed and
+# 3 `join` receivers on links of 1 Mbit/s, a 1.5 MB package in the largest
+# chunks there are (16 MiB, one chunk that takes 12 s to cross a link).
+# Liveness is judged by progress, so every node applies it, no node is
+# reported lost, and nothing crosses a link twice (the seed uploads about
+# one copy).
+#
+# Prints PASS/FAIL per check and ends with "N passed, N failed".
+# Env: LINKS_RATE (1mbit), LINKS_BIN (use this binary), LINKS_VERBOSE=1 (receivers
+# log every step), LINKS_KEEP=1 (keep OUT), OUT (work dir).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lab.sh
+source "$ROOT/scripts/lab.sh"
+
+RATE=${LINKS_RATE:-1mbit}
+OUT=${OUT:-$ROOT/scripts/out/links-$LAB_PREFIX}
+BIN=$OUT/treecast
+N=3
+PASSED=0
+FAILED=0
+pass() { printf 'PASS: %s\n' "$*"; PASSED=$((PASSED + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; FAILED=$((FAILED + 1)); }
+
+finish() {
+	set +e
+	lab_cleanup
+	((FAILED == 0)) && [[ -z ${LINKS_KEEP:-} ]] && rm -rf "$OUT"
+	echo "$PASSED passed, $FAILED failed"
+	((FAILED == 0))
+}
+trap finish EXIT
+trap 'fail "interrupted"; exit 130' INT TERM
+
+mkdir -p "$OUT"
+if [[ -n ${LINKS_BIN:-} ]]; then
+	cp "$LINKS_BIN" "$BIN"
+else
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .) || { fail "go build"; exit 1; }
+fi
+PKG=$OUT/pkg/slow.bin
+mkdir -p "$(dirname "$PKG")"
+head -c 1500000 /dev/urandom >"$PKG"
+S=$(stat -c %s "$PKG")
+
+lab_up $((N + 1)) "$RATE"
+pids=()
+for ((i = 1; i <= N; i++)); do
+	mkdir -p "$OUT/h$i/home"
+	lab_spawn "$i" "$OUT/join-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 120 "$BIN" ${LINKS_VERBOSE:+--verbose} join --name "h$i" \
+		--iface eth0 --group links --trust-any --timeout 60s --dir "$OUT/h$i/state" --to "$OUT/h$i/to"
+	pids+=("$LAB_LAST_PID")
+done
+mkdir -p "$OUT/h0/home"
+tx0=$(lab_exec 0 cat /sys/class/net/eth0/statistics/tx_bytes)
+rc=0
+lab_exec 0 env HOME="$OUT/h0/home" timeout -k 5 120 "$BIN" seed --expect "$N" --wait 30s --iface eth0 --group links \
+	--chunk-size 16MiB --report "$OUT/report.json" "$PKG" >"$OUT/seed.log" 2>&1 || rc=$?
+tx1=$(lab_exec 0 cat /sys/class/net/eth0/statistics/tx_bytes)
+for p in "${pids[@]}"; do wait "$p" || true; done
+tail -n $((N + 4)) "$OUT/seed.log" | sed 's/^/    | /'
+
+if ((rc == 0)); then pass "seed exit code 0 at $RATE with 16 MiB chunks"; else fail "seed exit code $rc (log: $OUT/seed.log)"; fi
+for ((i = 1; i <= N; i++)); do
+	if cmp -s "$PKG" "$OUT/h$i/to/slow.bin"; then pass "h$i byte-identical"; else fail "h$i byte-identical"; fi
+done
+lost=$(jq -r '[.nodes[] | select(.error != null and .error != "")] | length' "$OUT/report.json" 2>/dev/null || echo "no report")
+if [[ $lost == 0 ]]; then pass "no node reported lost or failed"; else fail "nodes with errors: $lost ($(jq -c '[.nodes[].error]' "$OUT/report.json" 2>/dev/null))"; fi
+ratio=$(awk -v a="$tx0" -v b="$tx1" -v s="$S" 'BEGIN { printf "%.2f", (b - a) / s }')
+if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.1) }'; then pass "seed uploaded $ratio x the package"; else fail "seed uploaded $ratio x the package, want <= 1.1"; fi

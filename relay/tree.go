@@ -241,7 +241,9 @@ func (t *tree) takeOut(id int, now time.Time) []move {
 			if sub, ok := t.substitute(up, orphans, st, now); ok {
 				moves = t.relink(sub, st, up, now, moves)
 				for _, c := range orphans {
-					moves = t.relink(c, st, sub, now, moves)
+					if c != sub {
+						moves = t.relink(c, st, sub, now, moves)
+					}
 				}
 				continue
 			}
@@ -254,7 +256,8 @@ func (t *tree) takeOut(id int, now time.Time) []move {
 }
 
 // substitute finds a node idle in every tree that can take the place below
-// up of a node whose children are orphans.
+// up of a node whose children are orphans: a leaf anywhere, even below the
+// orphans (it has no subtree to take along), or an orphan itself.
 func (t *tree) substitute(up int, orphans []int, st int, now time.Time) (int, bool) {
 	if up == noParent {
 		return 0, false
@@ -264,18 +267,18 @@ func (t *tree) substitute(up int, orphans []int, st int, now time.Time) (int, bo
 	for i := range t.nodes {
 		id := i + 1
 		s := &t.nodes[i]
-		if !t.canFeed(s) || t.feeds(s) || t.nodes[i].retry[st].avoids(up, now) {
+		if id == up || !t.canFeed(s) || t.feeds(s) || s.retry[st].avoids(up, now) {
 			continue
 		}
 		if up != seedID && t.node(up).held+slack < s.held {
 			continue
 		}
-		if _, ok := t.depth(id, st, noParent); !ok {
-			continue // detached: an orphan's subtree, or waiting
+		if s.parent[st] == noParent && !slices.Contains(orphans, id) {
+			continue // waiting for a parent of its own
 		}
 		fits := true
 		for _, c := range orphans {
-			if s.held+slack < t.node(c).held || t.node(c).retry[st].avoids(id, now) {
+			if c != id && (s.held+slack < t.node(c).held || t.node(c).retry[st].avoids(id, now)) {
 				fits = false
 				break
 			}
@@ -445,7 +448,21 @@ func (t *tree) place(id, st int, now time.Time, moves []move) []move {
 	n := t.node(id)
 	old := n.parent[st]
 	t.unlink(id, st)
-	p, ok := t.choose(id, st, now)
+	p, over, ok := t.choose(id, st, now)
+	if ok && (over > 0 || p == seedID && len(t.seed[st]) >= t.roots) {
+		// Better than a deep place or a seed beyond its share: the place
+		// of a shallow leaf.
+		if x, d, ok := t.insert(id, st, now); ok && (over == 0 || d+1 <= t.depthBound()) {
+			// id takes x's place and feeds it.
+			p = t.node(x).parent[st]
+			t.link(id, st, p)
+			n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+			if p != old {
+				moves = append(moves, move{id, st, p})
+			}
+			return t.relink(x, st, id, now, moves)
+		}
+	}
 	if !ok {
 		r := &n.retry[st]
 		r.at = time.Time{}
@@ -497,14 +514,15 @@ func (a rank) better(b rank) bool {
 	return a.held > b.held
 }
 
-// choose picks id's parent in stripe st (see tree); false if every
-// possible parent failed id lately.
-func (t *tree) choose(id, st int, now time.Time) (int, bool) {
+// choose picks id's parent in stripe st (see tree), and says by how many
+// levels id's subtree there would pass depthBound; false if every possible
+// parent failed id lately.
+func (t *tree) choose(id, st int, now time.Time) (parent, over int, ok bool) {
 	n := t.node(id)
 	r := &n.retry[st]
 	seedOK := !r.avoids(seedID, now)
 	if seedOK && len(t.seed[st]) < t.roots {
-		return seedID, true // its uplink has room by design
+		return seedID, 0, true // its uplink has room by design
 	}
 	h := t.height(id, st)
 	bound := t.depthBound()
@@ -529,12 +547,43 @@ func (t *tree) choose(id, st int, now time.Time) (int, bool) {
 		}
 	}
 	if best != noParent {
-		return best, true
+		return best, bestRank.over, true
 	}
 	if seedOK {
-		return seedID, true
+		return seedID, 0, true
 	}
-	return noParent, false
+	return noParent, 0, false
+}
+
+// insert finds a leaf of stripe st whose place id, idle in every tree,
+// can take, feeding the leaf below it: the way in when no node has room
+// within depthBound, instead of a deep place, the seed beyond its share
+// or a node in two trees. The shallowest such leaf goes one level down,
+// and must stay within the bound unless the seed is the alternative.
+func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
+	n := t.node(id)
+	if !t.canFeed(n) || t.feeds(n) {
+		return noParent, 0, false
+	}
+	slack := t.placeSlack()
+	best, bestDepth := noParent, 0
+	for i := range t.nodes {
+		xid, x := i+1, &t.nodes[i]
+		if xid == id || !x.in || len(x.children[st]) > 0 || x.held > n.held+slack || x.retry[st].avoids(id, now) {
+			continue
+		}
+		q := x.parent[st]
+		if q == noParent || n.retry[st].avoids(q, now) {
+			continue
+		}
+		if q != seedID && (!t.canFeed(t.node(q)) || t.node(q).held+slack < n.held) {
+			continue
+		}
+		if d, ok := t.depth(xid, st, id); ok && (best == noParent || d < bestDepth) {
+			best, bestDepth = xid, d
+		}
+	}
+	return best, bestDepth, best != noParent
 }
 
 // feedsElsewhere reports whether n has children in a stripe other than st.

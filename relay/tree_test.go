@@ -326,3 +326,178 @@ func TestTreeLateJoiners(t *testing.T) {
 		}
 	}
 }
+
+// flow plays a session forward: per stripe, each node gains what its own
+// link brings, never more than its parent holds there.
+type flow struct {
+	tr   *tree
+	held [][maxStripes]int64
+	link []int64 // each node's download rate, bytes per second
+}
+
+func newFlow(tr *tree, rate int64) *flow {
+	f := &flow{tr: tr, held: make([][maxStripes]int64, len(tr.nodes)), link: make([]int64, len(tr.nodes))}
+	for i := range f.link {
+		f.link[i] = rate
+	}
+	return f
+}
+
+func (f *flow) step(dt time.Duration) {
+	tr := f.tr
+	share := tr.size / int64(tr.stripes)
+	for st := range tr.stripes {
+		level := slices.Clone(tr.seed[st])
+		for len(level) > 0 {
+			var next []int
+			for _, id := range level {
+				limit := share
+				if p := tr.parentOf(id, st); p > seedID {
+					limit = f.held[p-1][st]
+				}
+				h := &f.held[id-1][st]
+				*h = max(*h, min(*h+f.link[id-1]*int64(dt)/int64(time.Second)/int64(tr.stripes), limit))
+				next = append(next, tr.node(id).children[st]...)
+			}
+			level = next
+		}
+	}
+	for i := range f.held {
+		var sum int64
+		for st := range tr.stripes {
+			sum += f.held[i][st]
+		}
+		tr.setHeld(i+1, sum)
+	}
+}
+
+func TestTreeSlowRelay(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for n := 4; n <= 300; n += 1 + n/16 {
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				tr, _ := planned(stripes, n)
+				x := innerNode(tr)
+				f := newFlow(tr, 10<<20)
+				f.link[x-1] = 256 << 10 // a fortieth of the others
+				now := t0
+				for range 20 {
+					now = now.Add(500 * time.Millisecond)
+					f.step(500 * time.Millisecond)
+					before := parents(tr)
+					moves, slow := tr.checkRates(now)
+					checkMoves(t, tr, before, moves)
+					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1})
+					for _, id := range slow {
+						if id != x {
+							t.Fatalf("node %d found slow; only %d is", id, x)
+						}
+					}
+				}
+				if !tr.isSlow(x) || tr.feeds(tr.node(x)) {
+					t.Fatalf("slow relay %d: slow %v, children %v", x, tr.isSlow(x), tr.node(x).children)
+				}
+				for st := range stripes {
+					if tr.parentOf(x, st) == noParent {
+						t.Fatalf("the slow relay lost its own parent in stripe %d", st)
+					}
+				}
+				// It takes no children later either.
+				for range 4 {
+					id := tr.add()
+					tr.join(id, now)
+					for st := range stripes {
+						if tr.parentOf(id, st) == x {
+							t.Fatalf("joiner %d placed below the slow relay", id)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// A child that every parent fails, at once and for ever, gets a new parent
+// at most once per back-off: never again from a parent that just failed
+// it, and a handful of times a minute, not thousands a second.
+func TestTreeComplaintsBackOff(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for _, n := range []int{1, 2, 5, 40} {
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				tr, _ := planned(stripes, n)
+				c, st := n, stripes-1
+				failed := map[int]time.Time{}
+				placed := 0
+				check := func(now time.Time, moves []move) {
+					for _, m := range moves {
+						if m.node != c || m.stripe != st {
+							t.Fatalf("move %+v: only node %d's stripe %d is failing", m, c, st)
+						}
+						if m.parent == noParent {
+							continue
+						}
+						placed++
+						if f, ok := failed[m.parent]; ok && now.Sub(f) < retryFirst {
+							t.Fatalf("at %s: back to parent %d, which failed it %s ago", now.Sub(t0), m.parent, now.Sub(f))
+						}
+					}
+				}
+				for now := t0; now.Before(t0.Add(time.Minute)); now = now.Add(time.Millisecond) {
+					before := parents(tr)
+					moves := tr.retry(now)
+					checkMoves(t, tr, before, moves)
+					check(now, moves)
+					if p := tr.parentOf(c, st); p != noParent {
+						failed[p] = now
+						before := parents(tr)
+						moves := tr.complain(c, st, p, now)
+						checkMoves(t, tr, before, moves)
+						check(now, moves)
+					}
+				}
+				if placed < 5 || placed > 10 {
+					t.Fatalf("placed %d times in a minute, want a handful", placed)
+				}
+				// A complaint about a parent it no longer has changes nothing.
+				tr2, _ := planned(stripes, n)
+				if p := tr2.parentOf(c, st); tr2.complain(c, st, p+1, t0) != nil || tr2.parentOf(c, st) != p {
+					t.Fatalf("a stale complaint moved node %d", c)
+				}
+			})
+		}
+	}
+}
+
+func TestTreeFailedNode(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr, _ := planned(stripes, 40)
+		x, y := innerNode(tr), 0
+		for i := range tr.nodes {
+			if id := i + 1; id != x && tr.feeds(&tr.nodes[i]) {
+				y = id
+			}
+		}
+		// Incomplete, it leaves the trees: its children wait for what it
+		// will never fetch.
+		before := parents(tr)
+		checkMoves(t, tr, before, tr.fail(x, t0))
+		checkTree(t, tr, repairShape(tr, 40, 1))
+		if tr.node(x).in {
+			t.Fatalf("trees=%d: a failed incomplete node stays in", stripes)
+		}
+		// Complete, it keeps feeding its children, but takes no more.
+		tr.setHeld(y, testSize)
+		kids := fmt.Sprint(tr.node(y).children)
+		if moves := tr.fail(y, t0); moves != nil || fmt.Sprint(tr.node(y).children) != kids {
+			t.Fatalf("trees=%d: a failed complete node lost its children: %v", stripes, moves)
+		}
+		for range 20 {
+			id := tr.add()
+			tr.join(id, t0)
+			for st := range stripes {
+				if tr.parentOf(id, st) == y {
+					t.Fatalf("trees=%d: joiner %d placed below failed node %d", stripes, id, y)
+				}
+			}
+		}
+	}
+}

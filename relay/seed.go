@@ -347,17 +347,21 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	}()
 }
 
-// tell sends one parent message for each move the tree made; a node
-// taken out of a tree, or waiting for a parent, is told nothing. Repairs
-// are logged, the first plan is not.
+// tell sends one parent message for each move the tree made; a node out
+// of the session or done with it, or one left waiting for a parent, is
+// told nothing. Repairs are logged, the first plan is not.
 func (s *seedRun) tell(moves []move, repair bool) {
 	for _, m := range moves {
 		n := s.nodes[m.node-1]
+		if n.c == nil || n.state != stateActive {
+			continue // out of the session, or done with it
+		}
+		if m.parent == noParent {
+			s.opt.Log.Info("parents keep failing node: it waits", "node", n.label(), "stripe", m.stripe)
+			continue
+		}
 		if repair {
 			s.opt.Log.Info("re-parented", "node", n.label(), "stripe", m.stripe, "parent", s.parentLabel(m.parent))
-		}
-		if m.parent == noParent || n.c == nil {
-			continue
 		}
 		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(m.stripe), addr: n.seedAddr}
 		if m.parent != seedID {
@@ -568,11 +572,8 @@ func (s *seedRun) lost(n *node, err error) {
 }
 
 func (s *seedRun) parentLabel(p int) string {
-	switch p {
-	case seedID:
+	if p == seedID {
 		return "seed"
-	case noParent:
-		return "none yet"
 	}
 	return s.nodes[p-1].label()
 }

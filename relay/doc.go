@@ -77,6 +77,21 @@
 // node inner in one tree is a leaf in the other, so every node, the seed
 // included, uploads about one copy. Re-parenting works per stripe.
 //
+// Repairs keep that shape where they can. A lost node with two children
+// is replaced by a node idle in every tree if there is one; otherwise
+// each child gets a new parent that is live, not slow or failed, outside
+// the child's subtree, holds about what the child holds and feeds in no
+// other tree: the seed while it has fewer roots than the layout gives it,
+// then one that keeps every node within ⌈log2(N+1)⌉ + 1 hops of the seed,
+// then an idle one, then the shallowest, then the one holding most. A
+// node with no children and no such parent takes the place of a shallow
+// leaf and feeds it; the seed beyond its share is the last resort. Late
+// and returning receivers are placed the same way. After a complain the
+// node gets a new parent at once, never the one it complained of for a
+// second; complaining again in a row, it waits 1 s, doubling to 30 s,
+// before the seed names its next parent. A complaint about a parent the
+// node no longer has is ignored.
+//
 // # Signed manifest
 //
 // The offer's payload is:

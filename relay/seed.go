@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"time"
 )
@@ -94,28 +93,35 @@ const (
 	stateFailed                  // refused, lost, or failed to apply
 )
 
-// node is the seed's view of one receiver.
+// node is the seed's view of one receiver; where it sits in the trees is
+// the seedRun's tree's business.
 type node struct {
+	id         int // in the tree
 	peer       Peer
-	c          *ctrl // nil while not connected
+	c          link           // nil while not connected
+	seedAddr   netip.AddrPort // where it reaches the seed's listener
 	connecting bool
 	joined     bool // took part in the session at least once
 	state      nodeState
 	err        string
-	parent     [maxStripes]*node // per stripe; nil: the seed
-	children   [maxStripes][]*node
 	held       int64 // bytes verified
 	received   int64
 	lastSeen   time.Time
-	started    time.Time
 	seconds    float64
-	slow       bool // too slow to be anyone's parent
 	liar       bool // relayed a corrupt chunk: never taken back
-
-	rateHeld int64     // held at rateAt
-	rateAt   time.Time // when the rate was last sampled
-	rate     float64   // bytes per second over the last sample
 }
+
+// link is the seed's end of a node's control connection, all the session
+// loop uses of it, so the loop can be driven without sockets.
+type link interface {
+	send(t msgType, p []byte) error
+	close()
+}
+
+// ctrlLink is a link over a real control connection.
+type ctrlLink struct{ *ctrl }
+
+func (l ctrlLink) close() { l.conn.Close() }
 
 func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
 
@@ -131,9 +137,10 @@ type event struct {
 }
 
 type dialed struct {
-	c       *ctrl
-	welcome welcomeMsg
-	held    int64
+	c        *ctrl
+	welcome  welcomeMsg
+	held     int64
+	seedAddr netip.AddrPort // the seed's listener, as the node reaches it
 }
 
 // seedRun is one session at the seed. Its nodes belong to the goroutine
@@ -146,9 +153,9 @@ type seedRun struct {
 	file    *os.File
 	ln      net.Listener
 	start   time.Time
-	nodes   []*node
-	stripes int // trees, one per stripe of chunks
-	pending int // connects in flight
+	nodes   []*node // node id i at nodes[i-1]
+	t       *tree   // who feeds whom
+	pending int     // connects in flight
 	events  chan event
 	fatals  chan error     // what ends the whole session: the file changed
 	readers sync.WaitGroup // control readers and connects
@@ -175,7 +182,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
-	s.stripes = min(max(cfg.Trees, 1), maxStripes)
+	s.t = newTree(cfg.Trees, s.m.Size, s.m.ChunkSize, cfg.SlowAfter)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -194,14 +201,13 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	defer stopFeeding()
 
 	s.connectAll(ctx)
-	s.plan()
+	var accepted []int
 	for _, n := range s.nodes {
-		for st := range s.stripes {
-			if n.c != nil {
-				s.sendParent(n, st)
-			}
+		if n.c != nil {
+			accepted = append(accepted, n.id)
 		}
 	}
+	s.tell(s.t.plan(accepted, time.Now()), false)
 	err = s.loop(ctx)
 	for _, n := range s.nodes {
 		if n.c == nil {
@@ -210,7 +216,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		if err == nil {
 			n.c.send(msgEnd, nil)
 		}
-		n.c.conn.Close()
+		n.c.close()
 	}
 	stopFeeding()
 	s.readers.Wait()
@@ -225,7 +231,7 @@ func (s *seedRun) connectAll(ctx context.Context) {
 	errs := make([]error, len(s.opt.Peers))
 	var wg sync.WaitGroup
 	for i, p := range s.opt.Peers {
-		s.nodes[i] = &node{peer: p}
+		s.nodes[i] = &node{id: s.t.add(), peer: p}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -276,7 +282,9 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size)}, nil
+	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
+	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), seedAddr: seedAddr}, nil
 }
 
 // admit records the outcome of connecting to n and, on success, starts
@@ -300,9 +308,9 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	if n.joined {
 		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
-	n.c, n.joined, n.state, n.err = d.c, true, stateActive, ""
-	n.held, n.rateHeld, n.rateAt = d.held, d.held, time.Now()
-	n.lastSeen, n.started = time.Now(), time.Now()
+	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
+	n.held, n.lastSeen = d.held, time.Now()
+	s.t.setHeld(n.id, n.held)
 	s.readers.Add(1)
 	go func() {
 		defer s.readers.Done()
@@ -316,7 +324,7 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	n := s.byID(p.ID)
 	switch {
 	case n == nil:
-		n = &node{peer: p}
+		n = &node{id: s.t.add(), peer: p}
 		s.nodes = append(s.nodes, n)
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
 	case !n.joined || n.liar || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
@@ -340,52 +348,30 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	}()
 }
 
-// plan places the accepted nodes in binary trees below the seed, in the
-// order they were found. With one tree the seed feeds two children and
-// node i's children are 2i+2 and 2i+3: the seed and every inner node
-// upload the package twice. With two trees each carries every other chunk
-// from one root the seed feeds (node i's children are 2i+1 and 2i+2), and
-// the second tree takes the nodes in reverse order, so a node inner in one
-// tree is a leaf in the other: the seed and every node upload about one
-// copy, and every uplink works.
-func (s *seedRun) plan() {
-	var active []*node
-	for _, n := range s.nodes {
-		if n.c != nil {
-			active = append(active, n)
+// tell sends one parent message for each move the tree made; a node out
+// of the session or done with it, or one left waiting for a parent, is
+// told nothing. Repairs are logged, the first plan is not.
+func (s *seedRun) tell(moves []move, repair bool) {
+	for _, m := range moves {
+		n := s.nodes[m.node-1]
+		if n.c == nil || n.state != stateActive {
+			continue // out of the session, or done with it
 		}
-	}
-	roots := 2
-	if s.stripes > 1 {
-		roots = 1
-	}
-	for st := range s.stripes {
-		order := slices.Clone(active)
-		if st == 1 {
-			slices.Reverse(order)
+		if m.parent == noParent {
+			s.opt.Log.Info("parents keep failing node: it waits", "node", n.label(), "stripe", m.stripe)
+			continue
 		}
-		for i, n := range order {
-			if i >= roots {
-				p := order[(i-roots)/2]
-				n.parent[st] = p
-				p.children[st] = append(p.children[st], n)
-			}
+		if repair {
+			s.opt.Log.Info("re-parented", "node", n.label(), "stripe", m.stripe, "parent", s.parentLabel(m.parent))
 		}
-	}
-}
-
-// sendParent tells n where to fetch stripe st from: its parent, or the seed.
-func (s *seedRun) sendParent(n *node, st int) {
-	pm := parentMsg{stripes: uint8(s.stripes), stripe: uint8(st)}
-	if p := n.parent[st]; p != nil {
-		pm.id, pm.addr = p.peer.ID, p.peer.Addr
-	} else {
-		local := n.c.conn.LocalAddr().(*net.TCPAddr).AddrPort()
-		port := s.ln.Addr().(*net.TCPAddr).Port
-		pm.addr = netip.AddrPortFrom(local.Addr().Unmap(), uint16(port))
-	}
-	if err := n.c.send(msgParent, pm.encode()); err != nil {
-		s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
+		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(m.stripe), addr: n.seedAddr}
+		if m.parent != seedID {
+			p := s.nodes[m.parent-1]
+			pm.id, pm.addr = p.peer.ID, p.peer.Addr
+		}
+		if err := n.c.send(msgParent, pm.encode()); err != nil {
+			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
+		}
 	}
 }
 
@@ -421,23 +407,34 @@ func (s *seedRun) loop(ctx context.Context) error {
 		case ev := <-s.events:
 			s.handle(ctx, ev)
 		case <-tick.C:
-			now := time.Now()
-			for _, n := range s.nodes {
-				if n.c == nil {
-					continue
-				}
-				if now.Sub(n.lastSeen) > s.cfg.DeadAfter {
-					s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
-					continue
-				}
-				n.c.send(msgPing, nil)
-			}
-			s.checkRates(now)
-			s.progress()
+			s.tick(time.Now())
 		}
 	}
 	s.progress()
 	return nil
+}
+
+// tick is the loop's heartbeat: it drops silent nodes and pings the rest,
+// moves the children of slow relays, places the nodes whose wait for a
+// parent is over, and reports progress.
+func (s *seedRun) tick(now time.Time) {
+	for _, n := range s.nodes {
+		if n.c == nil {
+			continue
+		}
+		if now.Sub(n.lastSeen) > s.cfg.DeadAfter {
+			s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
+			continue
+		}
+		n.c.send(msgPing, nil)
+	}
+	moves, slow := s.t.checkRates(now)
+	for _, id := range slow {
+		s.opt.Log.Warn("slow relay: moving its children", "node", s.nodes[id-1].label())
+	}
+	s.tell(moves, true)
+	s.tell(s.t.retry(now), true)
+	s.progress()
 }
 
 // fatal ends the session from any goroutine.
@@ -454,60 +451,6 @@ func (s *seedRun) finished() bool {
 	}
 	for _, n := range s.nodes {
 		if n.state == stateActive {
-			return false
-		}
-	}
-	return true
-}
-
-// checkRates samples each node's progress and moves the children of a
-// relay whose own link is far slower than its peers' to faster parents, so
-// one slow link does not set the pace of a whole subtree. A node that is
-// slow only because its parent is (it holds all its parent has) is not
-// to blame, and keeps its children.
-func (s *seedRun) checkRates(now time.Time) {
-	var rates []float64
-	for _, n := range s.nodes {
-		if n.c == nil || n.state != stateActive || n.held >= s.m.Size {
-			continue
-		}
-		if dt := now.Sub(n.rateAt).Seconds(); dt >= s.cfg.SlowAfter.Seconds() {
-			n.rate = float64(n.held-n.rateHeld) / dt
-			n.rateHeld, n.rateAt = n.held, now
-		}
-		if now.Sub(n.started) >= 2*s.cfg.SlowAfter {
-			rates = append(rates, n.rate)
-		}
-	}
-	if len(rates) < 3 {
-		return
-	}
-	slices.Sort(rates)
-	fast := rates[len(rates)*9/10] // what a healthy link achieves here
-	slack := max(4*int64(s.m.ChunkSize), s.m.Size/100)
-	for _, p := range s.nodes {
-		if p.slow || p.c == nil || len(p.children[0])+len(p.children[1]) == 0 || p.held >= s.m.Size ||
-			now.Sub(p.started) < 2*s.cfg.SlowAfter || p.rate*4 >= fast {
-			continue
-		}
-		if s.starved(p, slack) {
-			continue
-		}
-		p.slow = true
-		s.opt.Log.Warn("slow relay: moving its children", "node", p.label(), "chunks_per_s", p.rate, "healthy", fast)
-		for st := range s.stripes {
-			for _, c := range slices.Clone(p.children[st]) {
-				s.reparent(c, st)
-			}
-		}
-	}
-}
-
-// starved reports whether n holds about all its parents have: then it is
-// slow because they are, not because of its own link.
-func (s *seedRun) starved(n *node, slack int64) bool {
-	for st := range s.stripes {
-		if p := n.parent[st]; p == nil || p.held-n.held > slack {
 			return false
 		}
 	}
@@ -544,9 +487,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		s.pending--
 		s.admit(ctx, n, ev.dial, ev.err)
 		if ev.err == nil {
-			for st := range s.stripes {
-				s.reparent(n, st)
-			}
+			s.tell(s.t.join(n.id, time.Now()), true)
 		}
 		return
 	}
@@ -562,6 +503,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	case msgProgress:
 		if p, err := decodeProgress(ev.f.payload); err == nil {
 			n.held, n.received = min(int64(p.held), s.m.Size), int64(p.received)
+			s.t.setHeld(n.id, n.held)
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)
@@ -572,13 +514,13 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		n.received, n.seconds = int64(r.received), time.Since(s.start).Seconds()
 		if r.ok {
 			n.state, n.held = stateOK, s.m.Size
+			s.t.setHeld(n.id, s.m.Size)
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
 		} else {
 			n.state, n.err = stateFailed, r.err
 			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
-			if n.held < s.m.Size {
-				s.orphan(n) // it will never hold what its children wait for
-			}
+			// If incomplete, it will never hold what its children wait for.
+			s.tell(s.t.fail(n.id, time.Now()), true)
 		}
 	case msgComplain:
 		c, err := decodeComplain(ev.f.payload)
@@ -586,8 +528,15 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			return
 		}
 		s.opt.Log.Warn("node lost its parent", "node", n.label(), "detail", c.detail)
-		st := int(c.stripe) % s.stripes
-		if p := s.byID(c.parent); c.kind == complainCorrupt && p != nil && p.c != nil && n.parent[st] == p {
+		st := int(c.stripe) % s.t.stripes
+		parent, p := seedID, s.byID(c.parent)
+		if c.parent != (NodeID{}) {
+			if p == nil {
+				return // not a node of this session
+			}
+			parent = p.id
+		}
+		if c.kind == complainCorrupt && p != nil && p.c != nil && s.t.parentOf(n.id, st) == p.id {
 			// Only a lying relay sends a chunk that fails its hash: its own
 			// copy was verified. It relays no more, and is reported; losing
 			// it moves its children, this node among them.
@@ -599,7 +548,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.lost(p, errors.New(p.err))
 			return
 		}
-		s.reparent(n, st)
+		s.tell(s.t.complain(n.id, st, parent, time.Now()), true)
 	case msgPing:
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
@@ -627,83 +576,16 @@ func (s *seedRun) lost(n *node, err error) {
 		n.seconds = time.Since(s.start).Seconds()
 		s.opt.Log.Warn("node lost", "node", n.label(), "err", err)
 	}
-	n.c.conn.Close()
+	n.c.close()
 	n.c = nil
-	s.orphan(n)
+	s.tell(s.t.lose(n.id, n.liar, time.Now()), true)
 }
 
-// orphan moves n's children to other parents and takes n out of the trees.
-func (s *seedRun) orphan(n *node) {
-	for st := range s.stripes {
-		if p := n.parent[st]; p != nil {
-			p.children[st] = removeNode(p.children[st], n)
-			n.parent[st] = nil
-		}
-		children := n.children[st]
-		n.children[st] = nil
-		for _, c := range children {
-			c.parent[st] = nil
-			if c.c != nil {
-				s.reparent(c, st)
-			}
-		}
-	}
-}
-
-// reparent moves n, in the tree of stripe st, to the live, fast node with
-// the most chunks that has room for a child and is not in n's own subtree,
-// or else to the seed. A parent a few chunks behind n will do: a leaf's
-// uplink is idle, the seed's is not.
-func (s *seedRun) reparent(n *node, st int) {
-	if old := n.parent[st]; old != nil {
-		old.children[st] = removeNode(old.children[st], n)
-	}
-	n.parent[st] = nil
-	slack := max(8*int64(s.m.ChunkSize), s.m.Size/50)
-	var best *node
-	for _, p := range s.nodes {
-		if p == n || p.c == nil || p.slow || p.state == stateFailed || len(p.children[st]) >= 2 || p.held+slack < n.held || below(p, n, st) {
-			continue
-		}
-		if best == nil || p.held > best.held {
-			best = p
-		}
-	}
-	n.parent[st] = best
-	if best != nil {
-		best.children[st] = append(best.children[st], n)
-	}
-	// Its rate so far says how its old parent fed it, not how it relays.
-	n.started, n.rateHeld, n.rateAt, n.rate = time.Now(), n.held, time.Now(), 0
-	s.opt.Log.Info("re-parented", "node", n.label(), "stripe", st, "parent", s.parentLabel(n, st))
-	s.sendParent(n, st)
-}
-
-// below reports whether p is in the subtree rooted at n in stripe st's tree.
-func below(p, n *node, st int) bool {
-	for q := p; q != nil; q = q.parent[st] {
-		if q == n {
-			return true
-		}
-	}
-	return false
-}
-
-func removeNode(list []*node, n *node) []*node {
-	out := list[:0]
-	for _, c := range list {
-		if c != n {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (s *seedRun) parentLabel(n *node, st int) string {
-	if n.parent[st] == nil {
+func (s *seedRun) parentLabel(p int) string {
+	if p == seedID {
 		return "seed"
 	}
-	return n.parent[st].label()
+	return s.nodes[p-1].label()
 }
 
 // acceptChildren serves the nodes whose parent is the seed.
@@ -778,8 +660,8 @@ func (s *seedRun) report() *Report {
 			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(), Parent: "seed",
 			Status: StatusOK, Error: n.err, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 		}
-		if n.parent[0] != nil {
-			rn.Parent = n.parent[0].peer.ID.String()
+		if p := s.t.parentOf(n.id, 0); p > seedID {
+			rn.Parent = s.nodes[p-1].peer.ID.String()
 		}
 		if n.state != stateOK {
 			rn.Status = StatusFailed

@@ -1,0 +1,233 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// fakeLink is a simulated node's control connection: it records what the
+// seed sends and never blocks.
+type fakeLink struct {
+	sent    [32]int // by message type
+	parents []parentMsg
+	closed  bool
+}
+
+func (l *fakeLink) send(t msgType, p []byte) error {
+	l.sent[int(t)%len(l.sent)]++
+	if t == msgParent {
+		pm, err := decodeParent(p)
+		if err != nil {
+			return err
+		}
+		l.parents = append(l.parents, pm)
+	}
+	return nil
+}
+
+func (l *fakeLink) close() { l.closed = true }
+
+// simSeed is a seed's session with n simulated nodes, all accepted and
+// planned, as RunSeed leaves it before its loop starts; no sockets.
+func simSeed(n, trees int, now time.Time) *seedRun {
+	cfg := DefaultConfig()
+	cfg.Trees = trees
+	m := &Manifest{Size: 4 << 30, ChunkSize: 4 << 20, BlockSize: DefaultBlockSize, Chunks: make([][32]byte, 1024)}
+	s := &seedRun{cfg: cfg, opt: SeedOptions{Log: slog.New(slog.DiscardHandler)}, m: m, start: now, events: make(chan event, 64)}
+	s.t = newTree(cfg.Trees, m.Size, m.ChunkSize, cfg.SlowAfter)
+	ids := make([]int, n)
+	for i := range ids {
+		p := Peer{Name: fmt.Sprintf("n%d", i), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 7000)}
+		rand.Read(p.ID[:])
+		nd := &node{id: s.t.add(), peer: p, c: &fakeLink{}, seedAddr: netip.MustParseAddrPort("10.255.255.254:7000"),
+			joined: true, state: stateActive, lastSeen: now}
+		s.nodes = append(s.nodes, nd)
+		ids[i] = nd.id
+	}
+	s.tell(s.t.plan(ids, now), false)
+	return s
+}
+
+// progressFrame is a node's heartbeat.
+func progressFrame(held, received int64) frame {
+	return frame{typ: msgProgress, payload: progressMsg{held: uint64(held), received: uint64(received)}.encode()}
+}
+
+func linkOf(n *node) *fakeLink { return n.c.(*fakeLink) }
+
+// The session loop's handling, driven by events as its goroutines would
+// deliver them: heartbeats, a lost relay, a complaint, a tick.
+func TestSeedLoopSimulated(t *testing.T) {
+	for _, trees := range []int{1, 2} {
+		t.Run(fmt.Sprintf("trees=%d", trees), func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now()
+			s := simSeed(1000, trees, now)
+			for _, n := range s.nodes {
+				if l := linkOf(n); len(l.parents) != trees {
+					t.Fatalf("node %s was told %d parents, want %d", n.label(), len(l.parents), trees)
+				}
+			}
+			for i, n := range s.nodes {
+				s.handle(ctx, event{n: n, f: progressFrame(int64(i%1024)<<22, int64(i))})
+			}
+			for i, n := range s.nodes {
+				if got, want := s.t.node(n.id).held, int64(i%1024)<<22; got != want || n.received != int64(i) {
+					t.Fatalf("node %d: tree holds %d bytes, want %d; received %d", i, got, want, n.received)
+				}
+			}
+
+			// A relay's control connection fails: each of its children is
+			// told its new parent, and the relay is reported failed.
+			x := s.nodes[innerNode(s.t)-1]
+			var children []*node
+			for st := range trees {
+				for _, c := range s.t.node(x.id).children[st] {
+					children = append(children, s.nodes[c-1])
+				}
+			}
+			told := map[*node]int{}
+			for _, c := range children {
+				told[c] = len(linkOf(c).parents)
+			}
+			xl := linkOf(x)
+			s.handle(ctx, event{n: x, err: errors.New("connection reset")})
+			if x.c != nil || !xl.closed || x.state != stateFailed {
+				t.Fatalf("lost relay: link %v closed %v state %v", x.c, xl.closed, x.state)
+			}
+			for _, c := range children {
+				if len(linkOf(c).parents) <= told[c] {
+					t.Fatalf("child %s of the lost relay was not told a new parent", c.label())
+				}
+				if p := linkOf(c).parents[len(linkOf(c).parents)-1]; p.id == x.peer.ID {
+					t.Fatalf("child %s sent back to the lost relay", c.label())
+				}
+			}
+
+			// A child complains about its parent: it is told one new parent.
+			st := trees - 1
+			c := s.nodes[len(s.nodes)-1]
+			for i := len(s.nodes) - 1; s.t.parentOf(c.id, st) <= seedID; i-- {
+				c = s.nodes[i]
+			}
+			before := len(linkOf(c).parents)
+			pid := s.nodes[s.t.parentOf(c.id, st)-1].peer.ID
+			cm := complainMsg{parent: pid, kind: complainLost, detail: "connection refused", stripe: uint8(st)}
+			s.handle(ctx, event{n: c, f: frame{typ: msgComplain, payload: cm.encode()}})
+			if got := len(linkOf(c).parents) - before; got != 1 {
+				t.Fatalf("complaining child was told %d parents, want 1", got)
+			}
+			if p := linkOf(c).parents[len(linkOf(c).parents)-1]; p.id == pid || int(p.stripe) != st {
+				t.Fatalf("complaining child told %+v", p)
+			}
+
+			// A tick pings every live node.
+			s.tick(now.Add(time.Second))
+			for _, n := range s.nodes {
+				if n.c != nil && linkOf(n).sent[msgPing] != 1 {
+					t.Fatalf("node %s pinged %d times", n.label(), linkOf(n).sent[msgPing])
+				}
+			}
+			if rep := s.report(); rep.Failed() != len(s.nodes) {
+				// All are still active, so none reported ok.
+				t.Fatalf("report counts %d not ok of %d", rep.Failed(), len(s.nodes))
+			}
+		})
+	}
+}
+
+const campus = 10000
+
+func BenchmarkTreePlan10000(b *testing.B) {
+	for _, trees := range []int{1, 2} {
+		b.Run(fmt.Sprintf("trees=%d", trees), func(b *testing.B) {
+			for b.Loop() {
+				tr := newTree(trees, 4<<30, 4<<20, 2*time.Second)
+				ids := make([]int, campus)
+				for i := range ids {
+					ids[i] = tr.add()
+				}
+				tr.plan(ids, t0)
+			}
+		})
+	}
+}
+
+// BenchmarkTreeRepair10000 loses an inner node and takes it back, over and
+// over, mid-session (everyone holds a third of the package).
+func BenchmarkTreeRepair10000(b *testing.B) {
+	for _, trees := range []int{1, 2} {
+		b.Run(fmt.Sprintf("trees=%d", trees), func(b *testing.B) {
+			tr, _ := planned(trees, campus)
+			for id := 1; id <= campus; id++ {
+				tr.setHeld(id, tr.size/3)
+			}
+			var inner []int
+			for i := range tr.nodes {
+				if tr.feeds(&tr.nodes[i]) {
+					inner = append(inner, i+1)
+				}
+			}
+			moves, i := 0, 0
+			for b.Loop() {
+				id := inner[i%len(inner)]
+				i++
+				moves += len(tr.lose(id, false, t0))
+				moves += len(tr.join(id, t0))
+			}
+			b.ReportMetric(float64(moves)/float64(i), "moves/op")
+		})
+	}
+}
+
+// BenchmarkSeedHeartbeats10000 is a second of a campus session at the
+// seed: each op is one heartbeat round, every node's progress event
+// through the loop's handle plus the loop's tick. The default heartbeat
+// makes two rounds a second; cpu-% is the share of one core they take.
+func BenchmarkSeedHeartbeats10000(b *testing.B) {
+	for _, trees := range []int{1, 2} {
+		b.Run(fmt.Sprintf("trees=%d", trees), func(b *testing.B) {
+			ctx := context.Background()
+			now := time.Now()
+			heap := heapInUse()
+			start := time.Now()
+			s := simSeed(campus, trees, now)
+			setup := time.Since(start)
+			heap = heapInUse() - heap
+			frames := make([]frame, len(s.m.Chunks)+1)
+			for i := range frames {
+				frames[i] = progressFrame(int64(i)*int64(s.m.ChunkSize), int64(i)*int64(s.m.ChunkSize))
+			}
+			round := 0
+			for b.Loop() {
+				round++
+				now = now.Add(s.cfg.Heartbeat)
+				for i, n := range s.nodes {
+					s.handle(ctx, event{n: n, f: frames[min(round+i%7, len(s.m.Chunks)-1)]})
+					n.lastSeen = now
+				}
+				s.tick(now)
+			}
+			perRound := float64(b.Elapsed().Nanoseconds()) / float64(round)
+			b.ReportMetric(perRound/campus, "ns/heartbeat")
+			b.ReportMetric(perRound*float64(time.Second/s.cfg.Heartbeat)/1e9*100, "cpu-%")
+			// After the loop: b.Loop's first call drops metrics reported before it.
+			b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+			b.ReportMetric(float64(setup.Microseconds())/1000, "setup-ms")
+		})
+	}
+}
+
+func heapInUse() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}

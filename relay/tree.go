@@ -1,0 +1,651 @@
+package relay
+
+import (
+	"math/bits"
+	"slices"
+	"time"
+)
+
+// Node ids in a tree: nodes are numbered from 1 in the order the seed
+// learns of them; 0 is the seed, the root of every tree.
+const (
+	seedID   = 0
+	noParent = -1 // in no tree: not placed, lost, failed, or waiting to retry
+)
+
+// move is one parent change: node fetches stripe from parent from now on.
+// A move to noParent takes the node out of that stripe's tree; there is
+// nothing to tell it.
+type move struct {
+	node, stripe, parent int
+}
+
+// The rules' numbers, one reason each.
+const (
+	// A new parent may hold this much less than the node it takes, a
+	// fiftieth of the package and at least 8 chunks: a leaf's uplink is
+	// idle, the seed's is not, and the parent keeps moving.
+	placeSlackChunks = 8
+	placeSlackShare  = 50
+	// A relay that holds all but a hundredth of the package (at least 4
+	// chunks) of what its parents hold is starved, not slow.
+	starveSlackChunks = 4
+	starveSlackShare  = 100
+	// slowFactor: a relay at under a quarter of a healthy rate loses its children.
+	slowFactor = 4
+	// healthyPercentile: what the fastest tenth reach is what a healthy link does here.
+	healthyPercentile = 90
+	// minRates: fewer nodes than this say nothing about what is healthy.
+	minRates = 3
+	// slowWarmup: a node's rate counts only after this many SlowAfter
+	// windows with its parent; TCP needs the first to ramp up.
+	slowWarmup = 2
+	// retryFirst is how long a parent that failed a child is passed over
+	// for it, and how long a child failing twice in a row waits for a new
+	// parent; each failure in a row doubles both, up to retryMax.
+	retryFirst = time.Second
+	retryMax   = 30 * time.Second
+	// retryForget: a child that no parent has failed for this long starts afresh.
+	retryForget = 2 * retryMax
+)
+
+// tree is the seed's plan of who feeds whom: per stripe, each node's parent
+// and children, and per node what the rules weigh. It knows nothing of the
+// network: its methods apply the rules and return the parent changes, and
+// the session sends them.
+//
+// The rules: a parent has at most two children per stripe, and the seed its
+// design share (two roots with one tree, one per tree with two). With two
+// trees a node feeds in at most one of them, so every uplink carries about
+// one copy. A new parent is live, not slow, not failed, not in the child's
+// own subtree, and holds about what the child holds; among those the seed
+// while it has a free root, then one that keeps the tree within
+// depthBound, then one whose uplink is idle, then the shallowest, then the
+// one holding most. The seed beyond its share is the last resort.
+type tree struct {
+	stripes   int
+	roots     int // the seed's children per stripe by design
+	size      int64
+	chunk     int64
+	slowAfter time.Duration
+	nodes     []tnode // node id i at nodes[i-1]
+	seed      [maxStripes][]int
+	live      int // nodes in the trees
+}
+
+// tnode is one node as the tree sees it.
+type tnode struct {
+	in       bool // accepted and reachable: placed in every stripe, or waiting to be
+	gone     bool // lost for good (it lied): never placed again
+	failed   bool // its session failed: it takes no children
+	slow     bool // its own link is too slow to feed anyone
+	held     int64
+	parent   [maxStripes]int
+	children [maxStripes][]int
+
+	started  time.Time // when it last got a parent: its rate before says how the old one fed it
+	rateHeld int64     // held at rateAt
+	rateAt   time.Time
+	rate     float64 // bytes per second over the last sample
+
+	retry [maxStripes]retryState
+}
+
+// retryState is one node's back-off in one stripe.
+type retryState struct {
+	strikes int       // parents that failed it in a row
+	last    time.Time // the last such failure
+	at      time.Time // when it gets a parent again; zero: not waiting
+	avoid   []avoided // parents that failed it lately
+}
+
+type avoided struct {
+	parent int
+	until  time.Time
+}
+
+// newTree returns an empty tree for a package of size bytes in chunks of
+// chunkSize, streamed down stripes trees.
+func newTree(stripes int, size int64, chunkSize int, slowAfter time.Duration) *tree {
+	t := &tree{stripes: min(max(stripes, 1), maxStripes), roots: 2, size: size, chunk: int64(chunkSize), slowAfter: slowAfter}
+	if t.stripes > 1 {
+		t.roots = 1
+	}
+	return t
+}
+
+// add registers a node, outside the trees, and returns its id.
+func (t *tree) add() int {
+	var n tnode
+	for st := range n.parent {
+		n.parent[st] = noParent
+	}
+	t.nodes = append(t.nodes, n)
+	return len(t.nodes)
+}
+
+func (t *tree) node(id int) *tnode { return &t.nodes[id-1] }
+
+// parentOf is id's parent in stripe st: a node id, seedID or noParent.
+func (t *tree) parentOf(id, st int) int { return t.node(id).parent[st] }
+
+// setHeld records how many bytes of the package id holds.
+func (t *tree) setHeld(id int, held int64) { t.node(id).held = min(max(held, 0), t.size) }
+
+// depthBound is the depth plan keeps every node within, and repairs where
+// they can: ⌈log2(live+1)⌉ + 1.
+func (t *tree) depthBound() int { return bits.Len(uint(t.live)) + 1 }
+
+// plan places the given nodes, outside the trees, in binary trees below the
+// seed in the order given. With one tree the seed feeds two roots and node
+// i's children are 2i+2 and 2i+3: the seed and every inner node upload the
+// package twice. With two trees each carries every other chunk from one
+// root the seed feeds (node i's children are 2i+1 and 2i+2), and the second
+// tree takes the nodes in reverse order, so a node inner in one tree is a
+// leaf in the other: the seed and every node upload about one copy.
+func (t *tree) plan(ids []int, now time.Time) []move {
+	var order []int
+	for _, id := range ids {
+		if n := t.node(id); !n.in && !n.gone {
+			t.enter(id, now)
+			order = append(order, id)
+		}
+	}
+	var moves []move
+	for st := range t.stripes {
+		o := order
+		if st == 1 {
+			o = slices.Clone(order)
+			slices.Reverse(o)
+		}
+		for i, id := range o {
+			p := seedID
+			if i >= t.roots {
+				p = o[(i-t.roots)/2]
+			}
+			t.link(id, st, p)
+			moves = append(moves, move{id, st, p})
+		}
+	}
+	return moves
+}
+
+// join places a node that arrives late, or comes back after it was lost,
+// in every stripe. A node lost for good stays out.
+func (t *tree) join(id int, now time.Time) []move {
+	n := t.node(id)
+	if n.in || n.gone {
+		return nil
+	}
+	t.enter(id, now)
+	var moves []move
+	for st := range t.stripes {
+		moves = t.place(id, st, now, moves)
+	}
+	return moves
+}
+
+// enter counts id in, with a fresh record.
+func (t *tree) enter(id int, now time.Time) {
+	n := t.node(id)
+	n.in, n.failed = true, false
+	n.retry = [maxStripes]retryState{}
+	n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+	t.live++
+}
+
+// lose takes a node whose connection failed out of the trees and gives its
+// children new parents. One lost for good (it lied) never comes back.
+func (t *tree) lose(id int, forGood bool, now time.Time) []move {
+	n := t.node(id)
+	n.gone = n.gone || forGood
+	if !n.in {
+		return nil
+	}
+	return t.takeOut(id, now)
+}
+
+// fail marks a node whose session failed: it takes no more children, and if
+// it lacks part of the package, which it will now never fetch, it leaves the
+// trees and its children move.
+func (t *tree) fail(id int, now time.Time) []move {
+	n := t.node(id)
+	n.failed = true
+	if !n.in || n.held >= t.size {
+		return nil
+	}
+	return t.takeOut(id, now)
+}
+
+// takeOut removes id from every tree and places its children. With two
+// children and a node idle in every tree at hand, that node takes id's
+// place, so no subtree moves deeper; otherwise each child is placed by the
+// rules.
+func (t *tree) takeOut(id int, now time.Time) []move {
+	n := t.node(id)
+	n.in = false
+	t.live--
+	var moves []move
+	for st := range t.stripes {
+		n.retry[st].at = time.Time{}
+		up := n.parent[st]
+		orphans := slices.Clone(n.children[st])
+		if up != noParent {
+			t.unlink(id, st)
+			moves = append(moves, move{id, st, noParent})
+		}
+		for _, c := range orphans {
+			t.unlink(c, st)
+		}
+		if len(orphans) == 2 {
+			if sub, ok := t.substitute(up, orphans, st, now); ok {
+				moves = t.relink(sub, st, up, now, moves)
+				for _, c := range orphans {
+					if c != sub {
+						moves = t.relink(c, st, sub, now, moves)
+					}
+				}
+				continue
+			}
+		}
+		for _, c := range orphans {
+			moves = t.place(c, st, now, moves)
+		}
+	}
+	return moves
+}
+
+// substitute finds a node idle in every tree that can take the place below
+// up of a node whose children are orphans: a leaf anywhere, even below the
+// orphans (it has no subtree to take along), or an orphan itself.
+func (t *tree) substitute(up int, orphans []int, st int, now time.Time) (int, bool) {
+	if up == noParent {
+		return 0, false
+	}
+	slack := t.placeSlack()
+	best := noParent
+	for i := range t.nodes {
+		id := i + 1
+		s := &t.nodes[i]
+		if id == up || !t.canFeed(s) || t.feeds(s) || s.retry[st].avoids(up, now) {
+			continue
+		}
+		if up != seedID && t.node(up).held+slack < s.held {
+			continue
+		}
+		if s.parent[st] == noParent && !slices.Contains(orphans, id) {
+			continue // waiting for a parent of its own
+		}
+		fits := true
+		for _, c := range orphans {
+			if c != id && (s.held+slack < t.node(c).held || t.node(c).retry[st].avoids(id, now)) {
+				fits = false
+				break
+			}
+		}
+		if fits && (best == noParent || s.held > t.node(best).held) {
+			best = id
+		}
+	}
+	return best, best != noParent
+}
+
+// complain handles id's report that parent failed it in stripe st. The
+// first failure moves it at once to another parent; each further failure in
+// a row makes it wait twice as long first, and the parents that failed it
+// are passed over for a while, so a child and a parent that cannot get along
+// never loop. A complaint about a parent id no longer has is stale.
+func (t *tree) complain(id, st, parent int, now time.Time) []move {
+	if id < 1 || id > len(t.nodes) || st < 0 || st >= t.stripes {
+		return nil
+	}
+	n := t.node(id)
+	if !n.in || n.parent[st] != parent {
+		return nil
+	}
+	r := &n.retry[st]
+	if now.Sub(r.last) > retryForget {
+		r.strikes = 0
+	}
+	r.strikes++
+	r.last = now
+	r.avoid = slices.DeleteFunc(r.avoid, func(a avoided) bool { return !now.Before(a.until) || a.parent == parent })
+	r.avoid = append(r.avoid, avoided{parent, now.Add(backoff(r.strikes))})
+	if r.strikes == 1 {
+		return t.place(id, st, now, nil)
+	}
+	t.unlink(id, st)
+	r.at = now.Add(backoff(r.strikes - 1))
+	return []move{{id, st, noParent}}
+}
+
+// backoff is retryFirst doubled for each strike after the first, at most retryMax.
+func backoff(strikes int) time.Duration {
+	d := retryFirst
+	for i := 1; i < strikes && d < retryMax; i++ {
+		d *= 2
+	}
+	return min(d, retryMax)
+}
+
+// avoids reports whether p failed this node lately.
+func (r *retryState) avoids(p int, now time.Time) bool {
+	for _, a := range r.avoid {
+		if a.parent == p && now.Before(a.until) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry places the nodes whose wait is over.
+func (t *tree) retry(now time.Time) []move {
+	var moves []move
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		if !n.in {
+			continue
+		}
+		for st := range t.stripes {
+			if r := &n.retry[st]; !r.at.IsZero() && !now.Before(r.at) {
+				r.at = time.Time{}
+				moves = t.place(i+1, st, now, moves)
+			}
+		}
+	}
+	return moves
+}
+
+// checkRates samples each node's progress and moves the children of a
+// relay whose own link is far slower than its peers' to faster parents, so
+// one slow link does not set the pace of a whole subtree. A node that is
+// slow only because its parents are (it holds about all they hold) is not
+// to blame, and keeps its children. It returns the moves and the relays
+// it found slow.
+func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
+	var rates []float64
+	for i := range t.nodes {
+		n := &t.nodes[i]
+		if !n.in || n.failed || n.held >= t.size {
+			continue
+		}
+		if dt := now.Sub(n.rateAt).Seconds(); dt >= t.slowAfter.Seconds() {
+			n.rate = float64(n.held-n.rateHeld) / dt
+			n.rateHeld, n.rateAt = n.held, now
+		}
+		if now.Sub(n.started) >= slowWarmup*t.slowAfter {
+			rates = append(rates, n.rate)
+		}
+	}
+	if len(rates) < minRates {
+		return nil, nil
+	}
+	slices.Sort(rates)
+	healthy := rates[len(rates)*healthyPercentile/100]
+	for i := range t.nodes {
+		p := &t.nodes[i]
+		if p.slow || !p.in || !t.feeds(p) || p.held >= t.size ||
+			now.Sub(p.started) < slowWarmup*t.slowAfter || p.rate*slowFactor >= healthy || t.starved(i+1) {
+			continue
+		}
+		p.slow = true // before any child moves, so none moves to another slow relay
+		slow = append(slow, i+1)
+	}
+	for _, id := range slow {
+		for st := range t.stripes {
+			for _, c := range slices.Clone(t.node(id).children[st]) {
+				moves = t.place(c, st, now, moves)
+			}
+		}
+	}
+	return moves, slow
+}
+
+// isSlow reports whether id lost its children for a slow link.
+func (t *tree) isSlow(id int) bool { return t.node(id).slow }
+
+// starved reports whether id holds about all its parents have: then it is
+// slow because they are, not because of its own link. A stripe it waits
+// for a parent in starves it too.
+func (t *tree) starved(id int) bool {
+	n := t.node(id)
+	slack := max(starveSlackChunks*t.chunk, t.size/starveSlackShare)
+	for st := range t.stripes {
+		switch p := n.parent[st]; p {
+		case noParent:
+		case seedID:
+			return false
+		default:
+			if t.node(p).held-n.held > slack {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (t *tree) placeSlack() int64 {
+	return max(placeSlackChunks*t.chunk, t.size/placeSlackShare)
+}
+
+// canFeed reports whether n may take children at all.
+func (t *tree) canFeed(n *tnode) bool { return n.in && !n.failed && !n.slow }
+
+// feeds reports whether n has children in any stripe.
+func (t *tree) feeds(n *tnode) bool {
+	for st := range t.stripes {
+		if len(n.children[st]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// place gives id a parent in stripe st by the rules, or, when every parent
+// left failed it lately, leaves it waiting until the first of them may be
+// tried again. It appends the change, if any, to moves.
+func (t *tree) place(id, st int, now time.Time, moves []move) []move {
+	n := t.node(id)
+	old := n.parent[st]
+	t.unlink(id, st)
+	p, over, ok := t.choose(id, st, now)
+	if ok && (over > 0 || p == seedID && len(t.seed[st]) >= t.roots) {
+		// Better than a deep place or a seed beyond its share: the place
+		// of a shallow leaf.
+		if x, d, ok := t.insert(id, st, now); ok && (over == 0 || d+1 <= t.depthBound()) {
+			// id takes x's place and feeds it.
+			p = t.node(x).parent[st]
+			t.link(id, st, p)
+			n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+			if p != old {
+				moves = append(moves, move{id, st, p})
+			}
+			return t.relink(x, st, id, now, moves)
+		}
+	}
+	if !ok {
+		r := &n.retry[st]
+		r.at = time.Time{}
+		for _, a := range r.avoid {
+			if r.at.IsZero() || a.until.Before(r.at) {
+				r.at = a.until
+			}
+		}
+	}
+	if p != noParent {
+		t.link(id, st, p)
+		n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+	}
+	if p == old {
+		return moves
+	}
+	return append(moves, move{id, st, p})
+}
+
+// relink moves id under p in stripe st, which the caller has checked.
+func (t *tree) relink(id, st, p int, now time.Time, moves []move) []move {
+	n := t.node(id)
+	if n.parent[st] == p {
+		return moves
+	}
+	t.unlink(id, st)
+	t.link(id, st, p)
+	n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+	return append(moves, move{id, st, p})
+}
+
+// rank orders candidate parents; lower is better.
+type rank struct {
+	over  int // levels beyond depthBound the child's subtree would reach
+	idle  int // 0: the uplink feeds nobody yet
+	depth int
+	held  int64
+}
+
+func (a rank) better(b rank) bool {
+	switch {
+	case a.over != b.over:
+		return a.over < b.over
+	case a.idle != b.idle:
+		return a.idle < b.idle
+	case a.depth != b.depth:
+		return a.depth < b.depth
+	}
+	return a.held > b.held
+}
+
+// choose picks id's parent in stripe st (see tree), and says by how many
+// levels id's subtree there would pass depthBound; false if every possible
+// parent failed id lately.
+func (t *tree) choose(id, st int, now time.Time) (parent, over int, ok bool) {
+	n := t.node(id)
+	r := &n.retry[st]
+	seedOK := !r.avoids(seedID, now)
+	if seedOK && len(t.seed[st]) < t.roots {
+		return seedID, 0, true // its uplink has room by design
+	}
+	h := t.height(id, st)
+	bound := t.depthBound()
+	slack := t.placeSlack()
+	best, bestRank := noParent, rank{}
+	for i := range t.nodes {
+		pid := i + 1
+		p := &t.nodes[i]
+		if pid == id || !t.canFeed(p) || len(p.children[st]) >= 2 || p.held+slack < n.held || r.avoids(pid, now) {
+			continue
+		}
+		if t.feedsElsewhere(p, st) {
+			continue // inner in two trees, its uplink would carry two copies
+		}
+		d, ok := t.depth(pid, st, id)
+		if !ok {
+			continue
+		}
+		k := rank{over: max(0, d+1+h-bound), idle: len(p.children[st]), depth: d, held: p.held}
+		if best == noParent || k.better(bestRank) {
+			best, bestRank = pid, k
+		}
+	}
+	if best != noParent {
+		return best, bestRank.over, true
+	}
+	if seedOK {
+		return seedID, 0, true
+	}
+	return noParent, 0, false
+}
+
+// insert finds a leaf of stripe st whose place id, idle in every tree,
+// can take, feeding the leaf below it: the way in when no node has room
+// within depthBound, instead of a deep place, the seed beyond its share
+// or a node in two trees. The shallowest such leaf goes one level down,
+// and must stay within the bound unless the seed is the alternative.
+func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
+	n := t.node(id)
+	if !t.canFeed(n) || t.feeds(n) {
+		return noParent, 0, false
+	}
+	slack := t.placeSlack()
+	best, bestDepth := noParent, 0
+	for i := range t.nodes {
+		xid, x := i+1, &t.nodes[i]
+		if xid == id || !x.in || len(x.children[st]) > 0 || x.held > n.held+slack || x.retry[st].avoids(id, now) {
+			continue
+		}
+		q := x.parent[st]
+		if q == noParent || n.retry[st].avoids(q, now) {
+			continue
+		}
+		if q != seedID && (!t.canFeed(t.node(q)) || t.node(q).held+slack < n.held) {
+			continue
+		}
+		if d, ok := t.depth(xid, st, id); ok && (best == noParent || d < bestDepth) {
+			best, bestDepth = xid, d
+		}
+	}
+	return best, bestDepth, best != noParent
+}
+
+// feedsElsewhere reports whether n has children in a stripe other than st.
+func (t *tree) feedsElsewhere(n *tnode, st int) bool {
+	for s := range t.stripes {
+		if s != st && len(n.children[s]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// depth is id's depth in stripe st's tree (the seed's children are at 1);
+// false if it is not connected to the seed, or is below or is not.
+func (t *tree) depth(id, st, not int) (int, bool) {
+	d := 0
+	for q := id; q != seedID; d++ {
+		if q == not || q == noParent || d > len(t.nodes) {
+			return 0, false
+		}
+		q = t.node(q).parent[st]
+	}
+	return d, true
+}
+
+// height is how many levels id's subtree in stripe st has below id.
+func (t *tree) height(id, st int) int {
+	h := 0
+	level := []int{id}
+	for {
+		var next []int
+		for _, q := range level {
+			next = append(next, t.node(q).children[st]...)
+		}
+		if len(next) == 0 {
+			return h
+		}
+		h++
+		level = next
+	}
+}
+
+// kids is p's list of children in stripe st.
+func (t *tree) kids(p, st int) *[]int {
+	if p == seedID {
+		return &t.seed[st]
+	}
+	return &t.node(p).children[st]
+}
+
+func (t *tree) link(id, st, p int) {
+	t.node(id).parent[st] = p
+	k := t.kids(p, st)
+	*k = append(*k, id)
+}
+
+func (t *tree) unlink(id, st int) {
+	n := t.node(id)
+	if n.parent[st] == noParent {
+		return
+	}
+	k := t.kids(n.parent[st], st)
+	*k = slices.DeleteFunc(*k, func(c int) bool { return c == id })
+	n.parent[st] = noParent
+}

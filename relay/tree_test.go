@@ -1,0 +1,503 @@
+package relay
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"testing"
+	"time"
+)
+
+const (
+	testSize  = 1 << 30
+	testChunk = 1 << 20
+)
+
+var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// planned returns a tree of n nodes, planned, and the plan's moves.
+func planned(stripes, n int) (*tree, []move) {
+	tr := newTree(stripes, testSize, testChunk, 2*time.Second)
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = tr.add()
+	}
+	return tr, tr.plan(ids, t0)
+}
+
+// ceilLog2 is ⌈log2(n+1)⌉, so ceilLog2(n)+1 is the depth bound of n nodes.
+func ceilLog2(n int) int { return bits.Len(uint(n)) }
+
+// parents is every node's parent in every stripe.
+func parents(tr *tree) [][maxStripes]int {
+	out := make([][maxStripes]int, len(tr.nodes))
+	for i := range tr.nodes {
+		out[i] = tr.nodes[i].parent
+	}
+	return out
+}
+
+// checkMoves applies moves to before and compares with the tree: the
+// moves must be exactly the changes, each node and stripe at most once.
+func checkMoves(t *testing.T, tr *tree, before [][maxStripes]int, moves []move) {
+	t.Helper()
+	after := slices.Clone(before)
+	for len(after) < len(tr.nodes) { // nodes added since
+		after = append(after, [maxStripes]int{noParent, noParent})
+	}
+	seen := map[[2]int]bool{}
+	for _, m := range moves {
+		k := [2]int{m.node, m.stripe}
+		if seen[k] {
+			t.Fatalf("node %d moved twice in stripe %d: %v", m.node, m.stripe, moves)
+		}
+		seen[k] = true
+		if after[m.node-1][m.stripe] == m.parent {
+			t.Fatalf("move %+v changes nothing", m)
+		}
+		after[m.node-1][m.stripe] = m.parent
+	}
+	if got := parents(tr); !slices.Equal(got, after) {
+		for i := range got {
+			if got[i] != after[i] {
+				t.Fatalf("node %d: tree has parents %v, moves give %v", i+1, got[i], after[i])
+			}
+		}
+	}
+}
+
+// shape is what checkTree allows.
+type shape struct {
+	depth    int // deepest node allowed
+	seedKids int // most children the seed may have per stripe
+}
+
+// checkTree checks the invariants: every node in the trees has one parent
+// per stripe, the seed or a node in the trees, which lists it once; no
+// cycles, every node reachable from the seed; at most two children per
+// node and stripe; with two trees no node feeds in both; nodes out of the
+// trees have neither parent nor children. It returns the deepest depth.
+func checkTree(t *testing.T, tr *tree, sh shape) int {
+	t.Helper()
+	live, deepest := 0, 0
+	for st := range tr.stripes {
+		if len(tr.seed[st]) > sh.seedKids {
+			t.Fatalf("stripe %d: the seed has %d children, want at most %d", st, len(tr.seed[st]), sh.seedKids)
+		}
+		for _, c := range tr.seed[st] {
+			if tr.parentOf(c, st) != seedID {
+				t.Fatalf("stripe %d: the seed lists %d, whose parent is %d", st, c, tr.parentOf(c, st))
+			}
+		}
+	}
+	for i := range tr.nodes {
+		id, n := i+1, &tr.nodes[i]
+		inner := 0
+		for st := range tr.stripes {
+			if !n.in {
+				if n.parent[st] != noParent || len(n.children[st]) > 0 {
+					t.Fatalf("node %d is out but has parent %d and children %v in stripe %d", id, n.parent[st], n.children[st], st)
+				}
+				continue
+			}
+			p := n.parent[st]
+			if p == noParent {
+				t.Fatalf("node %d has no parent in stripe %d", id, st)
+			}
+			if p != seedID && !tr.node(p).in {
+				t.Fatalf("node %d's parent %d in stripe %d is out", id, p, st)
+			}
+			if k := *tr.kids(p, st); count(k, id) != 1 {
+				t.Fatalf("node %d's parent %d in stripe %d lists %v", id, p, st, k)
+			}
+			if len(n.children[st]) > 2 {
+				t.Fatalf("node %d has %d children in stripe %d", id, len(n.children[st]), st)
+			}
+			for _, c := range n.children[st] {
+				if tr.parentOf(c, st) != id {
+					t.Fatalf("node %d lists child %d in stripe %d, whose parent is %d", id, c, st, tr.parentOf(c, st))
+				}
+			}
+			if len(n.children[st]) > 0 {
+				inner++
+			}
+			d, ok := tr.depth(id, st, noParent)
+			if !ok {
+				t.Fatalf("node %d is not reachable from the seed in stripe %d", id, st)
+			}
+			deepest = max(deepest, d)
+		}
+		if n.in {
+			live++
+		}
+		if inner > 1 {
+			t.Fatalf("node %d is inner in %d trees", id, inner)
+		}
+	}
+	if live != tr.live {
+		t.Fatalf("tree counts %d live nodes, has %d", tr.live, live)
+	}
+	if deepest > sh.depth {
+		t.Fatalf("a node is at depth %d, want at most %d", deepest, sh.depth)
+	}
+	return deepest
+}
+
+func TestTreePlan(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for n := 1; n <= 300; n++ {
+			tr, moves := planned(stripes, n)
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				checkMoves(t, tr, parents(newTreeLike(tr, n)), moves)
+				checkTree(t, tr, shape{depth: ceilLog2(n) + 1, seedKids: tr.roots})
+				for st := range stripes {
+					if want := min(n, tr.roots); len(tr.seed[st]) != want {
+						t.Errorf("stripe %d: the seed feeds %d roots, want %d", st, len(tr.seed[st]), want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// newTreeLike is tr's shape before plan: n nodes outside the trees.
+func newTreeLike(tr *tree, n int) *tree {
+	u := newTree(tr.stripes, tr.size, int(tr.chunk), tr.slowAfter)
+	for range n {
+		u.add()
+	}
+	return u
+}
+
+// innerNode is a node with two children in stripe 0 that is not a root, or
+// a root, or 0.
+func innerNode(tr *tree) int {
+	for i := range tr.nodes {
+		if len(tr.nodes[i].children[0]) == 2 && tr.nodes[i].parent[0] != seedID {
+			return i + 1
+		}
+	}
+	for i := range tr.nodes {
+		if len(tr.nodes[i].children[0]) == 2 {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func count(list []int, id int) int {
+	k := 0
+	for _, x := range list {
+		if x == id {
+			k++
+		}
+	}
+	return k
+}
+
+// repairShape is what the trees may look like after lost nodes: with one
+// tree a leaf takes each lost inner node's place, so no node moves deeper;
+// with two a lost node's orphan may hang below a deep node, as no node
+// feeds in both trees: an orphan's subtree, no taller than D−2 (orphans
+// sit at depth 2 or more), below a node at depth ≤ D reaches 2D−1 at most,
+// so each loss at most doubles the depth. Each lost node can take one
+// free slot more than it leaves, which the seed may have to provide.
+func repairShape(tr *tree, n, lost int) shape {
+	d := ceilLog2(n) + 1
+	if tr.stripes > 1 {
+		for range lost {
+			d = 2*d - 1
+		}
+	}
+	return shape{depth: d, seedKids: tr.roots + lost}
+}
+
+// losing runs the tree's lose for each of lost, checking the moves and
+// the trees after each.
+func losing(t *testing.T, tr *tree, n int, lost ...int) {
+	t.Helper()
+	for i, id := range lost {
+		before := parents(tr)
+		moves := tr.lose(id, false, t0)
+		checkMoves(t, tr, before, moves)
+		checkTree(t, tr, repairShape(tr, n, i+1))
+		for st := range tr.stripes {
+			if tr.parentOf(id, st) != noParent || len(tr.node(id).children[st]) > 0 {
+				t.Fatalf("lost node %d still has parent %d, children %v in stripe %d", id, tr.parentOf(id, st), tr.node(id).children[st], st)
+			}
+		}
+	}
+}
+
+func TestTreeRepairs(t *testing.T) {
+	worst := map[string]int{}
+	for _, stripes := range []int{1, 2} {
+		for n := 1; n <= 300; n++ {
+			run := func(name string, f func(t *testing.T, tr *tree)) {
+				t.Run(fmt.Sprintf("trees=%d/N=%d/%s", stripes, n, name), func(t *testing.T) {
+					tr, _ := planned(stripes, n)
+					f(t, tr)
+					if d := checkTree(t, tr, shape{depth: 1 << 30, seedKids: 1 << 30}) - ceilLog2(n) - 1; d > worst[name] {
+						worst[name] = d
+					}
+				})
+			}
+			run("root", func(t *testing.T, tr *tree) { losing(t, tr, n, tr.seed[0][0]) })
+			p := innerNode(tr0(stripes, n))
+			if p == 0 {
+				continue
+			}
+			run("inner", func(t *testing.T, tr *tree) { losing(t, tr, n, p) })
+			run("parent and child", func(t *testing.T, tr *tree) { losing(t, tr, n, p, tr.node(p).children[0][0]) })
+			run("child and parent", func(t *testing.T, tr *tree) { losing(t, tr, n, tr.node(p).children[0][0], p) })
+			run("siblings", func(t *testing.T, tr *tree) { losing(t, tr, n, slices.Clone(tr.node(p).children[0])...) })
+			run("rejoin", func(t *testing.T, tr *tree) {
+				losing(t, tr, n, p)
+				// Mid-session: the others went on while it was away.
+				for id := 1; id <= n; id++ {
+					tr.setHeld(id, testSize/2)
+				}
+				tr.setHeld(p, testSize/3)
+				before := parents(tr)
+				moves := tr.join(p, t0)
+				checkMoves(t, tr, before, moves)
+				checkTree(t, tr, repairShape(tr, n, 1))
+				for st := range stripes {
+					if tr.parentOf(p, st) == noParent {
+						t.Fatalf("rejoined node has no parent in stripe %d", st)
+					}
+				}
+			})
+			run("lost for good", func(t *testing.T, tr *tree) {
+				checkMoves(t, tr, parents(tr), tr.lose(p, true, t0))
+				if moves := tr.join(p, t0); moves != nil || tr.node(p).in {
+					t.Fatalf("a node lost for good rejoined: %v", moves)
+				}
+				for range 5 {
+					id := tr.add()
+					checkMoves(t, tr, parents(tr), tr.join(id, t0))
+				}
+				checkTree(t, tr, repairShape(tr, tr.live, 1))
+				for st := range stripes {
+					if len(tr.node(p).children[st]) > 0 {
+						t.Fatalf("a node lost for good has children %v", tr.node(p).children[st])
+					}
+				}
+			})
+		}
+	}
+	t.Logf("deepest beyond the plan's bound: %v", worst)
+}
+
+// tr0 is a freshly planned tree.
+func tr0(stripes, n int) *tree {
+	tr, _ := planned(stripes, n)
+	return tr
+}
+
+func TestTreeLateJoiners(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for n := 1; n <= 300; n += 1 + n/32 { // every size to 32, then a sample: each costs N²
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				tr, _ := planned(stripes, n)
+				// One, then as many again as planned: each is placed within
+				// the bound of the grown fleet, nobody feeding in both trees.
+				for range n + 1 {
+					before := parents(tr)
+					id := tr.add()
+					moves := tr.join(id, t0)
+					checkMoves(t, tr, before, moves)
+					// One move per stripe for the joiner, and where no node
+					// has room, one for the leaf whose place it takes.
+					own := 0
+					for _, m := range moves {
+						if m.node == id {
+							own++
+						} else if tr.parentOf(m.node, m.stripe) != id || len(tr.node(m.node).children[m.stripe]) > 0 {
+							t.Fatalf("joiner %d: moves %v move more than a leaf below it", id, moves)
+						}
+					}
+					if own != stripes || len(moves) > 2*stripes {
+						t.Fatalf("joiner %d: moves %v", id, moves)
+					}
+					checkTree(t, tr, shape{depth: ceilLog2(tr.live) + 1, seedKids: tr.roots})
+				}
+			})
+		}
+	}
+}
+
+// flow plays a session forward: per stripe, each node gains what its own
+// link brings, never more than its parent holds there.
+type flow struct {
+	tr   *tree
+	held [][maxStripes]int64
+	link []int64 // each node's download rate, bytes per second
+}
+
+func newFlow(tr *tree, rate int64) *flow {
+	f := &flow{tr: tr, held: make([][maxStripes]int64, len(tr.nodes)), link: make([]int64, len(tr.nodes))}
+	for i := range f.link {
+		f.link[i] = rate
+	}
+	return f
+}
+
+func (f *flow) step(dt time.Duration) {
+	tr := f.tr
+	share := tr.size / int64(tr.stripes)
+	for st := range tr.stripes {
+		level := slices.Clone(tr.seed[st])
+		for len(level) > 0 {
+			var next []int
+			for _, id := range level {
+				limit := share
+				if p := tr.parentOf(id, st); p > seedID {
+					limit = f.held[p-1][st]
+				}
+				h := &f.held[id-1][st]
+				*h = max(*h, min(*h+f.link[id-1]*int64(dt)/int64(time.Second)/int64(tr.stripes), limit))
+				next = append(next, tr.node(id).children[st]...)
+			}
+			level = next
+		}
+	}
+	for i := range f.held {
+		var sum int64
+		for st := range tr.stripes {
+			sum += f.held[i][st]
+		}
+		tr.setHeld(i+1, sum)
+	}
+}
+
+func TestTreeSlowRelay(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for n := 4; n <= 300; n += 1 + n/16 {
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				tr, _ := planned(stripes, n)
+				x := innerNode(tr)
+				f := newFlow(tr, 10<<20)
+				f.link[x-1] = 256 << 10 // a fortieth of the others
+				now := t0
+				for range 20 {
+					now = now.Add(500 * time.Millisecond)
+					f.step(500 * time.Millisecond)
+					before := parents(tr)
+					moves, slow := tr.checkRates(now)
+					checkMoves(t, tr, before, moves)
+					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1})
+					for _, id := range slow {
+						if id != x {
+							t.Fatalf("node %d found slow; only %d is", id, x)
+						}
+					}
+				}
+				if !tr.isSlow(x) || tr.feeds(tr.node(x)) {
+					t.Fatalf("slow relay %d: slow %v, children %v", x, tr.isSlow(x), tr.node(x).children)
+				}
+				for st := range stripes {
+					if tr.parentOf(x, st) == noParent {
+						t.Fatalf("the slow relay lost its own parent in stripe %d", st)
+					}
+				}
+				// It takes no children later either.
+				for range 4 {
+					id := tr.add()
+					tr.join(id, now)
+					for st := range stripes {
+						if tr.parentOf(id, st) == x {
+							t.Fatalf("joiner %d placed below the slow relay", id)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// A child that every parent fails, at once and for ever, gets a new parent
+// at most once per back-off: never again from a parent that just failed
+// it, and a handful of times a minute, not thousands a second.
+func TestTreeComplaintsBackOff(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for _, n := range []int{1, 2, 5, 40} {
+			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
+				tr, _ := planned(stripes, n)
+				c, st := n, stripes-1
+				failed := map[int]time.Time{}
+				placed := 0
+				check := func(now time.Time, moves []move) {
+					for _, m := range moves {
+						if m.node != c || m.stripe != st {
+							t.Fatalf("move %+v: only node %d's stripe %d is failing", m, c, st)
+						}
+						if m.parent == noParent {
+							continue
+						}
+						placed++
+						if f, ok := failed[m.parent]; ok && now.Sub(f) < retryFirst {
+							t.Fatalf("at %s: back to parent %d, which failed it %s ago", now.Sub(t0), m.parent, now.Sub(f))
+						}
+					}
+				}
+				for now := t0; now.Before(t0.Add(time.Minute)); now = now.Add(time.Millisecond) {
+					before := parents(tr)
+					moves := tr.retry(now)
+					checkMoves(t, tr, before, moves)
+					check(now, moves)
+					if p := tr.parentOf(c, st); p != noParent {
+						failed[p] = now
+						before := parents(tr)
+						moves := tr.complain(c, st, p, now)
+						checkMoves(t, tr, before, moves)
+						check(now, moves)
+					}
+				}
+				if placed < 5 || placed > 10 {
+					t.Fatalf("placed %d times in a minute, want a handful", placed)
+				}
+				// A complaint about a parent it no longer has changes nothing.
+				tr2, _ := planned(stripes, n)
+				if p := tr2.parentOf(c, st); tr2.complain(c, st, p+1, t0) != nil || tr2.parentOf(c, st) != p {
+					t.Fatalf("a stale complaint moved node %d", c)
+				}
+			})
+		}
+	}
+}
+
+func TestTreeFailedNode(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr, _ := planned(stripes, 40)
+		x, y := innerNode(tr), 0
+		for i := range tr.nodes {
+			if id := i + 1; id != x && tr.feeds(&tr.nodes[i]) {
+				y = id
+			}
+		}
+		// Incomplete, it leaves the trees: its children wait for what it
+		// will never fetch.
+		before := parents(tr)
+		checkMoves(t, tr, before, tr.fail(x, t0))
+		checkTree(t, tr, repairShape(tr, 40, 1))
+		if tr.node(x).in {
+			t.Fatalf("trees=%d: a failed incomplete node stays in", stripes)
+		}
+		// Complete, it keeps feeding its children, but takes no more.
+		tr.setHeld(y, testSize)
+		kids := fmt.Sprint(tr.node(y).children)
+		if moves := tr.fail(y, t0); moves != nil || fmt.Sprint(tr.node(y).children) != kids {
+			t.Fatalf("trees=%d: a failed complete node lost its children: %v", stripes, moves)
+		}
+		for range 20 {
+			id := tr.add()
+			tr.join(id, t0)
+			for st := range stripes {
+				if tr.parentOf(id, st) == y {
+					t.Fatalf("trees=%d: joiner %d placed below failed node %d", stripes, id, y)
+				}
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -569,9 +570,13 @@ func printReport(w io.Writer, rep *relay.Report) {
 		names[n.ID] = n.Name
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENT\tSTATUS\tBYTES\tSECONDS\tERROR")
+	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENTS\tSTATUS\tBYTES\tSECONDS\tERROR")
 	for _, n := range rep.Nodes {
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, names[n.Parent], n.Status, n.Bytes, n.Seconds, n.Error)
+		var parents []string
+		for _, p := range n.Parents {
+			parents = append(parents, cmp.Or(names[p], "-"))
+		}
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
 	}
 	tw.Flush()
 	ok := len(rep.Nodes) - rep.Failed()

@@ -117,9 +117,8 @@ const fetchBuffer = 256 << 10
 // counts the bytes stored.
 func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, received func(int)) error {
 	m := sp.m
-	stripes, stripe := int(p.stripes), int(p.stripe)
 	missing := 0
-	for g := stripe; g < m.Blocks(); g += stripes {
+	for g := int(p.stripe); g < m.Blocks(); g += int(p.stripes) {
 		if !sp.has(g) {
 			missing++
 		}
@@ -128,9 +127,6 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 		return nil
 	}
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
-	corrupt := func(g int, format string, a ...any) error {
-		return &fetchError{kind: complainCorrupt, block: uint32(g), err: fmt.Errorf("parent %s %s", p.addr, fmt.Sprintf(format, a...))}
-	}
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", p.addr.String())
 	if err != nil {
@@ -148,15 +144,27 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	br := bufio.NewReaderSize(lc, fetchBuffer)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, received)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// pull reads a parent's frames until missing more blocks of its stripe are
+// stored. Nothing it has not verified is stored.
+func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, received func(int)) error {
+	m := sp.m
+	stripes, stripe := int(p.stripes), int(p.stripe)
+	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
+	corrupt := func(g int, format string, a ...any) error {
+		return &fetchError{kind: complainCorrupt, block: uint32(g), err: fmt.Errorf("parent %s %s", p.addr, fmt.Sprintf(format, a...))}
+	}
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
 	for missing > 0 {
 		t, n, err := readHeader(br)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
 		}
 		limit := maxControlLen

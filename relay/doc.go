@@ -1,5 +1,5 @@
-// Package relay moves a package from a seed to many receivers along a
-// binary tree of TCP connections, verifying every chunk against a signed
+// Package relay moves a package from a seed to many receivers along
+// binary trees of TCP connections, verifying every block against a signed
 // manifest before it is stored, relayed or applied.
 //
 // # Roles and connections
@@ -9,29 +9,40 @@
 // session; the node reports progress (its heartbeat), complaints about its
 // parent, and its result. Data flows the other way round: each node opens a
 // data connection to its parent (another node, or the seed) and asks for
-// the chunks it lacks; the parent streams them as they arrive. A node feeds
-// each child from its spool in a goroutine of its own, so a slow child
-// never holds up its parent or siblings. When a node dies or stalls, the
-// seed names a new parent for its children, which resume by asking for
-// the chunks they still lack: no verified chunk moves twice.
+// the blocks it lacks; the parent streams each block as soon as it has
+// verified it, so a hop costs one block's time on the link, whatever the
+// chunk size. A node feeds each child from its spool in a goroutine of its
+// own, so a slow child never holds up its parent or siblings; a pacer
+// keeps a parent's children (and the seed's two roots) abreast, so no
+// subtree inherits a lag from an uneven split of the uplink. When a node
+// dies or stalls, the seed names a new parent for its children, which
+// resume by asking for the blocks they still lack: no verified block
+// moves twice.
 //
 // # Frames
 //
 // Every message is one frame:
 //
 //	magic   4 bytes  "TCST"
-//	version 1 byte   protocol version, currently 1
+//	version 1 byte   protocol version, currently 2
 //	type    1 byte   message type, below
 //	length  4 bytes  payload length, big-endian
 //	payload length bytes
 //
 // A frame whose magic or version differs ends the connection (see
 // IsVersionMismatch). The length is checked against the type's limit before
-// anything is allocated: 32 MiB + 4 KiB for offer, 4 bytes + chunk size (at
-// most 16 MiB) for chunk, 128 KiB + 64 for want's bitmap of up to a million
-// chunks, 64 KiB for everything else. A frame of a type the reader does not
-// expect is refused from its header, and payloads over 1 MiB are buffered
-// only as their bytes arrive, so a header alone never costs memory.
+// anything is allocated: 32 MiB + 4 KiB for offer, 5 bytes + 64 KiB for
+// block, 4 bytes + 128 KiB for hashes, 16 MiB + 64 for want's bitmap of up
+// to 2^27 blocks, 64 KiB for everything else; on a data connection a
+// child holds block and hashes frames to the session's block size and
+// chunk, and a parent holds a want's bitmap to the session's block count.
+// A frame of a type the reader does not expect is refused from its
+// header, and payloads over 1 MiB are buffered only as their bytes arrive,
+// so a header alone never costs memory.
+//
+// Liveness is judged by progress: a peer is dead when no bytes move on its
+// connection for Config.DeadAfter, however long a frame takes, so a
+// healthy link at any rate and any chunk size stays up.
 //
 // Integers are big-endian. A string or blob is a uint32 length and its
 // bytes, with a per-field limit (4 KiB for texts). An id is 16 bytes.
@@ -45,16 +56,18 @@
 //	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name
 //	2  welcome   node → seed           node id, name, busy u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           chunks already held u32
+//	4  accept    node → seed           bytes already held u64
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
-//	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of chunks held (LSB first)
-//	8  chunk     parent → child        index u32, data
-//	9  progress  node → seed           chunks held u32, bytes received u64
+//	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
+//	8  (retired: whole chunks, version 1)
+//	9  progress  node → seed           bytes verified and held u64, bytes received u64
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64
 //	11 end       seed → node           (empty) the session is over
 //	12 ping      either                (empty) the link is alive
-//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), chunk u32, detail string, stripe u8
+//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), block u32, detail string, stripe u8
+//	14 hashes    parent → child        chunk u32, the SHA-256 of each of its blocks (32 bytes each)
+//	15 block     parent → child        block u32, flags u8 (0: raw), data
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
@@ -63,10 +76,12 @@
 // after accept the seed sends parent (again whenever it re-parents the
 // node), ping and finally end; the node sends progress every heartbeat,
 // complain when a parent fails it, and result once it has applied the
-// package (or failed to). A data connection runs hello, want, then chunk
-// and ping frames until the child holds its stripe. Chunk i belongs to
-// stripe i mod stripes; with one stripe a node has one parent, with two it
-// fetches each half of the package from its parent in that stripe's tree.
+// package (or failed to). A data connection runs hello, want, then
+// hashes, block and ping frames until the child holds its stripe: before
+// the first block of a chunk it sends, a parent sends the chunk's block
+// hashes. Block g belongs to stripe g mod stripes; with one stripe a node
+// has one parent, with two it fetches every other block from its parent in
+// that stripe's tree.
 //
 // # Trees
 //
@@ -98,19 +113,30 @@
 //
 //	manifest  blob
 //	key       32 bytes  the seed's ed25519 public key
-//	signature 64 bytes  ed25519 over "treecast manifest v1\x00" + manifest
+//	signature 64 bytes  ed25519 over "treecast manifest v2\x00" + manifest
 //
 // and the manifest itself:
 //
-//	version u8 (1), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
-//	a plain file name), size u64, chunk size u32, whole-file SHA-256 (32), chunk count u32,
-//	then count SHA-256 chunk hashes
+//	version u8 (2), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
+//	a plain file name), size u64, chunk size u32, block size u32, whole-file SHA-256 (32),
+//	chunk count u32, then count chunk hashes
+//
+// The package is cut into blocks (16 KiB unless the chunk size is not a
+// multiple of it; a power of two from 4 to 64 KiB), block g at offset
+// g × block size, and blocks are grouped into chunks (1 MiB by default, a
+// multiple of the block size). A chunk's hash is the SHA-256 of its
+// blocks' SHA-256s, in order: the manifest costs 32 bytes a chunk (0.003 %
+// of the package at the defaults), yet a child checks each block alone, as
+// soon as it arrives, against the chunk's block hashes that it checked
+// against the manifest first (BitTorrent v2's piece layers, two levels
+// deep).
 //
 // The signature is checked before the manifest is decoded, and the
 // manifest's rules (name, sizes, count = ⌈size / chunk size⌉, expiry) before
-// a byte is written to the spool. Every chunk is checked against its hash
-// before it is stored or relayed; the whole file against its SHA-256 before
-// it is applied. Relays cannot forge chunks: they hold no key.
+// a byte is written to the spool. Every block is checked against its hash
+// before it is stored, relayed or applied, so once every block is held the
+// whole file is verified. A lying relay is caught at its first bad block
+// or block hash. Relays cannot forge either: they hold no key.
 //
 // # Timing
 //

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
 	"crypto/ed25519"
 	"errors"
 	"io"
@@ -220,4 +222,73 @@ func FuzzManifest(f *testing.F) {
 			t.Fatalf("signed round trip changed the manifest")
 		}
 	})
+}
+
+// FuzzPull plays a parent that may lie: arbitrary frames on a data
+// connection. pull never panics, and whatever it stores is the package's
+// own bytes; it stores nothing it has not verified.
+func FuzzPull(f *testing.F) {
+	data := testData(5*DefaultBlockSize + 77)
+	m := testManifest(data, 2*DefaultBlockSize)
+	honest := func(stripes, stripe int) []byte {
+		var out []byte
+		src := &bytesSource{m: m, data: data}
+		for g := stripe; g < m.Blocks(); g += stripes {
+			if g%m.blocksPerChunk() == 0 || g == stripe {
+				l, _ := src.leaves(g / m.blocksPerChunk())
+				out = appendHeader(out, msgHashes, 4+len(l))
+				out = binary.BigEndian.AppendUint32(out, uint32(g/m.blocksPerChunk()))
+				out = append(out, l...)
+			}
+			b := blockOf(data, m, g)
+			out = appendHeader(out, msgBlock, blockHeaderLen+len(b))
+			out = binary.BigEndian.AppendUint32(out, uint32(g))
+			out = append(out, 0)
+			out = append(out, b...)
+		}
+		return out
+	}
+	f.Add(uint8(1), uint8(0), honest(1, 0))
+	f.Add(uint8(2), uint8(1), honest(2, 1))
+	f.Add(uint8(2), uint8(0), honest(2, 0)[:100])
+	flipped := honest(1, 0)
+	flipped[len(flipped)-3] ^= 1
+	f.Add(uint8(1), uint8(0), flipped)
+	dir := f.TempDir() // no state is ever synced, so each run starts with nothing held
+	f.Fuzz(func(t *testing.T, stripes, stripe uint8, in []byte) {
+		if stripes == 0 || stripes > maxStripes || stripe >= stripes {
+			return
+		}
+		sp, err := openSpool(dir, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.close()
+		p := parentMsg{stripes: stripes, stripe: stripe}
+		missing := (m.Blocks() - int(stripe) + int(stripes) - 1) / int(stripes)
+		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, func(int) {})
+		buf := make([]byte, m.BlockSize)
+		for g := range m.Blocks() {
+			if !sp.has(g) {
+				continue
+			}
+			got, err := sp.readBlock(g, buf)
+			if err != nil || !bytes.Equal(got, blockOf(data, m, g)) {
+				t.Fatalf("block %d stored, but it is not the package's (%v)", g, err)
+			}
+		}
+	})
+}
+
+// bytesSource serves a package from memory, for tests.
+type bytesSource struct {
+	m    *Manifest
+	data []byte
+}
+
+func (s *bytesSource) leaves(i int) ([]byte, error) {
+	first, n := s.m.chunkBlocks(i)
+	off := first * s.m.BlockSize
+	end := min(off+n*s.m.BlockSize, len(s.data))
+	return hashBlocks(nil, s.data[off:end], s.m.BlockSize), nil
 }

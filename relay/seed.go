@@ -57,15 +57,16 @@ type ReportPackage struct {
 
 // ReportNode is one receiver's outcome.
 type ReportNode struct {
-	ID       string  `json:"id"`
-	Name     string  `json:"name"`
-	Addr     string  `json:"addr"`
-	Parent   string  `json:"parent"` // node id, or "seed"
-	Status   string  `json:"status"` // "ok" or "failed"
-	Error    string  `json:"error,omitempty"`
-	Bytes    int64   `json:"bytes"`    // bytes verified and held
-	Received int64   `json:"received"` // bytes downloaded in this session
-	Seconds  float64 `json:"seconds"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Addr     string   `json:"addr"`
+	Parent   string   `json:"parent"`  // the first tree's parent, as in parents[0]
+	Parents  []string `json:"parents"` // per tree, the id of the node it fetched from last, or "seed"
+	Status   string   `json:"status"`  // "ok" or "failed"
+	Error    string   `json:"error,omitempty"`
+	Bytes    int64    `json:"bytes"`    // bytes verified and held
+	Received int64    `json:"received"` // bytes downloaded in this session
+	Seconds  float64  `json:"seconds"`
 }
 
 // Failed counts the nodes that did not apply the package.
@@ -104,7 +105,8 @@ type node struct {
 	joined     bool // took part in the session at least once
 	state      nodeState
 	err        string
-	held       int64 // bytes verified
+	held       int64              // bytes verified
+	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
 	received   int64
 	lastSeen   time.Time
 	seconds    float64
@@ -365,9 +367,11 @@ func (s *seedRun) tell(moves []move, repair bool) {
 			s.opt.Log.Info("re-parented", "node", n.label(), "stripe", m.stripe, "parent", s.parentLabel(m.parent))
 		}
 		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(m.stripe), addr: n.seedAddr}
+		n.parents[m.stripe] = "seed"
 		if m.parent != seedID {
 			p := s.nodes[m.parent-1]
 			pm.id, pm.addr = p.peer.ID, p.peer.Addr
+			n.parents[m.stripe] = p.peer.ID.String()
 		}
 		if err := n.c.send(msgParent, pm.encode()); err != nil {
 			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
@@ -657,11 +661,9 @@ func (s *seedRun) report() *Report {
 	s.mu.Unlock()
 	for _, n := range s.nodes {
 		rn := ReportNode{
-			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(), Parent: "seed",
+			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(),
+			Parents: n.parents[:s.t.stripes], Parent: n.parents[0],
 			Status: StatusOK, Error: n.err, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
-		}
-		if p := s.t.parentOf(n.id, 0); p > seedID {
-			rn.Parent = s.nodes[p-1].peer.ID.String()
 		}
 		if n.state != stateOK {
 			rn.Status = StatusFailed

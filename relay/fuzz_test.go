@@ -3,8 +3,8 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"io"
 	"reflect"

@@ -100,7 +100,8 @@
 // then one that keeps every node within ⌈log2(N+1)⌉ + 1 hops of the seed,
 // then an idle one, then the shallowest, then the one holding most. A
 // node with no children and no such parent takes the place of a shallow
-// leaf and feeds it; the seed beyond its share is the last resort. Late
+// leaf and feeds it; failing that, a node that feeds in the other tree
+// (within the depth bound), and the seed beyond its share last. Late
 // and returning receivers are placed the same way. After a complain the
 // node gets a new parent at once, never the one it complained of for a
 // second; complaining again in a row, it waits 1 s, doubling to 30 s,

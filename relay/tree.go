@@ -61,7 +61,8 @@ const (
 // own subtree, and holds about what the child holds; among those the seed
 // while it has a free root, then one that keeps the tree within
 // depthBound, then one whose uplink is idle, then the shallowest, then the
-// one holding most. The seed beyond its share is the last resort.
+// one holding most; failing all, a node that feeds in the other tree;
+// the seed beyond its share is the last resort.
 type tree struct {
 	stripes   int
 	roots     int // the seed's children per stripe by design
@@ -449,9 +450,9 @@ func (t *tree) place(id, st int, now time.Time, moves []move) []move {
 	old := n.parent[st]
 	t.unlink(id, st)
 	p, over, ok := t.choose(id, st, now)
-	if ok && (over > 0 || p == seedID && len(t.seed[st]) >= t.roots) {
-		// Better than a deep place or a seed beyond its share: the place
-		// of a shallow leaf.
+	if ok && (over > 0 || p == seedID && len(t.seed[st]) >= t.roots || p != seedID && t.feedsElsewhere(t.node(p), st)) {
+		// Better than a deep place, a seed beyond its share or a node in
+		// two trees: the place of a shallow leaf.
 		if x, d, ok := t.insert(id, st, now); ok && (over == 0 || d+1 <= t.depthBound()) {
 			// id takes x's place and feeds it.
 			p = t.node(x).parent[st]
@@ -527,32 +528,50 @@ func (t *tree) choose(id, st int, now time.Time) (parent, over int, ok bool) {
 	h := t.height(id, st)
 	bound := t.depthBound()
 	slack := t.placeSlack()
+	// Nodes inner in another tree only if no other will do: their uplink
+	// would carry two copies, which still beats the seed's carrying more,
+	// unless the tree would grow too deep.
 	best, bestRank := noParent, rank{}
+	twice, twiceRank := noParent, rank{}
 	for i := range t.nodes {
 		pid := i + 1
 		p := &t.nodes[i]
 		if pid == id || !t.canFeed(p) || len(p.children[st]) >= 2 || p.held+slack < n.held || r.avoids(pid, now) {
 			continue
 		}
-		if t.feedsElsewhere(p, st) {
-			continue // inner in two trees, its uplink would carry two copies
-		}
 		d, ok := t.depth(pid, st, id)
 		if !ok {
 			continue
 		}
-		k := rank{over: max(0, d+1+h-bound), idle: len(p.children[st]), depth: d, held: p.held}
-		if best == noParent || k.better(bestRank) {
-			best, bestRank = pid, k
+		k := rank{over: max(0, d+1+h-bound), idle: t.load(p), depth: d, held: p.held}
+		switch {
+		case !t.feedsElsewhere(p, st):
+			if best == noParent || k.better(bestRank) {
+				best, bestRank = pid, k
+			}
+		case twice == noParent || k.better(twiceRank):
+			twice, twiceRank = pid, k
 		}
 	}
 	if best != noParent {
 		return best, bestRank.over, true
 	}
+	if twice != noParent && (twiceRank.over == 0 || !seedOK) {
+		return twice, twiceRank.over, true
+	}
 	if seedOK {
 		return seedID, 0, true
 	}
 	return noParent, 0, false
+}
+
+// load is how many children n feeds in every tree.
+func (t *tree) load(n *tnode) int {
+	k := 0
+	for st := range t.stripes {
+		k += len(n.children[st])
+	}
+	return k
 }
 
 // insert finds a leaf of stripe st whose place id, idle in every tree,

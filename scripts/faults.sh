@@ -17,7 +17,8 @@
 #
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
 # Env: FAULTS_RATE (default 100mbit), FAULTS_SIZE_MB (default 64),
-#      FAULTS_ONLY (space-separated subset of the faults above).
+#      FAULTS_ONLY (space-separated subset of the faults above),
+#      FAULTS_BIN (use this binary instead of building one).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,7 +49,7 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$OUT"
-(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .)
+if [[ -n ${FAULTS_BIN:-} ]]; then cp "$FAULTS_BIN" "$BIN"; else (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .); fi
 PKG=$OUT/pkg.bin
 head -c $((SIZE_MB << 20)) /dev/urandom >"$PKG"
 WANT=$(sha256sum "$PKG" | cut -d' ' -f1)

@@ -113,7 +113,7 @@ seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect "$N" --wait 20s
 wait_joins
 [[ $SEED_RC == 1 ]] && pass "liar: seed exits 1 (the liar failed)" || fail "liar: seed exit $SEED_RC"
 err=$(jq -r '.nodes[] | select(.name == "h1") | .error' "$OUT/$run/report.json")
-[[ $err == *"corrupt chunk 4"* ]] && pass "liar: h1 reported: $err" || fail "liar: h1 reported '$err'"
+[[ $err == *"corrupt block"*"(chunk 4)"* ]] && pass "liar: h1 reported: $err" || fail "liar: h1 reported '$err'"
 ok=0
 for ((i = 2; i <= N; i++)); do
 	st=$(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .status' "$OUT/$run/report.json")

@@ -17,84 +17,144 @@ import (
 const flushAt = 32 << 10
 
 // feed sends a child every block of its stripe it does not hold, in order,
-// each chunk's block hashes ahead of its first block, as soon as src has
-// them. While src waits, pings keep the link visibly alive. The caller
-// closes conn when ctx ends.
+// as soon as src has it, and ahead of a chunk's first such block the
+// chunk's block hashes. It also sends the hashes of every chunk the child
+// lacks a block of only in another stripe: a resumed node may hold its
+// part of a chunk, and must not wait for the other tree to relay the
+// hashes it needs to feed its own children. While src waits, pings keep
+// the link visibly alive. The caller closes conn when ctx ends.
 func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, corrupt func(int) bool) (int64, error) {
-	lc := newLiveConn(conn, cfg.DeadAfter)
 	bpc := m.blocksPerChunk()
-	room := 2*headerLen + 4 + 32*bpc + blockHeaderLen + m.BlockSize
-	out := make([]byte, 0, flushAt+room)
-	flush := func() error {
-		if len(out) == 0 {
-			return nil
-		}
-		_, err := lc.Write(out)
-		out = out[:0]
-		return err
+	f := &feeder{
+		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg,
+		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize),
 	}
 	stripes, stripe := int(w.stripes), int(w.stripe)
 	have := bitmap(w.have)
-	pos := pace.join()
-	defer pace.leave(pos)
-	sentLeaves := -1
-	var sent int64
-	for g := stripe; g < m.Blocks(); g += stripes {
-		if have.has(g) {
-			continue
+	f.pos = pace.join()
+	defer pace.leave(f.pos)
+	for i := range m.Chunks {
+		first, n := m.chunkBlocks(i)
+		lacks, hashed := false, false
+		for g := first; g < first+n; g++ {
+			if have.has(g) {
+				continue
+			}
+			lacks = true
+			if g%stripes != stripe {
+				continue
+			}
+			at := g / stripes // its place in the stripe, which siblings share
+			if err := f.await(at, func() (bool, <-chan struct{}) { return src.ready(g) }); err != nil {
+				return f.sent, err
+			}
+			if !hashed {
+				if err := f.hashes(i); err != nil {
+					return f.sent, err
+				}
+				hashed = true
+			}
+			if err := f.block(g, corrupt != nil && corrupt(i)); err != nil {
+				return f.sent, err
+			}
 		}
-		at := g / stripes // its place in the stripe, which siblings share
-		pace.advance(pos, at)
-		for {
-			if ok, _ := src.ready(g); ok && pace.clearNow(pos, at) {
-				break
+		if lacks && !hashed {
+			if err := f.await(-1, func() (bool, <-chan struct{}) { return src.hashesReady(i) }); err != nil {
+				return f.sent, err
 			}
-			// About to wait: what is gathered goes out first.
-			if err := flush(); err != nil {
-				return sent, err
-			}
-			err := waitUntil(ctx, cfg.Heartbeat, func() (bool, <-chan struct{}) { return src.ready(g) })
-			if err == nil {
-				err = pace.wait(ctx, pos, at)
-			}
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, errIdle) {
-				return sent, err
-			}
-			out = appendHeader(out, msgPing, 0)
-		}
-		if i := g / bpc; i != sentLeaves {
-			leaves, err := src.leaves(i)
-			if err != nil {
-				return sent, err
-			}
-			out = appendHeader(out, msgHashes, 4+len(leaves))
-			out = binary.BigEndian.AppendUint32(out, uint32(i))
-			out = append(out, leaves...)
-			sentLeaves = i
-		}
-		n := m.BlockLen(g)
-		out = appendHeader(out, msgBlock, blockHeaderLen+n)
-		out = binary.BigEndian.AppendUint32(out, uint32(g))
-		out = append(out, 0) // flags: raw
-		data, err := src.readBlock(g, out[len(out):len(out)+n])
-		if err != nil {
-			return sent, err
-		}
-		if corrupt != nil && n > 0 && corrupt(g/bpc) {
-			data[n/2] ^= 0x10
-		}
-		out = out[:len(out)+n]
-		sent += int64(n)
-		if len(out) >= flushAt {
-			if err := flush(); err != nil {
-				return sent, fmt.Errorf("send block %d: %w", g, err)
+			if err := f.hashes(i); err != nil {
+				return f.sent, err
 			}
 		}
 	}
-	return sent, flush()
+	return f.sent, f.flush()
+}
+
+// feeder is one child's feed: what is gathered for it and how far it got.
+type feeder struct {
+	ctx  context.Context
+	lc   *liveConn
+	src  source
+	pace *pacer
+	pos  *paced
+	m    *Manifest
+	cfg  Config
+	out  []byte
+	sent int64
+}
+
+func (f *feeder) flush() error {
+	if len(f.out) == 0 {
+		return nil
+	}
+	_, err := f.lc.Write(f.out)
+	f.out = f.out[:0]
+	return err
+}
+
+// await blocks until ready, and for a block at place at in its stripe
+// (-1: none) until the pacer lets it go; what is gathered goes out before
+// any wait, and pings while it lasts.
+func (f *feeder) await(at int, ready func() (bool, <-chan struct{})) error {
+	if at >= 0 {
+		f.pace.advance(f.pos, at)
+	}
+	clear := func() bool { return at < 0 || f.pace.clearNow(f.pos, at) }
+	for {
+		if ok, _ := ready(); ok && clear() {
+			return nil
+		}
+		if err := f.flush(); err != nil {
+			return err
+		}
+		err := waitUntil(f.ctx, f.cfg.Heartbeat, ready)
+		if err == nil && at >= 0 {
+			err = f.pace.wait(f.ctx, f.pos, at)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errIdle) {
+			return err
+		}
+		f.out = appendHeader(f.out, msgPing, 0)
+	}
+}
+
+// hashes gathers chunk i's block hashes.
+func (f *feeder) hashes(i int) error {
+	leaves, err := f.src.leaves(i)
+	if err != nil {
+		return err
+	}
+	f.out = appendHeader(f.out, msgHashes, 4+len(leaves))
+	f.out = binary.BigEndian.AppendUint32(f.out, uint32(i))
+	f.out = append(f.out, leaves...)
+	return nil
+}
+
+// block gathers block g, read straight into the buffer, and writes what is
+// gathered once it is enough; corrupt flips a bit, for lab tests.
+func (f *feeder) block(g int, corrupt bool) error {
+	n := f.m.BlockLen(g)
+	f.out = appendHeader(f.out, msgBlock, blockHeaderLen+n)
+	f.out = binary.BigEndian.AppendUint32(f.out, uint32(g))
+	f.out = append(f.out, 0) // flags: raw
+	data, err := f.src.readBlock(g, f.out[len(f.out):len(f.out)+n])
+	if err != nil {
+		return err
+	}
+	if corrupt && n > 0 {
+		data[n/2] ^= 0x10
+	}
+	f.out = f.out[:len(f.out)+n]
+	f.sent += int64(n)
+	if len(f.out) >= flushAt {
+		if err := f.flush(); err != nil {
+			return fmt.Errorf("send block %d: %w", g, err)
+		}
+	}
+	return nil
 }
 
 // fetchError says why a fetch from a parent stopped; kind is a complaint kind.

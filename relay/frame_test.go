@@ -125,7 +125,7 @@ func TestFrameWireLayout(t *testing.T) {
 		{msgPing, nil, "TCST\x02\x0c\x00\x00\x00\x00"},
 		{msgEnd, nil, "TCST\x02\x0b\x00\x00\x00\x00"},
 		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x02\x04\x00\x00\x00\x08\x00\x00\x00\x00\x01\x02\x03\x04"},
-		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x02\x09\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02"},
+		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x02\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
 		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x02\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
 		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x02\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
@@ -400,6 +400,7 @@ func wireCases() []wireCase {
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
 		wire("progress", progressMsg{held: 12 << 40, received: 1 << 40}, progressMsg.encode, decodeProgress),
+		wire("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}}, progressMsg.encode, decodeProgress),
 		wire("result ok", resultMsg{ok: true, received: 99, millis: 1234}, resultMsg.encode, decodeResult),
 		wire("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}, resultMsg.encode, decodeResult),
 		wire("complain lost", complainMsg{parent: id, kind: complainLost, detail: "silent for 4s"}, complainMsg.encode, decodeComplain),

@@ -66,6 +66,20 @@ func (m *Manifest) BlockLen(g int) int {
 	return int(min(int64(m.BlockSize), m.Size-int64(g)*int64(m.BlockSize)))
 }
 
+// stripeBytes is the size of stripe st of stripes: blocks st, st+stripes, ...
+func (m *Manifest) stripeBytes(stripes, st int) int64 {
+	nb := m.Blocks()
+	if st >= nb {
+		return 0
+	}
+	n := int64((nb - st + stripes - 1) / stripes)
+	size := n * int64(m.BlockSize)
+	if (nb-1)%stripes == st {
+		size -= int64(nb)*int64(m.BlockSize) - m.Size // the short last block
+	}
+	return size
+}
+
 // blocksPerChunk is how many blocks a full chunk holds.
 func (m *Manifest) blocksPerChunk() int { return m.ChunkSize / m.BlockSize }
 

@@ -483,3 +483,26 @@ func TestDecodeSignedOwnsItsBytes(t *testing.T) {
 		t.Errorf("re-encoded offer no longer verifies: %v", err)
 	}
 }
+
+// Stripes split the package's bytes exactly, the short last block in its own.
+func TestStripeBytes(t *testing.T) {
+	for _, size := range []int{0, 1, DefaultBlockSize, DefaultBlockSize + 1, 5*DefaultBlockSize + 77, 6 * DefaultBlockSize} {
+		m := testManifest(make([]byte, size), 4*DefaultBlockSize)
+		for stripes := 1; stripes <= maxStripes; stripes++ {
+			var sum int64
+			for st := range stripes {
+				var want int64
+				for g := st; g < m.Blocks(); g += stripes {
+					want += int64(m.BlockLen(g))
+				}
+				if got := m.stripeBytes(stripes, st); got != want {
+					t.Errorf("size %d, stripe %d of %d: %d bytes, want %d", size, st, stripes, got, want)
+				}
+				sum += want
+			}
+			if sum != m.Size {
+				t.Errorf("size %d in %d stripes adds up to %d", size, stripes, sum)
+			}
+		}
+	}
+}

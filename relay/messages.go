@@ -203,20 +203,33 @@ func (m wantMsg) check(man *Manifest) error {
 }
 
 type progressMsg struct {
-	held     uint64 // bytes verified and held
-	received uint64 // bytes downloaded in this session
+	held     uint64   // bytes verified and held
+	received uint64   // bytes downloaded in this session
+	stripes  []uint64 // bytes held of each stripe, once the node knows the stripes
 }
 
 func (m progressMsg) encode() []byte {
 	var e enc
 	e.u64(m.held)
 	e.u64(m.received)
+	e.u8(uint8(len(m.stripes)))
+	for _, h := range m.stripes {
+		e.u64(h)
+	}
 	return e.b
 }
 
 func decodeProgress(p []byte) (progressMsg, error) {
 	d := dec{b: p}
 	m := progressMsg{held: d.u64(), received: d.u64()}
+	if n := int(d.u8()); d.err == nil && n > maxStripes {
+		d.fail(fmt.Errorf("%d stripes", n))
+	} else if n > 0 {
+		m.stripes = make([]uint64, n)
+		for i := range m.stripes {
+			m.stripes[i] = d.u64()
+		}
+	}
 	return m, wrapDecode("progress", d.err)
 }
 

@@ -185,6 +185,9 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
 	s.t = newTree(cfg.Trees, s.m.Size, s.m.ChunkSize, cfg.SlowAfter)
+	for st := range s.t.stripes {
+		s.t.stripeSize[st] = s.m.stripeBytes(s.t.stripes, st)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -508,6 +511,13 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		if p, err := decodeProgress(ev.f.payload); err == nil {
 			n.held, n.received = min(int64(p.held), s.m.Size), int64(p.received)
 			s.t.setHeld(n.id, n.held)
+			if len(p.stripes) == s.t.stripes {
+				held := make([]int64, len(p.stripes))
+				for st, h := range p.stripes {
+					held[st] = int64(h)
+				}
+				s.t.setStripeHeld(n.id, held)
+			}
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)

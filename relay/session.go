@@ -26,6 +26,7 @@ type session struct {
 	c         *ctrl
 	start     time.Time
 	recvd     atomic.Int64
+	stripes   atomic.Int32   // how many stripes the seed splits the package into, once it said
 	result    chan resultMsg // the apply outcome, once
 }
 
@@ -192,6 +193,7 @@ func (s *session) readControl(parents chan<- parentMsg) error {
 			if err != nil {
 				return err
 			}
+			s.stripes.Store(int32(p.stripes))
 			select {
 			case parents <- p:
 			case <-s.ctx.Done():
@@ -293,7 +295,8 @@ func (s *session) heartbeat() {
 	lastSync := time.Now()
 	for {
 		held := s.spool.heldBytes()
-		if err := s.c.send(msgProgress, progressMsg{held: uint64(held), received: uint64(s.recvd.Load())}.encode()); err != nil {
+		pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load()))}
+		if err := s.c.send(msgProgress, pm.encode()); err != nil {
 			s.opt.Log.Debug("progress", "err", err)
 		}
 		if s.opt.Progress != nil {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -325,6 +326,68 @@ func TestSeedEndsWhenItsFileChanges(t *testing.T) {
 	for _, n := range nodes {
 		if res := <-n.applied; res.Err == nil {
 			t.Errorf("a node applied a package whose file changed")
+		}
+	}
+}
+
+// A seed that dies mid-session and runs again resumes every receiver from
+// the blocks it holds: all finish, none downloads a block twice.
+func TestSeedRestartResumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	size := 8 << 20
+	path, data := writePackage(t, size)
+	var once sync.Once
+	sctx, killSeed := context.WithCancel(ctx)
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
+		if i == 5 {
+			o.Progress = func(p ReceiverProgress) {
+				if p.Verified > int64(size)/3 {
+					once.Do(killSeed)
+				}
+			}
+		}
+	})
+	peers := peersOf(nodes)
+	peers[0].Addr = throttle(t, ctx, peers[0].Addr) // so the kill lands mid-transfer
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := RunSeed(sctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first seed: %v, want it cancelled", err)
+	}
+	var first []int64
+	for _, n := range nodes {
+		res := <-n.applied
+		if !errors.Is(res.Err, ErrSeedLost) {
+			t.Fatalf("after the seed died: %v, want ErrSeedLost", res.Err)
+		}
+		first = append(first, res.Received)
+	}
+	// The same receivers wait for the next session, as `join` does.
+	for _, n := range nodes {
+		go func() {
+			res, err := n.r.Next(ctx)
+			if err != nil && res.Err == nil {
+				res.Err = err
+			}
+			n.applied <- res
+		}()
+	}
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	for i, n := range nodes {
+		res := <-n.applied
+		if res.Err != nil || rep.Nodes[i].Status != StatusOK {
+			t.Fatalf("node %d after the restart: %v %+v", i, res.Err, rep.Nodes[i])
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+		if res.Resumed == 0 || first[i]+res.Received > int64(size) {
+			t.Errorf("node %d: resumed %d, downloaded %d then %d of %d bytes", i, res.Resumed, first[i], res.Received, size)
 		}
 	}
 }

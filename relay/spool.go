@@ -30,6 +30,9 @@ type source interface {
 	// ready reports whether block g and its chunk's block hashes can be
 	// sent now, and a channel closed at the next change worth looking at.
 	ready(g int) (bool, <-chan struct{})
+	// hashesReady reports whether chunk i's block hashes can be sent now,
+	// and a channel closed at the next change worth looking at.
+	hashesReady(i int) (bool, <-chan struct{})
 	// readBlock reads block g into buf, which has room for a whole block.
 	readBlock(g int, buf []byte) ([]byte, error)
 	// leaves returns the verified block hashes of chunk i.
@@ -116,6 +119,8 @@ func newFileSource(f *os.File, m *Manifest) *fileSource {
 
 func (s *fileSource) ready(int) (bool, <-chan struct{}) { return true, nil }
 
+func (s *fileSource) hashesReady(int) (bool, <-chan struct{}) { return true, nil }
+
 func (s *fileSource) readBlock(g int, buf []byte) ([]byte, error) {
 	return readBlockAt(s.f, s.m, g, buf)
 }
@@ -159,14 +164,15 @@ type spool struct {
 
 	syncMu sync.Mutex // one sync at a time: they share the state's temp file
 
-	mu      sync.Mutex
-	have    bitmap
-	count   int   // blocks held
-	held    int64 // bytes held
-	chunks  []uint16
-	cache   *leafCache    // verified block hashes of recent chunks
-	changed chan struct{} // closed and replaced whenever a block or block hashes arrive
-	dirty   bool          // blocks added since the last sync
+	mu       sync.Mutex
+	have     bitmap
+	count    int      // blocks held
+	held     int64    // bytes held
+	byParity [2]int64 // bytes held of even and odd blocks: the two stripes
+	chunks   []uint16
+	cache    *leafCache    // verified block hashes of recent chunks
+	changed  chan struct{} // closed and replaced whenever a block or block hashes arrive
+	dirty    bool          // blocks added since the last sync
 }
 
 func spoolPaths(dir string, m *Manifest) (data, state string) {
@@ -265,6 +271,7 @@ func (s *spool) mark(g int) bool {
 	s.have.set(g)
 	s.count++
 	s.held += int64(s.m.BlockLen(g))
+	s.byParity[g%2] += int64(s.m.BlockLen(g))
 	s.chunks[g/s.m.blocksPerChunk()]++
 	return true
 }
@@ -280,6 +287,19 @@ func (s *spool) heldBytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.held
+}
+
+// stripeHeld is how many bytes of each of stripes stripes are held.
+func (s *spool) stripeHeld(stripes int) []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch stripes {
+	case 1:
+		return []uint64{uint64(s.held)}
+	case 2:
+		return []uint64{uint64(s.byParity[0]), uint64(s.byParity[1])}
+	}
+	return nil
 }
 
 // bitmapCopy returns a copy of the held blocks.
@@ -342,6 +362,13 @@ func (s *spool) ready(g int) (bool, <-chan struct{}) {
 		return false, s.changed
 	}
 	i := g / s.m.blocksPerChunk()
+	_, known := s.cache.get(i)
+	return known || s.chunkComplete(i), s.changed
+}
+
+func (s *spool) hashesReady(i int) (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_, known := s.cache.get(i)
 	return known || s.chunkComplete(i), s.changed
 }

@@ -64,14 +64,16 @@ const (
 // one holding most; failing all, a node that feeds in the other tree;
 // the seed beyond its share is the last resort.
 type tree struct {
-	stripes   int
-	roots     int // the seed's children per stripe by design
-	size      int64
-	chunk     int64
-	slowAfter time.Duration
-	nodes     []tnode // node id i at nodes[i-1]
-	seed      [maxStripes][]int
-	live      int // nodes in the trees
+	stripes    int
+	stripeSize [maxStripes]int64 // bytes of each stripe; zero: an even share of size
+	healthy    float64           // the best healthy rate seen in a stripe, bytes per second
+	roots      int               // the seed's children per stripe by design
+	size       int64
+	chunk      int64
+	slowAfter  time.Duration
+	nodes      []tnode // node id i at nodes[i-1]
+	seed       [maxStripes][]int
+	live       int // nodes in the trees
 }
 
 // tnode is one node as the tree sees it.
@@ -81,13 +83,15 @@ type tnode struct {
 	failed   bool // its session failed: it takes no children
 	slow     bool // its own link is too slow to feed anyone
 	held     int64
+	inStripe [maxStripes]int64 // held per stripe, as the node reports it
+	byStripe bool              // inStripe is known; else each stripe holds a share of held
 	parent   [maxStripes]int
 	children [maxStripes][]int
 
-	started  time.Time // when it last got a parent: its rate before says how the old one fed it
-	rateHeld int64     // held at rateAt
-	rateAt   time.Time
-	rate     float64 // bytes per second over the last sample
+	started  time.Time           // when it last got a parent: its rate before says how the old one fed it
+	rateHeld [maxStripes]int64   // stripeHeld at rateAt
+	rateAt   time.Time           //
+	rate     [maxStripes]float64 // bytes per second in each stripe over the last sample
 
 	retry [maxStripes]retryState
 }
@@ -132,6 +136,42 @@ func (t *tree) parentOf(id, st int) int { return t.node(id).parent[st] }
 
 // setHeld records how many bytes of the package id holds.
 func (t *tree) setHeld(id int, held int64) { t.node(id).held = min(max(held, 0), t.size) }
+
+// setStripeHeld records how many bytes of each stripe id holds.
+func (t *tree) setStripeHeld(id int, held []int64) {
+	if len(held) != t.stripes {
+		return
+	}
+	n := t.node(id)
+	for st, h := range held {
+		n.inStripe[st] = min(max(h, 0), t.stripeBytes(st))
+	}
+	n.byStripe = true
+}
+
+// stripeBytes is the size of stripe st.
+func (t *tree) stripeBytes(st int) int64 {
+	if s := t.stripeSize[st]; s > 0 {
+		return s
+	}
+	return t.size / int64(t.stripes)
+}
+
+// stripeHeld is what n holds of stripe st, or its share of what it holds.
+func (t *tree) stripeHeld(n *tnode, st int) int64 {
+	if n.byStripe {
+		return n.inStripe[st]
+	}
+	return n.held / int64(t.stripes)
+}
+
+// resetRate starts n's rate afresh, with a new parent.
+func (t *tree) resetRate(n *tnode, now time.Time) {
+	n.started, n.rateAt = now, now
+	for st := range t.stripes {
+		n.rateHeld[st], n.rate[st] = t.stripeHeld(n, st), 0
+	}
+}
 
 // depthBound is the depth plan keeps every node within, and repairs where
 // they can: ⌈log2(live+1)⌉ + 1.
@@ -191,7 +231,7 @@ func (t *tree) enter(id int, now time.Time) {
 	n := t.node(id)
 	n.in, n.failed = true, false
 	n.retry = [maxStripes]retryState{}
-	n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+	t.resetRate(n, now)
 	t.live++
 }
 
@@ -357,12 +397,14 @@ func (t *tree) retry(now time.Time) []move {
 	return moves
 }
 
-// checkRates samples each node's progress and moves the children of a
-// relay whose own link is far slower than its peers' to faster parents, so
-// one slow link does not set the pace of a whole subtree. A node that is
-// slow only because its parents are (it holds about all they hold) is not
-// to blame, and keeps its children. It returns the moves and the relays
-// it found slow.
+// checkRates samples each node's progress in each stripe and moves the
+// children of a relay whose own link is far slower than a healthy one to
+// faster parents, so one slow link does not set the pace of a whole
+// subtree. Rates are per stripe, so the other tree still shows what a
+// healthy link does when a slow relay holds back all of one tree. A relay
+// slow in a stripe only because its parent there is (it holds about all
+// its parent holds) is not to blame, and keeps its children. It returns
+// the moves and the relays it found slow.
 func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	var rates []float64
 	for i := range t.nodes {
@@ -371,26 +413,44 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 			continue
 		}
 		if dt := now.Sub(n.rateAt).Seconds(); dt >= t.slowAfter.Seconds() {
-			n.rate = float64(n.held-n.rateHeld) / dt
-			n.rateHeld, n.rateAt = n.held, now
+			for st := range t.stripes {
+				h := t.stripeHeld(n, st)
+				n.rate[st] = float64(h-n.rateHeld[st]) / dt
+				n.rateHeld[st] = h
+			}
+			n.rateAt = now
 		}
-		if now.Sub(n.started) >= slowWarmup*t.slowAfter {
-			rates = append(rates, n.rate)
-		}
-	}
-	if len(rates) < minRates {
-		return nil, nil
-	}
-	slices.Sort(rates)
-	healthy := rates[len(rates)*healthyPercentile/100]
-	for i := range t.nodes {
-		p := &t.nodes[i]
-		if p.slow || !p.in || !t.feeds(p) || p.held >= t.size ||
-			now.Sub(p.started) < slowWarmup*t.slowAfter || p.rate*slowFactor >= healthy || t.starved(i+1) {
+		if now.Sub(n.started) < slowWarmup*t.slowAfter {
 			continue
 		}
-		p.slow = true // before any child moves, so none moves to another slow relay
-		slow = append(slow, i+1)
+		for st := range t.stripes {
+			if t.stripeHeld(n, st) < t.stripeBytes(st) {
+				rates = append(rates, n.rate[st])
+			}
+		}
+	}
+	if len(rates) >= minRates {
+		slices.Sort(rates)
+		// A healthy link's rate is remembered: once one slow relay holds
+		// back a whole tree, every rate in it is low.
+		t.healthy = max(t.healthy, rates[len(rates)*healthyPercentile/100])
+	}
+	if t.healthy == 0 {
+		return nil, nil
+	}
+	for i := range t.nodes {
+		p := &t.nodes[i]
+		if p.slow || !p.in || p.held >= t.size || now.Sub(p.started) < slowWarmup*t.slowAfter {
+			continue
+		}
+		for st := range t.stripes {
+			if len(p.children[st]) > 0 && t.stripeHeld(p, st) < t.stripeBytes(st) &&
+				p.rate[st]*slowFactor < t.healthy && !t.starved(i+1, st) {
+				p.slow = true // before any child moves, so none moves to another slow relay
+				slow = append(slow, i+1)
+				break
+			}
+		}
 	}
 	for _, id := range slow {
 		for st := range t.stripes {
@@ -405,24 +465,20 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 // isSlow reports whether id lost its children for a slow link.
 func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 
-// starved reports whether id holds about all its parents have: then it is
-// slow because they are, not because of its own link. A stripe it waits
-// for a parent in starves it too.
-func (t *tree) starved(id int) bool {
+// starved reports whether id holds about all its parent in stripe st
+// has: then it is slow there because its parent is, not because of its
+// own link.
+func (t *tree) starved(id, st int) bool {
 	n := t.node(id)
-	slack := max(starveSlackChunks*t.chunk, t.size/starveSlackShare)
-	for st := range t.stripes {
-		switch p := n.parent[st]; p {
-		case noParent:
-		case seedID:
-			return false
-		default:
-			if t.node(p).held-n.held > slack {
-				return false
-			}
-		}
+	slack := max(starveSlackChunks*t.chunk, t.size/starveSlackShare) / int64(t.stripes)
+	switch p := n.parent[st]; p {
+	case noParent:
+		return true
+	case seedID:
+		return false
+	default:
+		return t.stripeHeld(t.node(p), st)-t.stripeHeld(n, st) <= slack
 	}
-	return true
 }
 
 func (t *tree) placeSlack() int64 {
@@ -457,7 +513,7 @@ func (t *tree) place(id, st int, now time.Time, moves []move) []move {
 			// id takes x's place and feeds it.
 			p = t.node(x).parent[st]
 			t.link(id, st, p)
-			n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+			t.resetRate(n, now)
 			if p != old {
 				moves = append(moves, move{id, st, p})
 			}
@@ -475,7 +531,7 @@ func (t *tree) place(id, st int, now time.Time, moves []move) []move {
 	}
 	if p != noParent {
 		t.link(id, st, p)
-		n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+		t.resetRate(n, now)
 	}
 	if p == old {
 		return moves
@@ -491,7 +547,7 @@ func (t *tree) relink(id, st, p int, now time.Time, moves []move) []move {
 	}
 	t.unlink(id, st)
 	t.link(id, st, p)
-	n.started, n.rateHeld, n.rateAt, n.rate = now, n.held, now, 0
+	t.resetRate(n, now)
 	return append(moves, move{id, st, p})
 }
 

@@ -11,11 +11,13 @@ import (
 // sibling can never catch up while both want data, and its whole subtree
 // inherits the lag, level after level. So a feeder may run at most lead
 // blocks ahead of a sibling, as long as that sibling is within window
-// blocks (positions count a stripe's blocks): one further behind (a slow link, a newcomer resuming) is left to
-// catch up on its own and paces nobody, and so do one that has not
-// moved for stall (a hung child must not hold up its sibling) and one that
-// has trailed for longer than trail (a slow link: it would drag its
-// sibling down to its own speed).
+// blocks (positions count a stripe's blocks): one further behind (a slow
+// link, a newcomer resuming) is left to catch up on its own and paces
+// nobody, and so does one that has not moved for stall (a hung child must
+// not hold up its sibling). A feeder held back for more than trail, net of
+// half the time it ran free, runs free itself: its sibling is on a slow
+// link and would drag it down to its own speed. It is paced again once no
+// sibling is within window behind it.
 type pacer struct {
 	lead, window       int
 	idle, stall, trail time.Duration
@@ -25,13 +27,20 @@ type pacer struct {
 	changed chan struct{}
 }
 
-// paced is one feeder's place: the chunk it sends next, since when, and
-// since when it has trailed the foremost feeder.
+// paced is one feeder's place: the block it sends next and since when,
+// and how long it has been held back, net of the time it ran since.
 type paced struct {
 	next   int
 	since  time.Time
-	behind time.Time // zero while abreast
+	held   time.Duration
+	heldAt time.Time // when held was last brought up to date
+	free   bool      // held back too long: it paces itself no more
 }
+
+// heldDecay is how fast time running free pays back time held: at half,
+// a feeder held most of the time soon runs free, and one held now and then
+// by TCP's uneven shares never does.
+const heldDecay = 2
 
 func newPacer(lead, window int, idle, stall, trail time.Duration) *pacer {
 	return &pacer{lead: lead, window: window, idle: idle, stall: stall, trail: trail, feeders: map[*paced]struct{}{}, changed: make(chan struct{})}
@@ -62,30 +71,51 @@ func (p *pacer) advance(f *paced, i int) {
 }
 
 func (p *pacer) broadcast() {
-	front, now := 0, time.Now()
-	for q := range p.feeders {
-		front = max(front, q.next)
-	}
-	for q := range p.feeders {
-		switch {
-		case q.next >= front: // caught up, not merely within the lead it is held to
-			q.behind = time.Time{}
-		case q.behind.IsZero():
-			q.behind = now
+	for f := range p.feeders {
+		if f.free && p.alone(f) {
+			f.free, f.held = false, 0
 		}
 	}
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
 
+// alone reports whether no sibling is within window behind f.
+func (p *pacer) alone(f *paced) bool {
+	for q := range p.feeders {
+		if q != f && q.next < f.next && q.next >= f.next-p.window {
+			return false
+		}
+	}
+	return true
+}
+
+// charge adds d held back to f's account.
+func (p *pacer) charge(f *paced, d time.Duration, now time.Time) {
+	if !f.heldAt.IsZero() {
+		f.held = max(0, f.held-now.Sub(f.heldAt)/heldDecay)
+	}
+	f.held += d
+	f.heldAt = now
+	if f.held > p.trail {
+		f.free = true
+	}
+}
+
 // wait blocks until feeder f may send chunk i, ctx ends, or idle passes
 // (errIdle).
 func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
-	return waitUntil(ctx, p.idle, func() (bool, <-chan struct{}) {
+	start := time.Now()
+	err := waitUntil(ctx, p.idle, func() (bool, <-chan struct{}) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.clear(f, i, time.Now()), p.changed
 	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	p.charge(f, now.Sub(start), now)
+	return err
 }
 
 // clearNow reports whether feeder f may send block i without waiting.
@@ -96,9 +126,11 @@ func (p *pacer) clearNow(f *paced, i int) bool {
 }
 
 func (p *pacer) clear(f *paced, i int, now time.Time) bool {
+	if f.free {
+		return true
+	}
 	for q := range p.feeders {
-		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall &&
-			(q.behind.IsZero() || now.Sub(q.behind) < p.trail) {
+		if q != f && q.next < i-p.lead && q.next >= i-p.window && now.Sub(q.since) < p.stall {
 			return false
 		}
 	}
@@ -116,5 +148,5 @@ const (
 // blocks of a stripe, which every stripe has about as many of.
 func newFeedPacer(cfg Config, blockSize int) *pacer {
 	hb := cfg.Heartbeat
-	return newPacer(max(1, paceLead/blockSize), paceWindow/blockSize, hb, 2*hb, 4*hb)
+	return newPacer(max(1, paceLead/blockSize), paceWindow/blockSize, hb, 2*hb, 2*hb)
 }

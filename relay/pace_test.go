@@ -96,3 +96,32 @@ func TestPacerLetsGoOfASlowSibling(t *testing.T) {
 		}
 	}
 }
+
+// A sibling on a slow link catches up each time the other is held back,
+// so it never trails for long at a stretch; the held time adds up, and
+// the faster feeder runs free.
+func TestPacerLetsGoOfASiblingThatOnlyCatchesUpWhenHeld(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := newPacer(1, 1000, 5*time.Millisecond, time.Minute, 50*time.Millisecond)
+	fast, slow := p.join(), p.join()
+	slowAt := 0
+	for i := 0; i < 400; i++ {
+		p.advance(fast, i)
+		for {
+			err := p.wait(ctx, fast, i)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, errIdle) {
+				t.Fatalf("wait = %v", err)
+			}
+			slowAt++ // one block per wait: a tenth of the other's pace, or less
+			p.advance(slow, slowAt)
+		}
+		if i-slowAt > 50 {
+			return
+		}
+	}
+	t.Fatalf("the fast feeder is still held to its slow sibling's pace (%d vs %d)", fast.next, slowAt)
+}

@@ -38,8 +38,8 @@ const (
 	// minRates: fewer nodes than this say nothing about what is healthy.
 	minRates = 3
 	// slowWarmup: a node's rate counts only after this many SlowAfter
-	// windows with its parent; TCP needs the first to ramp up.
-	slowWarmup = 2
+	// windows with its parent: one is long enough for TCP to ramp up on a LAN.
+	slowWarmup = 1
 	// retryFirst is how long a parent that failed a child is passed over
 	// for it, and how long a child failing twice in a row waits for a new
 	// parent; each failure in a row doubles both, up to retryMax.

@@ -54,11 +54,12 @@
 #                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
 #   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain")
 #   BENCH_CHUNK   treecast seed --chunk-size (default: treecast's)
+#   BENCH_LIMIT   seconds a run may take (default 10 x S/B + 60)
 #   BENCH_RING=1  also run lab.sh's ring check on each lab (what the lab carries)
 #   BENCH_BIN     use this treecast binary instead of building one
 #   BENCH_KEEP=1  keep $OUT (kept anyway when a run broke)
 #   OUT           work directory (default scripts/out/bench-$LAB_PREFIX)
-# Each run is bounded by 10 x S/B + 60 s; one that hits it shows "timeout".
+# Each run is bounded (BENCH_LIMIT); one that hits the bound shows "timeout".
 # Timing never fails the script; a run that breaks (a tool exits non-zero, a
 # copy differs) makes it exit 1 after the table. Missing packages (udpcast,
 # socat, time, jq) are installed with apt-get.
@@ -187,13 +188,14 @@ wait_all() {
 	done
 }
 
-# wait_listen I PROTO PORT : until host I has a PROTO (t|u) socket bound to
-# PORT (PORT empty: any TCP listener), at most ~5 s.
+# wait_listen I PROTO PORT PID : until host I has a PROTO (t|u) socket bound
+# to PORT (PORT empty: any), at most ~5 s; gives up at once if PID has exited.
 wait_listen() {
-	local i=$1 proto=$2 port=$3 filter=()
+	local i=$1 proto=$2 port=$3 pid=$4 filter=()
 	[[ -n $port ]] && filter=("sport = :$port")
 	for _ in $(seq 1 100); do
 		[[ -n $(lab_exec "$i" ss -Hl"$proto"n "${filter[@]}" 2>/dev/null) ]] && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
 		sleep 0.05
 	done
 	return 1
@@ -213,10 +215,11 @@ count_same() {
 
 # settle: R_STATUS and R_WHY from the exits wait_all counted and from R_SAME
 settle() {
-	if ((W_FAIL > 0)); then
-		R_STATUS=failed R_WHY="$W_FAIL process(es) exited non-zero"
-	elif ((W_TIMEOUT > 0)); then
+	# A process stopped by the bound makes its peers fail too: timeout wins.
+	if ((W_TIMEOUT > 0)); then
 		R_STATUS=timeout R_WHY="$W_TIMEOUT process(es) stopped after ${LIMIT}s"
+	elif ((W_FAIL > 0)); then
+		R_STATUS=failed R_WHY="$W_FAIL process(es) exited non-zero"
 	elif ((R_SAME != N)); then
 		R_STATUS=failed R_WHY="only $R_SAME/$N copies identical"
 	else
@@ -239,7 +242,9 @@ run_treecast() { # run_treecast TREES TAG ; TREES "" = treecast's default
 			--timeout 120s --dir "$d/h$i/spool" --to "$d/h$i/to"
 		jpids+=("$LAB_LAST_PID")
 	done
-	for ((i = 1; i <= N; i++)); do wait_listen "$i" t "" || echo "bench: $tag: h$i's join not listening after 5 s; starting anyway"; done
+	for ((i = 1; i <= N; i++)); do
+		wait_listen "$i" t "" "${jpids[i - 1]}" || echo "bench: $tag: h$i's join is not listening; starting anyway"
+	done
 	mkdir -p "$d/h0/home"
 	tx0=$(tx0_bytes)
 	t0=$(now)
@@ -279,7 +284,9 @@ run_udpcast() {
 			udp-receiver --interface eth0 --file "$d/h$i.out" --nokbd --exit-wait 100
 		rpids+=("$LAB_LAST_PID")
 	done
-	for ((i = 1; i <= N; i++)); do wait_listen "$i" u 9000 || echo "bench: udpcast: h$i's receiver not bound after 5 s; starting anyway"; done
+	for ((i = 1; i <= N; i++)); do
+		wait_listen "$i" u 9000 "${rpids[i - 1]}" || echo "bench: udpcast: h$i's receiver is not bound to port 9000; starting anyway"
+	done
 	tx0=$(tx0_bytes)
 	t0=$(now)
 	spawn_timed 0 udpcast-h0 "$d/sender.log" \
@@ -310,12 +317,13 @@ run_chain() {
 	spawn_timed "$N" "chain-h$N" "$d/h$N.log" socat -u "TCP4-LISTEN:$CHAIN_PORT,reuseaddr" "OPEN:$d/h$N.out,creat,trunc"
 	pids+=("$LAB_LAST_PID")
 	for ((i = N; i >= 1; i--)); do
-		if ! wait_listen "$i" t "$CHAIN_PORT"; then
-			echo "bench: chain: h$i not listening on $CHAIN_PORT after 5 s"
+		if ! wait_listen "$i" t "$CHAIN_PORT" "$LAB_LAST_PID"; then
+			echo "bench: chain: h$i is not listening on port $CHAIN_PORT; starting anyway"
 			break
 		fi
 		((i > 1)) || break
 		# Host i-1's forwarder connects to host i as soon as it starts.
+		# shellcheck disable=SC2016 # expanded by that bash, from its arguments
 		spawn_timed $((i - 1)) "chain-h$((i - 1))" "$d/h$((i - 1)).log" bash -c 'set -o pipefail
 			socat -u "TCP4-LISTEN:$1,reuseaddr" STDOUT | tee "$2" | socat -u STDIN "TCP4:$3:$1"' \
 			chain "$CHAIN_PORT" "$d/h$((i - 1)).out" "$(lab_addr "$i")"
@@ -348,7 +356,7 @@ for point in $POINTS; do
 	BITS=$(lab_rate_bits "$RATE")
 	S=$((MB * 1000000))
 	SB=$(calc %.2f "$S * 8 / $BITS")
-	LIMIT=$(calc %.0f "10 * $SB + 60")
+	LIMIT=${BENCH_LIMIT:-$(calc %.0f "10 * $SB + 60")}
 	WORK=$OUT/n$N-$RATE-${MB}MB
 	PKG=$WORK/pkg/bench.bin
 	mkdir -p "$WORK/pkg"

@@ -47,6 +47,8 @@
 #                   waits for (chain: both socats and tee). Kernel work that a
 #                   softirq does for the lab's links may land on any process.
 #   identical       receivers whose copy is byte-identical to the package (cmp)
+# Each run's line also says how busy the whole machine was (anything else
+# running included): near 100% means the CPU, not the links, was the limit.
 #
 # Env:
 #   BENCH_POINTS  "N:RATE:MB ..." (default "16:20mbit:20 32:20mbit:20
@@ -119,6 +121,10 @@ die() {
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 tx0_bytes() { lab_exec 0 cat /sys/class/net/eth0/statistics/tx_bytes; }
+cpu_sample() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
+cpu_busy() { # cpu_busy "BEFORE" "AFTER" -> percent of the whole machine
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); u = y[1]-x[1]; i = y[2]-x[2]; printf "%.0f", (u+i) ? 100*u/(u+i) : 0 }'
+}
 
 # ---- what the tools need -----------------------------------------------------
 need_pkgs() {
@@ -370,6 +376,7 @@ for point in $POINTS; do
 	for tool in $TOOLS; do
 		rm -rf "$WORK/cpu"
 		mkdir -p "$WORK/cpu"
+		c0=$(cpu_sample)
 		case $tool in
 		treecast) run_treecast "" treecast ;;
 		treecast1) run_treecast 1 treecast1 ;;
@@ -377,14 +384,15 @@ for point in $POINTS; do
 		chain) run_chain ;;
 		esac
 		LAB_PIDS=() # every one was waited for
+		busy=$(cpu_busy "$c0" "$(cpu_sample)")
 		cpu=$(cpu_sum)
 		case $R_STATUS in
 		ok) ratio=$(calc %.2f "$R_MK / $SB") ;;
 		*) ratio=$R_STATUS ;;
 		esac
 		[[ $R_STATUS == failed ]] && BENCH_FAILED=1
-		printf 'bench: %-9s makespan %7.2f s = %5s x S/B, seed up %s x S, CPU %5s s, identical %d/%d%s%s\n' \
-			"$tool" "$R_MK" "$ratio" "$R_UP" "$cpu" "$R_SAME" "$N" \
+		printf 'bench: %-9s makespan %7.2f s = %5s x S/B, seed up %s x S, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
+			"$tool" "$R_MK" "$ratio" "$R_UP" "$cpu" "$busy" "$R_SAME" "$N" \
 			"${R_NOTE:+; $R_NOTE}" "${R_WHY:+; ${R_STATUS^^}: $R_WHY (logs in $WORK/${tool})}"
 		RESULTS+=("$N|$RATE|$MB MB|$SB|$tool|$ratio|$R_UP|$cpu|$R_SAME/$N")
 		rm -rf "$WORK/$tool"/h*/to "$WORK/$tool"/h*/spool
@@ -396,7 +404,7 @@ done
 
 echo
 echo "== results: makespan / (S/B), seed upload / S, CPU seconds of all the tool's processes, byte-identical copies"
-echo "   (N receivers + 1 seed; links full duplex at B; S in 10^6 bytes; $(nproc) cores)"
+echo "   (N receivers + 1 seed; links full duplex at B; S in 10^6 bytes; $(nproc) cores; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
 fmt='| %4s | %-8s | %6s | %6s | %-9s | %14s | %9s | %7s | %9s |\n'
 # shellcheck disable=SC2059 # fmt is ours

@@ -28,7 +28,7 @@
 #   --max-bitrate B   without it the sender overruns h0's shaped uplink: the
 #                     tbf queue drops datagrams, ~10% of the package is sent
 #                     again, and it is no faster. At B exactly: no re-sends and
-#                     the best time (95% of B is ~5% slower; 105% re-sends).
+#                     the best time (95% of B is ~4% slower; 105% re-sends).
 #   --full-duplex     the lab's links are full duplex; the default half-duplex
 #                     mode waits for ACKs before sending on (~7% slower).
 #   --rexmit-hello-interval 100
@@ -52,7 +52,7 @@
 #
 # Env:
 #   BENCH_POINTS  "N:RATE:MB ..." (default "16:20mbit:20 32:20mbit:20
-#                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4);
+#                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4 to them);
 #                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
 #   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain")
 #   BENCH_CHUNK   treecast seed --chunk-size (default: treecast's)
@@ -79,9 +79,9 @@ usage() {
 POINTS=${BENCH_POINTS:-16:20mbit:20 32:20mbit:20 64:10mbit:10 16:100mbit:50}
 while (($#)); do
 	case $1 in
-	--full) [[ -n ${BENCH_POINTS:-} ]] || POINTS+=" 128:4mbit:4"; shift ;;
+	--full) POINTS+=" 128:4mbit:4"; shift ;;
 	-h | --help) usage; exit 0 ;;
-	*) echo "bench: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+	*) echo "bench: unknown argument '$1'; usage: scripts/bench.sh [--full] (--help says more)" >&2; exit 2 ;;
 	esac
 done
 TOOLS=${BENCH_TOOLS:-treecast treecast1 udpcast chain}

@@ -37,6 +37,9 @@
 #   --exit-wait 100   a receiver lingers this long after the last slice in case
 #                     its final ACK is lost (default 500 ms); 100 ms is ample
 #                     on a LAN and saves 0.4 s of makespan.
+#   (--rcvbuf on the receivers removes the few re-sends at 100 Mbit/s but not
+#   the time: there the 2 cores, not the links, are the limit, and udpcast's
+#   ratio at 16 x 100mbit ranged 1.45-1.80 over six runs.)
 #
 # Printed per tool and point, and at the end as one table:
 #   makespan/(S/B)  S/B is the floor: every receiver downloads S at rate B

@@ -4,15 +4,21 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"unicode/utf8"
 )
 
-// place copies pkg to dir/<name> and returns that path. The bytes go to a
-// temporary file in dir (same filesystem), are checked against pkg's size and
+// place puts pkg at dir/<name> and returns that path: by a hard link to the
+// verified file where dir allows it (see placeLink), else by a copy. The
+// copied bytes go to a temporary file in dir (same filesystem), are checked
+// against pkg's size and
 // hash, synced, made 0644 and renamed over the destination, so a reader of
 // dir/<name> sees the old file or the new one, never a part. On failure the
 // temporary file is removed.
@@ -35,6 +41,12 @@ func place(ctx context.Context, dir string, pkg Package) (dest string, err error
 		}
 	}
 
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if ok, err := placeLink(ctx, dir, dest, src, pkg); ok || err != nil {
+		return dest, err
+	}
 	tmp, err := os.CreateTemp(dir, tempPattern(pkg.Name))
 	if err != nil {
 		return "", fmt.Errorf("create temporary file: %w", err)
@@ -70,6 +82,57 @@ func place(ctx context.Context, dir string, pkg Package) (dest string, err error
 		return "", fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return dest, nil
+}
+
+// placeLink places pkg by a hard link to its file when dir is on the same
+// filesystem: nothing is written again, which on a large package is most of
+// the apply. The file is still read once, to check it is what was
+// verified; the link is made under a temporary name, synced and renamed
+// into place like a copy. false with a nil error means it could not be
+// linked, and the caller copies instead.
+func placeLink(ctx context.Context, dir, dest string, src *os.File, pkg Package) (bool, error) {
+	tmp := ""
+	for try := 0; try < 3 && tmp == ""; try++ {
+		name := filepath.Join(dir, fmt.Sprintf("%s%d", strings.TrimSuffix(tempPattern(pkg.Name), "*"), rand.Uint64()))
+		switch err := os.Link(pkg.Path, name); {
+		case err == nil:
+			tmp = name
+		case !errors.Is(err, fs.ErrExist):
+			return false, nil
+		}
+	}
+	if tmp == "" {
+		return false, nil
+	}
+	err := func() error {
+		h := sha256.New()
+		n, err := io.CopyBuffer(h, ctxReader{ctx, src}, make([]byte, copyBufSize))
+		if err != nil {
+			return err
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); n != pkg.Size || sum != pkg.SHA256 {
+			return fmt.Errorf("%s changed after it was verified: read %d bytes with sha256 %s, expected %d bytes with sha256 %s", pkg.Path, n, sum, pkg.Size, pkg.SHA256)
+		}
+		f, err := os.Open(tmp)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.Chmod(0o644); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, dest); err != nil {
+			return err
+		}
+		return syncDir(dir)
+	}()
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return true, err
 }
 
 // tempPattern names the temporary file after the package, hidden, and short

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite: go vet, go test -race, then on the emulated
 # LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
-# (scripts/security.sh) and the faults (scripts/faults.sh). Every part runs
+# (scripts/security.sh), a slow link (scripts/links.sh) and the faults
+# (scripts/faults.sh). Every part runs
 # even if an earlier one failed; exits 1 if any failed. Fuzzing is
 # scripts/fuzz.sh. Installs what it needs first (scripts/setup.sh).
 #
@@ -87,6 +88,7 @@ lab() {
 if [[ -z ${SKIP_E2E:-} ]]; then
 	lab e2e 15m
 	lab security 10m
+	lab links 5m
 	[[ -n ${SKIP_FAULTS:-} ]] || lab faults 15m
 fi
 

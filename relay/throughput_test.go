@@ -10,8 +10,10 @@ import (
 )
 
 // BenchmarkRelayLoopback moves one package from a seed to two nodes over
-// loopback, each relaying half of it to the other (two trees), unshaped: the CPU cost of a hop. TREECAST_BENCH_MIB
-// sets the package size (default 256).
+// loopback, each relaying half of it to the other (two trees): the bytes of
+// a seed → node → node chain, unshaped, so the CPU is the limit.
+// TREECAST_BENCH_MIB sets the package size (default 256); the work files go
+// to TMPDIR.
 func BenchmarkRelayLoopback(b *testing.B) {
 	mib := 256
 	if v, err := strconv.Atoi(os.Getenv("TREECAST_BENCH_MIB")); err == nil && v > 0 {
@@ -26,13 +28,21 @@ func BenchmarkRelayLoopback(b *testing.B) {
 	f.Write(testData(int(size)))
 	f.Close()
 	cfg := testConfig()
+	m, err := BuildManifest(context.Background(), path, 1<<20, time.Hour, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signed := Sign(m, testKey(1))
 	b.SetBytes(size)
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		nodes := startNodes(b, ctx, cfg, 2, func(_ int, o *ReceiverOptions, _ *context.Context) {
 			o.Apply = func(context.Context, Package) error { return nil }
 		})
-		rep := seedSession(b, ctx, cfg, path, 1<<20, peersOf(nodes))
+		rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: signed, Path: path, Peers: peersOf(nodes)})
+		if err != nil {
+			b.Fatal(err)
+		}
 		if rep.Failed() != 0 {
 			b.Fatalf("report: %+v", rep.Nodes)
 		}

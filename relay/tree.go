@@ -38,8 +38,8 @@ const (
 	// minRates: fewer nodes than this say nothing about what is healthy.
 	minRates = 3
 	// slowWarmup: a node's rate counts only after this many SlowAfter
-	// windows with its parent: one is long enough for TCP to ramp up on a LAN.
-	slowWarmup = 1
+	// windows with its parent: TCP and the pacer settle in the first.
+	slowWarmup = 2
 	// retryFirst is how long a parent that failed a child is passed over
 	// for it, and how long a child failing twice in a row waits for a new
 	// parent; each failure in a row doubles both, up to retryMax.
@@ -88,10 +88,10 @@ type tnode struct {
 	parent   [maxStripes]int
 	children [maxStripes][]int
 
-	started  time.Time           // when it last got a parent: its rate before says how the old one fed it
-	rateHeld [maxStripes]int64   // stripeHeld at rateAt
-	rateAt   time.Time           //
-	rate     [maxStripes]float64 // bytes per second in each stripe over the last sample
+	started  time.Time // when it last got a parent: its rate before says how the old one fed it
+	rateHeld int64     // held at rateAt
+	rateAt   time.Time
+	rate     float64 // bytes per second over the last sample
 
 	retry [maxStripes]retryState
 }
@@ -167,10 +167,7 @@ func (t *tree) stripeHeld(n *tnode, st int) int64 {
 
 // resetRate starts n's rate afresh, with a new parent.
 func (t *tree) resetRate(n *tnode, now time.Time) {
-	n.started, n.rateAt = now, now
-	for st := range t.stripes {
-		n.rateHeld[st], n.rate[st] = t.stripeHeld(n, st), 0
-	}
+	n.started, n.rateAt, n.rateHeld, n.rate = now, now, n.held, 0
 }
 
 // depthBound is the depth plan keeps every node within, and repairs where
@@ -397,14 +394,14 @@ func (t *tree) retry(now time.Time) []move {
 	return moves
 }
 
-// checkRates samples each node's progress in each stripe and moves the
-// children of a relay whose own link is far slower than a healthy one to
-// faster parents, so one slow link does not set the pace of a whole
-// subtree. Rates are per stripe, so the other tree still shows what a
-// healthy link does when a slow relay holds back all of one tree. A relay
-// slow in a stripe only because its parent there is (it holds about all
-// its parent holds) is not to blame, and keeps its children. It returns
-// the moves and the relays it found slow.
+// checkRates samples each node's progress and moves the children of a
+// relay whose own link is far slower than a healthy one to faster
+// parents, so one slow link does not set the pace of a whole subtree. The
+// healthy rate is the best seen, so a slow relay that holds back all of
+// one tree is still found once the other tree is done. A relay slow only
+// because its parents are (it holds about all they hold, stripe by stripe)
+// is not to blame, and keeps its children. It returns the moves and the
+// relays it found slow.
 func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	var rates []float64
 	for i := range t.nodes {
@@ -413,26 +410,17 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 			continue
 		}
 		if dt := now.Sub(n.rateAt).Seconds(); dt >= t.slowAfter.Seconds() {
-			for st := range t.stripes {
-				h := t.stripeHeld(n, st)
-				n.rate[st] = float64(h-n.rateHeld[st]) / dt
-				n.rateHeld[st] = h
-			}
-			n.rateAt = now
+			n.rate = float64(n.held-n.rateHeld) / dt
+			n.rateHeld, n.rateAt = n.held, now
 		}
-		if now.Sub(n.started) < slowWarmup*t.slowAfter {
-			continue
-		}
-		for st := range t.stripes {
-			if t.stripeHeld(n, st) < t.stripeBytes(st) {
-				rates = append(rates, n.rate[st])
-			}
+		if now.Sub(n.started) >= slowWarmup*t.slowAfter {
+			rates = append(rates, n.rate)
 		}
 	}
 	if len(rates) >= minRates {
 		slices.Sort(rates)
 		// A healthy link's rate is remembered: once one slow relay holds
-		// back a whole tree, every rate in it is low.
+		// back a whole tree and the other tree is done, every rate is low.
 		t.healthy = max(t.healthy, rates[len(rates)*healthyPercentile/100])
 	}
 	if t.healthy == 0 {
@@ -443,14 +431,11 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		if p.slow || !p.in || p.held >= t.size || now.Sub(p.started) < slowWarmup*t.slowAfter {
 			continue
 		}
-		for st := range t.stripes {
-			if len(p.children[st]) > 0 && t.stripeHeld(p, st) < t.stripeBytes(st) &&
-				p.rate[st]*slowFactor < t.healthy && !t.starved(i+1, st) {
-				p.slow = true // before any child moves, so none moves to another slow relay
-				slow = append(slow, i+1)
-				break
-			}
+		if !t.feeds(p) || p.rate*slowFactor >= t.healthy || t.starved(i+1) {
+			continue
 		}
+		p.slow = true // before any child moves, so none moves to another slow relay
+		slow = append(slow, i+1)
 	}
 	for _, id := range slow {
 		for st := range t.stripes {
@@ -465,20 +450,26 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 // isSlow reports whether id lost its children for a slow link.
 func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 
-// starved reports whether id holds about all its parent in stripe st
-// has: then it is slow there because its parent is, not because of its
-// own link.
-func (t *tree) starved(id, st int) bool {
+// starved reports whether id holds about all its parents have in each
+// stripe: then it is slow because they are, not because of its own link.
+// A stripe it waits for a parent in starves it too.
+func (t *tree) starved(id int) bool {
 	n := t.node(id)
 	slack := max(starveSlackChunks*t.chunk, t.size/starveSlackShare) / int64(t.stripes)
-	switch p := n.parent[st]; p {
-	case noParent:
-		return true
-	case seedID:
-		return false
-	default:
-		return t.stripeHeld(t.node(p), st)-t.stripeHeld(n, st) <= slack
+	for st := range t.stripes {
+		switch p := n.parent[st]; p {
+		case noParent:
+		case seedID:
+			if t.stripeHeld(n, st) < t.stripeBytes(st)-slack {
+				return false
+			}
+		default:
+			if t.stripeHeld(t.node(p), st)-t.stripeHeld(n, st) > slack {
+				return false
+			}
+		}
 	}
+	return true
 }
 
 func (t *tree) placeSlack() int64 {

@@ -29,7 +29,7 @@ finish() {
 	lab_cleanup
 	((FAILED == 0)) && [[ -z ${LINKS_KEEP:-} ]] && rm -rf "$OUT"
 	echo "$PASSED passed, $FAILED failed"
-	((FAILED == 0))
+	((FAILED == 0)) || exit 1
 }
 trap finish EXIT
 trap 'fail "interrupted"; exit 130' INT TERM

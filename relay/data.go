@@ -173,8 +173,11 @@ const fetchBuffer = 256 << 10
 
 // fetch pulls the missing blocks of one stripe from a parent, verifies
 // each against its chunk's block hashes, and those against the manifest,
-// before it is stored, and returns nil once the stripe is whole. received
-// counts the bytes stored.
+// before it is stored, and returns nil once the stripe is whole and the
+// block hashes of every chunk this node lacks a block of are known: a
+// resumed node may hold its stripe of a chunk and still need the chunk's
+// hashes to feed its children, and must not wait for the other tree to
+// bring them. received counts the bytes stored.
 func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, received func(int)) error {
 	m := sp.m
 	missing := 0
@@ -183,7 +186,13 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 			missing++
 		}
 	}
-	if missing == 0 {
+	need := map[int]bool{}
+	for i := range m.Chunks {
+		if ok, _ := sp.hashesReady(i); !ok {
+			need[i] = true
+		}
+	}
+	if missing == 0 && len(need) == 0 {
 		return nil
 	}
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -204,7 +213,7 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, received)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -212,8 +221,9 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 }
 
 // pull reads a parent's frames until missing more blocks of its stripe are
-// stored. Nothing it has not verified is stored.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, received func(int)) error {
+// stored and the block hashes of every chunk in need have come. Nothing it
+// has not verified is stored.
+func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int)) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -222,7 +232,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, received func(i
 	}
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
-	for missing > 0 {
+	for missing > 0 || len(need) > 0 {
 		t, n, err := readHeader(br)
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
@@ -263,6 +273,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, received func(i
 			}
 			leavesOf, leaves = i, bytes.Clone(payload[4:])
 			sp.putLeaves(i, leaves)
+			delete(need, i)
 		case msgBlock:
 			if n < blockHeaderLen {
 				return corrupt(-1, "sent a %d-byte block frame", n)

@@ -378,6 +378,7 @@ func TestSeedRestartResumes(t *testing.T) {
 		}()
 	}
 	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	var resumed int64
 	for i, n := range nodes {
 		res := <-n.applied
 		if res.Err != nil || rep.Nodes[i].Status != StatusOK {
@@ -386,8 +387,13 @@ func TestSeedRestartResumes(t *testing.T) {
 		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
 			t.Errorf("node %d: bytes differ", i)
 		}
-		if res.Resumed == 0 || first[i]+res.Received > int64(size) {
+		// What it held was kept, and only the rest was downloaded.
+		if res.Resumed != first[i] || first[i]+res.Received != int64(size) {
 			t.Errorf("node %d: resumed %d, downloaded %d then %d of %d bytes", i, res.Resumed, first[i], res.Received, size)
 		}
+		resumed += res.Resumed
+	}
+	if resumed == 0 {
+		t.Errorf("no node resumed anything: the seed was not killed mid-transfer")
 	}
 }

@@ -93,6 +93,9 @@ type tnode struct {
 	rateAt   time.Time
 	rate     float64 // bytes per second over the last sample
 
+	stripeRateHeld [maxStripes]int64   // stripeHeld at rateAt
+	stripeRate     [maxStripes]float64 // bytes per second in each stripe over the last sample
+
 	retry [maxStripes]retryState
 }
 
@@ -168,6 +171,9 @@ func (t *tree) stripeHeld(n *tnode, st int) int64 {
 // resetRate starts n's rate afresh, with a new parent.
 func (t *tree) resetRate(n *tnode, now time.Time) {
 	n.started, n.rateAt, n.rateHeld, n.rate = now, now, n.held, 0
+	for st := range t.stripes {
+		n.stripeRateHeld[st], n.stripeRate[st] = t.stripeHeld(n, st), 0
+	}
 }
 
 // depthBound is the depth plan keeps every node within, and repairs where
@@ -396,9 +402,10 @@ func (t *tree) retry(now time.Time) []move {
 
 // checkRates samples each node's progress and moves the children of a
 // relay whose own link is far slower than a healthy one to faster
-// parents, so one slow link does not set the pace of a whole subtree. The
-// healthy rate is the best seen, so a slow relay that holds back all of
-// one tree is still found once the other tree is done. A relay slow only
+// parents, so one slow link does not set the pace of a whole subtree. A
+// relay's whole rate is held against what one healthy tree delivers (the
+// best seen), so a slow root that holds back all of its tree, and with it
+// every node's whole rate, is still found. A relay slow only
 // because its parents are (it holds about all they hold, stripe by stripe)
 // is not to blame, and keeps its children. It returns the moves and the
 // relays it found slow.
@@ -412,15 +419,26 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		if dt := now.Sub(n.rateAt).Seconds(); dt >= t.slowAfter.Seconds() {
 			n.rate = float64(n.held-n.rateHeld) / dt
 			n.rateHeld, n.rateAt = n.held, now
+			for st := range t.stripes {
+				h := t.stripeHeld(n, st)
+				n.stripeRate[st] = float64(h-n.stripeRateHeld[st]) / dt
+				n.stripeRateHeld[st] = h
+			}
 		}
 		if now.Sub(n.started) >= slowWarmup*t.slowAfter {
-			rates = append(rates, n.rate)
+			for st := range t.stripes {
+				if t.stripeHeld(n, st) < t.stripeBytes(st) {
+					rates = append(rates, n.stripeRate[st])
+				}
+			}
 		}
 	}
 	if len(rates) >= minRates {
 		slices.Sort(rates)
-		// A healthy link's rate is remembered: once one slow relay holds
-		// back a whole tree and the other tree is done, every rate is low.
+		// What a healthy tree delivers, the best seen: a relay whose
+		// whole download is a fraction of it is slow whatever holds its
+		// trees back, and once one slow relay holds back a whole tree and
+		// the other tree is done, every rate is low.
 		t.healthy = max(t.healthy, rates[len(rates)*healthyPercentile/100])
 	}
 	if t.healthy == 0 {

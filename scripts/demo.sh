@@ -113,7 +113,7 @@ fi
 echo
 if ((good == R)) && ((rc == 0)); then
 	echo "Done: $good of $R copies identical."
-	echo "Next: scripts/e2e.sh (the full test), scripts/bench.sh (tree vs star timings),"
+	echo "Next: scripts/e2e.sh (the full test), scripts/bench.sh (against udpcast and a TCP chain),"
 	echo "      scripts/lab.sh (your own lab: LAB_PREFIX=me scripts/lab.sh up 4; ... exec 1 bash)."
 else
 	echo "Only $good of $R copies are identical (seed exit code $rc): see the seed's table above."

@@ -10,10 +10,9 @@ import (
 
 // liveConn judges a peer by progress: it is dead when no bytes move for
 // the idle time, however long a whole frame takes on a slow link. Each Read
-// gets a fresh deadline of readIdle, and each Write one of writeIdle; a
-// writer keeps its writes to about one block (bufio does), so a healthy
-// link at any rate completes each within its deadline. readIdle belongs to
-// the one goroutine that reads.
+// gets a fresh deadline of readIdle, and each liveStep bytes of a Write one
+// of writeIdle, so a large frame (an offer) on a slow link is not taken for
+// a hung peer. readIdle belongs to the one goroutine that reads.
 type liveConn struct {
 	net.Conn
 	readIdle, writeIdle time.Duration
@@ -28,9 +27,23 @@ func (c *liveConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// liveStep is the most a write waits on under one deadline: 0.5 s of a
+// 1 Mbit/s link, and more than a feeder gathers before it writes.
+const liveStep = 64 << 10
+
 func (c *liveConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
-	return c.Conn.Write(p)
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), liveStep)
+		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+		m, err := c.Conn.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }
 
 // ctrl is one end of a control connection. Sends are serialised, and a

@@ -17,14 +17,14 @@ func TestLiveConnJudgesByProgress(t *testing.T) {
 		a, b := net.Pipe()
 		defer a.Close()
 		defer b.Close()
-		lc := newLiveConn(a, 200*time.Millisecond)
-		data := testData(20 * liveStep) // 20 steps of 25 ms: 2.5 times the idle time
+		lc := newLiveConn(a, time.Second)
+		data := testData(40 * liveStep) // 40 steps of 50 ms: twice the idle time, each step a twentieth of it
 		got := make(chan []byte, 1)
 		go func() {
 			var out bytes.Buffer
 			buf := make([]byte, liveStep)
 			for out.Len() < len(data) {
-				time.Sleep(25 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 				n, err := io.ReadFull(b, buf)
 				out.Write(buf[:n])
 				if err != nil {

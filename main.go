@@ -437,7 +437,7 @@ func runSeed(c *cli.Context) error {
 	}
 	var peers []relay.Peer
 	for _, p := range found {
-		if rp, ok := relayPeer(p, log); ok {
+		if rp, ok := relayPeer(p, sc.Group, log); ok {
 			peers = append(peers, rp)
 		}
 	}
@@ -446,6 +446,7 @@ func runSeed(c *cli.Context) error {
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
+	m.Group = sc.Group
 	signed, err := sessionFor(c, m, key)
 	if err != nil {
 		return err
@@ -514,7 +515,12 @@ func sessionFor(c *cli.Context, m *relay.Manifest, key ed25519.PrivateKey) (*rel
 	return s, nil
 }
 
-func relayPeer(p discover.Peer, log *slog.Logger) (relay.Peer, bool) {
+func relayPeer(p discover.Peer, group string, log *slog.Logger) (relay.Peer, bool) {
+	if p.Group != group {
+		// Its agent refuses a session for another group.
+		log.Debug("skipping receiver of another group", "name", p.Name, "addr", p.Addr, "group", p.Group)
+		return relay.Peer{}, false
+	}
 	id, err := relay.ParseNodeID(p.ID)
 	if err != nil || p.Version != relay.Version {
 		log.Warn("skipping receiver", "name", p.Name, "addr", p.Addr, "version", p.Version)
@@ -529,7 +535,7 @@ func watchPeers(ctx context.Context, dc discover.Config, group string, late chan
 	for ctx.Err() == nil {
 		found, _ := discover.Browse(ctx, dc, discover.BrowseOptions{Group: group, Wait: 2 * time.Second}, log)
 		for _, p := range found {
-			rp, ok := relayPeer(p, log)
+			rp, ok := relayPeer(p, group, log)
 			if !ok {
 				continue
 			}
@@ -746,6 +752,7 @@ func runReceiver(c *cli.Context, once bool) error {
 		opt.Trust = trust.Check
 	}
 	opt.AllowDowngrade = rc.AllowDowngrade
+	opt.Group = rc.Group
 	if bad := c.Int("fault-corrupt-chunk"); bad >= 0 {
 		opt.CorruptChunk = func(i int) bool { return i == bad }
 	}
@@ -857,6 +864,10 @@ func printResult(con *console, res relay.Result) {
 		if errors.Is(res.Err, relay.ErrSeedLost) {
 			con.printf("treecast: the verified chunks are kept; run the seed again to resume\n")
 		}
+		return
+	}
+	if res.Already {
+		con.printf("treecast: %s: this session was applied here already (sha256 %s); nothing done\n", res.Package.Name, res.Package.SHA256[:16])
 		return
 	}
 	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s\n",

@@ -16,6 +16,7 @@ import (
 type liveConn struct {
 	net.Conn
 	readIdle, writeIdle time.Duration
+	until               time.Time // if set, no deadline goes past it
 }
 
 func newLiveConn(c net.Conn, idle time.Duration) *liveConn {
@@ -23,8 +24,17 @@ func newLiveConn(c net.Conn, idle time.Duration) *liveConn {
 }
 
 func (c *liveConn) Read(p []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.readIdle))
+	c.Conn.SetReadDeadline(c.deadline(c.readIdle))
 	return c.Conn.Read(p)
+}
+
+// deadline is idle from now, or until if that comes first.
+func (c *liveConn) deadline(idle time.Duration) time.Time {
+	d := time.Now().Add(idle)
+	if !c.until.IsZero() && c.until.Before(d) {
+		return c.until
+	}
+	return d
 }
 
 // liveStep is the most a write waits on under one deadline: 0.5 s of a
@@ -35,7 +45,7 @@ func (c *liveConn) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		k := min(len(p), liveStep)
-		c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle))
+		c.Conn.SetWriteDeadline(c.deadline(c.writeIdle))
 		m, err := c.Conn.Write(p[:k])
 		n += m
 		if err != nil {
@@ -50,12 +60,22 @@ func (c *liveConn) Write(p []byte) (int, error) {
 // peer that takes no bytes for timeout is given up, so a hung peer costs
 // at most that long.
 type ctrl struct {
-	conn *liveConn
-	mu   sync.Mutex
+	conn     *liveConn
+	mu       sync.Mutex
+	released chan struct{} // closed by done: whoever was handed the connection is through with it
+	once     sync.Once
 }
 
 func newCtrl(conn net.Conn, timeout time.Duration) *ctrl {
-	return &ctrl{conn: newLiveConn(conn, timeout)}
+	return &ctrl{conn: newLiveConn(conn, timeout), released: make(chan struct{})}
+}
+
+// done closes the connection and says so to whoever handed it over. Idempotent.
+func (c *ctrl) done() {
+	c.once.Do(func() {
+		c.conn.Close()
+		close(c.released)
+	})
 }
 
 func (c *ctrl) send(t msgType, p []byte) error {

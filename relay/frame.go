@@ -11,7 +11,7 @@ import (
 
 // Version is the wire protocol version. Peers with a different version
 // refuse each other in the handshake.
-const Version = 2
+const Version = 3
 
 var magic = [4]byte{'T', 'C', 'S', 'T'}
 
@@ -64,6 +64,7 @@ const (
 	maxBlocks        = 1 << 27 // a want's bitmap stays within 16 MiB
 	blockHeaderLen   = 5       // block index u32, flags u8
 	maxHashesLen     = 4 + 32*(MaxChunkSize/MinBlockSize)
+	maxGroupLen      = 63 // a DNS label
 )
 
 // maxPayload is the largest payload accepted for each message type.

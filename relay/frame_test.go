@@ -122,12 +122,12 @@ func TestFrameWireLayout(t *testing.T) {
 		payload []byte
 		want    string
 	}{
-		{msgPing, nil, "TCST\x02\x0c\x00\x00\x00\x00"},
-		{msgEnd, nil, "TCST\x02\x0b\x00\x00\x00\x00"},
-		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x02\x04\x00\x00\x00\x08\x00\x00\x00\x00\x01\x02\x03\x04"},
-		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x02\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
-		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x02\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
-		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x02\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
+		{msgPing, nil, "TCST\x03\x0c\x00\x00\x00\x00"},
+		{msgEnd, nil, "TCST\x03\x0b\x00\x00\x00\x00"},
+		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x03\x04\x00\x00\x00\x09\x00\x00\x00\x00\x01\x02\x03\x04\x00"},
+		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x03\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
+		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x03\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
+		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x03\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
@@ -160,7 +160,7 @@ func TestReadFrameRejectsBadMagic(t *testing.T) {
 }
 
 func TestReadFrameVersionMismatch(t *testing.T) {
-	for _, v := range []byte{0, 1, 3, 255} {
+	for _, v := range []byte{0, 1, 2, 4, 255} {
 		in := append(frameHeader(magic, v, msgHello, 3), "abc"...)
 		_, err := readFrame(bytes.NewReader(in), nil)
 		if !IsVersionMismatch(err) {

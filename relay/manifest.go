@@ -32,6 +32,7 @@ type Manifest struct {
 	Created   time.Time
 	Expires   time.Time
 	Name      string
+	Group     string // the receivers it is for: they refuse it in any other group
 	Size      int64
 	ChunkSize int        // a multiple of BlockSize
 	BlockSize int        // a power of two, MinBlockSize to MaxBlockSize
@@ -106,7 +107,7 @@ func chunkCount(size int64, chunkSize int) int {
 	return int((size + int64(chunkSize) - 1) / int64(chunkSize))
 }
 
-const manifestVersion = 2
+const manifestVersion = 3
 
 // ErrBadManifest marks a manifest that breaks the rules in Validate.
 var ErrBadManifest = errors.New("bad manifest")
@@ -172,6 +173,7 @@ func (m *Manifest) encode() []byte {
 	e.i64(m.Created.UnixNano())
 	e.i64(m.Expires.UnixNano())
 	e.str(m.Name)
+	e.str(m.Group)
 	e.u64(uint64(m.Size))
 	e.u32(uint32(m.ChunkSize))
 	e.u32(uint32(m.BlockSize))
@@ -192,6 +194,7 @@ func decodeManifest(p []byte) (*Manifest, error) {
 	m.Created = time.Unix(0, d.i64())
 	m.Expires = time.Unix(0, d.i64())
 	m.Name = d.str(255)
+	m.Group = d.str(maxGroupLen)
 	size := d.u64()
 	m.ChunkSize = int(d.u32())
 	m.BlockSize = int(d.u32())
@@ -215,7 +218,7 @@ func decodeManifest(p []byte) (*Manifest, error) {
 }
 
 // signContext separates treecast manifest signatures from any other use of the key.
-const signContext = "treecast manifest v2\x00"
+const signContext = "treecast manifest v3\x00"
 
 // Signed is a manifest with the seed's signature over its encoding.
 type Signed struct {
@@ -255,13 +258,23 @@ func ParseSigned(p []byte) (*Signed, error) { return decodeSigned(p) }
 var ErrBadSignature = errors.New("manifest signature does not verify")
 
 // decodeSigned checks the signature before it decodes the manifest it covers.
-func decodeSigned(p []byte) (*Signed, error) {
+func decodeSigned(p []byte) (*Signed, error) { return decodeSignedBy(p, nil) }
+
+// decodeSignedBy is decodeSigned for a receiver that trusts only some keys:
+// trust, if set, judges the key before the signature is checked, so an
+// untrusted offer costs no hashing.
+func decodeSignedBy(p []byte, trust func(ed25519.PublicKey) error) (*Signed, error) {
 	d := dec{b: p}
 	raw := d.blob(maxManifestLen)
 	key := d.take(ed25519.PublicKeySize)
 	sig := d.take(ed25519.SignatureSize)
 	if d.err != nil {
 		return nil, wrapDecode("offer", d.err)
+	}
+	if trust != nil {
+		if err := trust(ed25519.PublicKey(key)); err != nil {
+			return nil, &untrustedError{err}
+		}
 	}
 	if !ed25519.Verify(key, append([]byte(signContext), raw...), sig) {
 		return nil, ErrBadSignature
@@ -272,6 +285,12 @@ func decodeSigned(p []byte) (*Signed, error) {
 	}
 	return &Signed{Manifest: m, Key: bytes.Clone(key), raw: bytes.Clone(raw), sig: bytes.Clone(sig)}, nil
 }
+
+// untrustedError is an offer signed by a key this receiver does not trust.
+type untrustedError struct{ err error }
+
+func (e *untrustedError) Error() string { return e.err.Error() }
+func (e *untrustedError) Unwrap() error { return e.err }
 
 // BuildManifest reads the file at path once and hashes it block by block.
 // progress, if set, is called with the bytes hashed so far.

@@ -96,18 +96,20 @@ func decodeWelcome(p []byte) (welcomeMsg, error) {
 }
 
 type acceptMsg struct {
-	held uint64 // bytes already held from an earlier, interrupted session
+	held    uint64 // bytes already held from an earlier, interrupted session
+	applied bool   // this very session was applied here before: nothing to send
 }
 
 func (m acceptMsg) encode() []byte {
 	var e enc
 	e.u64(m.held)
+	e.bool(m.applied)
 	return e.b
 }
 
 func decodeAccept(p []byte) (acceptMsg, error) {
 	d := dec{b: p}
-	m := acceptMsg{held: d.u64()}
+	m := acceptMsg{held: d.u64(), applied: d.bool()}
 	return m, wrapDecode("accept", d.err)
 }
 

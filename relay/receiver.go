@@ -30,8 +30,10 @@ type ReceiverOptions struct {
 	// Trust decides whether a seed's key may start a session here.
 	// Nil trusts any seed whose manifest signature verifies.
 	Trust func(key ed25519.PublicKey) error
+	// Group is the group this node announces; it takes only sessions for it.
+	Group string
 	// AllowDowngrade accepts a session older than the last one applied here
-	// for the same package name, or a replay of it.
+	// from the same seed key for the same group.
 	AllowDowngrade bool
 	// CorruptChunk, for fault-injection tests only, flips a bit in every
 	// block of each chunk it returns true for before relaying it to a child.
@@ -57,6 +59,7 @@ type Result struct {
 	Err      error // nil: applied
 	Received int64 // bytes downloaded in this session
 	Resumed  int64 // bytes already held from an earlier session
+	Already  bool  // this very session was applied here before: nothing was done
 	Duration time.Duration
 }
 
@@ -70,7 +73,7 @@ type Receiver struct {
 	opt ReceiverOptions
 	ln  net.Listener
 
-	controls chan net.Conn // control connections whose hello was read
+	controls chan offered // control connections with a trusted, valid offer
 	mu       sync.Mutex
 	cur      *session // the session in progress, if any
 	wg       sync.WaitGroup
@@ -90,7 +93,7 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan net.Conn), done: make(chan struct{})}
+	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), done: make(chan struct{})}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -109,12 +112,9 @@ func (r *Receiver) Close() error {
 	return nil
 }
 
-// maxConns bounds the connections a receiver serves at once.
-const maxConns = 64
-
 func (r *Receiver) accept() {
 	defer r.wg.Done()
-	slots := make(chan struct{}, maxConns)
+	g := newGate()
 	for {
 		conn, err := r.ln.Accept()
 		if err != nil {
@@ -127,59 +127,125 @@ func (r *Receiver) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			r.opt.Log.Warn("too many connections; closing one", "from", conn.RemoteAddr())
+		ps, ok := g.admit(conn.RemoteAddr())
+		if !ok {
+			r.opt.Log.Debug("too many connections; closing one", "from", conn.RemoteAddr())
 			conn.Close()
 			continue
 		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer func() { <-slots }()
-			r.handle(conn)
+			defer ps.release()
+			r.handle(conn, ps)
 		}()
 	}
 }
 
-// handle reads the hello and routes the connection by role.
-func (r *Receiver) handle(conn net.Conn) {
+// handle reads the hello and routes the connection by role. A connection
+// proves itself within proveWithin: a seed by a trusted, valid offer, a
+// child by a want for the session in progress. Until then it holds an
+// unproven slot and nothing else: the receiver is not busy, and Next never
+// sees it.
+func (r *Receiver) handle(conn net.Conn, ps *pass) {
+	defer conn.Close()
 	c := newCtrl(conn, r.cfg.DeadAfter)
+	c.conn.until = time.Now().Add(proveWithin)
 	p, err := c.expect(r.cfg.DeadAfter, msgHello)
 	var h helloMsg
 	if err == nil {
 		h, err = decodeHello(p)
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		r.opt.Log.Debug("rejected connection", "from", conn.RemoteAddr(), "err", err)
-	case h.role == roleData:
-		r.serveChild(c, h)
-	case r.handOver(conn):
-		return // Next owns it now
-	default:
-		c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
-		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		return
 	}
-	conn.Close()
+	if h.role == roleData {
+		r.serveChild(c, h, ps)
+		return
+	}
+	busy := r.busy()
+	if err := c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: busy}.encode()); err != nil || busy {
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		return
+	}
+	signed, err := r.readOffer(c)
+	if err != nil {
+		r.opt.Log.Warn("refused session", "seed", conn.RemoteAddr(), "reason", err)
+		var re *RefusedError
+		if errors.As(err, &re) {
+			c.send(msgRefuse, refuseMsg{code: uint8(re.Code), reason: clip(re.Reason)}.encode())
+		}
+		return
+	}
+	c.conn.until = time.Time{}
+	ps.prove()
+	if !r.handOver(offered{c: c, signed: signed}) {
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		return
+	}
+	// Next owns the connection now; wait for its session to end so the
+	// slot stays taken.
+	<-c.released
 }
 
-// handOver passes a seed's control connection to Next. Between two
-// sessions Next may take a moment to ask for the next one; during a
-// session the answer is no at once.
-func (r *Receiver) handOver(conn net.Conn) bool {
+// readOffer reads a seed's offer and checks what can be checked without
+// local state: a trusted key (before the signature, so an untrusted offer
+// costs no hashing), the signature, and the expiry. Its header must come
+// within the connection's proving time, and its bytes at offerRate at the
+// slowest. A refusal to pass on is a *RefusedError.
+func (r *Receiver) readOffer(c *ctrl) (*Signed, error) {
+	t, n, err := readHeader(c.conn)
+	if err != nil {
+		return nil, fmt.Errorf("read offer: %w", err)
+	}
+	if t != msgOffer {
+		return nil, &RefusedError{Code: int(refuseBadOffer), Reason: fmt.Sprintf("expected an offer, got %s", t)}
+	}
+	c.conn.until = c.conn.until.Add(time.Duration(n) * time.Second / offerRate)
+	f, err := readPayload(c.conn, t, n, nil)
+	if err != nil {
+		return nil, err
+	}
+	signed, err := decodeSignedBy(f.payload, r.opt.Trust)
+	var ue *untrustedError
+	switch {
+	case errors.As(err, &ue):
+		return nil, &RefusedError{Code: int(refuseUntrusted), Reason: err.Error()}
+	case err != nil:
+		return nil, &RefusedError{Code: int(refuseBadOffer), Reason: err.Error()}
+	}
+	m := signed.Manifest
+	if now := time.Now(); now.After(m.Expires) {
+		return nil, &RefusedError{Code: int(refuseStale), Reason: fmt.Sprintf("session for %s expired at %s", m.Name, m.Expires.Format(time.RFC3339))}
+	}
+	return signed, nil
+}
+
+func (r *Receiver) busy() bool {
 	r.mu.Lock()
-	busy := r.cur != nil
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	return r.cur != nil
+}
+
+// offered is a control connection whose offer is trusted and valid.
+type offered struct {
+	c      *ctrl
+	signed *Signed
+}
+
+// handOver passes a proven offer to Next. Between two sessions Next may
+// take a moment to ask for the next one; during a session the answer is
+// no at once.
+func (r *Receiver) handOver(o offered) bool {
 	wait := 2 * time.Second
-	if busy {
+	if r.busy() {
 		wait = 0
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case r.controls <- conn:
+	case r.controls <- o:
 		return true
 	case <-t.C:
 		return false
@@ -189,7 +255,7 @@ func (r *Receiver) handOver(conn net.Conn) bool {
 }
 
 // serveChild feeds a child that asks for blocks of the current session.
-func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
+func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	p, err := c.expect(r.cfg.DeadAfter, msgWant)
 	if err != nil {
 		return
@@ -214,6 +280,8 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 	s.wg.Add(1)
 	r.mu.Unlock()
 	defer s.wg.Done()
+	ps.prove()
+	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
 	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, r.opt.CorruptChunk)
@@ -225,15 +293,15 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg) {
 // expired, too large) are logged and do not end the wait.
 func (r *Receiver) Next(ctx context.Context) (Result, error) {
 	for {
-		var conn net.Conn
+		var o offered
 		select {
-		case conn = <-r.controls:
+		case o = <-r.controls:
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
 		case <-r.done:
 			return Result{}, net.ErrClosed
 		}
-		res, err := r.session(ctx, conn)
+		res, err := r.session(ctx, o)
 		if errors.Is(err, errNotTaken) {
 			continue
 		}

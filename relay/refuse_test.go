@@ -134,19 +134,29 @@ func TestRollbackProtection(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	os.Remove(dest)
+
+	// The very session again is answered "applied": nothing runs again.
 	done = serve()
-	for _, tc := range []struct {
-		name   string
-		signed *Signed
-		want   string
-	}{{"replay", curSigned, "replay"}, {"older release", oldSigned, "downgrade"}} {
-		rep := offerTo(t, ctx, agent, tc.signed, path)
-		if rep.Nodes[0].Status != StatusFailed || !strings.Contains(rep.Nodes[0].Error, tc.want) {
-			t.Errorf("%s: %q %q, want failed mentioning %q", tc.name, rep.Nodes[0].Status, rep.Nodes[0].Error, tc.want)
-		}
-		if _, err := os.Stat(dest); err == nil {
-			t.Errorf("%s: applied", tc.name)
-		}
+	if rep := offerTo(t, ctx, agent, curSigned, path); rep.Failed() != 0 || rep.Nodes[0].Received != 0 {
+		t.Errorf("replay of the applied session: %+v, want ok with nothing sent", rep.Nodes)
+	}
+	if res := <-done; res.Err != nil || !res.Already {
+		t.Errorf("replay of the applied session at the agent: %+v", res)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Errorf("replay: applied again")
+	}
+
+	// An older one from the same key for the same group is refused, whatever its name.
+	done = serve()
+	old.Name = "renamed-" + old.Name
+	oldSigned = Sign(old, key)
+	rep := offerTo(t, ctx, agent, oldSigned, path)
+	if rep.Nodes[0].Status != StatusFailed || !strings.Contains(rep.Nodes[0].Error, "downgrade") {
+		t.Errorf("older release: %q %q, want failed mentioning downgrade", rep.Nodes[0].Status, rep.Nodes[0].Error)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Errorf("older release: applied")
 	}
 	r.opt.AllowDowngrade = true
 	if rep := offerTo(t, ctx, agent, oldSigned, path); rep.Failed() != 0 {

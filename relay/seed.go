@@ -142,6 +142,7 @@ type dialed struct {
 	c        *ctrl
 	welcome  welcomeMsg
 	held     int64
+	applied  bool // applied this very session before: nothing to send
 	seedAddr netip.AddrPort // the seed's listener, as the node reaches it
 }
 
@@ -208,7 +209,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	s.connectAll(ctx)
 	var accepted []int
 	for _, n := range s.nodes {
-		if n.c != nil {
+		if n.c != nil && n.state == stateActive {
 			accepted = append(accepted, n.id)
 		}
 	}
@@ -289,7 +290,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), seedAddr: seedAddr}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, seedAddr: seedAddr}, nil
 }
 
 // admit records the outcome of connecting to n and, on success, starts
@@ -315,6 +316,11 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
 	n.held, n.lastSeen = d.held, time.Now()
+	if d.applied {
+		// Nothing to send, and nothing to relay: its spool is gone.
+		n.state, n.held, n.seconds = stateOK, s.m.Size, time.Since(s.start).Seconds()
+		s.opt.Log.Info("node applied this session already", "node", n.label())
+	}
 	s.t.setHeld(n.id, n.held)
 	s.readers.Add(1)
 	go func() {
@@ -493,7 +499,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	if ev.connected {
 		s.pending--
 		s.admit(ctx, n, ev.dial, ev.err)
-		if ev.err == nil {
+		if ev.err == nil && n.state == stateActive {
 			s.tell(s.t.join(n.id, time.Now()), true)
 		}
 		return

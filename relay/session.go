@@ -18,6 +18,8 @@ type session struct {
 	cfg       Config
 	opt       *ReceiverOptions
 	ctx       context.Context
+	applyCtx  context.Context // outlives the session: losing the seed never stops an apply
+	signed    *Signed
 	m         *Manifest
 	spool     *spool
 	pace      *pacer         // keeps this node's children abreast
@@ -36,52 +38,46 @@ func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
 	return fmt.Errorf("%w: %v", errNotTaken, err)
 }
 
-// offer checks a session offer: signature, trust, expiry, disk space.
-func (r *Receiver) offer(c *ctrl) (*Manifest, *spool, error) {
-	if err := c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name}.encode()); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", errNotTaken, err)
-	}
-	f, err := c.recv(r.cfg.DeadAfter)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: read offer: %v", errNotTaken, err)
-	}
-	if f.typ != msgOffer {
-		return nil, nil, r.refuse(c, refuseBadOffer, fmt.Errorf("expected an offer, got %s", f.typ))
-	}
-	signed, err := decodeSigned(f.payload)
-	if err != nil {
-		return nil, nil, r.refuse(c, refuseBadOffer, err)
-	}
-	if r.opt.Trust != nil {
-		if err := r.opt.Trust(signed.Key); err != nil {
-			return nil, nil, r.refuse(c, refuseUntrusted, err)
-		}
-	}
+// take checks what an offer needs of this node (no rollback, room for the
+// spool) and opens the spool. A session applied here already needs
+// nothing: take returns errApplied.
+func (r *Receiver) take(c *ctrl, signed *Signed) (*spool, error) {
 	m := signed.Manifest
-	if now := time.Now(); now.After(m.Expires) {
-		return nil, nil, r.refuse(c, refuseStale, fmt.Errorf("session for %s expired at %s", m.Name, m.Expires.Format(time.RFC3339)))
+	if m.Group != r.opt.Group {
+		return nil, r.refuse(c, refuseStale, fmt.Errorf("session for %s is for %s, and this node is in %s", m.Name, groupName(m.Group), groupName(r.opt.Group)))
 	}
-	if !r.opt.AllowDowngrade {
-		if err := checkRollback(r.opt.Dir, m); err != nil {
-			return nil, nil, r.refuse(c, refuseStale, err)
-		}
+	switch err := checkRollback(r.opt.Dir, signed, r.opt.AllowDowngrade); {
+	case errors.Is(err, errApplied):
+		return nil, err
+	case err != nil:
+		return nil, r.refuse(c, refuseStale, err)
 	}
 	sp, err := openSpool(r.opt.Dir, m)
 	var ns *noSpaceError
 	if errors.As(err, &ns) {
-		return nil, nil, r.refuse(c, refuseNoSpace, err)
+		return nil, r.refuse(c, refuseNoSpace, err)
 	}
 	if err != nil {
-		return nil, nil, r.refuse(c, refuseLocal, fmt.Errorf("open spool: %w", err))
+		return nil, r.refuse(c, refuseLocal, fmt.Errorf("open spool: %w", err))
 	}
-	return m, sp, nil
+	return sp, nil
 }
 
-// session runs one offered session on conn to its end.
-func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
-	defer conn.Close()
-	c := newCtrl(conn, r.cfg.DeadAfter)
-	m, sp, err := r.offer(c)
+func groupName(g string) string {
+	if g == "" {
+		return "no group"
+	}
+	return fmt.Sprintf("group %q", g)
+}
+
+// session runs one offered session to its end.
+func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
+	c, m, conn := o.c, o.signed.Manifest, o.c.conn
+	defer c.done()
+	sp, err := r.take(c, o.signed)
+	if errors.Is(err, errApplied) {
+		return r.appliedBefore(c, m)
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -95,7 +91,7 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		defer r.opt.Busy(false)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
@@ -125,20 +121,40 @@ func (r *Receiver) session(ctx context.Context, conn net.Conn) (Result, error) {
 		out = resultMsg{err: "session ended before the package was complete"}
 	}
 	switch {
+	case out.ok:
+		if endErr != nil {
+			r.opt.Log.Warn("applied, but the seed may not know", "package", m.Name, "err", endErr)
+		}
+		sp.remove()
+		removeStaleSpools(r.opt.Dir, r.opt.Log)
 	case endErr != nil:
 		sp.close()
 		res.Err = endErr
 		if syncErr == nil {
 			r.opt.Log.Info("spool kept for resume", "path", sp.path)
 		}
-	case out.ok:
-		sp.remove()
-		removeStaleSpools(r.opt.Dir, r.opt.Log)
 	default:
 		sp.close()
 		res.Err = errors.New(out.err)
 	}
 	return res, nil
+}
+
+
+// appliedBefore answers a session applied here already: accepted, applied,
+// nothing fetched or run again; then it waits for the seed to end it.
+func (r *Receiver) appliedBefore(c *ctrl, m *Manifest) (Result, error) {
+	r.opt.Log.Info("session applied here already", "package", m.Name, "seed", c.conn.RemoteAddr())
+	res := Result{Package: Package{Name: m.Name, Size: m.Size, SHA256: m.SumHex()}, Already: true}
+	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true}.encode()); err != nil {
+		return Result{}, fmt.Errorf("accept session: %w", err)
+	}
+	for {
+		f, err := c.recv(r.cfg.SeedTimeout)
+		if err != nil || f.typ == msgEnd {
+			return res, nil
+		}
+	}
 }
 
 // run drives the session until the seed ends it or is lost.
@@ -343,10 +359,10 @@ func (s *session) applyWhenComplete() {
 
 func (s *session) apply() error {
 	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
-	if err := s.opt.Apply(s.ctx, pkg); err != nil {
+	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}
-	if err := recordApplied(s.opt.Dir, s.m); err != nil {
+	if err := recordApplied(s.opt.Dir, s.signed); err != nil {
 		s.opt.Log.Warn("could not record the applied session; a replay would not be refused", "err", err)
 	}
 	return nil

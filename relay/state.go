@@ -2,21 +2,31 @@ package relay
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 )
 
-// applied is what a receiver remembers of the last session it applied for
-// each package name: enough to refuse a replay or an older release.
+// applied is what a receiver remembers of the last session it applied from
+// one seed key for one group: enough to refuse a replay or an older
+// session, whatever the package is called. A release line is the key and
+// the group, not the file name, so renaming app-2.4 to anything does not
+// make it newer than app-2.5.
 type applied struct {
 	Session string    `json:"session"`
 	Created time.Time `json:"created"`
+	Name    string    `json:"name"`
 	SHA256  string    `json:"sha256"`
 }
 
 func appliedPath(dir string) string { return filepath.Join(dir, "applied.json") }
+
+// lineOf names the release line a signed session belongs to.
+func lineOf(s *Signed) string {
+	return fmt.Sprintf("key %s group %q", Fingerprint(s.Key), s.Manifest.Group)
+}
 
 func loadApplied(dir string) (map[string]applied, error) {
 	b, err := os.ReadFile(appliedPath(dir))
@@ -33,13 +43,14 @@ func loadApplied(dir string) (map[string]applied, error) {
 	return recs, nil
 }
 
-// recordApplied notes that m was applied here.
-func recordApplied(dir string, m *Manifest) error {
+// recordApplied notes that s was applied here.
+func recordApplied(dir string, s *Signed) error {
 	recs, err := loadApplied(dir)
 	if err != nil {
 		return err
 	}
-	recs[m.Name] = applied{Session: fmt.Sprintf("%x", m.Session), Created: m.Created.UTC(), SHA256: m.SumHex()}
+	m := s.Manifest
+	recs[lineOf(s)] = applied{Session: fmt.Sprintf("%x", m.Session), Created: m.Created.UTC(), Name: m.Name, SHA256: m.SumHex()}
 	b, err := json.MarshalIndent(recs, "", "  ")
 	if err != nil {
 		return err
@@ -51,23 +62,29 @@ func recordApplied(dir string, m *Manifest) error {
 	return os.Rename(tmp, appliedPath(dir))
 }
 
-// checkRollback refuses a session that replays one applied here, or that
-// was created before the one applied here for the same package name.
-func checkRollback(dir string, m *Manifest) error {
+// errApplied means the offer is the very session applied here last: it is
+// answered "applied" without a byte sent or anything run again.
+var errApplied = errors.New("this session was applied here already")
+
+// checkRollback refuses a session created before the last one applied here
+// from the same key for the same group, and returns errApplied for that
+// very session. With allowOlder, an older session is taken.
+func checkRollback(dir string, s *Signed, allowOlder bool) error {
 	recs, err := loadApplied(dir)
 	if err != nil {
 		return err
 	}
-	prev, ok := recs[m.Name]
+	m := s.Manifest
+	prev, ok := recs[lineOf(s)]
 	switch {
 	case !ok:
 		return nil
 	case prev.Session == fmt.Sprintf("%x", m.Session):
-		return fmt.Errorf("session %x for %s was already applied here on %s: a replay", m.Session[:4], m.Name, prev.Created.Format(time.RFC3339))
-	case m.Created.Before(prev.Created):
+		return errApplied
+	case m.Created.Before(prev.Created) && !allowOlder:
 		const stamp = "2006-01-02T15:04:05.000Z07:00"
-		return fmt.Errorf("%s from %s is older than the one applied here (created %s): refusing a downgrade (allow it with --allow-downgrade)",
-			m.Name, m.Created.UTC().Format(stamp), prev.Created.Format(stamp))
+		return fmt.Errorf("%s (created %s) is older than %s (created %s), applied here from the same seed key for the same group: refusing a downgrade or a replay (allow it with --allow-downgrade)",
+			m.Name, m.Created.UTC().Format(stamp), prev.Name, prev.Created.Format(stamp))
 	}
 	return nil
 }

@@ -8,8 +8,10 @@
 #   liar      h1 (an inner relay) flips a bit in chunk 4 whenever it relays
 #             it: its children catch it, fetch the chunk elsewhere, and the
 #             liar is reported; every honest node ends byte-identical and ok
-#   replay    the agent applies v1, then v2; a replay of v1's captured
-#             session is refused and v2 stays in place
+#   replay    the agent applies v1, then v2; v2's captured session again is
+#             answered "applied already" and runs nothing; v1's (older) is
+#             refused and v2 stays in place; v2's replayed to an agent of
+#             another group is refused
 #   escape    a tar with a `../` entry: every node's extract fails naming the
 #             entry and nothing lands outside its directory
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
@@ -135,9 +137,10 @@ seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v2/app.bin" --group replay --expect 1 -
 [[ $SEED_RC == 0 ]] && cmp -s "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin" && pass "replay: the agent applied v2" || fail "replay: v2 not applied (seed exit $SEED_RC)"
 rm "$OUT/$run/agent/out/app.bin"
 seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v2/app.bin" --group replay --expect 1 --wait 20s --fault-replay-session "$OUT/$run/v2.session"
-err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
-[[ $SEED_RC == 1 && $err == *replay* && ! -e $OUT/$run/agent/out/app.bin ]] && pass "replay: v2's session replayed is refused, nothing applied: $err" ||
-	fail "replay: seed exit $SEED_RC, error '$err'"
+st=$(jq -r '.nodes[0].status' "$OUT/$run/report.json")
+[[ $SEED_RC == 0 && $st == ok && ! -e $OUT/$run/agent/out/app.bin ]] && grep -q "applied here already" "$OUT/$run/agent.log" &&
+	pass "replay: v2's session replayed is answered 'applied already', nothing applied again" ||
+	fail "replay: seed exit $SEED_RC, status '$st'"
 cp "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin"
 seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v1/app.bin" --group replay --expect 1 --wait 20s --fault-replay-session "$OUT/$run/v1.session"
 err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
@@ -145,6 +148,16 @@ err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
 cmp -s "$OUT/$run/v2/app.bin" "$OUT/$run/agent/out/app.bin" && pass "replay: v2 is still in place" || fail "replay: the agent's copy is no longer v2"
 kill -TERM "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null && pass "replay: the agent stops cleanly on SIGTERM" || fail "replay: agent exit $?"
+# The captured session of group "replay", replayed to an agent of another group.
+lab_spawn "$AGENT" "$OUT/$run/other.log" "$BIN" serve --name other --group other --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/other/state" --to "$OUT/$run/other/out"
+AGENT_PID=$LAB_LAST_PID
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/v2/app.bin" --group other --expect 1 --wait 20s --fault-replay-session "$OUT/$run/v2.session"
+err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
+[[ $SEED_RC == 1 && $err == *'group "replay"'* && ! -e $OUT/$run/other/out/app.bin ]] && pass "replay: a session for group replay is refused by group other: $err" ||
+	fail "replay: to another group: seed exit $SEED_RC, error '$err'"
+kill -TERM "$AGENT_PID"
+wait "$AGENT_PID" 2>/dev/null || true
 
 # --- escape ------------------------------------------------------------------
 run=escape

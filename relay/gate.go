@@ -1,0 +1,102 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Admission limits. A connection is unproven until it presents a valid,
+// trusted offer (a seed) or a want for the session in progress (a child);
+// unproven connections are what a host without the seed's key can open,
+// so they are few, short-lived and never make the receiver busy.
+const (
+	// maxConns bounds the connections a receiver serves at once: a node
+	// has a few children per tree and one seed.
+	maxConns = 256
+	// maxUnproven bounds the connections still proving themselves.
+	maxUnproven = 64
+	// maxUnprovenPerSource keeps one host from taking every unproven slot:
+	// a seed makes one control connection, a child one per stripe.
+	maxUnprovenPerSource = 8
+	// proveWithin is how long a connection has to say who it is (hello)
+	// and what it wants, or to start its offer: a LAN answers in
+	// milliseconds.
+	proveWithin = 5 * time.Second
+	// offerRate is the slowest an offer's bytes may come (512 kbit/s):
+	// the time allowed for an offer grows with its length.
+	offerRate = 64 << 10
+)
+
+// gate admits connections: at most maxConns in all, and of those at most
+// maxUnproven, maxUnprovenPerSource from one address, not yet proven.
+type gate struct {
+	mu       sync.Mutex
+	total    int
+	unproven map[netip.Addr]int
+	pending  int
+}
+
+func newGate() *gate { return &gate{unproven: map[netip.Addr]int{}} }
+
+// admit takes a slot for a new connection from addr, unproven; false: full.
+func (g *gate) admit(addr net.Addr) (*pass, bool) {
+	src := sourceOf(addr)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= maxConns || g.pending >= maxUnproven || g.unproven[src] >= maxUnprovenPerSource {
+		return nil, false
+	}
+	g.total++
+	g.pending++
+	g.unproven[src]++
+	return &pass{g: g, src: src}, true
+}
+
+// pass is one admitted connection's slot.
+type pass struct {
+	g      *gate
+	src    netip.Addr
+	proven bool
+	done   bool
+}
+
+// prove moves the connection out of the unproven count. Idempotent.
+func (p *pass) prove() {
+	p.g.mu.Lock()
+	defer p.g.mu.Unlock()
+	if p.proven || p.done {
+		return
+	}
+	p.proven = true
+	p.g.drop(p.src)
+}
+
+// release frees the slot. Idempotent.
+func (p *pass) release() {
+	p.g.mu.Lock()
+	defer p.g.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	p.g.total--
+	if !p.proven {
+		p.g.drop(p.src)
+	}
+}
+
+func (g *gate) drop(src netip.Addr) {
+	g.pending--
+	if g.unproven[src]--; g.unproven[src] <= 0 {
+		delete(g.unproven, src)
+	}
+}
+
+func sourceOf(a net.Addr) netip.Addr {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}

@@ -22,6 +22,9 @@ type Config struct {
 	DialTimeout time.Duration `toml:"dial_timeout"`
 	// SessionTTL is how long a signed session stays valid after the seed creates it.
 	SessionTTL time.Duration `toml:"session_ttl"`
+	// MaxNodes is the most receivers one seed takes into a session; the
+	// rest are reported as not taken.
+	MaxNodes int `toml:"max_nodes"`
 }
 
 // DefaultConfig returns the settings for a switched LAN.
@@ -35,5 +38,6 @@ func DefaultConfig() Config {
 		SlowAfter:   2 * time.Second,        // long enough to smooth TCP's swings, short against a transfer
 		DialTimeout: 5 * time.Second,        // a LAN host that has not answered by now is not there
 		SessionTTL:  24 * time.Hour,         // long enough for the largest image, short enough to age out replays
+		MaxNodes:    4096,                   // what one seed's sockets and loop serve well (README: fleet size)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -91,6 +92,24 @@ func (c *ctrl) send(t msgType, p []byte) error {
 func (c *ctrl) recv(d time.Duration) (frame, error) {
 	c.conn.readIdle = d
 	return readFrame(c.conn, nil)
+}
+
+// recvOnly reads one frame of one of the types allowed, of at most limit
+// bytes; any other is refused from its header, before its payload is read,
+// so a peer can make us hold no more than limit bytes.
+func (c *ctrl) recvOnly(d time.Duration, limit int, allowed ...msgType) (frame, error) {
+	c.conn.readIdle = d
+	t, n, err := readHeader(c.conn)
+	if err != nil {
+		return frame{}, err
+	}
+	if !slices.Contains(allowed, t) {
+		return frame{}, fmt.Errorf("%s sent an unexpected %s frame", c.conn.RemoteAddr(), t)
+	}
+	if n > limit {
+		return frame{}, fmt.Errorf("%s sent a %d-byte %s frame: %w", c.conn.RemoteAddr(), n, t, ErrFrameTooLarge)
+	}
+	return readPayload(c.conn, t, n, nil)
 }
 
 // expect reads one frame, with silences of at most d, and fails unless it

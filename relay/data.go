@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // flushAt is how many bytes a feeder gathers before it writes them: a few
@@ -213,17 +214,23 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, stallAfter*cfg.DeadAfter)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
 }
 
+// stallAfter: a parent that keeps its link alive with pings but sends no
+// data for this many times dead_after is stalled. Twice, so a parent whose
+// own parent died (found within dead_after) has time to be given another.
+const stallAfter = 2
+
 // pull reads a parent's frames until missing more blocks of its stripe are
 // stored and the block hashes of every chunk in need have come. Nothing it
-// has not verified is stored.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int)) error {
+// has not verified is stored. A parent that sends only pings for stall
+// (zero: never) is given up.
+func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int), stall time.Duration) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -232,6 +239,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 	}
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
+	lastData := time.Now()
 	for missing > 0 || len(need) > 0 {
 		t, n, err := readHeader(br)
 		if err != nil {
@@ -251,8 +259,14 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, noEOF(err)))
 		}
+		if t != msgPing {
+			lastData = time.Now()
+		}
 		switch t {
 		case msgPing:
+			if idle := time.Since(lastData); stall > 0 && idle > stall {
+				return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), missing, stripe)}
+			}
 		case msgRefuse:
 			r, err := decodeRefuse(payload)
 			if err != nil {

@@ -48,6 +48,7 @@ const (
 	complainLost    uint8 = 1 // the connection to the parent failed or went silent
 	complainCorrupt uint8 = 2 // the parent sent a block or block hashes that failed their hash
 	complainRefused uint8 = 3 // the parent refused the want
+	complainStalled uint8 = 4 // the parent kept the link alive but sent no data
 )
 
 const maxText = 4096

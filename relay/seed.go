@@ -110,7 +110,11 @@ type node struct {
 	received   int64
 	lastSeen   time.Time
 	seconds    float64
-	liar       bool // relayed a corrupt chunk: never taken back
+	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
+
+	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
+	falselyAccused map[int]bool // relays it said sent corrupt data that sent the seed that data intact
+	probing        bool         // the seed is fetching a block it was accused of corrupting
 }
 
 // link is the seed's end of a node's control connection, all the session
@@ -136,13 +140,14 @@ type event struct {
 	err       error
 	connected bool // the outcome of a connect: dial or err
 	dial      *dialed
+	verdict   *verdict // the outcome of probing a relay accused of corrupt data
 }
 
 type dialed struct {
 	c        *ctrl
 	welcome  welcomeMsg
 	held     int64
-	applied  bool // applied this very session before: nothing to send
+	applied  bool           // applied this very session before: nothing to send
 	seedAddr netip.AddrPort // the seed's listener, as the node reaches it
 }
 
@@ -162,6 +167,11 @@ type seedRun struct {
 	events  chan event
 	fatals  chan error     // what ends the whole session: the file changed
 	readers sync.WaitGroup // control readers and connects
+
+	deadline  time.Time     // when nodes still at work are failed; zero: not yet set
+	firstDone time.Duration // when the first node applied the package
+	over      bool          // past the deadline: nothing new starts
+	refused   []Peer        // found, but beyond MaxNodes
 
 	mu       sync.Mutex
 	uploaded int64
@@ -232,11 +242,17 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 // connectAll opens a control connection to every peer and makes the
 // offer; peers that cannot be reached or refuse are failed with the reason.
 func (s *seedRun) connectAll(ctx context.Context) {
-	s.nodes = make([]*node, len(s.opt.Peers))
-	results := make([]*dialed, len(s.opt.Peers))
-	errs := make([]error, len(s.opt.Peers))
+	peers := s.opt.Peers
+	if s.cfg.MaxNodes > 0 && len(peers) > s.cfg.MaxNodes {
+		s.opt.Log.Warn("more receivers than one session takes: the rest are not taken", "found", len(peers), "max_nodes", s.cfg.MaxNodes)
+		s.refused = peers[s.cfg.MaxNodes:]
+		peers = peers[:s.cfg.MaxNodes]
+	}
+	s.nodes = make([]*node, len(peers))
+	results := make([]*dialed, len(peers))
+	errs := make([]error, len(peers))
 	var wg sync.WaitGroup
-	for i, p := range s.opt.Peers {
+	for i, p := range peers {
 		s.nodes[i] = &node{id: s.t.add(), peer: p}
 		wg.Add(1)
 		go func() {
@@ -249,6 +265,9 @@ func (s *seedRun) connectAll(ctx context.Context) {
 		s.admit(ctx, n, results[i], errs[i])
 	}
 }
+
+// overCap reports whether the session has all the nodes it takes.
+func (s *seedRun) overCap() bool { return s.cfg.MaxNodes > 0 && len(s.nodes) >= s.cfg.MaxNodes }
 
 // connect opens a control connection to p and makes the offer.
 func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
@@ -334,6 +353,10 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 func (s *seedRun) join(ctx context.Context, p Peer) {
 	n := s.byID(p.ID)
 	switch {
+	case s.over:
+		return
+	case n == nil && s.overCap():
+		return
 	case n == nil:
 		n = &node{id: s.t.add(), peer: p}
 		s.nodes = append(s.nodes, n)
@@ -388,10 +411,14 @@ func (s *seedRun) tell(moves []move, repair bool) {
 	}
 }
 
+// nodeFrameLimit bounds what a node may send the seed in one frame: its
+// progress, a complaint or a result, with at most a few KiB of text.
+const nodeFrameLimit = 16 << 10
+
 // readNode forwards n's control frames to the loop.
 func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
 	for {
-		f, err := c.recv(s.cfg.SeedTimeout)
+		f, err := c.recvOnly(s.cfg.SeedTimeout, nodeFrameLimit, msgProgress, msgResult, msgComplain, msgPing)
 		select {
 		case s.events <- event{n: n, f: f, err: err}:
 		case <-ctx.Done():
@@ -447,6 +474,7 @@ func (s *seedRun) tick(now time.Time) {
 	}
 	s.tell(moves, true)
 	s.tell(s.t.retry(now), true)
+	s.checkDeadline(now)
 	s.progress()
 }
 
@@ -496,8 +524,20 @@ func (s *seedRun) heldBytes(n *node) int64 {
 
 func (s *seedRun) handle(ctx context.Context, ev event) {
 	n := ev.n
+	if ev.verdict != nil {
+		s.judge(ev.verdict)
+		return
+	}
 	if ev.connected {
 		s.pending--
+		if s.over && ev.err == nil {
+			ev.dial.c.send(msgEnd, nil)
+			ev.dial.c.conn.Close()
+			if n.state == stateActive {
+				n.state, n.err = stateFailed, "timed out: came back after the session ended"
+			}
+			return
+		}
 		s.admit(ctx, n, ev.dial, ev.err)
 		if ev.err == nil && n.state == stateActive {
 			s.tell(s.t.join(n.id, time.Now()), true)
@@ -535,6 +575,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		if r.ok {
 			n.state, n.held = stateOK, s.m.Size
 			s.t.setHeld(n.id, s.m.Size)
+			s.applied(time.Since(s.start))
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
 		} else {
 			n.state, n.err = stateFailed, r.err
@@ -543,32 +584,9 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.tell(s.t.fail(n.id, time.Now()), true)
 		}
 	case msgComplain:
-		c, err := decodeComplain(ev.f.payload)
-		if err != nil {
-			return
+		if c, err := decodeComplain(ev.f.payload); err == nil {
+			s.complaint(ctx, n, c)
 		}
-		s.opt.Log.Warn("node lost its parent", "node", n.label(), "detail", c.detail)
-		st := int(c.stripe) % s.t.stripes
-		parent, p := seedID, s.byID(c.parent)
-		if c.parent != (NodeID{}) {
-			if p == nil {
-				return // not a node of this session
-			}
-			parent = p.id
-		}
-		if c.kind == complainCorrupt && p != nil && p.c != nil && s.t.parentOf(n.id, st) == p.id {
-			// Only a lying relay sends a chunk that fails its hash: its own
-			// copy was verified. It relays no more, and is reported; losing
-			// it moves its children, this node among them.
-			what := "corrupt data"
-			if g := int(c.block); g < s.m.Blocks() {
-				what = fmt.Sprintf("a corrupt block %d (chunk %d)", g, g/s.m.blocksPerChunk())
-			}
-			p.state, p.err, p.liar = stateFailed, fmt.Sprintf("relayed %s to %s", what, n.label()), true
-			s.lost(p, errors.New(p.err))
-			return
-		}
-		s.tell(s.t.complain(n.id, st, parent, time.Now()), true)
 	case msgPing:
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
@@ -685,6 +703,12 @@ func (s *seedRun) report() *Report {
 			rn.Status = StatusFailed
 		}
 		r.Nodes = append(r.Nodes, rn)
+	}
+	for _, p := range s.refused {
+		r.Nodes = append(r.Nodes, ReportNode{
+			ID: p.ID.String(), Name: p.Name, Addr: p.Addr.String(), Status: StatusFailed,
+			Error: fmt.Sprintf("not taken: one session takes at most %d receivers (max_nodes)", s.cfg.MaxNodes),
+		})
 	}
 	return r
 }

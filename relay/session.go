@@ -140,7 +140,6 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	return res, nil
 }
 
-
 // appliedBefore answers a session applied here already: accepted, applied,
 // nothing fetched or run again; then it waits for the seed to end it.
 func (r *Receiver) appliedBefore(c *ctrl, m *Manifest) (Result, error) {

@@ -82,6 +82,7 @@ type tnode struct {
 	gone     bool // lost for good (it lied): never placed again
 	failed   bool // its session failed: it takes no children
 	slow     bool // its own link is too slow to feed anyone
+	suspect  bool // children keep complaining of it: it feeds no one
 	held     int64
 	inStripe [maxStripes]int64 // held per stripe, as the node reports it
 	byStripe bool              // inStripe is known; else each stripe holds a share of held
@@ -465,6 +466,23 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	return moves, slow
 }
 
+// distrust makes id a leaf for good: it keeps its place as a receiver, and
+// its children move to other parents.
+func (t *tree) distrust(id int, now time.Time) []move {
+	if id < 1 || id > len(t.nodes) || t.node(id).suspect {
+		return nil
+	}
+	n := t.node(id)
+	n.suspect = true
+	var moves []move
+	for st := range t.stripes {
+		for _, c := range slices.Clone(n.children[st]) {
+			moves = t.place(c, st, now, moves)
+		}
+	}
+	return moves
+}
+
 // isSlow reports whether id lost its children for a slow link.
 func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 
@@ -495,7 +513,7 @@ func (t *tree) placeSlack() int64 {
 }
 
 // canFeed reports whether n may take children at all.
-func (t *tree) canFeed(n *tnode) bool { return n.in && !n.failed && !n.slow }
+func (t *tree) canFeed(n *tnode) bool { return n.in && !n.failed && !n.slow && !n.suspect }
 
 // feeds reports whether n has children in any stripe.
 func (t *tree) feeds(n *tnode) bool {

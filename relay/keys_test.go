@@ -111,6 +111,12 @@ func TestLoadKeyRejectsOtherFiles(t *testing.T) {
 			}
 		}
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(dir); err == nil || !strings.Contains(err.Error(), "not a file") {
+		t.Errorf("a directory: LoadKey = %v, want it refused as not a file", err)
+	}
 	if _, err := LoadKey(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing key: %v, want os.ErrNotExist", err)
 	}

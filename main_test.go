@@ -37,9 +37,11 @@ func loadWith(t *testing.T, args ...string) (fileConfig, error) {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags:          []cli.Flag{configFlag, &cli.DurationFlag{Name: "wait", EnvVars: []string{"TREECAST_WAIT"}}},
 		Action: func(c *cli.Context) error {
-			got, lerr = loadConfig(c)
+			var s *settings
+			s, lerr = loadConfig(c)
 			if lerr == nil {
-				setDuration(c, "wait", &got.Seed.Wait)
+				fromFlag(s, c, "wait", "seed.wait", &s.Seed.Wait, c.Duration)
+				got = s.fileConfig
 			}
 			return nil
 		},

@@ -35,8 +35,8 @@ import (
 // Exit codes, a contract with scripts.
 const (
 	exitOK       = 0 // every planned node applied the package
-	exitFailed   = 1 // some node failed, or fewer receivers than expected
-	exitUsage    = 2 // bad flags or config
+	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
+	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
 )
 
@@ -53,10 +53,16 @@ func usage(format string, a ...any) error {
 	return &exitError{exitUsage, fmt.Errorf(format, a...)}
 }
 
+// failed is a runtime failure: the command was right, but could not be done here.
+func failed(format string, a ...any) error {
+	return &exitError{exitFailed, fmt.Errorf(format, a...)}
+}
+
 const exitHelp = `EXIT CODES:
    0  every planned node applied the package (seed), or this node applied it (join)
-   1  some node failed, or fewer receivers than --expect were found
-   2  usage or configuration error
+   1  some node failed, or fewer receivers than --expect were found; or treecast could
+      not run here: seed key unreadable or unprotected, --dir in use, listen, announce
+   2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)`
 
 func main() {
@@ -314,7 +320,7 @@ func runSeed(c *cli.Context) error {
 	}
 	key, created, err := relay.LoadOrCreateKey(keyPath)
 	if err != nil {
-		return usage("seed: key: %v", err)
+		return failed("seed: key: %v", err)
 	}
 	fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 	if created {
@@ -625,12 +631,12 @@ func runReceiver(c *cli.Context, once bool) error {
 
 	unlock, err := lockDir(rc.Dir)
 	if err != nil {
-		return usage("%s: %v", cmd, err)
+		return failed("%s: %v", cmd, err)
 	}
 	defer unlock()
 	id, err := nodeID(rc.Dir)
 	if err != nil {
-		return usage("%s: %v", cmd, err)
+		return failed("%s: %v", cmd, err)
 	}
 
 	var ann *discover.Announcer
@@ -673,14 +679,17 @@ func runReceiver(c *cli.Context, once bool) error {
 	}
 	r, err := relay.NewReceiver(cfg.Relay, opt)
 	if err != nil {
-		return usage("%s: %v", cmd, err)
+		return failed("%s: %v", cmd, err)
 	}
 	defer r.Close()
 	a, err := discover.Announce(cfg.Discover, discover.Announcement{
 		ID: id.String(), Name: rc.Name, Group: rc.Group, State: discover.StateIdle, Version: relay.Version, Port: r.Port(),
 	}, log)
 	if err != nil {
-		return usage("%s: announce: %v", cmd, err)
+		if discover.IsNoInterface(err) {
+			return usage("%s: announce: %v", cmd, err)
+		}
+		return failed("%s: announce: %v", cmd, err)
 	}
 	annMu.Lock()
 	ann = a
@@ -864,7 +873,7 @@ func keygenCommand() *cli.Command {
 			}
 			key, err := relay.GenerateKey(c.String("out"))
 			if err != nil {
-				return usage("keygen: %v", err)
+				return failed("keygen: %v", err)
 			}
 			fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 			fmt.Printf("wrote %s and %s.pub\nfingerprint %s\nreceivers: treecast join --trust %s ...\n", c.String("out"), c.String("out"), fp, fp)

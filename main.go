@@ -23,7 +23,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -36,8 +35,8 @@ import (
 // Exit codes, a contract with scripts.
 const (
 	exitOK       = 0 // every planned node applied the package
-	exitFailed   = 1 // some node failed, or fewer receivers than expected
-	exitUsage    = 2 // bad flags or config
+	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
+	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
 )
 
@@ -54,10 +53,16 @@ func usage(format string, a ...any) error {
 	return &exitError{exitUsage, fmt.Errorf(format, a...)}
 }
 
+// failed is a runtime failure: the command was right, but could not be done here.
+func failed(format string, a ...any) error {
+	return &exitError{exitFailed, fmt.Errorf(format, a...)}
+}
+
 const exitHelp = `EXIT CODES:
    0  every planned node applied the package (seed), or this node applied it (join)
-   1  some node failed, or fewer receivers than --expect were found
-   2  usage or configuration error
+   1  some node failed, or fewer receivers than --expect were found; or treecast could
+      not run here: seed key unreadable or unprotected, --dir in use, listen, announce
+   2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)`
 
 func main() {
@@ -94,74 +99,6 @@ Flags go before arguments. Settings: flag > TREECAST_* environment > --config fi
 	}
 }
 
-// fileConfig is the TOML file; config.example.toml documents every key.
-type fileConfig struct {
-	Seed     seedConfig      `toml:"seed"`
-	Receiver receiverConfig  `toml:"receiver"`
-	Install  install.Config  `toml:"install"`
-	Discover discover.Config `toml:"discover"`
-	Relay    relay.Config    `toml:"relay"`
-}
-
-type seedConfig struct {
-	Expect    int           `toml:"expect"`
-	Wait      time.Duration `toml:"wait"`
-	Group     string        `toml:"group"`
-	ChunkSize string        `toml:"chunk_size"`
-	Key       string        `toml:"key"`
-	Report    string        `toml:"report"`
-}
-
-type receiverConfig struct {
-	Name     string        `toml:"name"`
-	Group    string        `toml:"group"`
-	Dir      string        `toml:"dir"`
-	Timeout  time.Duration `toml:"timeout"`
-	Trust    []string      `toml:"trust"`
-	TrustAny bool          `toml:"trust_any"`
-	// AllowDowngrade accepts a session older than the last one applied for the same name.
-	AllowDowngrade bool `toml:"allow_downgrade"`
-}
-
-func defaultConfig() fileConfig {
-	return fileConfig{
-		Seed: seedConfig{
-			Wait:      10 * time.Second, // long enough for a whole LAN to answer a few query rounds
-			ChunkSize: "1MiB",           // small enough to pipeline, large enough that headers cost nothing
-		},
-		Receiver: receiverConfig{Trust: []string{}}, // trust nobody until told
-		Install:  install.DefaultConfig(),
-		Discover: discover.DefaultConfig(),
-		Relay:    relay.DefaultConfig(),
-	}
-}
-
-// loadConfig reads the --config file over the defaults, strictly: unknown
-// keys and syntax errors name the key or line.
-func loadConfig(c *cli.Context) (fileConfig, error) {
-	cfg := defaultConfig()
-	path := c.String("config")
-	if path == "" {
-		return cfg, nil
-	}
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return cfg, usage("config %s: %s", path, pe.ErrorWithPosition())
-		}
-		return cfg, usage("config %s: %v", path, err)
-	}
-	if keys := md.Undecoded(); len(keys) > 0 {
-		var names []string
-		for _, k := range keys {
-			names = append(names, k.String())
-		}
-		return cfg, usage("config %s: unknown key %s (see config.example.toml for every key)", path, strings.Join(names, ", "))
-	}
-	return cfg, nil
-}
-
 // Flags shared by several commands. EnvVars make TREECAST_* work; a set flag
 // or variable wins over the file.
 var (
@@ -171,18 +108,6 @@ var (
 
 func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
-}
-
-func setString(c *cli.Context, name string, dst *string) {
-	if c.IsSet(name) {
-		*dst = c.String(name)
-	}
-}
-
-func setDuration(c *cli.Context, name string, dst *time.Duration) {
-	if c.IsSet(name) {
-		*dst = c.Duration(name)
-	}
 }
 
 // noStrayArgs fails loudly on flags placed after arguments, which the
@@ -337,7 +262,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
-			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
+			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			&cli.StringFlag{Name: "fault-save-session", Hidden: true, Usage: "fault injection for lab tests: write the signed session to `PATH`"},
 			&cli.StringFlag{Name: "fault-replay-session", Hidden: true, Usage: "fault injection for lab tests: offer the signed session saved at `PATH` instead of a new one, as a replaying attacker would"},
@@ -367,25 +292,17 @@ func runSeed(c *cli.Context) error {
 		return err
 	}
 	sc := &cfg.Seed
-	if c.IsSet("expect") {
-		sc.Expect = c.Int("expect")
+	fromFlag(cfg, c, "expect", "seed.expect", &sc.Expect, c.Int)
+	fromFlag(cfg, c, "wait", "seed.wait", &sc.Wait, c.Duration)
+	fromFlag(cfg, c, "group", "seed.group", &sc.Group, c.String)
+	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+	fromFlag(cfg, c, "report", "seed.report", &sc.Report, c.String)
+	fromFlag(cfg, c, "chunk-size", "seed.chunk_size", &sc.ChunkSize, c.String)
+	fromFlag(cfg, c, "key", "seed.key", &sc.Key, c.String)
+	if err := cmp.Or(cfg.checkSeed("seed"), cfg.checkDiscover("seed"), cfg.checkRelay("seed")); err != nil {
+		return err
 	}
-	setDuration(c, "wait", &sc.Wait)
-	setString(c, "group", &sc.Group)
-	setString(c, "iface", &cfg.Discover.Iface)
-	setString(c, "report", &sc.Report)
-	setString(c, "chunk-size", &sc.ChunkSize)
-	setString(c, "key", &sc.Key)
-	if sc.Expect < 0 {
-		return usage("seed: --expect %d: want 0 or more receivers", sc.Expect)
-	}
-	chunk, err := parseSize(sc.ChunkSize)
-	if err != nil {
-		return usage("seed: --chunk-size: %v", err)
-	}
-	if chunk < relay.MinChunkSize || chunk > relay.MaxChunkSize {
-		return usage("seed: --chunk-size %s: must be between 4KiB and 16MiB", sc.ChunkSize)
-	}
+	chunk, _ := chunkSize(sc.ChunkSize)
 	path := c.Args().First()
 	st, err := os.Stat(path)
 	if err != nil {
@@ -403,7 +320,7 @@ func runSeed(c *cli.Context) error {
 	}
 	key, created, err := relay.LoadOrCreateKey(keyPath)
 	if err != nil {
-		return usage("seed: key: %v", err)
+		return failed("seed: key: %v", err)
 	}
 	fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 	if created {
@@ -679,37 +596,32 @@ func runReceiver(c *cli.Context, once bool) error {
 		return err
 	}
 	rc := &cfg.Receiver
-	setString(c, "to", &cfg.Install.To)
-	setString(c, "extract", &cfg.Install.Extract)
-	setString(c, "exec", &cfg.Install.Exec)
-	setString(c, "name", &rc.Name)
-	setString(c, "group", &rc.Group)
-	setString(c, "iface", &cfg.Discover.Iface)
-	setString(c, "dir", &rc.Dir)
-	setString(c, "listen", &cfg.Relay.Listen)
+	cmd := c.Command.Name
+	fromFlag(cfg, c, "to", "install.to", &cfg.Install.To, c.String)
+	fromFlag(cfg, c, "extract", "install.extract", &cfg.Install.Extract, c.String)
+	fromFlag(cfg, c, "exec", "install.exec", &cfg.Install.Exec, c.String)
+	fromFlag(cfg, c, "name", "receiver.name", &rc.Name, c.String)
+	fromFlag(cfg, c, "group", "receiver.group", &rc.Group, c.String)
+	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+	fromFlag(cfg, c, "dir", "receiver.dir", &rc.Dir, c.String)
+	fromFlag(cfg, c, "listen", "relay.listen", &cfg.Relay.Listen, c.String)
 	if once {
-		setDuration(c, "timeout", &rc.Timeout)
+		fromFlag(cfg, c, "timeout", "receiver.timeout", &rc.Timeout, c.Duration)
 	}
-	if c.IsSet("trust") {
-		rc.Trust = c.StringSlice("trust")
-	}
-	if c.IsSet("trust-any") {
-		rc.TrustAny = c.Bool("trust-any")
-	}
-	if c.IsSet("allow-downgrade") {
-		rc.AllowDowngrade = c.Bool("allow-downgrade")
-	}
-	if err := cfg.Install.Validate(); err != nil {
-		return usage("%s: %v", c.Command.Name, err)
+	fromFlag(cfg, c, "trust", "receiver.trust", &rc.Trust, c.StringSlice)
+	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
+	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
+	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd)); err != nil {
+		return err
 	}
 	var trust relay.TrustSet
 	for _, t := range rc.Trust {
 		if err := trust.Add(t); err != nil {
-			return usage("%s: %v", c.Command.Name, err)
+			return usage("%s: %v", cmd, err)
 		}
 	}
 	if trust.Len() == 0 && !rc.TrustAny {
-		return usage("%s: say which seed to trust: --trust FINGERPRINT (the seed prints it on every run; `treecast keygen` prints it too), or --trust-any to accept any seed on this LAN", c.Command.Name)
+		return usage("%s: say which seed to trust: --trust FINGERPRINT (the seed prints it on every run; `treecast keygen` prints it too), or --trust-any to accept any seed on this LAN", cmd)
 	}
 	if rc.Name == "" {
 		rc.Name, _ = os.Hostname()
@@ -725,12 +637,12 @@ func runReceiver(c *cli.Context, once bool) error {
 
 	unlock, err := lockDir(rc.Dir)
 	if err != nil {
-		return usage("%s: %v", c.Command.Name, err)
+		return failed("%s: %v", cmd, err)
 	}
 	defer unlock()
 	id, err := nodeID(rc.Dir)
 	if err != nil {
-		return usage("%s: %v", c.Command.Name, err)
+		return failed("%s: %v", cmd, err)
 	}
 
 	var ann *discover.Announcer
@@ -774,14 +686,17 @@ func runReceiver(c *cli.Context, once bool) error {
 	}
 	r, err := relay.NewReceiver(cfg.Relay, opt)
 	if err != nil {
-		return usage("%s: %v", c.Command.Name, err)
+		return failed("%s: %v", cmd, err)
 	}
 	defer r.Close()
 	a, err := discover.Announce(cfg.Discover, discover.Announcement{
 		ID: id.String(), Name: rc.Name, Group: rc.Group, State: discover.StateIdle, Version: relay.Version, Port: r.Port(),
 	}, log)
 	if err != nil {
-		return usage("%s: announce: %v", c.Command.Name, err)
+		if discover.IsNoInterface(err) {
+			return usage("%s: announce: %v", cmd, err)
+		}
+		return failed("%s: announce: %v", cmd, err)
 	}
 	annMu.Lock()
 	ann = a
@@ -930,7 +845,10 @@ func peersCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			setString(c, "iface", &cfg.Discover.Iface)
+			fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+			if err := cfg.checkDiscover("peers"); err != nil {
+				return err
+			}
 			con := newConsole()
 			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
 			if err != nil && len(found) == 0 {
@@ -966,7 +884,7 @@ func keygenCommand() *cli.Command {
 			}
 			key, err := relay.GenerateKey(c.String("out"))
 			if err != nil {
-				return usage("keygen: %v", err)
+				return failed("keygen: %v", err)
 			}
 			fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 			fmt.Printf("wrote %s and %s.pub\nfingerprint %s\nreceivers: treecast join --trust %s ...\n", c.String("out"), c.String("out"), fp, fp)

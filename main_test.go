@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,9 +38,11 @@ func loadWith(t *testing.T, args ...string) (fileConfig, error) {
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags:          []cli.Flag{configFlag, &cli.DurationFlag{Name: "wait", EnvVars: []string{"TREECAST_WAIT"}}},
 		Action: func(c *cli.Context) error {
-			got, lerr = loadConfig(c)
+			var s *settings
+			s, lerr = loadConfig(c)
 			if lerr == nil {
-				setDuration(c, "wait", &got.Seed.Wait)
+				fromFlag(s, c, "wait", "seed.wait", &s.Seed.Wait, c.Duration)
+				got = s.fileConfig
 			}
 			return nil
 		},
@@ -202,5 +205,59 @@ func TestHelpTeachesExitCodes(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("seed --help lacks %q", w)
 		}
+	}
+}
+
+// Runtime failures exit 1: the command was right, but could not be done
+// here. 2 is for usage and settings only.
+func TestRuntimeFailuresExit1(t *testing.T) {
+	dir := t.TempDir()
+	pkg := writeFile(t, "pkg.bin", "payload")
+
+	key := filepath.Join(dir, "seed.key")
+	if code, err := runApp(t, "keygen", "--out", key); code != 0 {
+		t.Fatalf("keygen: exit %d, %v", code, err)
+	}
+	if err := os.Chmod(key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	held := t.TempDir()
+	unlock, err := lockDir(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"group-readable seed key", []string{"seed", "--key", key, pkg},
+			[]string{"UNPROTECTED PRIVATE KEY FILE", "permissions 0640", "chmod 600 " + key}},
+		{"seed key that is a directory", []string{"seed", "--key", dir, pkg}, []string{"seed: key:", dir}},
+		{"--dir held by another receiver", []string{"join", "--trust-any", "--to", dir, "--dir", held},
+			[]string{"join: " + held + " is in use by another treecast receiver", "--dir"}},
+		{"serve on a held --dir", []string{"serve", "--trust-any", "--to", dir, "--dir", held}, []string{"in use"}},
+		{"--listen on a port in use", []string{"join", "--trust-any", "--to", dir, "--dir", t.TempDir(), "--listen", ln.Addr().String()},
+			[]string{"join: listen on " + ln.Addr().String()}},
+		{"keygen over an existing key", []string{"keygen", "--out", key}, []string{"already exists"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, err := runApp(t, tc.args...)
+			if code != exitFailed || err == nil {
+				t.Fatalf("exit %d, err %v; want exit %d", code, err, exitFailed)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package discover
 
 import (
+	"fmt"
 	"log"
 	"log/slog"
 	"time"
@@ -32,6 +33,36 @@ func DefaultConfig() Config {
 	}
 }
 
+// The range Validate accepts for Round.
+const (
+	minRound = 50 * time.Millisecond // a busy host's answer takes tens of milliseconds; a shorter round misses it
+	maxRound = time.Minute           // a round is one query: longer only delays the next query after a lost packet
+)
+
+// A ConfigError is a Config field set outside the range it accepts.
+type ConfigError struct {
+	Field string // the field as Config names it, e.g. "Round"
+	Value any    // the value it holds
+	Want  string // the range it accepts
+}
+
+func (e *ConfigError) Error() string {
+	if s, ok := e.Value.(string); ok {
+		return fmt.Sprintf("%s %q: want %s", e.Field, s, e.Want)
+	}
+	return fmt.Sprintf("%s %v: want %s", e.Field, e.Value, e.Want)
+}
+
+// Validate reports the first field outside its range as a *ConfigError.
+// Whether Iface exists is known only when discovery starts (IsNoInterface).
+func (c Config) Validate() error {
+	if c.Round < minRound || c.Round > maxRound {
+		return &ConfigError{Field: "Round", Value: c.Round, Want: fmt.Sprintf("from %s to %s", minRound, maxRound)}
+	}
+	return nil
+}
+
+// round is Round, or its default for a zero Config built in code.
 func (c Config) round() time.Duration {
 	if c.Round <= 0 {
 		return DefaultConfig().Round

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,31 +51,38 @@ func readFile(t *testing.T, p string) string {
 
 func TestValidate(t *testing.T) {
 	tests := []struct {
-		cfg  Config
-		want string // substring of the error; "" for valid
+		cfg   Config
+		field string // the field the error names; "" for valid
+		want  string // substring of the error
 	}{
-		{Config{}, "nothing to apply: give --to DIR, --extract DIR or --exec CMD"},
-		{DefaultConfig(), "nothing to apply"},
-		{Config{To: "/opt/pkg"}, ""},
-		{Config{Extract: "rel/dir"}, ""},
-		{Config{Exec: "true"}, ""},
-		{Config{To: "/a", Extract: "/b", Exec: "c"}, ""},
-		{Config{To: "   "}, "--to \"   \": directory is blank"},
-		{Config{Extract: "\t"}, "--extract \"\\t\": directory is blank"},
-		{Config{To: "/opt/pkg "}, "leading or trailing spaces"},
-		{Config{To: "/opt/\x00pkg"}, "NUL"},
-		{Config{Extract: "/"}, "refusing to extract into the root directory"},
-		{Config{Extract: "//"}, "refusing to extract into the root directory"},
-		{Config{Exec: "  \n"}, "--exec: command is blank"},
-		{Config{Exec: "echo \x00"}, "NUL"},
+		{Config{}, "", "nothing to apply"},
+		{DefaultConfig(), "", "nothing to apply"},
+		{Config{To: "/opt/pkg"}, "", ""},
+		{Config{Extract: "rel/dir"}, "", ""},
+		{Config{Exec: "true"}, "", ""},
+		{Config{To: "/a", Extract: "/b", Exec: "c"}, "", ""},
+		{Config{To: "   "}, "To", `To "   ": want a directory such as /opt/app, not a blank one`},
+		{Config{Extract: "\t"}, "Extract", `Extract "\t": want a directory such as /opt/app, not a blank one`},
+		{Config{To: "/opt/pkg "}, "To", "leading or trailing spaces"},
+		{Config{To: "/opt/\x00pkg"}, "To", "NUL"},
+		{Config{Extract: "/"}, "Extract", "not the root directory"},
+		{Config{Extract: "//"}, "Extract", "not the root directory"},
+		{Config{Exec: "  \n"}, "Exec", "not a blank one"},
+		{Config{Exec: "echo \x00"}, "Exec", "NUL"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()
+		var ce *ConfigError
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%+v: unexpected error %v", tt.cfg, err)
-		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+		case tt.want == "":
+		case err == nil || !strings.Contains(err.Error(), tt.want):
 			t.Errorf("%+v: error %v, want it to contain %q", tt.cfg, err, tt.want)
+		case tt.field == "" && !errors.Is(err, ErrNothingToApply):
+			t.Errorf("%+v: error %v, want ErrNothingToApply", tt.cfg, err)
+		case tt.field != "" && (!errors.As(err, &ce) || ce.Field != tt.field):
+			t.Errorf("%+v: error %v, want a *ConfigError for %s", tt.cfg, err, tt.field)
 		}
 	}
 }

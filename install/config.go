@@ -38,42 +38,55 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports a Config that cannot be applied.
+// ErrNothingToApply is a Config with none of To, Extract and Exec set.
+var ErrNothingToApply = errors.New("nothing to apply: set To, Extract or Exec")
+
+// A ConfigError is a Config field set to a value Apply cannot use.
+type ConfigError struct {
+	Field string // the field as Config names it, e.g. "Extract"
+	Value string // the value it holds
+	Want  string // what it accepts
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("%s %q: want %s", e.Field, e.Value, e.Want) }
+
+// Validate reports a Config that cannot be applied: ErrNothingToApply, or
+// the first field Apply cannot use as a *ConfigError.
 func (c Config) Validate() error {
 	if c.To == "" && c.Extract == "" && c.Exec == "" {
-		return errors.New("nothing to apply: give --to DIR, --extract DIR or --exec CMD")
+		return ErrNothingToApply
 	}
-	if err := checkDir("to", c.To); err != nil {
+	if err := checkDir("To", c.To); err != nil {
 		return err
 	}
-	if err := checkDir("extract", c.Extract); err != nil {
+	if err := checkDir("Extract", c.Extract); err != nil {
 		return err
 	}
 	if c.Extract != "" && filepath.Clean(c.Extract) == "/" {
-		return errors.New("--extract /: refusing to extract into the root directory, where top-level archive entries would replace /usr, /etc and the like; give the directory the package owns")
+		return &ConfigError{"Extract", c.Extract, "the directory the package owns, not the root directory, where top-level archive entries would replace /usr, /etc and the like"}
 	}
 	if c.Exec != "" {
 		if strings.TrimSpace(c.Exec) == "" {
-			return errors.New("--exec: command is blank; give a shell command such as 'systemctl restart app'")
+			return &ConfigError{"Exec", c.Exec, "a shell command such as 'systemctl restart app', not a blank one"}
 		}
 		if strings.ContainsRune(c.Exec, 0) {
-			return errors.New("--exec: command contains a NUL byte")
+			return &ConfigError{"Exec", c.Exec, "a shell command without a NUL byte"}
 		}
 	}
 	return nil
 }
 
-// checkDir validates an optional directory setting; flag is its name.
-func checkDir(flag, dir string) error {
+// checkDir validates an optional directory field.
+func checkDir(field, dir string) error {
 	switch {
 	case dir == "":
 		return nil
 	case strings.TrimSpace(dir) == "":
-		return fmt.Errorf("--%s %q: directory is blank; give a path such as /opt/app", flag, dir)
+		return &ConfigError{field, dir, "a directory such as /opt/app, not a blank one"}
 	case strings.TrimSpace(dir) != dir:
-		return fmt.Errorf("--%s %q: directory has leading or trailing spaces; remove them", flag, dir)
+		return &ConfigError{field, dir, "a directory without leading or trailing spaces"}
 	case strings.ContainsRune(dir, 0):
-		return fmt.Errorf("--%s %q: directory contains a NUL byte", flag, dir)
+		return &ConfigError{field, dir, "a directory without a NUL byte"}
 	}
 	return nil
 }

@@ -1,6 +1,10 @@
 package relay
 
-import "time"
+import (
+	"fmt"
+	"net"
+	"time"
+)
 
 // Config tunes sessions; seeds and receivers read the same section.
 type Config struct {
@@ -40,4 +44,67 @@ func DefaultConfig() Config {
 		SessionTTL:  24 * time.Hour,         // long enough for the largest image, short enough to age out replays
 		MaxNodes:    4096,                   // what one seed's sockets and loop serve well (README: fleet size)
 	}
+}
+
+// The ranges Validate accepts. Relations between fields (DeadAfter at least
+// two heartbeats, and so on) are in Validate itself.
+const (
+	minHeartbeat   = 10 * time.Millisecond // more often, pings and progress frames crowd out blocks and the seed's loop
+	maxDeadAfter   = 10 * time.Minute      // longer, a hung relay holds its subtree for longer than most transfers take
+	maxSeedTimeout = 24 * time.Hour        // a seed gone for a day is not coming back to this session
+	maxSlowAfter   = 10 * time.Minute      // longer, a slow relay is found only after the transfer is over
+	minDialTimeout = 10 * time.Millisecond // a LAN connect takes well under a millisecond; shorter fails on a loaded host
+	maxDialTimeout = time.Minute           // a host that has not answered by then is not there; longer only delays repairs
+	minSessionTTL  = time.Minute           // shorter, a session expires while receivers are still being offered it
+	maxSessionTTL  = 366 * 24 * time.Hour  // a signed session valid for more than a year is a replay waiting to happen
+)
+
+// A ConfigError is a Config field set outside the range it accepts.
+type ConfigError struct {
+	Field string   // the field as Config names it, e.g. "Heartbeat"
+	Value any      // the value it holds
+	Want  string   // the range it accepts, e.g. "at least 10ms and at most half of DeadAfter (4s)"
+	Refs  []string // the other fields Want names, so a caller can call them what its users know them as
+}
+
+func (e *ConfigError) Error() string {
+	if s, ok := e.Value.(string); ok {
+		return fmt.Sprintf("%s %q: want %s", e.Field, s, e.Want)
+	}
+	return fmt.Sprintf("%s %v: want %s", e.Field, e.Value, e.Want)
+}
+
+// Validate reports the first field outside its range as a *ConfigError.
+// NewReceiver and RunSeed refuse a Config that does not validate.
+func (c Config) Validate() error {
+	bad := func(field string, value any, want string, refs ...string) error {
+		return &ConfigError{Field: field, Value: value, Want: want, Refs: refs}
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return bad("Listen", c.Listen, "a TCP address host:port, such as :0 (any free port) or 10.0.0.5:7070")
+	} else if _, err := net.LookupPort("tcp", port); err != nil {
+		return bad("Listen", c.Listen, "a TCP address host:port whose port is a number from 0 to 65535")
+	}
+	if c.DeadAfter < 2*minHeartbeat || c.DeadAfter > maxDeadAfter {
+		return bad("DeadAfter", c.DeadAfter, fmt.Sprintf("from %s to %s", 2*minHeartbeat, maxDeadAfter))
+	}
+	if c.Heartbeat < minHeartbeat || c.Heartbeat > c.DeadAfter/2 {
+		return bad("Heartbeat", c.Heartbeat, fmt.Sprintf("from %s to half of DeadAfter (%s): a link must miss two heartbeats before it counts as dead", minHeartbeat, c.DeadAfter), "DeadAfter")
+	}
+	if c.SeedTimeout < c.DeadAfter || c.SeedTimeout > maxSeedTimeout {
+		return bad("SeedTimeout", c.SeedTimeout, fmt.Sprintf("from DeadAfter (%s) to %s: a seed is not given up on sooner than any other peer", c.DeadAfter, maxSeedTimeout), "DeadAfter")
+	}
+	if c.Trees < 1 || c.Trees > maxStripes {
+		return bad("Trees", c.Trees, fmt.Sprintf("1 (one binary tree) or %d (two complementary trees)", maxStripes))
+	}
+	if c.SlowAfter < 2*c.Heartbeat || c.SlowAfter > maxSlowAfter {
+		return bad("SlowAfter", c.SlowAfter, fmt.Sprintf("from twice Heartbeat (%s) to %s: rates are compared over at least two progress reports", 2*c.Heartbeat, maxSlowAfter), "Heartbeat")
+	}
+	if c.DialTimeout < minDialTimeout || c.DialTimeout > maxDialTimeout {
+		return bad("DialTimeout", c.DialTimeout, fmt.Sprintf("from %s to %s", minDialTimeout, maxDialTimeout))
+	}
+	if c.SessionTTL < minSessionTTL || c.SessionTTL > maxSessionTTL {
+		return bad("SessionTTL", c.SessionTTL, fmt.Sprintf("from %s to %s", minSessionTTL, maxSessionTTL))
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,17 +60,58 @@ func GenerateKey(path string) (ed25519.PrivateKey, error) {
 	return key, nil
 }
 
-// LoadKey reads a seed key written by GenerateKey.
+// ErrKeyUnprotected is a seed key file that users other than its owner may
+// read or write: whoever reads it can sign sessions that every receiver
+// trusting the key applies. Test for it with errors.Is.
+var ErrKeyUnprotected = errors.New("UNPROTECTED PRIVATE KEY FILE")
+
+// maxKeyFile bounds what LoadKey reads: a key file is a few hundred bytes.
+const maxKeyFile = 64 << 10
+
+// LoadKey reads a seed key written by GenerateKey. As ssh does, it refuses a
+// key file that its group or others may read or write (ErrKeyUnprotected),
+// and says the chmod that fixes it.
 func LoadKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a file: give the path of a seed key (make one with `treecast keygen`)", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace it, and whoever reads it can make every receiver that trusts this key apply a package; fix it with: chmod 600 %s",
+			path, ErrKeyUnprotected, perm, shellQuote(path))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("read key %s: %w", path, err)
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
 		return nil, fmt.Errorf("%s is not a treecast seed key (make one with `treecast keygen`)", path)
 	}
 	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+}
+
+// shellQuote returns s as one word of a POSIX shell command.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+,:@%=", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // LoadOrCreateKey loads the key at path, creating it on first use.

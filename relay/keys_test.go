@@ -111,6 +111,12 @@ func TestLoadKeyRejectsOtherFiles(t *testing.T) {
 			}
 		}
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKey(dir); err == nil || !strings.Contains(err.Error(), "not a file") {
+		t.Errorf("a directory: LoadKey = %v, want it refused as not a file", err)
+	}
 	if _, err := LoadKey(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing key: %v, want os.ErrNotExist", err)
 	}
@@ -309,5 +315,66 @@ func TestTrustSetCheck(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
+	}
+}
+
+func TestLoadKeyRefusesUnprotectedFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "seed.key")
+	key, err := GenerateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o666, 0o700, 0o601} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadKey(path)
+		if mode&0o077 == 0 {
+			if err != nil {
+				t.Errorf("mode %04o: %v, want the key loaded", mode, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrKeyUnprotected) {
+			t.Errorf("mode %04o: LoadKey = %v, want ErrKeyUnprotected", mode, err)
+			continue
+		}
+		for _, want := range []string{"UNPROTECTED PRIVATE KEY FILE", path, "chmod 600 " + path} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("mode %04o: error %q does not say %q", mode, err, want)
+			}
+		}
+		// LoadOrCreateKey must not take the refusal for a missing key.
+		if _, created, err := LoadOrCreateKey(path); created || !errors.Is(err, ErrKeyUnprotected) {
+			t.Errorf("mode %04o: LoadOrCreateKey created=%v err=%v, want the refusal", mode, created, err)
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadKey(path); err != nil || !got.Equal(key) {
+		t.Errorf("after chmod 600: LoadKey = %v, want the key", err)
+	}
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadKey(path); err != nil || !got.Equal(key) {
+		t.Errorf("mode 0400: LoadKey = %v, want the key", err)
+	}
+}
+
+func TestUnprotectedKeyHintIsAShellCommand(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "it's my key")
+	if _, err := GenerateKey(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadKey(path)
+	quoted := "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
+	if err == nil || !strings.HasSuffix(err.Error(), "chmod 600 "+quoted) {
+		t.Errorf("error %v, want it to end with chmod 600 %s", err, quoted)
 	}
 }

@@ -81,8 +81,12 @@ type Receiver struct {
 	once     sync.Once
 }
 
-// NewReceiver listens on cfg.Listen and starts accepting connections.
+// NewReceiver listens on cfg.Listen and starts accepting connections. A cfg
+// that does not validate is refused with its *ConfigError.
 func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}

@@ -180,8 +180,12 @@ type seedRun struct {
 
 // RunSeed offers the package to every peer, streams it down a binary tree,
 // repairs the tree when nodes fail or lag, attaches receivers that appear
-// later, and returns when every node has a result.
+// later, and returns when every node has a result. A cfg that does not
+// validate is refused with its *ConfigError.
 func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}

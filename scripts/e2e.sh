@@ -9,8 +9,10 @@
 #   D  one receiver's --exec exits 3: seed exits 1, that node "failed", others ok
 # h9 is a `treecast serve` agent for the whole time: it must receive A, B, C
 # and D one after another, then stop on SIGTERM.
-# Then: `join` with no session exits 3 after its --timeout; `seed` with no
-# receivers exits 3 after its --wait.
+# Then: a `[relay] heartbeat = "0s"` config exits 2 naming the key; a
+# group-readable seed key exits 1 with the chmod that fixes it; a `join` on
+# the serve agent's --dir exits 1; `join` with no session exits 3 after its
+# --timeout; `seed` with no receivers exits 3 after its --wait.
 #
 # Prints PASS/FAIL per check and ends with "N passed, N failed"; exits 1 if
 # any check failed.
@@ -367,6 +369,51 @@ check_eq "fewer than expected: report expected" "$(jq -r .expected "$WORK/E.json
 check_eq "fewer than expected: the one found applied it" "$(jq -r '[.nodes[] | select(.status == "ok")] | length' "$WORK/E.json")" 1
 check "fewer than expected: the seed says so" grep -q "found 1 receivers, expected 2" "$LOGS/fewer-seed.log"
 check_copy E "h9 serve --to fewer.bin" "$PKG_E" "$SERVE_DEST/fewer.bin"
+
+# ---- settings and runtime failures: exit 2 is for usage only ----
+say "a bad setting exits 2 naming its key; an unprotected key and a --dir in use exit 1"
+printf '[relay]\nheartbeat = "0s"\n' >"$WORK/bad-heartbeat.toml"
+rc=0
+host_env 1
+lab_exec 1 "${HENV[@]}" timeout -k 10 60 "$BIN" join --config "$WORK/bad-heartbeat.toml" --name h1 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--timeout 5s --dir "$WORK/h1" "${TRUST_ARGS[@]}" --to "$WORK/dest/h1" >"$LOGS/bad-heartbeat-join.log" 2>&1 || rc=$?
+check_eq "heartbeat = \"0s\": join exit code" "$rc" 2
+check "heartbeat = \"0s\": join names [relay] heartbeat and its range" \
+	grep -qF "config $WORK/bad-heartbeat.toml: [relay] heartbeat = \"0s\": want from 10ms to half of [relay] dead_after" "$LOGS/bad-heartbeat-join.log"
+check "heartbeat = \"0s\": join does not panic" bash -c "! grep -q panic '$LOGS/bad-heartbeat-join.log'"
+rc=0
+host_env 0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --config "$WORK/bad-heartbeat.toml" --expect 1 --wait 3s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	"$PKG_E" >"$LOGS/bad-heartbeat-seed.log" 2>&1 || rc=$?
+check_eq "heartbeat = \"0s\": seed exit code" "$rc" 2
+check "heartbeat = \"0s\": seed names [relay] heartbeat" grep -qF '[relay] heartbeat = "0s"' "$LOGS/bad-heartbeat-seed.log"
+
+KEY=$WORK/keys/seed.key
+mkdir -p "$(dirname "$KEY")"
+check "keygen --out $KEY" "$BIN" keygen --out "$KEY"
+check_eq "keygen writes the key 0600" "$(stat -c %a "$KEY")" 600
+chmod 640 "$KEY"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --key "$KEY" --expect 1 --wait 3s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	"$PKG_E" >"$LOGS/open-key-seed.log" 2>&1 || rc=$?
+check_eq "group-readable key: seed exit code" "$rc" 1
+check "group-readable key: seed says UNPROTECTED PRIVATE KEY FILE" grep -qF "UNPROTECTED PRIVATE KEY FILE" "$LOGS/open-key-seed.log"
+check "group-readable key: seed gives the chmod that fixes it" grep -qF "chmod 600 $KEY" "$LOGS/open-key-seed.log"
+check "group-readable key: seed never looks for receivers" bash -c "! grep -q 'looking for receivers' '$LOGS/open-key-seed.log'"
+chmod 600 "$KEY"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --key "$KEY" --expect 1 --wait 1s "${IFACE_ARGS[@]}" --group nobody \
+	"$PKG_E" >"$LOGS/closed-key-seed.log" 2>&1 || rc=$?
+check_eq "key chmod 600: seed takes it and finds nobody in group nobody (exit code)" "$rc" 3
+
+# h9's serve agent holds $WORK/h9.
+rc=0
+host_env 9
+lab_exec 9 "${HENV[@]}" timeout -k 10 60 "$BIN" join --name h9-again "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--timeout 5s --dir "$WORK/h9" "${TRUST_ARGS[@]}" --to "$WORK/dest/h9" >"$LOGS/dir-in-use-join.log" 2>&1 || rc=$?
+check_eq "--dir in use by the serve agent: join exit code" "$rc" 1
+check "--dir in use by the serve agent: join says so and points at --dir" \
+	grep -qF "$WORK/h9 is in use by another treecast receiver: give this one its own --dir" "$LOGS/dir-in-use-join.log"
 
 # ---- the serve agent got all four, one after another ----
 say "serve agent h9: four sessions in a row"

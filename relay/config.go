@@ -57,6 +57,7 @@ const (
 	maxDialTimeout = time.Minute           // a host that has not answered by then is not there; longer only delays repairs
 	minSessionTTL  = time.Minute           // shorter, a session expires while receivers are still being offered it
 	maxSessionTTL  = 366 * 24 * time.Hour  // a signed session valid for more than a year is a replay waiting to happen
+	maxMaxNodes    = 1 << 20               // a node id is an index; past a million, one seed is the wrong tool
 )
 
 // A ConfigError is a Config field set outside the range it accepts.
@@ -105,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTTL < minSessionTTL || c.SessionTTL > maxSessionTTL {
 		return bad("SessionTTL", c.SessionTTL, fmt.Sprintf("from %s to %s", minSessionTTL, maxSessionTTL))
+	}
+	if c.MaxNodes < 1 || c.MaxNodes > maxMaxNodes {
+		return bad("MaxNodes", c.MaxNodes, fmt.Sprintf("from 1 to %d", maxMaxNodes))
 	}
 	return nil
 }

@@ -26,6 +26,11 @@ type Config struct {
 	DialTimeout time.Duration `toml:"dial_timeout"`
 	// SessionTTL is how long a signed session stays valid after the seed creates it.
 	SessionTTL time.Duration `toml:"session_ttl"`
+	// SessionGrace is how long past its expected end a session waits for
+	// its slowest nodes before it fails them: past 4 × the time the first
+	// node took to apply the package, or, before any did, past the time to
+	// send the package at 1 Mbit/s.
+	SessionGrace time.Duration `toml:"session_grace"`
 	// MaxNodes is the most receivers one seed takes into a session; the
 	// rest are reported as not taken.
 	MaxNodes int `toml:"max_nodes"`
@@ -34,30 +39,33 @@ type Config struct {
 // DefaultConfig returns the settings for a switched LAN.
 func DefaultConfig() Config {
 	return Config{
-		Listen:      ":0",                   // any free port; mDNS tells the seed which
-		Heartbeat:   500 * time.Millisecond, // cheap on a LAN, and keeps detection within seconds
-		DeadAfter:   4 * time.Second,        // eight missed heartbeats: dead or hung, not just busy
-		SeedTimeout: 30 * time.Second,       // a seed restart or a brief outage should not end the session
-		Trees:       2,                      // each node inner in one tree, leaf in the other: every uplink works
-		SlowAfter:   2 * time.Second,        // long enough to smooth TCP's swings, short against a transfer
-		DialTimeout: 5 * time.Second,        // a LAN host that has not answered by now is not there
-		SessionTTL:  24 * time.Hour,         // long enough for the largest image, short enough to age out replays
-		MaxNodes:    4096,                   // what one seed's sockets and loop serve well (README: fleet size)
+		Listen:       ":0",                   // any free port; mDNS tells the seed which
+		Heartbeat:    500 * time.Millisecond, // cheap on a LAN, and keeps detection within seconds
+		DeadAfter:    4 * time.Second,        // eight missed heartbeats: dead or hung, not just busy
+		SeedTimeout:  30 * time.Second,       // a seed restart or a brief outage should not end the session
+		Trees:        2,                      // each node inner in one tree, leaf in the other: every uplink works
+		SlowAfter:    2 * time.Second,        // long enough to smooth TCP's swings, short against a transfer
+		DialTimeout:  5 * time.Second,        // a LAN host that has not answered by now is not there
+		SessionTTL:   24 * time.Hour,         // long enough for the largest image, short enough to age out replays
+		SessionGrace: time.Minute,            // a stalled node costs the session a minute, a slow one its time and a minute
+		MaxNodes:     4096,                   // what one seed's sockets and loop serve well (README: fleet size)
 	}
 }
 
 // The ranges Validate accepts. Relations between fields (DeadAfter at least
 // two heartbeats, and so on) are in Validate itself.
 const (
-	minHeartbeat   = 10 * time.Millisecond // more often, pings and progress frames crowd out blocks and the seed's loop
-	maxDeadAfter   = 10 * time.Minute      // longer, a hung relay holds its subtree for longer than most transfers take
-	maxSeedTimeout = 24 * time.Hour        // a seed gone for a day is not coming back to this session
-	maxSlowAfter   = 10 * time.Minute      // longer, a slow relay is found only after the transfer is over
-	minDialTimeout = 10 * time.Millisecond // a LAN connect takes well under a millisecond; shorter fails on a loaded host
-	maxDialTimeout = time.Minute           // a host that has not answered by then is not there; longer only delays repairs
-	minSessionTTL  = time.Minute           // shorter, a session expires while receivers are still being offered it
-	maxSessionTTL  = 366 * 24 * time.Hour  // a signed session valid for more than a year is a replay waiting to happen
-	maxMaxNodes    = 1 << 20               // a node id is an index; past a million, one seed is the wrong tool
+	minHeartbeat    = 10 * time.Millisecond // more often, pings and progress frames crowd out blocks and the seed's loop
+	maxDeadAfter    = 10 * time.Minute      // longer, a hung relay holds its subtree for longer than most transfers take
+	maxSeedTimeout  = 24 * time.Hour        // a seed gone for a day is not coming back to this session
+	maxSlowAfter    = 10 * time.Minute      // longer, a slow relay is found only after the transfer is over
+	minDialTimeout  = 10 * time.Millisecond // a LAN connect takes well under a millisecond; shorter fails on a loaded host
+	maxDialTimeout  = time.Minute           // a host that has not answered by then is not there; longer only delays repairs
+	minSessionTTL   = time.Minute           // shorter, a session expires while receivers are still being offered it
+	maxSessionTTL   = 366 * 24 * time.Hour  // a signed session valid for more than a year is a replay waiting to happen
+	minSessionGrace = time.Second           // shorter, a node's last progress report may not have arrived
+	maxSessionGrace = 24 * time.Hour        // a session that may run a day late has no end worth the name
+	maxMaxNodes     = 1 << 20               // a node id is an index; past a million, one seed is the wrong tool
 )
 
 // A ConfigError is a Config field set outside the range it accepts.
@@ -106,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionTTL < minSessionTTL || c.SessionTTL > maxSessionTTL {
 		return bad("SessionTTL", c.SessionTTL, fmt.Sprintf("from %s to %s", minSessionTTL, maxSessionTTL))
+	}
+	if c.SessionGrace < minSessionGrace || c.SessionGrace > maxSessionGrace {
+		return bad("SessionGrace", c.SessionGrace, fmt.Sprintf("from %s to %s", minSessionGrace, maxSessionGrace))
 	}
 	if c.MaxNodes < 1 || c.MaxNodes > maxMaxNodes {
 		return bad("MaxNodes", c.MaxNodes, fmt.Sprintf("from 1 to %d", maxMaxNodes))

@@ -27,10 +27,9 @@ const (
 	// corrupt: a relay that verified the block has it at hand.
 	probeWait = 10 * time.Second
 	// The session's end: once a node has applied the package after T,
-	// the rest have until deadlineFactor × T plus deadlineGrace; before
-	// that, the package at deadlineRate (1 Mbit/s) plus deadlineGrace.
+	// the rest have until deadlineFactor × T plus SessionGrace; before
+	// that, the package at deadlineRate (1 Mbit/s) plus SessionGrace.
 	deadlineFactor = 4
-	deadlineGrace  = time.Minute
 	deadlineRate   = 128 << 10
 )
 
@@ -217,7 +216,7 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 // session, and the honest agents it holds busy, from ending.
 func (s *seedRun) checkDeadline(now time.Time) {
 	if s.deadline.IsZero() {
-		s.deadline = s.start.Add(deadlineGrace + time.Duration(s.m.Size/deadlineRate)*time.Second)
+		s.deadline = s.start.Add(s.cfg.SessionGrace + time.Duration(s.m.Size/deadlineRate)*time.Second)
 	}
 	if s.over || now.Before(s.deadline) {
 		return
@@ -240,13 +239,13 @@ func (s *seedRun) checkDeadline(now time.Time) {
 }
 
 // applied narrows the deadline once the first node applied the package:
-// the others are given deadlineFactor times as long, and a minute more.
+// the others are given deadlineFactor times as long, and SessionGrace more.
 func (s *seedRun) applied(after time.Duration) {
 	if s.firstDone != 0 {
 		return
 	}
 	s.firstDone = after
-	end := s.start.Add(deadlineFactor*after + deadlineGrace)
+	end := s.start.Add(deadlineFactor*after + s.cfg.SessionGrace)
 	if s.deadline.IsZero() || end.Before(s.deadline) {
 		s.deadline = end
 	}

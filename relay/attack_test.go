@@ -1,0 +1,449 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A fake receiver speaks the protocol on its own listener and does what a
+// test says once the seed's offer is in: each attack of a hostile host on
+// the LAN, without the seed's key.
+type fake struct {
+	id   NodeID
+	ln   net.Listener
+	wg   sync.WaitGroup
+	ctx  context.Context
+	held func(m *Manifest) uint64 // what it claims to hold, in accept and progress
+	// onControl runs the control connection after the accept; nil: report
+	// the claimed progress every heartbeat, and nothing else.
+	onControl func(c *ctrl, m *Manifest)
+	// onData serves a child's data connection after its hello and want;
+	// nil: hang up.
+	onData func(conn net.Conn, w wantMsg)
+}
+
+func startFake(t *testing.T, ctx context.Context, f *fake) *fake {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rand.Read(f.id[:])
+	f.ln, f.ctx = ln, ctx
+	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				defer conn.Close()
+				stop := context.AfterFunc(ctx, func() { conn.Close() })
+				defer stop()
+				f.serve(conn)
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *fake) peer(name string) Peer {
+	return Peer{ID: f.id, Name: name, Addr: f.ln.Addr().(*net.TCPAddr).AddrPort()}
+}
+
+func (f *fake) serve(conn net.Conn) {
+	c := newCtrl(conn, time.Minute)
+	p, err := c.expect(time.Minute, msgHello)
+	if err != nil {
+		return
+	}
+	h, err := decodeHello(p)
+	if err != nil {
+		return
+	}
+	if h.role == roleData {
+		p, err := c.expect(time.Minute, msgWant)
+		if err != nil || f.onData == nil {
+			return
+		}
+		w, _ := decodeWant(p)
+		f.onData(conn, w)
+		return
+	}
+	c.send(msgWelcome, welcomeMsg{id: f.id, name: "fake"}.encode())
+	p, err = c.expect(time.Minute, msgOffer)
+	if err != nil {
+		return
+	}
+	signed, err := decodeSigned(p)
+	if err != nil {
+		return
+	}
+	m := signed.Manifest
+	var held uint64
+	if f.held != nil {
+		held = f.held(m)
+	}
+	c.send(msgAccept, acceptMsg{held: held}.encode())
+	if f.onControl != nil {
+		f.onControl(c, m)
+		return
+	}
+	f.report(c, m, held, nil)
+}
+
+// report sends the claimed progress every 50 ms until the seed hangs up,
+// handing each frame from the seed to onFrame.
+func (f *fake) report(c *ctrl, m *Manifest, held uint64, onFrame func(frame)) {
+	frames := make(chan frame)
+	go func() {
+		defer close(frames)
+		for {
+			fr, err := c.recv(time.Minute)
+			if err != nil {
+				return
+			}
+			select {
+			case frames <- fr:
+			case <-f.ctx.Done():
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case fr, ok := <-frames:
+			if !ok || fr.typ == msgEnd {
+				return
+			}
+			if onFrame != nil {
+				onFrame(fr)
+			}
+		case <-tick.C:
+			stripes := []uint64{uint64(m.stripeBytes(2, 0)), uint64(m.stripeBytes(2, 1))}
+			if held == 0 {
+				stripes = []uint64{0, 0}
+			}
+			if c.send(msgProgress, progressMsg{held: held, stripes: stripes}.encode()) != nil {
+				return
+			}
+		case <-f.ctx.Done():
+			return
+		}
+	}
+}
+
+// attackSession runs honest receivers and fakes in one session and checks
+// what a user cares about: every honest node ok and byte-identical, and
+// the seed ends. It returns the report.
+func attackSession(t *testing.T, ctx context.Context, cfg Config, honest int, size int, fakes ...Peer) (*Report, []*testNode) {
+	t.Helper()
+	path, data := writePackage(t, size)
+	nodes := startNodes(t, ctx, cfg, honest, nil)
+	peers := append(fakes, peersOf(nodes)...)
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	byName := map[string]ReportNode{}
+	for _, n := range rep.Nodes {
+		byName[n.Name] = n
+	}
+	for i, n := range nodes {
+		res := <-n.applied
+		if res.Err != nil {
+			t.Errorf("honest node %d: %v", i, res.Err)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("honest node %d: bytes differ", i)
+		}
+		if st := rep.Nodes[len(fakes)+i]; st.Status != StatusOK {
+			t.Errorf("honest node %d reported %s: %s", i, st.Status, st.Error)
+		}
+	}
+	return rep, nodes
+}
+
+// A fake receiver that accuses every parent it is given of corrupt data
+// convicts none of them: the seed fetches the block itself, finds it
+// intact, and drops the accuser after its second false accusation.
+func TestForgedComplaintConvictsNobody(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	accused := map[NodeID]bool{}
+	var mu sync.Mutex
+	f := startFake(t, ctx, &fake{})
+	f.onControl = func(c *ctrl, m *Manifest) {
+		f.report(c, m, 0, func(fr frame) {
+			if fr.typ != msgParent {
+				return
+			}
+			p, err := decodeParent(fr.payload)
+			if err != nil || p.id == (NodeID{}) {
+				return
+			}
+			mu.Lock()
+			accused[p.id] = true
+			mu.Unlock()
+			c.send(msgComplain, complainMsg{parent: p.id, kind: complainCorrupt, block: uint32(p.stripe), stripe: p.stripe, detail: "forged"}.encode())
+		})
+	}
+	// The fake comes last in the plan: a leaf with a parent in each tree.
+	path, data := writePackage(t, 2<<20)
+	nodes := startNodes(t, ctx, cfg, 5, nil)
+	peers := append(peersOf(nodes), f.peer("fake"))
+	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	for i, n := range nodes {
+		res := <-n.applied
+		got, _ := os.ReadFile(n.dest)
+		if res.Err != nil || rep.Nodes[i].Status != StatusOK || !bytes.Equal(got, data) {
+			t.Errorf("honest node %d: %v, reported %s %q, identical %v", i, res.Err, rep.Nodes[i].Status, rep.Nodes[i].Error, bytes.Equal(got, data))
+		}
+	}
+	mu.Lock()
+	n := len(accused)
+	mu.Unlock()
+	if n < falseAccusations {
+		t.Fatalf("the fake accused %d relays; the test needs %d", n, falseAccusations)
+	}
+	last := rep.Nodes[len(rep.Nodes)-1]
+	if last.Status != StatusFailed || !strings.Contains(last.Error, "accused") {
+		t.Errorf("the accuser: %s %q, want failed for false accusations", last.Status, last.Error)
+	}
+}
+
+// A fake receiver that takes the offer and then only reports no progress
+// cannot keep the session from ending: the seed fails it at the deadline
+// and reports every honest node ok.
+func TestSilentReceiverCannotHoldASession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.SessionGrace = 2 * time.Second
+	f := startFake(t, ctx, &fake{})
+	start := time.Now()
+	rep, _ := attackSession(t, ctx, cfg, 3, 1<<20, f.peer("fake"))
+	if fk := rep.Nodes[0]; fk.Status != StatusFailed || !strings.Contains(fk.Error, "timed out") {
+		t.Errorf("the silent fake: %s %q, want failed, timed out", fk.Status, fk.Error)
+	}
+	t.Logf("session ended after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// A fake parent that claims the whole package and then sends its children
+// only pings starves nobody: each child gives it up, the seed moves it,
+// and it feeds no one once two children complained.
+func TestPingOnlyParentStarvesNobody(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.SessionGrace = 2 * time.Second
+	var children sync.WaitGroup
+	var asked sync.Map
+	f := startFake(t, ctx, &fake{
+		held: func(m *Manifest) uint64 { return uint64(m.Size) },
+		onData: func(conn net.Conn, w wantMsg) {
+			children.Add(1)
+			defer children.Done()
+			asked.Store(conn.RemoteAddr().String(), true)
+			for ctx.Err() == nil {
+				if writeFrame(conn, msgPing, nil) != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		},
+	})
+	rep, _ := attackSession(t, ctx, cfg, 6, 2<<20, f.peer("fake"))
+	n := 0
+	asked.Range(func(any, any) bool { n++; return true })
+	if n == 0 {
+		t.Fatalf("no child was given the fake as a parent: the test tests nothing")
+	}
+	if fk := rep.Nodes[0]; fk.Status != StatusFailed {
+		t.Errorf("the fake parent: %s %q, want failed", fk.Status, fk.Error)
+	}
+	t.Logf("%d children fetched from the fake; it ended %q", n, rep.Nodes[0].Error)
+}
+
+// One host holding a thousand connections to an agent, some silent, some
+// sending a hello and nothing more, neither makes it busy nor keeps a real
+// seed's session out.
+func TestConnectionFloodDoesNotDenyASeed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20)
+	nodes := startNodes(t, ctx, cfg, 1, nil)
+	addr := peersOf(nodes)[0].Addr.String()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: time.Second}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	hello := appendHeader(nil, msgHello, len(helloMsg{role: roleControl}.encode()))
+	hello = append(hello, helloMsg{role: roleControl}.encode()...)
+	for i := range 1000 {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatalf("flood connection %d: %v", i, err)
+		}
+		if i%2 == 0 {
+			c.Write(hello)
+		}
+		conns = append(conns, c)
+	}
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	res := <-nodes[0].applied
+	got, _ := os.ReadFile(nodes[0].dest)
+	if rep.Failed() != 0 || res.Err != nil || !bytes.Equal(got, data) {
+		t.Errorf("seed during a flood of 1,000 connections: %+v, %v", rep.Nodes, res.Err)
+	}
+}
+
+// A hundred fake receivers, half of them sending the seed an offer-sized
+// frame, keep the seed's heap within a few MiB: nodes may send it only
+// small frames of the types a node sends.
+func TestSeedHeapWithHundredFakes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.SessionGrace = 3 * time.Second
+	var fakes []Peer
+	for i := range 100 {
+		f := &fake{}
+		if i%2 == 0 {
+			f.onControl = func(c *ctrl, m *Manifest) {
+				big := make([]byte, 1<<20)
+				c.conn.Write(appendHeader(nil, msgOffer, 32<<20))
+				for range 32 {
+					if _, err := c.conn.Write(big); err != nil {
+						return
+					}
+				}
+			}
+		}
+		fakes = append(fakes, startFake(t, ctx, f).peer("fake"))
+	}
+	var peak uint64
+	var samples int
+	path, _ := writePackage(t, 1<<20)
+	nodes := startNodes(t, ctx, cfg, 2, nil)
+	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: append(fakes, peersOf(nodes)...),
+		Progress: func(SeedProgress) {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+			samples++
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range nodes {
+		if st := rep.Nodes[len(fakes)+i]; st.Status != StatusOK {
+			t.Errorf("honest node %d: %s %s", i, st.Status, st.Error)
+		}
+	}
+	const limit = 64 << 20
+	t.Logf("heap in use: %.1f MiB before, at most %.1f MiB over %d samples with 100 fakes (the whole test process)", float64(before.HeapInuse)/(1<<20), float64(peak)/(1<<20), samples)
+	if peak-min(peak, before.HeapInuse) > limit {
+		t.Errorf("the heap grew by %d MiB with 100 fake receivers, more than %d", (peak-before.HeapInuse)>>20, limit>>20)
+	}
+}
+
+// Losing the seed while a node applies the package does not stop the
+// apply: it finishes, and the node reports it applied.
+func TestApplyOutlivesTheSeed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20)
+	applying := make(chan struct{})
+	release := make(chan struct{})
+	var applyErr error
+	nodes := startNodes(t, ctx, cfg, 1, func(_ int, o *ReceiverOptions, _ *context.Context) {
+		place := o.Apply
+		o.Apply = func(actx context.Context, p Package) error {
+			close(applying)
+			<-release
+			if applyErr = actx.Err(); applyErr != nil {
+				return applyErr
+			}
+			return place(actx, p)
+		}
+	})
+	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	sctx, killSeed := context.WithCancel(ctx)
+	go func() {
+		<-applying
+		killSeed()
+	}()
+	if _, err := RunSeed(sctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peersOf(nodes)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("seed: %v, want it cancelled", err)
+	}
+	// The node sees its seed gone only after a silence of SeedTimeout or
+	// the connection's end: the seed closed it.
+	close(release)
+	res := <-nodes[0].applied
+	if applyErr != nil || res.Err != nil {
+		t.Fatalf("apply after the seed was lost: context %v, result %v", applyErr, res.Err)
+	}
+	if got, _ := os.ReadFile(nodes[0].dest); !bytes.Equal(got, data) {
+		t.Errorf("the apply did not finish: bytes differ")
+	}
+}
+
+// A session names its group: an agent of another group refuses it, so a
+// captured offer cannot be replayed to another part of the fleet.
+func TestOfferForAnotherGroupIsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path, _ := writePackage(t, 100<<10)
+	nodes := startNodes(t, ctx, testConfig(), 1, func(_ int, o *ReceiverOptions, _ *context.Context) { o.Group = "lab-b" })
+	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	m.Group = "lab-a"
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	rep := offerTo(t, ctx, nodes[0], Sign(m, key), path)
+	if n := rep.Nodes[0]; n.Status != StatusFailed || !strings.Contains(n.Error, `group "lab-a"`) || !strings.Contains(n.Error, `group "lab-b"`) {
+		t.Errorf("offer for lab-a to an agent of lab-b: %s %q", n.Status, n.Error)
+	}
+	if _, err := os.Stat(nodes[0].dest); err == nil {
+		t.Errorf("applied a session for another group")
+	}
+}
+

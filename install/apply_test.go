@@ -67,6 +67,12 @@ func TestValidate(t *testing.T) {
 		{Config{Extract: "//"}, "refusing to extract into the root directory"},
 		{Config{Exec: "  \n"}, "--exec: command is blank"},
 		{Config{Exec: "echo \x00"}, "NUL"},
+		{Config{Extract: "/a", MaxExtractSize: "2GiB", MaxExtractEntries: 1 << 20}, ""},
+		{Config{Extract: "/a", MaxExtractSize: "lots"}, "--max-extract-size: size \"lots\": want a positive number"},
+		{Config{Extract: "/a", MaxExtractSize: "-1"}, "want a positive number"},
+		{Config{Extract: "/a", MaxExtractSize: "9000000TiB"}, "want a positive number"},
+		{Config{Extract: "/a", MaxExtractEntries: -1}, "--max-extract-entries -1: want 1 to 1048576"},
+		{Config{Extract: "/a", MaxExtractEntries: 1<<20 + 1}, "want 1 to 1048576"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()

@@ -16,7 +16,7 @@ type applied struct {
 	SHA256  string    `json:"sha256"`
 }
 
-func appliedPath(dir string) string { return filepath.Join(dir, "applied.json") }
+func appliedPath(dir string) string { return filepath.Join(dir, appliedName) }
 
 func loadApplied(dir string) (map[string]applied, error) {
 	b, err := os.ReadFile(appliedPath(dir))
@@ -44,11 +44,7 @@ func recordApplied(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	tmp := appliedPath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, appliedPath(dir))
+	return writeStateFile(appliedPath(dir), b)
 }
 
 // checkRollback refuses a session that replays one applied here, or that

@@ -531,10 +531,12 @@ func receiverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "to", Usage: "place the verified file atomically at `DIR`/<package name> (DIR is created)", EnvVars: []string{"TREECAST_TO"}},
 		&cli.StringFlag{Name: "extract", Usage: "unpack a .tar, .tar.gz or .zip package into `DIR`; unsafe entries fail the apply", EnvVars: []string{"TREECAST_EXTRACT"}},
 		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
+		&cli.StringFlag{Name: "max-extract-size", Usage: "fail an --extract archive that unpacks to more than `SIZE` (e.g. 2GiB), before writing any of it", DefaultText: "the free space of the --extract DIR less 1/20", EnvVars: []string{"TREECAST_MAX_EXTRACT_SIZE"}},
+		&cli.IntFlag{Name: "max-extract-entries", Usage: "fail an --extract archive of more than `N` entries, before writing any of it", DefaultText: "100000", EnvVars: []string{"TREECAST_MAX_EXTRACT_ENTRIES"}},
 		&cli.StringFlag{Name: "name", Usage: "`NAME` shown in the seed's report (default: host name)", EnvVars: []string{"TREECAST_NODE_NAME"}},
 		groupFlag("announce membership of group `NAME`; seeds with --group pick only their group"),
 		ifaceFlag,
-		&cli.StringFlag{Name: "dir", Usage: "spool and state `DIR`; two receivers on one machine need different ones", DefaultText: "/var/lib/treecast as root, else ~/.local/state/treecast", EnvVars: []string{"TREECAST_DIR"}},
+		&cli.StringFlag{Name: "dir", Usage: "spool and state `DIR`, treecast's own (--to and --extract go elsewhere); two receivers on one machine need different ones", DefaultText: "/var/lib/treecast as root, else ~/.local/state/treecast", EnvVars: []string{"TREECAST_DIR"}},
 		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR`", DefaultText: ":0, any free port, announced over mDNS", EnvVars: []string{"TREECAST_LISTEN"}},
 		&cli.StringSliceFlag{Name: "trust", Usage: "accept sessions signed by seed `KEY`: a fingerprint, a public key or a .pub file (repeatable)", EnvVars: []string{"TREECAST_TRUST"}},
 		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
@@ -600,6 +602,8 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "to", "install.to", &cfg.Install.To, c.String)
 	fromFlag(cfg, c, "extract", "install.extract", &cfg.Install.Extract, c.String)
 	fromFlag(cfg, c, "exec", "install.exec", &cfg.Install.Exec, c.String)
+	fromFlag(cfg, c, "max-extract-size", "install.max_extract_size", &cfg.Install.MaxExtractSize, c.String)
+	fromFlag(cfg, c, "max-extract-entries", "install.max_extract_entries", &cfg.Install.MaxExtractEntries, c.Int)
 	fromFlag(cfg, c, "name", "receiver.name", &rc.Name, c.String)
 	fromFlag(cfg, c, "group", "receiver.group", &rc.Group, c.String)
 	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
@@ -629,6 +633,9 @@ func runReceiver(c *cli.Context, once bool) error {
 	if rc.Dir == "" {
 		rc.Dir = defaultDir()
 	}
+	if err := checkStateDir(rc.Dir, cfg.Install); err != nil {
+		return usage("%s: %v", c.Command.Name, err)
+	}
 	con := newConsole()
 	log := newLogger(c, con)
 	if rc.TrustAny {
@@ -649,9 +656,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
 		ID: id, Name: rc.Name, Dir: rc.Dir, Log: log,
-		Apply: func(ctx context.Context, p relay.Package) error {
-			return install.Apply(ctx, cfg.Install, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
-		},
+		Apply: applyPackage(cfg.Install),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
 			if p.Applied {
@@ -787,6 +792,41 @@ func printResult(con *console, res relay.Result) {
 	}
 	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s\n",
 		res.Package.Name, relay.HumanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), relay.HumanBytes(res.Received), relay.HumanBytes(res.Resumed))
+}
+
+// checkStateDir refuses a state folder (--dir) with symlinked parts, and
+// --to or --extract inside it: the folder is treecast's own, and what lands
+// there could be removed with its spool files or overwrite its state.
+func checkStateDir(dir string, ic install.Config) error {
+	if err := relay.CheckStateDir(dir); err != nil {
+		return fmt.Errorf("--dir: %w", err)
+	}
+	for _, t := range []struct{ flag, path string }{{"to", ic.To}, {"extract", ic.Extract}} {
+		if t.path == "" {
+			continue
+		}
+		inside, err := relay.InStateDir(dir, t.path)
+		if err != nil {
+			return fmt.Errorf("--%s %s: %w", t.flag, t.path, err)
+		}
+		if inside {
+			return fmt.Errorf("--%s %s is inside the state folder %s (--dir), which is treecast's own: what lands there could be removed with its spool or overwrite its state; give --%s a directory outside it, or --dir another folder", t.flag, t.path, dir, t.flag)
+		}
+	}
+	return nil
+}
+
+// applyPackage is a receiver's apply: install's, with the flag that raises
+// a cap an archive passed (a flag is its TOML key with hyphens).
+func applyPackage(ic install.Config) func(context.Context, relay.Package) error {
+	return func(ctx context.Context, p relay.Package) error {
+		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
+		var le *install.LimitError
+		if errors.As(err, &le) {
+			return fmt.Errorf("%w (on the command line: --%s)", err, strings.ReplaceAll(le.Setting, "_", "-"))
+		}
+		return err
+	}
 }
 
 // lockDir makes dir this process's own; a second receiver on it is refused.

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net"
 	"os"
@@ -13,6 +16,9 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/treecast/treecast/install"
+	"github.com/treecast/treecast/relay"
 )
 
 // runApp runs the CLI as a user would and returns the exit code and error.
@@ -125,6 +131,14 @@ func TestPrecedenceFlagEnvFileDefault(t *testing.T) {
 func TestUsageErrorsExit2(t *testing.T) {
 	empty := writeFile(t, "empty.bin", "")
 	dir := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	linked := t.TempDir()
+	if err := os.Symlink(t.TempDir(), filepath.Join(linked, "spool")); err != nil {
+		t.Fatal(err)
+	}
+	join := func(args ...string) []string {
+		return append([]string{"join", "--trust-any", "--timeout", "1s"}, args...)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -141,6 +155,12 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"join bad trust", []string{"join", "--to", dir, "--dir", dir, "--trust", "nonsense"}, "fingerprint"},
 		{"join stray argument", []string{"join", "--to", dir, "now"}, "unexpected argument"},
 		{"unknown flag", []string{"seed", "--expct", "3", empty}, "expct"},
+		{"join --to the spool", join("--dir", state, "--to", filepath.Join(state, "spool")), "--to " + state + "/spool is inside the state folder " + state + " (--dir)"},
+		{"join --to the state folder", join("--dir", state, "--to", state), "give --to a directory outside it"},
+		{"join --extract inside the state folder", join("--dir", state, "--extract", filepath.Join(state, "app")), "--extract " + state + "/app is inside the state folder"},
+		{"join symlinked spool", join("--dir", linked, "--to", dir), linked + "/spool is a symlink"},
+		{"join bad max-extract-size", join("--dir", state, "--extract", dir, "--max-extract-size", "lots"), "--max-extract-size"},
+		{"join bad max-extract-entries", join("--dir", state, "--extract", dir, "--max-extract-entries", "-1"), `--max-extract-entries "-1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, err := runApp(t, tc.args...)
@@ -148,6 +168,32 @@ func TestUsageErrorsExit2(t *testing.T) {
 				t.Errorf("exit %d, err %v; want exit %d mentioning %q", code, err, exitUsage, tc.want)
 			}
 		})
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Errorf("refused receivers created their state folder %s", state)
+	}
+}
+
+// An archive over a cap fails the apply with the setting and the flag that
+// raise it, and writes nothing.
+func TestApplyNamesTheCapFlag(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, name := range []string{"a", "b", "c"} {
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: 1})
+		tw.Write([]byte("x"))
+	}
+	tw.Close()
+	pkg := writeFile(t, "three.tar", buf.String())
+	sum := sha256.Sum256(buf.Bytes())
+	dest := t.TempDir()
+	apply := applyPackage(install.Config{Extract: dest, MaxExtractEntries: 2})
+	err := apply(context.Background(), relay.Package{Path: pkg, Name: "three.tar", Size: int64(buf.Len()), SHA256: hex.EncodeToString(sum[:])})
+	if err == nil || !strings.Contains(err.Error(), "max_extract_entries") || !strings.Contains(err.Error(), "--max-extract-entries") {
+		t.Errorf("apply: %v, want it to name max_extract_entries and --max-extract-entries", err)
+	}
+	if ents, _ := os.ReadDir(dest); len(ents) != 0 {
+		t.Errorf("the destination holds %d entries, want none", len(ents))
 	}
 }
 

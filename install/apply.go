@@ -35,7 +35,7 @@ func Apply(ctx context.Context, cfg Config, pkg Package) error {
 		file = placed
 	}
 	if cfg.Extract != "" {
-		if err := extract(ctx, cfg.Extract, pkg); err != nil {
+		if err := extract(ctx, cfg, pkg); err != nil {
 			return fmt.Errorf("extract %s into %s: %w", pkg.Name, cfg.Extract, err)
 		}
 	}

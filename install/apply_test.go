@@ -69,6 +69,12 @@ func TestValidate(t *testing.T) {
 		{Config{Extract: "//"}, "Extract", "not the root directory"},
 		{Config{Exec: "  \n"}, "Exec", "not a blank one"},
 		{Config{Exec: "echo \x00"}, "Exec", "NUL"},
+		{Config{Extract: "/a", MaxExtractSize: "2GiB", MaxExtractEntries: 1 << 20}, "", ""},
+		{Config{Extract: "/a", MaxExtractSize: "lots"}, "MaxExtractSize", "a positive size"},
+		{Config{Extract: "/a", MaxExtractSize: "-1"}, "MaxExtractSize", "a positive size"},
+		{Config{Extract: "/a", MaxExtractSize: "9000000TiB"}, "MaxExtractSize", "a positive size"},
+		{Config{Extract: "/a", MaxExtractEntries: -1}, "MaxExtractEntries", "1 to 1048576"},
+		{Config{Extract: "/a", MaxExtractEntries: 1<<20 + 1}, "MaxExtractEntries", "1 to 1048576"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()

@@ -21,6 +21,17 @@ type Config struct {
 	// at a directory the package owns.
 	Extract string `toml:"extract"`
 
+	// MaxExtractSize caps the bytes an extraction writes: file content as
+	// unpacked, sparse files at their full size, e.g. "2GiB". "" caps it at
+	// the free space of Extract's filesystem less 1/20. An archive over the
+	// cap fails the apply, and Extract is left as it was.
+	MaxExtractSize string `toml:"max_extract_size"`
+
+	// MaxExtractEntries caps the members (files, directories, links) an
+	// archive may hold, at most 1,048,576; 0 means the default, 100,000. An
+	// archive with more fails the apply, and Extract is left as it was.
+	MaxExtractEntries int `toml:"max_extract_entries"`
+
 	// Exec is run with `sh -c` in treecast's working directory once the other
 	// actions succeeded. Its environment is treecast's plus TREECAST_FILE (the
 	// placed copy when To is set, else the spool file), TREECAST_NAME and
@@ -35,6 +46,9 @@ func DefaultConfig() Config {
 		To:      "", // no copy: where a package belongs is the operator's call
 		Extract: "", // no unpacking: only archives can be extracted, and only the operator knows which are
 		Exec:    "", // no command: running code on every receiver must be asked for explicitly
+
+		MaxExtractSize:    "",                // the free space of the destination, less a margin: a bomb fails before the disk is full
+		MaxExtractEntries: defaultMaxEntries, // more files than a Linux source tree; each costs an inode and checker memory
 	}
 }
 
@@ -64,6 +78,14 @@ func (c Config) Validate() error {
 	}
 	if c.Extract != "" && filepath.Clean(c.Extract) == "/" {
 		return &ConfigError{"Extract", c.Extract, "the directory the package owns, not the root directory, where top-level archive entries would replace /usr, /etc and the like"}
+	}
+	if c.MaxExtractSize != "" {
+		if _, err := parseSize(c.MaxExtractSize); err != nil {
+			return &ConfigError{"MaxExtractSize", c.MaxExtractSize, "a positive size such as 2GiB or 500MB, or empty for the free space of the destination less a margin"}
+		}
+	}
+	if c.MaxExtractEntries < 0 || c.MaxExtractEntries > maxEntries {
+		return &ConfigError{"MaxExtractEntries", fmt.Sprint(c.MaxExtractEntries), fmt.Sprintf("1 to %d (0 for the default, %d): the checker keeps every name in memory", maxEntries, defaultMaxEntries)}
 	}
 	if c.Exec != "" {
 		if strings.TrimSpace(c.Exec) == "" {

@@ -32,14 +32,14 @@
 //  1. Every entry header is read and checked. Nothing is written if one is
 //     refused.
 //  2. Entries are written into a fresh staging directory inside Extract
-//     (.treecast-extract-*), through an [os.Root], each checked again.
+//     (.treecast-extract-<digits>), through an [os.Root], each checked again.
 //  3. Each top-level entry of the staging directory is renamed into Extract.
 //
 // Rule for existing content: a top-level entry of the archive replaces the
 // same-named entry of Extract as a whole; directories are not merged, and
 // entries the archive does not name are left alone. A replaced file or
 // symlink is swapped atomically by rename; a replaced directory is moved into
-// a trash directory (.treecast-old-*) first, so it is briefly absent, and
+// a trash directory (.treecast-old-<digits>) first, so it is briefly absent, and
 // removed once everything is in place. Entries are swapped one by one, not all
 // at once. If a step fails, the staging directory is removed and the entries
 // already moved in are undone: Extract holds its old contents again. Extract
@@ -53,16 +53,35 @@
 // would replace Extract itself ("."); when it is a symlink whose target is
 // absolute, climbs above Extract, or has ".." after a name (such a target could
 // climb out through another symlink); or when it is a hard link to anything
-// but an earlier regular file of the archive. A directory entry for Extract
-// itself ("./", as `tar -C dir .` writes) is skipped.
+// but an earlier regular file of the archive; or when it is a top-level name
+// starting like a working directory (.treecast-extract-, .treecast-old-). A
+// directory entry for Extract itself ("./", as `tar -C dir .` writes) is
+// skipped.
 //
 // Files keep their permission bits (mode & 0777: never setuid, setgid or
 // sticky) whatever the umask; directories keep theirs with the owner's rwx
 // added, and directories only implied by deeper entries are 0755. Ownership
 // and times are not restored. Every file and directory is synced before the
 // move into place. Sizes in headers are never trusted for allocation: content
-// is streamed. An archive may hold at most 1,048,576 entries with names of at
-// most 4096 bytes.
+// is streamed.
+//
+// # Caps
+//
+// MaxExtractSize caps the bytes of file content an archive unpacks to, a
+// sparse file counting at its whole size; unset, the cap is the free space of
+// Extract's filesystem less 1/20, measured once leftovers (below) are gone.
+// MaxExtractEntries caps its entries, 100,000 unless set. Both are checked on
+// the headers in step 1, so an archive over a cap fails with a [*LimitError]
+// naming the setting before anything is written; the bytes are counted again
+// as step 2 writes them. Whatever the settings, an archive may hold at most
+// 1,048,576 entries with names of at most 4096 bytes.
+//
+// One extraction at a time holds Extract, by a flock on the directory, so the
+// working directories found there when it starts were left by one that was
+// killed: staging directories are removed, and of a trash directory's entries,
+// those Extract lacks are put back (they had been set aside and not yet
+// replaced) and the rest removed. Only directories named exactly as extract
+// names them (prefix and digits) are touched.
 //
 // # Exec
 //
@@ -79,5 +98,6 @@
 //
 // Errors name the action and the path involved. A full disk surfaces as the
 // write that failed ("write /opt/pkg/.app.tar.gz.tmp-123: no space left on
-// device"); [IsNoSpace] detects it.
+// device"); [IsNoSpace] detects it, and an archive larger than the free space
+// left it (a [*LimitError] from the default size cap).
 package install

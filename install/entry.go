@@ -26,12 +26,14 @@ type entry struct {
 	mode    fs.FileMode // permission bits as stored
 	link    string      // symlink or hard link target
 	special string      // for kindSpecial, what it is ("character device")
+	size    int64       // for kindFile, the content's length as the archive states it
 	data    io.Reader   // for kindFile, the content; valid until the next entry
 }
 
 // Limits on an archive's index. They bound the memory the checker needs, not
-// the bytes extracted: a filesystem refuses longer names anyway, and no sane
-// package holds a million entries.
+// the bytes extracted (Config caps those, and the entries below maxEntries): a
+// filesystem refuses longer names anyway, and no sane package holds a million
+// entries.
 const (
 	maxEntries  = 1 << 20
 	maxNameLen  = 4096
@@ -44,13 +46,16 @@ const (
 // checker logic runs in the validation pass and again, entry by entry, while
 // extracting.
 type checker struct {
-	seen      map[string]entryKind
-	entries   int
-	nameBytes int
+	seen       map[string]entryKind
+	entries    int
+	maxEntries int
+	nameBytes  int
 }
 
-func newChecker() *checker {
-	return &checker{seen: make(map[string]entryKind)}
+// newChecker returns a checker that refuses the entry after the first
+// maxEntries with a *LimitError.
+func newChecker(maxEntries int) *checker {
+	return &checker{seen: make(map[string]entryKind), maxEntries: maxEntries}
 }
 
 // check returns the cleaned, slash-separated name e is written under, or
@@ -61,8 +66,8 @@ func (c *checker) check(e *entry) (name string, skip bool, err error) {
 		return &UnsafeEntryError{Entry: e.name, Reason: fmt.Sprintf(format, args...)}
 	}
 	c.entries++
-	if c.entries > maxEntries {
-		return "", false, fmt.Errorf("archive has more than %d entries", maxEntries)
+	if c.entries > c.maxEntries {
+		return "", false, &LimitError{Setting: "max_extract_entries", Max: int64(c.maxEntries)}
 	}
 	c.nameBytes += len(e.name) + len(e.link)
 	if c.nameBytes > maxNameData {
@@ -91,6 +96,9 @@ func (c *checker) check(e *entry) (name string, skip bool, err error) {
 	}
 	if e.kind == kindSpecial {
 		return "", false, unsafe("%s not allowed", e.special)
+	}
+	if top, _, _ := strings.Cut(name, "/"); isWorkName(top) {
+		return "", false, unsafe("name is reserved for treecast's working directories")
 	}
 
 	// Every parent must be a directory: a file cannot hold children, and a

@@ -23,6 +23,26 @@ func (e *UnsafeEntryError) Error() string {
 	return fmt.Sprintf("unsafe archive entry %q: %s", e.Entry, e.Reason)
 }
 
+// LimitError reports an archive refused because unpacking it would pass one
+// of the extraction caps of a Config. The destination is left as it was.
+type LimitError struct {
+	Setting string // the Config key of the cap: "max_extract_size" or "max_extract_entries"
+	Max     int64  // the cap: bytes, or entries
+	// FreeOf is set when no max_extract_size was given and the size cap is the
+	// free space of this directory's filesystem less a margin.
+	FreeOf string
+}
+
+func (e *LimitError) Error() string {
+	switch {
+	case e.Setting == "max_extract_entries":
+		return fmt.Sprintf("archive has more than %d entries, the cap max_extract_entries; raise it if the package is meant to hold that many", e.Max)
+	case e.FreeOf != "":
+		return fmt.Sprintf("archive unpacks to more than %s, the free space of %s less 1/20 (the size cap when max_extract_size is not set); free space there, or set max_extract_size if the package fits after all", sizeText(e.Max), e.FreeOf)
+	}
+	return fmt.Sprintf("archive unpacks to more than %s, the cap max_extract_size; raise it if the package is meant to be that large", sizeText(e.Max))
+}
+
 // ExecError reports a command that ran and did not succeed.
 type ExecError struct {
 	ExitCode   int    // the exit status; -1 when the command was killed by a signal
@@ -42,7 +62,12 @@ func (e *ExecError) Error() string {
 }
 
 // IsNoSpace reports whether err was caused by a full disk or an exhausted
-// quota on the destination. Freeing space and applying again may succeed.
+// quota on the destination, or by an archive larger than the free space left
+// it. Freeing space and applying again may succeed.
 func IsNoSpace(err error) bool {
+	var le *LimitError
+	if errors.As(err, &le) && le.FreeOf != "" {
+		return true
+	}
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }

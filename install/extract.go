@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -26,12 +27,6 @@ const (
 
 const tarBlock = 512
 
-// Names of the working directories extract makes inside the destination.
-const (
-	stagingPrefix = ".treecast-extract-"
-	trashPrefix   = ".treecast-old-"
-)
-
 // sniffBytes recognises an archive by its first bytes (at least 512 are
 // needed for tar). Names lie; magic numbers rarely do.
 func sniffBytes(b []byte) archiveFormat {
@@ -48,18 +43,21 @@ func sniffBytes(b []byte) archiveFormat {
 	return formatUnknown
 }
 
-// extract unpacks the archive pkg into dir in three steps:
+// extract unpacks the archive pkg into cfg.Extract in three steps:
 //
-//  1. Validate: every entry header is read and checked; nothing is written
-//     if any entry is refused.
-//  2. Stage: entries are written into a fresh directory inside dir, through an
-//     os.Root so no path can leave it, checked again one by one.
+//  1. Validate: every entry header is read and checked, against the safety
+//     rules and the caps of cfg; nothing is written if any entry is refused.
+//  2. Stage: entries are written into a fresh directory inside the
+//     destination, through an os.Root so no path can leave it, checked again
+//     one by one, their bytes counted against the size cap.
 //  3. Move in: each top-level entry of the staging directory is renamed into
-//     dir, replacing a same-named entry as a whole.
+//     the destination, replacing a same-named entry as a whole.
 //
 // On failure the staging directory is removed and entries already moved in are
-// put back, so dir holds the old contents or the new ones.
-func extract(ctx context.Context, dir string, pkg Package) (err error) {
+// put back, so the destination holds the old contents or the new ones. What an
+// extraction killed part-way left is removed first.
+func extract(ctx context.Context, cfg Config, pkg Package) (err error) {
+	dir := cfg.Extract
 	f, err := os.Open(pkg.Path)
 	if err != nil {
 		return err
@@ -82,37 +80,44 @@ func extract(ctx context.Context, dir string, pkg Package) (err error) {
 		return walkTar(ctx, r, format == formatTarGz, fn)
 	}
 
-	check := newChecker()
-	if err := walk(func(e *entry) error {
-		_, _, err := check.check(e)
-		return err
-	}); err != nil {
-		return err
+	// Leftovers go before the free space is measured: they may hold most of it.
+	var dest *destination
+	if _, err := os.Stat(dir); err == nil {
+		if dest, err = openDestination(dir); err != nil {
+			return err
+		}
+		defer dest.close()
 	}
-
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create destination directory: %w", err)
-	}
-	root, err := os.OpenRoot(dir)
+	caps, err := cfg.caps(dir)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
-	stagingPath, err := os.MkdirTemp(dir, stagingPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("create staging directory: %w", err)
+	if err := validate(walk, caps); err != nil {
+		return err
 	}
-	staging := filepath.Base(stagingPath)
+	if dest == nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create destination directory: %w", err)
+		}
+		if dest, err = openDestination(dir); err != nil {
+			return err
+		}
+		defer dest.close()
+	}
+	staging, err := dest.mkWorkDir(stagingPrefix)
+	if err != nil {
+		return fmt.Errorf("create staging directory in %s: %w", dir, err)
+	}
 	defer func() {
-		if rmErr := root.RemoveAll(staging); rmErr != nil && err == nil {
-			err = fmt.Errorf("remove staging directory %s: %w", stagingPath, rmErr)
+		if rmErr := dest.root.RemoveAll(staging); rmErr != nil && err == nil {
+			err = fmt.Errorf("remove staging directory %s: %w", filepath.Join(dir, staging), rmErr)
 		}
 	}()
 
-	if err := stage(ctx, root, staging, walk); err != nil {
+	if err := stage(ctx, dest.root, staging, walk, caps); err != nil {
 		return err
 	}
-	if err := moveIn(root, dir, staging); err != nil {
+	if err := moveIn(dest, staging); err != nil {
 		return err
 	}
 	if err := syncDir(dir); err != nil {
@@ -121,15 +126,36 @@ func extract(ctx context.Context, dir string, pkg Package) (err error) {
 	return nil
 }
 
-// stage writes the archive's entries into the staging directory.
-func stage(ctx context.Context, root *os.Root, staging string, walk func(func(*entry) error) error) error {
+// validate reads every entry header and checks it, and that the archive
+// keeps within caps by what its headers say. The bytes are counted again
+// while they are written.
+func validate(walk func(func(*entry) error) error, caps extractCaps) error {
+	check := newChecker(caps.entries)
+	var total int64
+	return walk(func(e *entry) error {
+		if _, _, err := check.check(e); err != nil {
+			return err
+		}
+		if e.kind == kindFile {
+			if e.size > caps.bytes-total {
+				return fmt.Errorf("entry %q: %w", e.name, caps.sizeErr())
+			}
+			total += e.size
+		}
+		return nil
+	})
+}
+
+// stage writes the archive's entries into the staging directory, at most
+// caps.bytes of file content.
+func stage(ctx context.Context, root *os.Root, staging string, walk func(func(*entry) error) error, caps extractCaps) error {
 	sroot, err := root.OpenRoot(staging)
 	if err != nil {
 		return err
 	}
 	defer sroot.Close()
-	s := &stager{root: sroot, made: make(map[string]bool), buf: make([]byte, copyBufSize)}
-	check := newChecker()
+	s := &stager{root: sroot, made: make(map[string]bool), buf: make([]byte, copyBufSize), caps: caps, left: caps.bytes}
+	check := newChecker(caps.entries)
 	if err := walk(func(e *entry) error {
 		name, skip, err := check.check(e)
 		if err != nil || skip {
@@ -150,6 +176,8 @@ type stager struct {
 	root *os.Root
 	made map[string]bool // directories created so far
 	buf  []byte
+	caps extractCaps
+	left int64 // bytes of file content the size cap still allows
 }
 
 func (s *stager) write(ctx context.Context, name string, e *entry) error {
@@ -177,7 +205,14 @@ func (s *stager) writeFile(ctx context.Context, name string, e *entry) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.CopyBuffer(writerOnly{f}, ctxReader{ctx, e.data}, s.buf)
+	limit := s.left
+	if limit < math.MaxInt64 {
+		limit++ // one byte past the cap tells a file that passes it from one that meets it
+	}
+	n, err := io.CopyBuffer(writerOnly{f}, io.LimitReader(ctxReader{ctx, e.data}, limit), s.buf)
+	if s.left -= n; err == nil && s.left < 0 {
+		err = s.caps.sizeErr()
+	}
 	if err == nil {
 		err = f.Chmod(e.mode) // permission bits only: never setuid, setgid or sticky
 	}
@@ -235,13 +270,9 @@ func mapKeys(m map[string]bool) []string {
 // file or symlink replaced by one, a hard link keeps it while the new one is
 // renamed over it atomically). If any move fails, the moves done are undone
 // and the trash is put back. The trash is removed once everything is in place.
-func moveIn(root *os.Root, dir, staging string) (err error) {
-	d, err := root.Open(staging)
-	if err != nil {
-		return err
-	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
+func moveIn(dest *destination, staging string) (err error) {
+	root, dir := dest.root, dest.dir
+	names, err := readDirNames(root, staging)
 	if err != nil {
 		return err
 	}
@@ -275,11 +306,9 @@ func moveIn(root *os.Root, dir, staging string) (err error) {
 			return lerr
 		}
 		if trash == "" {
-			p, err := os.MkdirTemp(dir, trashPrefix+"*")
-			if err != nil {
-				return fmt.Errorf("create directory for the previous contents: %w", err)
+			if trash, err = dest.mkWorkDir(trashPrefix); err != nil {
+				return fmt.Errorf("create directory for the previous contents in %s: %w", dir, err)
 			}
-			trash = filepath.Base(p)
 		}
 		saved := trash + "/" + name
 		cur, err := root.Lstat(from)

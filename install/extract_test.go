@@ -394,6 +394,7 @@ func TestExtractRefusesUnsafe(t *testing.T) {
 		{"empty name", asTar, []tarEntry{{name: "", body: "x"}}, "", "empty name"},
 		{"duplicate file", asTar | asZip, []tarEntry{{name: "a", body: "1"}, {name: "a", body: "2"}}, "a", "more than once"},
 		{"file over a directory", asTar, []tarEntry{{name: "a/", typ: tar.TypeDir}, {name: "a", body: "2"}}, "a", "more than once"},
+		{"working directory name", asTar | asZip, []tarEntry{{name: ".treecast-extract-1/x", body: "x"}}, ".treecast-extract-1/x", "reserved for treecast"},
 		{"file under a file", asTar | asZip, []tarEntry{{name: "a", body: "1"}, {name: "a/b", body: "2"}}, "a/b", "parent \"a\" is not a directory"},
 	}
 	for _, tt := range tests {

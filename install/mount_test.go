@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,7 +61,19 @@ func TestExtractDiskFull(t *testing.T) {
 		{name: "small", body: "fits"},
 		{name: "big", body: string(randomBytes(2<<20, 4))},
 	}))
+
+	// By default the size cap is the free space: refused before a byte is written.
 	err := Apply(context.Background(), Config{Extract: mnt}, pkg)
+	var le *LimitError
+	if !errors.As(err, &le) || le.FreeOf != mnt || !IsNoSpace(err) {
+		t.Fatalf("Apply: %v, want a *LimitError for the free space of %s that IsNoSpace", err, mnt)
+	}
+	if n := names(t, mnt); n != nil {
+		t.Errorf("left behind on the small disk: %v", n)
+	}
+
+	// With a cap above the free space, the disk fills while staging.
+	err = Apply(context.Background(), Config{Extract: mnt, MaxExtractSize: "1GiB"}, pkg)
 	if err == nil {
 		t.Fatal("extracting 2 MiB into a 1 MiB filesystem succeeded")
 	}
@@ -107,5 +120,25 @@ func TestExtractUndoesPartialMove(t *testing.T) {
 	}
 	if n := names(t, parent); !slices.Equal(n, []string{"dest"}) {
 		t.Errorf("outside the destination: %v", n)
+	}
+}
+
+// TestExtractMeasuresFreeSpaceWithoutLeftovers fills most of a small disk
+// with what a killed extraction left, then extracts a package that fits only
+// once that is gone: leftovers are removed before the free space is measured.
+func TestExtractMeasuresFreeSpaceWithoutLeftovers(t *testing.T) {
+	mnt := mountTmpfs(t, "", "4m")
+	must(t, os.Mkdir(filepath.Join(mnt, stagingPrefix+"1"), 0o700))
+	must(t, os.WriteFile(filepath.Join(mnt, stagingPrefix+"1", "half"), randomBytes(3<<20, 5), 0o600))
+	body := randomBytes(2<<20, 6)
+	pkg := spool(t, "site.tar", buildTar(t, []tarEntry{{name: "big", body: string(body)}}))
+	if err := Apply(context.Background(), Config{Extract: mnt}, pkg); err != nil {
+		t.Fatal(err)
+	}
+	if n := names(t, mnt); !slices.Equal(n, []string{"big"}) {
+		t.Errorf("disk holds %v, want only big", n)
+	}
+	if got := readFile(t, filepath.Join(mnt, "big")); got != string(body) {
+		t.Errorf("big holds %d bytes, not the package's", len(got))
 	}
 }

@@ -45,7 +45,7 @@ func walkTar(ctx context.Context, r io.Reader, gzipped bool, fn func(*entry) err
 		e := &entry{name: hdr.Name, mode: fs.FileMode(hdr.Mode) & fs.ModePerm, link: hdr.Linkname}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
-			e.kind, e.data = kindFile, tr
+			e.kind, e.size, e.data = kindFile, hdr.Size, tr // a sparse file's Size is its whole, unpacked size
 		case tar.TypeDir:
 			e.kind = kindDir
 		case tar.TypeSymlink:

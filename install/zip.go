@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 )
 
 // walkZip calls fn for each member of the zip archive in ra, in central
@@ -46,7 +47,7 @@ func zipEntry(f *zip.File, fn func(*entry) error) error {
 			return fmt.Errorf("read zip entry %q: %w", f.Name, err)
 		}
 		defer rc.Close()
-		e.kind, e.data = kindFile, rc
+		e.kind, e.size, e.data = kindFile, int64(min(f.UncompressedSize64, math.MaxInt64)), rc
 	case mode&fs.ModeCharDevice != 0:
 		e.kind, e.special = kindSpecial, "character device"
 	case mode&fs.ModeDevice != 0:

@@ -146,7 +146,11 @@
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the
 // package's SHA-256, so the next session of the same package resumes it.
 // A successful session clears every spool, so interrupted sessions of
-// packages that never come back do not pile up.
+// packages that never come back do not pile up: in <dir>/spool, the regular
+// files named <sha256>.part, .have and .have.tmp, and nothing else. The
+// parts of a receiver's state folder (spool, lock, node-id, applied.json)
+// must not be symlinks: CheckStateDir refuses them, at start and again before
+// each spool is opened.
 //
 // # Limits
 //

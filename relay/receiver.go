@@ -23,7 +23,7 @@ type Package struct {
 type ReceiverOptions struct {
 	ID   NodeID
 	Name string
-	Dir  string // spool and state
+	Dir  string // spool and state: treecast's alone, see CheckStateDir
 	// Apply installs a verified package. It runs while the relay to
 	// children goes on; its error is this node's failure only.
 	Apply func(ctx context.Context, pkg Package) error
@@ -92,6 +92,9 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	}
 	if opt.Apply == nil {
 		return nil, errors.New("receiver needs an apply function")
+	}
+	if err := CheckStateDir(opt.Dir); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -175,19 +175,24 @@ type spool struct {
 	dirty    bool          // blocks added since the last sync
 }
 
+// spoolPaths names m's spool files; isSpoolName knows these names.
 func spoolPaths(dir string, m *Manifest) (data, state string) {
-	base := filepath.Join(dir, "spool", m.SumHex())
+	base := filepath.Join(dir, spoolDirName, m.SumHex())
 	return base + ".part", base + ".have"
 }
 
 // openSpool opens or creates the spool for m under dir and loads the
-// blocks an earlier session left behind.
+// blocks an earlier session left behind. A spool folder, data file or state
+// file that is a symlink is refused.
 func openSpool(dir string, m *Manifest) (*spool, error) {
 	data, state := spoolPaths(dir, m)
+	if err := checkStatePart(dir, spoolDirName); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(data, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(data, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +205,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 		f.Close()
 		return nil, err
 	}
-	if prev, err := os.ReadFile(state); err == nil && st.Size() == m.Size {
+	if prev, err := readNoFollow(state); err == nil && st.Size() == m.Size {
 		if have, ok := s.parseState(prev); ok {
 			for g := range m.Blocks() {
 				if have.has(g) {
@@ -436,10 +441,7 @@ func (s *spool) sync() error {
 	if err != nil {
 		err = fmt.Errorf("sync spool %s: %w", s.path, err)
 	} else {
-		tmp := s.statePath + ".tmp"
-		if err = os.WriteFile(tmp, state, 0o600); err == nil {
-			err = os.Rename(tmp, s.statePath)
-		}
+		err = writeStateFile(s.statePath, state)
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -468,14 +470,22 @@ func (s *spool) waitComplete(ctx context.Context) error {
 }
 
 // removeStaleSpools deletes what interrupted sessions left in dir's spool
-// once a session succeeded, so aborted sessions cannot pile up on disk.
+// once a session succeeded, so aborted sessions cannot pile up on disk: the
+// regular files named as treecast names spool files, and nothing else.
 func removeStaleSpools(dir string, log *slog.Logger) {
-	entries, err := os.ReadDir(filepath.Join(dir, "spool"))
+	if err := checkStatePart(dir, spoolDirName); err != nil {
+		log.Warn("stale spools not removed", "err", err)
+		return
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, spoolDirName))
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		p := filepath.Join(dir, "spool", e.Name())
+		if !e.Type().IsRegular() || !isSpoolName(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, spoolDirName, e.Name())
 		if err := os.Remove(p); err != nil {
 			log.Warn("could not remove stale spool", "path", p, "err", err)
 		}

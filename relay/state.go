@@ -21,7 +21,7 @@ type applied struct {
 	SHA256  string    `json:"sha256"`
 }
 
-func appliedPath(dir string) string { return filepath.Join(dir, "applied.json") }
+func appliedPath(dir string) string { return filepath.Join(dir, appliedName) }
 
 // lineOf names the release line a signed session belongs to.
 func lineOf(s *Signed) string {
@@ -55,11 +55,7 @@ func recordApplied(dir string, s *Signed) error {
 	if err != nil {
 		return err
 	}
-	tmp := appliedPath(dir) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, appliedPath(dir))
+	return writeStateFile(appliedPath(dir), b)
 }
 
 // errApplied means the offer is the very session applied here last: it is

@@ -1,0 +1,129 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// A receiver's state folder (ReceiverOptions.Dir) is treecast's alone. It
+// holds the receiver's lock and node id, the record of applied sessions, and
+// the spool; treecast removes files there, but only those it made, by the
+// exact names it gives them. None of these parts may be a symlink: a
+// symlinked spool would have spool files written, and removed, wherever it
+// points. The folder itself may be one.
+
+// Parts of a state folder, by name.
+const (
+	spoolDirName = "spool"
+	lockName     = "lock"
+	nodeIDName   = "node-id"
+	appliedName  = "applied.json"
+)
+
+// CheckStateDir refuses a state folder dir in which treecast would write
+// through a symlink. Parts that do not exist yet are fine.
+func CheckStateDir(dir string) error {
+	for _, part := range []string{lockName, nodeIDName, appliedName, appliedName + ".tmp", spoolDirName} {
+		if err := checkStatePart(dir, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkStatePart refuses dir/part when it is a symlink.
+func checkStatePart(dir, part string) error {
+	p := filepath.Join(dir, part)
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("state folder: %w", err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symlink, and the parts of a state folder must be treecast's own (it writes and removes files there): remove the link, or give this receiver a state folder of its own, such as /var/lib/treecast", p)
+	}
+	return nil
+}
+
+// isSpoolName reports whether name is one treecast gives a spool file: a
+// package's SHA-256 in lowercase hex, then .part, .have or .have.tmp.
+func isSpoolName(name string) bool {
+	sum, ext, _ := strings.Cut(name, ".")
+	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		return false
+	}
+	return ext == "part" || ext == "have" || ext == "have.tmp"
+}
+
+// writeStateFile replaces path with b by a rename, never writing through a
+// symlink at its temporary name.
+func writeStateFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	return err
+}
+
+// readNoFollow reads the file at path, unless it is a symlink.
+func readNoFollow(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// InStateDir reports whether path is the state folder dir or lies inside
+// it, with symlinks resolved as far as both exist.
+func InStateDir(dir, path string) (bool, error) {
+	d, err := resolvePath(dir)
+	if err != nil {
+		return false, err
+	}
+	p, err := resolvePath(path)
+	if err != nil {
+		return false, err
+	}
+	rel, err := filepath.Rel(d, p)
+	if err != nil {
+		return false, err
+	}
+	return rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))), nil
+}
+
+// resolvePath makes p absolute and resolves the symlinks of its longest
+// existing prefix; the rest, yet to be created, is kept as it is.
+func resolvePath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	var rest []string
+	for cur := abs; ; cur = filepath.Dir(cur) {
+		real, err := filepath.EvalSymlinks(cur)
+		if err == nil {
+			return filepath.Join(append([]string{real}, rest...)...), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || cur == filepath.Dir(cur) {
+			return "", fmt.Errorf("resolve %s: %w", p, err)
+		}
+		rest = append([]string{filepath.Base(cur)}, rest...)
+	}
+}

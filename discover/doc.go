@@ -64,4 +64,8 @@
 // answer with an address in a subnet of the interface it asked on. A seed on
 // two of a receiver's subnets meets it at two addresses, a conflict: such a
 // seed browses on one interface ([Config.Iface]).
+//
+// [Watch] browses again and again while a session runs. When browsing fails
+// (the interface is gone, every query fails) it waits before the next try,
+// 0.5 s doubling to 4 s, and logs when failing starts, changes cause or ends.
 package discover

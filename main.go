@@ -352,11 +352,10 @@ func runSeed(c *cli.Context) error {
 		}
 		return &exitError{exitNotFound, fmt.Errorf("seed: %w", err)}
 	}
-	var peers []relay.Peer
-	for _, p := range found {
-		if rp, ok := relayPeer(p, sc.Group, log); ok {
-			peers = append(peers, rp)
-		}
+	admit := newAdmission(sc.Group, log)
+	peers := admit.peers(found)
+	if len(peers) == 0 && len(found) > 0 {
+		return &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))}
 	}
 	if len(peers) == 0 {
 		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
@@ -373,7 +372,7 @@ func runSeed(c *cli.Context) error {
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		watchPeers(sctx, cfg.Discover, sc.Group, late, log)
+		watchPeers(sctx, cfg.Discover, sc.Group, admit, late, log)
 	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
 		Signed: signed,
@@ -432,37 +431,84 @@ func sessionFor(c *cli.Context, m *relay.Manifest, key ed25519.PrivateKey) (*rel
 	return s, nil
 }
 
-func relayPeer(p discover.Peer, group string, log *slog.Logger) (relay.Peer, bool) {
-	if p.Group != group {
+// conflictHelp says what a node id that answers from two addresses means,
+// and what to do about it.
+const conflictHelp = "two machines share the node id (if one's state dir is a copy of the other's, delete node-id in it and restart it), " +
+	"one of them spoofs it, or this host reaches one receiver on two networks (name one with --iface); a seed sends to neither address"
+
+// maxWarned bounds the receivers a seed remembers having warned about, so a
+// flood of fake answers cannot grow it without end.
+const maxWarned = 4096
+
+// admission turns the receivers discovery found into session peers. It skips
+// a receiver whose node id answered from two addresses or that speaks another
+// protocol version, and warns once about each it skips, however often a
+// browse finds it again.
+type admission struct {
+	group  string // receivers of another group refuse the session: skipped
+	log    *slog.Logger
+	warned map[discover.Peer]bool // skipped receivers, with State cleared
+}
+
+func newAdmission(group string, log *slog.Logger) *admission {
+	return &admission{group: group, log: log, warned: make(map[discover.Peer]bool)}
+}
+
+func (a *admission) peers(found []discover.Peer) []relay.Peer {
+	var peers []relay.Peer
+	for _, p := range found {
+		if rp, ok := a.peer(p); ok {
+			peers = append(peers, rp)
+		}
+	}
+	return peers
+}
+
+func (a *admission) peer(p discover.Peer) (relay.Peer, bool) {
+	if p.Group != a.group {
 		// Its agent refuses a session for another group.
-		log.Debug("skipping receiver of another group", "name", p.Name, "addr", p.Addr, "group", p.Group)
+		a.log.Debug("skipping receiver of another group", "name", p.Name, "addr", p.Addr, "group", p.Group)
 		return relay.Peer{}, false
 	}
 	id, err := relay.ParseNodeID(p.ID)
-	if err != nil || p.Version != relay.Version {
-		log.Warn("skipping receiver", "name", p.Name, "addr", p.Addr, "version", p.Version)
+	if err == nil && p.Version == relay.Version && !p.Conflicted() {
+		return relay.Peer{ID: id, Name: p.Name, Addr: p.Addr, Busy: p.State != discover.StateIdle}, true
+	}
+	key := p
+	key.State = ""
+	if a.warned[key] {
 		return relay.Peer{}, false
 	}
-	return relay.Peer{ID: id, Name: p.Name, Addr: p.Addr, Busy: p.State != discover.StateIdle}, true
+	if len(a.warned) >= maxWarned {
+		clear(a.warned)
+	}
+	a.warned[key] = true
+	if p.Conflicted() {
+		a.log.Warn("skipping receiver: its node id answers from two addresses: "+conflictHelp,
+			"name", p.Name, "id", p.ID, "addr", p.Addr, "other", p.Conflict)
+	} else {
+		a.log.Warn("skipping receiver: it speaks another protocol version", "name", p.Name, "addr", p.Addr, "version", p.Version, "want", relay.Version)
+	}
+	return relay.Peer{}, false
 }
 
+// watchWait is how long one browse of the peer watcher listens: a
+// receiver that appears mid-session waits about this long to be found.
+const watchWait = 2 * time.Second
+
 // watchPeers keeps browsing while a session runs and hands every receiver
-// it sees to the session, which attaches new ones and lets lost ones rejoin.
-func watchPeers(ctx context.Context, dc discover.Config, group string, late chan<- relay.Peer, log *slog.Logger) {
-	for ctx.Err() == nil {
-		found, _ := discover.Browse(ctx, dc, discover.BrowseOptions{Group: group, Wait: 2 * time.Second}, log)
-		for _, p := range found {
-			rp, ok := relayPeer(p, group, log)
-			if !ok {
-				continue
-			}
+// admit lets in to the session, which attaches new ones and lets lost ones
+// rejoin.
+func watchPeers(ctx context.Context, dc discover.Config, group string, admit *admission, late chan<- relay.Peer, log *slog.Logger) {
+	discover.Watch(ctx, dc, discover.BrowseOptions{Group: group, Wait: watchWait}, func(found []discover.Peer) {
+		for _, rp := range admit.peers(found) {
 			select {
 			case late <- rp:
 			case <-ctx.Done():
 				return
 			}
 		}
-	}
+	}, log)
 }
 
 func lookingFor(sc *seedConfig, dc discover.Config) string {
@@ -897,18 +943,33 @@ func peersCommand() *cli.Command {
 				}
 				return &exitError{exitNotFound, err}
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tADDRESS\tGROUP\tSTATE")
+			printPeers(os.Stdout, found)
 			for _, p := range found {
-				fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\n", p.Name, p.ID, p.Addr, p.Group, p.State)
+				if p.Conflicted() {
+					con.printf("treecast: node id %s answers from %s and %s: %s\n", p.ID, p.Addr, p.Conflict, conflictHelp)
+				}
 			}
-			tw.Flush()
 			if len(found) == 0 {
 				return &exitError{exitNotFound, errors.New("no receivers found")}
 			}
 			return nil
 		},
 	}
+}
+
+// printPeers writes the table of `treecast peers`. A receiver whose node id
+// answers from two addresses shows both, and CONFLICT for its state.
+func printPeers(w io.Writer, found []discover.Peer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tADDRESS\tGROUP\tSTATE")
+	for _, p := range found {
+		addr, state := p.Addr.String(), p.State
+		if p.Conflicted() {
+			addr, state = addr+","+p.Conflict.String(), "CONFLICT"
+		}
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\n", p.Name, p.ID, addr, p.Group, state)
+	}
+	tw.Flush()
 }
 
 func keygenCommand() *cli.Command {

@@ -7,16 +7,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/treecast/treecast/discover"
 	"github.com/treecast/treecast/install"
 	"github.com/treecast/treecast/relay"
 )
@@ -306,4 +310,68 @@ func TestRuntimeFailuresExit1(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Receivers as a browse returns them: beta's node id answered from two
+// addresses.
+var (
+	alphaFound = discover.Peer{Instance: "alpha-01234567", ID: "0123456789abcdef0123456789abcdef", Name: "alpha", Group: "red",
+		State: discover.StateIdle, Version: relay.Version, Addr: netip.MustParseAddrPort("10.1.0.7:7000")}
+	betaFound = discover.Peer{Instance: "beta-fedcba98", ID: "fedcba9876543210fedcba9876543210", Name: "beta", Group: "red",
+		State: discover.StateIdle, Version: relay.Version, Addr: netip.MustParseAddrPort("10.1.0.8:7000"),
+		Conflict: netip.MustParseAddrPort("10.1.0.66:7000")}
+)
+
+func TestPeersMarksConflicts(t *testing.T) {
+	var out bytes.Buffer
+	printPeers(&out, []discover.Peer{alphaFound, betaFound})
+	want := "" +
+		"NAME   ID        ADDRESS                       GROUP  STATE\n" +
+		"alpha  01234567  10.1.0.7:7000                 red    idle\n" +
+		"beta   fedcba98  10.1.0.8:7000,10.1.0.66:7000  red    CONFLICT\n"
+	if out.String() != want {
+		t.Fatalf("peers printed\n%s\nwant\n%s", out.String(), want)
+	}
+}
+
+func TestSeedSkipsConflicts(t *testing.T) {
+	var logs bytes.Buffer
+	admit := newAdmission("red", slog.New(slog.NewTextHandler(&logs, nil)))
+	old := alphaFound
+	old.ID, old.Name, old.Version = "00000000000000000000000000000001", "old", relay.Version+1
+	found := []discover.Peer{alphaFound, betaFound, old}
+
+	got := admit.peers(found)
+	want := []relay.Peer{{ID: mustNodeID(t, alphaFound.ID), Name: "alpha", Addr: alphaFound.Addr}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the seed would send to %+v, want only %+v", got, want)
+	}
+	for _, s := range []string{"beta", "10.1.0.8:7000", "10.1.0.66:7000", "two machines share the node id", "delete node-id", "spoofs",
+		"old", "another protocol version"} {
+		if !strings.Contains(logs.String(), s) {
+			t.Errorf("the warnings do not say %q:\n%s", s, logs.String())
+		}
+	}
+
+	// The watcher finds them again and again; beta turns busy.
+	logs.Reset()
+	busy := betaFound
+	busy.State = discover.StateBusy
+	for range 3 {
+		if got := admit.peers([]discover.Peer{alphaFound, betaFound, busy, old}); !slices.Equal(got, want) {
+			t.Fatalf("the seed would send to %+v, want only %+v", got, want)
+		}
+	}
+	if logs.Len() != 0 {
+		t.Errorf("warned again about receivers already skipped:\n%s", logs.String())
+	}
+}
+
+func mustNodeID(t *testing.T, s string) relay.NodeID {
+	t.Helper()
+	id, err := relay.ParseNodeID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

@@ -20,12 +20,19 @@ type Peer struct {
 	State    string         // StateIdle or StateBusy; a newer receiver may say more: treat anything but StateIdle as busy
 	Version  int            // protocol version announced
 	Addr     netip.AddrPort // IPv4 address + TCP port to connect to
+	// Conflict, when valid, is a second address that answered for ID during
+	// the browse: two machines claim the node id (one copied the other's, or
+	// one spoofs it), so neither address can be trusted. Do not connect.
+	Conflict netip.AddrPort
 }
+
+// Conflicted reports whether another address answered for p's node id.
+func (p Peer) Conflicted() bool { return p.Conflict.IsValid() }
 
 // BrowseOptions says which peers to look for and for how long.
 type BrowseOptions struct {
 	Group  string        // only peers announcing this group; "" matches every peer, whatever its group
-	Expect int           // stop as soon as this many distinct matching peers are found (0 = no early stop)
+	Expect int           // stop at the end of the round in which this many matching peers without conflict are found (0 = no early stop)
 	Wait   time.Duration // longest time to browse, then return what was found; 0 = one round
 	OnPeer func(Peer)    // optional: called once per newly found matching peer, from the goroutine that called Browse
 }
@@ -33,8 +40,11 @@ type BrowseOptions struct {
 // Browse queries for receivers in rounds, each cfg.Round long with a fresh
 // query per interface, until opt.Expect distinct peers (by ID) match, opt.Wait
 // has passed, or ctx ends. It returns the matching peers sorted by Instance.
-// The error is ctx.Err() only if ctx ended before any peer was found; a peer
-// found earlier is returned without error.
+// A peer is only ever found at an address in a subnet of the interface the
+// query went out of. A node id that answers from two addresses is returned
+// once, Conflicted, with both; a round is heard to its end, so the faster of
+// two answers does not win. The error is ctx.Err() only if ctx ended before
+// any peer was found; a peer found earlier is returned without error.
 func Browse(ctx context.Context, cfg Config, opt BrowseOptions, log *slog.Logger) ([]Peer, error) {
 	log = orDiscard(log)
 	links, err := interfaces(cfg)
@@ -72,15 +82,23 @@ type browser struct {
 	seen map[string]Peer // by ID
 }
 
+// enough reports whether opt.Expect peers without a conflict are found.
 func (b *browser) enough() bool {
-	return b.opt.Expect > 0 && len(b.seen) >= b.opt.Expect
+	if b.opt.Expect <= 0 {
+		return false
+	}
+	n := 0
+	for _, p := range b.seen {
+		if !p.Conflicted() {
+			n++
+		}
+	}
+	return n >= b.opt.Expect
 }
 
-// round queries every link at once until deadline, ctx ends, or enough peers
-// are found. It fails only if the query failed on every link.
+// round queries every link at once until deadline or ctx ends. It fails only
+// if the query failed on every link.
 func (b *browser) round(ctx context.Context, links []link, deadline time.Time, log *slog.Logger) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	found := make(chan Peer)
 	errs := make([]error, len(links))
 	var wg sync.WaitGroup
@@ -92,9 +110,8 @@ func (b *browser) round(ctx context.Context, links []link, deadline time.Time, l
 		close(found)
 	}()
 	for p := range found {
-		b.add(p)
-		if b.enough() {
-			cancel()
+		if q, ok := b.add(p); ok {
+			log.Debug("two addresses answer for one node id", "id", q.ID, "addr", q.Addr, "other", q.Conflict)
 		}
 	}
 	failed := 0
@@ -110,18 +127,26 @@ func (b *browser) round(ctx context.Context, links []link, deadline time.Time, l
 	return nil
 }
 
-// add keeps p if it matches and is new, and tells OnPeer.
-func (b *browser) add(p Peer) {
+// add keeps p if it matches and is new, and tells OnPeer. If p's node id
+// was seen at another address, the peer kept for it becomes conflicted, and
+// add returns it and true the first time.
+func (b *browser) add(p Peer) (Peer, bool) {
 	if b.opt.Group != "" && p.Group != b.opt.Group {
-		return
+		return Peer{}, false
 	}
-	if _, ok := b.seen[p.ID]; ok {
-		return
+	have, ok := b.seen[p.ID]
+	switch {
+	case !ok:
+		b.seen[p.ID] = p
+		if b.opt.OnPeer != nil {
+			b.opt.OnPeer(p)
+		}
+	case have.Addr != p.Addr && !have.Conflicted():
+		have.Conflict = p.Addr
+		b.seen[p.ID] = have
+		return have, true
 	}
-	b.seen[p.ID] = p
-	if b.opt.OnPeer != nil {
-		b.opt.OnPeer(p)
-	}
+	return Peer{}, false
 }
 
 func (b *browser) peers() []Peer {

@@ -40,15 +40,32 @@
 //
 // [Browse] sends a PTR question for "_treecast._tcp.local." out of each
 // interface in rounds of [Config.Round] and collects the unicast answers
-// (SRV, TXT and A records) until it has enough peers, the wait is over, or the
-// context ends. The query goes out of a socket tied to the interface with
-// IP_MULTICAST_IF, so it needs no default route and no multicast route.
-// Answers for other services are ignored, as are peers whose TXT record does
-// not parse. A peer is reported once, by node id.
+// (SRV, TXT and A records) until it has enough peers at the end of a round,
+// the wait is over, or the context ends. The query goes out of a socket tied
+// to the interface with IP_MULTICAST_IF, so it needs no default route and no
+// multicast route. Answers for other services are ignored, as are peers
+// whose TXT record does not parse. A peer is reported once, by node id.
+//
+// Any host on the LAN can answer, so every answer is judged on its own: a
+// later answer replaces what an earlier one said about a name, and the
+// browser hears every answer to a round's query before it stops. A peer is
+// found only at an IPv4 unicast address inside a subnet of the interface the
+// query went out of: loopback addresses (unless the query went out of the
+// loopback interface), link-local ones (unless the interface has a
+// link-local subnet), unspecified, broadcast, multicast and off-subnet ones
+// are dropped and logged at debug level. A node id given at two addresses
+// (or two ports) during one browse is reported once, marked
+// [Peer.Conflicted] with both: two machines share the id, or one spoofs it,
+// and neither is to be trusted.
 //
 // On Linux every socket bound to UDP port 5353 hears queries from every
 // interface, so a receiver with several interfaces answers one query once per
-// interface, each time with that interface's addresses. The browser prefers
-// an address inside a subnet of the interface it asked on and falls back to
-// the first address it was given only when the round ends.
+// interface, each time with that interface's addresses. The browser keeps the
+// answer with an address in a subnet of the interface it asked on. A seed on
+// two of a receiver's subnets meets it at two addresses, a conflict: such a
+// seed browses on one interface ([Config.Iface]).
+//
+// [Watch] browses again and again while a session runs. When browsing fails
+// (the interface is gone, every query fails) it waits before the next try,
+// 0.5 s doubling to 4 s, and logs when failing starts, changes cause or ends.
 package discover

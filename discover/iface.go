@@ -68,6 +68,30 @@ func (l link) onLink(a netip.Addr) bool {
 	return false
 }
 
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// refuse says why a peer at address a, learnt from an answer to a query sent
+// out of l, must not be dialled, or "" if it may: a must be an IPv4 unicast
+// address in one of l's subnets. A loopback address passes only when l is the
+// loopback interface, a link-local one only when l has a link-local subnet.
+func (l link) refuse(a netip.Addr) string {
+	switch {
+	case !a.Is4():
+		return "not an IPv4 address"
+	case a.IsUnspecified(), a == limitedBroadcast:
+		return "not a host's address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a.IsLoopback() && l.ifi.Flags&net.FlagLoopback == 0:
+		return "a loopback address, asked on " + l.ifi.Name
+	case a.IsLinkLocalUnicast() && !l.onLink(a):
+		return "a link-local address, and " + l.ifi.Name + " has none"
+	case !l.onLink(a):
+		return "outside the subnets of " + l.ifi.Name
+	}
+	return ""
+}
+
 func interfaces(cfg Config) ([]link, error) {
 	if cfg.Iface != "" {
 		ifi, err := net.InterfaceByName(cfg.Iface)

@@ -76,3 +76,44 @@ func TestAnnounceRejectsBadAnnouncement(t *testing.T) {
 		})
 	}
 }
+
+// TestRefuse: a peer is dialled only at an IPv4 unicast address in a subnet
+// of the interface the query went out of.
+func TestRefuse(t *testing.T) {
+	eth := link{ifi: net.Interface{Name: "eth0", Flags: net.FlagUp | net.FlagMulticast},
+		prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.5/24"), netip.MustParsePrefix("172.16.4.1/30")}}
+	lo := link{ifi: net.Interface{Name: "lo", Flags: net.FlagUp | net.FlagLoopback | net.FlagMulticast},
+		prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8")}}
+	ll := link{ifi: net.Interface{Name: "eth1", Flags: net.FlagUp | net.FlagMulticast},
+		prefixes: []netip.Prefix{netip.MustParsePrefix("169.254.7.7/16")}}
+	for _, tc := range []struct {
+		l       link
+		addr    string
+		wantWhy string // "" = dialled
+	}{
+		{eth, "10.1.0.7", ""},
+		{eth, "10.1.0.5", ""}, // a receiver on the seed's own host
+		{eth, "172.16.4.2", ""},
+		{eth, "172.16.4.6", "outside the subnets of eth0"},
+		{eth, "10.1.1.7", "outside the subnets of eth0"},
+		{eth, "192.168.9.7", "outside the subnets of eth0"},
+		{eth, "8.8.8.8", "outside the subnets of eth0"},
+		{eth, "127.0.0.1", "a loopback address, asked on eth0"},
+		{eth, "127.1.2.3", "a loopback address, asked on eth0"},
+		{eth, "0.0.0.0", "not a host's address"},
+		{eth, "255.255.255.255", "not a host's address"},
+		{eth, "224.0.0.251", "a multicast address"},
+		{eth, "239.1.2.3", "a multicast address"},
+		{eth, "169.254.1.1", "a link-local address, and eth0 has none"},
+		{eth, "::1", "not an IPv4 address"},
+		{eth, "fe80::1", "not an IPv4 address"},
+		{lo, "127.0.0.1", ""},
+		{lo, "10.1.0.7", "outside the subnets of lo"},
+		{ll, "169.254.1.1", ""},
+		{ll, "127.0.0.1", "a loopback address, asked on eth1"},
+	} {
+		if got := tc.l.refuse(netip.MustParseAddr(tc.addr)); got != tc.wantWhy {
+			t.Errorf("asked on %s, answered %s: refused because %q, want %q", tc.l.ifi.Name, tc.addr, got, tc.wantWhy)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/mdns"
 )
 
 // The tests in this file run on a real network stack inside throwaway network
@@ -151,10 +154,7 @@ func TestCrossHost(t *testing.T) {
 			t.Fatalf("LocalAddrs = %v, want %v", addrs, wantAddrs)
 		}
 		a := announce(t, Config{}, Announcement{ID: want.ID, Name: want.Name, State: want.State, Version: want.Version, Port: 7100}, log)
-		fmt.Println(announcingMarker)
-		if _, err := io.Copy(io.Discard, os.Stdin); err != nil {
-			t.Errorf("wait for stdin to close: %v", err)
-		}
+		untilStdinCloses(t)
 		if err := a.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -181,19 +181,132 @@ func TestCrossHost(t *testing.T) {
 		ip(t, "-n", l.ns, "link", "set", l.dev, "up")
 	}
 
-	receiver := command(t, rx, "TestCrossHost", "receiver")
-	stdin, err := receiver.StdinPipe()
+	stop := background(t, rx, "TestCrossHost", "receiver")
+	runIn(t, seed, "TestCrossHost", "seed")
+	stop()
+}
+
+// TestSpoofedAnswers puts a receiver, a spoofer and a seed on one bridged
+// LAN, 10.80.0.0/24. The spoofer first answers for the receiver's instance
+// and node id with addresses the seed must never dial, alone, then with the
+// receiver answering too; then it announces itself under the receiver's
+// node id, as a machine with a copied id would.
+func TestSpoofedAnswers(t *testing.T) {
+	real := Peer{Instance: "alpha-01234567", ID: idA, Name: "alpha", State: StateIdle, Version: 1,
+		Addr: netip.MustParseAddrPort("10.80.0.1:7100")}
+	twin := netip.MustParseAddrPort("10.80.0.66:7100")
+	switch os.Getenv(roleEnv) {
+	case "receiver":
+		announce(t, Config{}, Announcement{ID: real.ID, Name: real.Name, State: real.State, Version: real.Version, Port: 7100}, testLogger(t))
+		untilStdinCloses(t)
+		return
+	case "spoof-bad":
+		// The seed would dial ssh on its own host, hosts off the LAN, or
+		// addresses that are no host's.
+		ifi, err := net.InterfaceByName("s0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(192, 0, 2, 7), net.IPv4(10, 81, 0, 1), net.IPv4(169, 254, 1, 1),
+			net.IPv4(0, 0, 0, 0), net.IPv4(224, 0, 0, 251), net.IPv4(255, 255, 255, 255)}
+		txt := []string{"v=1", "id=" + idA, "name=alpha", "state=idle"}
+		svc, err := mdns.NewMDNSService(real.Instance, Service, "local.", real.Instance+".local.", 22, bad, txt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := mdns.NewServer(&mdns.Config{Zone: svc, Iface: ifi, Logger: libLogger(testLogger(t))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Shutdown()
+		untilStdinCloses(t)
+		return
+	case "spoof-twin":
+		announce(t, Config{}, Announcement{ID: real.ID, Name: "mallory", State: StateIdle, Version: 1, Port: 7100}, testLogger(t))
+		untilStdinCloses(t)
+		return
+	case "seed-spoofed":
+		var logs lockedBuffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		browse(t, Config{Round: 250 * time.Millisecond}, BrowseOptions{Wait: 750 * time.Millisecond}, log)
+		for _, dropped := range []string{
+			"addr=127.0.0.1 iface=br0 why=\"a loopback address, asked on br0\"",
+			"addr=192.0.2.7 iface=br0 why=\"outside the subnets of br0\"",
+			"addr=10.81.0.1 iface=br0 why=\"outside the subnets of br0\"",
+			"addr=169.254.1.1 iface=br0 why=\"a link-local address, and br0 has none\"",
+			"addr=0.0.0.0 iface=br0 why=\"not a host's address\"",
+			"addr=255.255.255.255 iface=br0 why=\"not a host's address\"",
+			"addr=224.0.0.251 iface=br0 why=\"a multicast address\"",
+		} {
+			if !strings.Contains(logs.String(), dropped) {
+				t.Errorf("the debug log does not say it dropped %s:\n%s", dropped, logs.String())
+			}
+		}
+		return
+	case "seed-both":
+		browse(t, Config{Round: 250 * time.Millisecond}, BrowseOptions{Wait: 1500 * time.Millisecond}, testLogger(t), real)
+		return
+	case "seed-twin":
+		// The receiver and the twin answer the same query: Browse must not
+		// stop at the first answer although one peer is all it expects.
+		for _, opt := range []BrowseOptions{{Expect: 1, Wait: 1500 * time.Millisecond}, {Wait: 1500 * time.Millisecond}} {
+			got, err := Browse(t.Context(), Config{Round: 250 * time.Millisecond}, opt, testLogger(t))
+			if err != nil {
+				t.Fatalf("Browse: %v", err)
+			}
+			if len(got) != 1 || !got[0].Conflicted() {
+				t.Fatalf("Browse(expect %d) found %+v, want alpha's node id flagged as conflicted", opt.Expect, got)
+			}
+			if addrs := []netip.AddrPort{got[0].Addr, got[0].Conflict}; !slices.Contains(addrs, real.Addr) || !slices.Contains(addrs, twin) {
+				t.Fatalf("Browse(expect %d) found node id %s at %v, want at %v and %v", opt.Expect, got[0].ID, addrs, real.Addr, twin)
+			}
+		}
+		return
+	}
+
+	rx, spoof, seed := netns(t, "rx"), netns(t, "spoof"), netns(t, "seed")
+	for _, ns := range []string{rx, spoof, seed} {
+		noIPv6(t, ns)
+	}
+	ip(t, "-n", seed, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	ip(t, "link", "add", "r0", "netns", rx, "type", "veth", "peer", "name", "p0", "netns", seed)
+	ip(t, "link", "add", "s0", "netns", spoof, "type", "veth", "peer", "name", "p1", "netns", seed)
+	ip(t, "-n", seed, "link", "set", "p0", "master", "br0")
+	ip(t, "-n", seed, "link", "set", "p1", "master", "br0")
+	ip(t, "-n", rx, "addr", "add", "10.80.0.1/24", "dev", "r0")
+	ip(t, "-n", spoof, "addr", "add", "10.80.0.66/24", "dev", "s0")
+	ip(t, "-n", seed, "addr", "add", "10.80.0.2/24", "dev", "br0")
+	for _, l := range []struct{ ns, dev string }{{rx, "r0"}, {spoof, "s0"}, {seed, "p0"}, {seed, "p1"}, {seed, "br0"}} {
+		ip(t, "-n", l.ns, "link", "set", l.dev, "up")
+	}
+
+	stopSpoof := background(t, spoof, "TestSpoofedAnswers", "spoof-bad")
+	runIn(t, seed, "TestSpoofedAnswers", "seed-spoofed")
+	background(t, rx, "TestSpoofedAnswers", "receiver")
+	runIn(t, seed, "TestSpoofedAnswers", "seed-both")
+	stopSpoof()
+	background(t, spoof, "TestSpoofedAnswers", "spoof-twin")
+	runIn(t, seed, "TestSpoofedAnswers", "seed-twin")
+}
+
+// background runs test inside ns, playing role, until it prints
+// announcingMarker. The returned function closes its stdin, which ends it,
+// and fails the test unless it passed; the test's cleanup calls it too.
+func background(t *testing.T, ns, test, role string) (stop func()) {
+	t.Helper()
+	cmd := command(t, ns, test, role)
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdout, err := receiver.StdoutPipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	receiver.Stderr = &stderr
-	if err := receiver.Start(); err != nil {
-		t.Fatalf("start the receiver: %v", err)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", role, err)
 	}
 	var out lockedBuffer
 	ready := make(chan bool, 1)
@@ -213,34 +326,47 @@ func TestCrossHost(t *testing.T) {
 		}
 	})
 	stopped := false
-	stop := func() error {
+	wait := func() error {
 		if stopped {
 			return nil
 		}
 		stopped = true
 		stdin.Close()
 		copied.Wait()
-		return receiver.Wait()
+		return cmd.Wait()
 	}
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() { wait() })
 	select {
 	case ok := <-ready:
 		if !ok {
-			stop()
-			t.Fatalf("the receiver ended before it announced:\n%s%s", out.String(), stderr.String())
+			wait()
+			t.Fatalf("%s ended before it announced:\n%s%s", role, out.String(), stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		receiver.Process.Kill()
-		stop()
-		t.Fatalf("the receiver did not announce within 30s:\n%s%s", out.String(), stderr.String())
+		cmd.Process.Kill()
+		wait()
+		t.Fatalf("%s did not announce within 30s:\n%s%s", role, out.String(), stderr.String())
 	}
+	return func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		if err := wait(); err != nil || !strings.Contains(out.String(), "--- PASS: "+test) {
+			t.Fatalf("%s: %v\n%s%s", role, err, out.String(), stderr.String())
+		}
+		if testing.Verbose() {
+			t.Logf("%s:\n%s", role, out.String())
+		}
+	}
+}
 
-	runIn(t, seed, "TestCrossHost", "seed")
-	if err := stop(); err != nil {
-		t.Fatalf("receiver: %v\n%s%s", err, out.String(), stderr.String())
-	}
-	if testing.Verbose() {
-		t.Logf("receiver:\n%s", out.String())
+// untilStdinCloses tells the outer test that this role is announcing, then
+// waits until the outer test closes stdin.
+func untilStdinCloses(t *testing.T) {
+	fmt.Println(announcingMarker)
+	if _, err := io.Copy(io.Discard, os.Stdin); err != nil {
+		t.Errorf("wait for stdin to close: %v", err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,8 +24,9 @@ const (
 	maxAddrsOnHost = 16
 )
 
-// query sends one PTR question for the service out of l and sends every
-// receiver it learns of to found, until deadline or until ctx ends.
+// query sends one PTR question for the service out of l and sends to found
+// every peer the answers give an address on l for, again whenever a later
+// answer changes it, until deadline or until ctx ends.
 //
 // The socket is bound to an ephemeral port, so responders answer by unicast
 // (RFC 6762 section 6.7), and IP_MULTICAST_IF picks the interface, so
@@ -63,25 +65,11 @@ func query(ctx context.Context, l link, deadline time.Time, found chan<- Peer, l
 	}
 
 	c := newCollector(l, log)
-	send := func(peers []Peer) bool {
-		for _, p := range peers {
-			select {
-			case found <- p:
-			case <-ctx.Done():
-				return false
-			}
-		}
-		return true
-	}
 	buf := make([]byte, maxPacket)
 	for {
 		n, from, err := conn.ReadFromUDP(buf)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				send(c.complete(true))
+			if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 				return nil
 			}
 			return fmt.Errorf("query on %s: read answers: %w", l.ifi.Name, err)
@@ -94,22 +82,28 @@ func query(ctx context.Context, l link, deadline time.Time, found chan<- Peer, l
 		if !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
 			continue
 		}
-		c.add(&m)
-		if !send(c.complete(false)) {
-			return nil
+		for _, p := range c.add(&m) {
+			select {
+			case found <- p:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
 }
 
 // collector assembles peers from the records of the answers to one query.
-// Records may come in any order and split over several answers.
+// Records may come in any order and split over several answers; a later
+// answer replaces what an earlier one said about the same name, so every
+// answer is judged, and an answer that gives a receiver another address is
+// reported, not hidden behind the first.
 type collector struct {
 	link  link
 	log   *slog.Logger
-	srv   map[string]srvTarget    // instance name -> SRV
-	txt   map[string][]string     // instance name -> TXT strings
-	addrs map[string][]netip.Addr // host name -> IPv4 addresses
-	done  map[string]bool         // instance names reported or rejected
+	srv   map[string]srvTarget    // instance name -> SRV of the latest answer that had one
+	txt   map[string][]string     // instance name -> TXT strings of the latest answer that had them
+	addrs map[string][]netip.Addr // host name -> IPv4 addresses of the latest answer that had any
+	last  map[string]Peer         // instance name -> the peer last reported for it
 }
 
 type srvTarget struct {
@@ -125,12 +119,15 @@ func newCollector(l link, log *slog.Logger) *collector {
 		srv:   make(map[string]srvTarget),
 		txt:   make(map[string][]string),
 		addrs: make(map[string][]netip.Addr),
-		done:  make(map[string]bool),
+		last:  make(map[string]Peer),
 	}
 }
 
-// add records the SRV, TXT and A records of m that may belong to a peer.
-func (c *collector) add(m *dns.Msg) {
+// add records the SRV, TXT and A records of m that may belong to a peer and
+// returns the peers m completes or changes, sorted by instance.
+func (c *collector) add(m *dns.Msg) []Peer {
+	touched := make(map[string]bool)       // instance names m says something about
+	hosts := make(map[string][]netip.Addr) // the A records of m, by host name
 	for _, rr := range append(m.Answer, m.Extra...) {
 		name := lowerASCII(rr.Header().Name)
 		switch rr := rr.(type) {
@@ -143,79 +140,96 @@ func (c *collector) add(m *dns.Msg) {
 				host:     lowerASCII(rr.Target),
 				port:     rr.Port,
 			}
+			touched[name] = true
 		case *dns.TXT:
 			if _, ok := c.txt[name]; !isInstance(name) || (!ok && len(c.txt) >= maxInstances) {
 				continue
 			}
 			c.txt[name] = rr.Txt
+			touched[name] = true
 		case *dns.A:
 			a, ok := netip.AddrFromSlice(rr.A)
 			if !ok {
 				continue
 			}
 			a = a.Unmap()
-			have := c.addrs[name]
-			if !a.Is4() || len(have) >= maxAddrsOnHost || (have == nil && len(c.addrs) >= maxInstances) {
+			have := hosts[name]
+			if !a.Is4() || len(have) >= maxAddrsOnHost || slices.Contains(have, a) {
 				continue
 			}
-			found := false
-			for _, h := range have {
-				found = found || h == a
-			}
-			if !found {
-				c.addrs[name] = append(have, a)
+			hosts[name] = append(have, a)
+		}
+	}
+	covered := make(map[string]bool) // hosts in m that are the target of an instance in m
+	for name := range touched {
+		if host := c.srv[name].host; hosts[host] != nil {
+			covered[host] = true
+		}
+	}
+	for host, addrs := range hosts {
+		if _, ok := c.addrs[host]; !ok && len(c.addrs) >= maxInstances {
+			delete(hosts, host)
+			continue
+		}
+		c.addrs[host] = addrs
+	}
+	if len(covered) < len(hosts) { // addresses for hosts named by earlier answers
+		for name, srv := range c.srv {
+			if _, ok := hosts[srv.host]; ok {
+				touched[name] = true
 			}
 		}
 	}
+	var peers []Peer
+	for name := range touched {
+		if p, ok := c.peer(name); ok && p != c.last[name] {
+			c.last[name] = p
+			peers = append(peers, p)
+		}
+	}
+	slices.SortFunc(peers, func(x, y Peer) int { return strings.Compare(x.Instance, y.Instance) })
+	return peers
 }
 
-// complete returns the peers whose records are all in and not yet reported.
-// Until final, it holds back a peer with no address on this link, in case a
-// later answer carries one.
-func (c *collector) complete(final bool) []Peer {
-	var peers []Peer
-	for name, srv := range c.srv {
-		txt, ok := c.txt[name]
-		if c.done[name] || !ok {
-			continue
-		}
-		addrs := c.addrs[srv.host]
-		if len(addrs) == 0 {
-			continue
-		}
-		addr := addrs[0]
-		onLink := false
-		for _, a := range addrs {
-			if c.link.onLink(a) {
-				addr, onLink = a, true
-				break
-			}
-		}
-		if !onLink && !final {
-			continue
-		}
-		c.done[name] = true
-		instance := srv.instance
-		f, err := parseTXT(txt)
-		if err != nil {
-			c.log.Debug("ignore peer with a bad TXT record", "instance", instance, "iface", c.link.ifi.Name, "err", err)
-			continue
-		}
-		if srv.port == 0 {
-			c.log.Debug("ignore peer with port 0", "instance", instance, "iface", c.link.ifi.Name)
-			continue
-		}
-		peers = append(peers, Peer{
-			Instance: instance,
-			ID:       f.ID,
-			Name:     f.Name,
-			Group:    f.Group,
-			State:    f.State,
-			Version:  f.Version,
-			Addr:     netip.AddrPortFrom(addr, srv.port),
-		})
+// peer returns the peer of an instance once its SRV, TXT and A records are
+// in, if they describe one that may be dialled on this link.
+func (c *collector) peer(name string) (Peer, bool) {
+	srv, ok := c.srv[name]
+	txt, ok2 := c.txt[name]
+	addrs := c.addrs[srv.host]
+	if !ok || !ok2 || len(addrs) == 0 {
+		return Peer{}, false
 	}
-	return peers
+	iface := c.link.ifi.Name
+	f, err := parseTXT(txt)
+	if err != nil {
+		c.log.Debug("ignore peer with a bad TXT record", "instance", srv.instance, "iface", iface, "err", err)
+		return Peer{}, false
+	}
+	if srv.port == 0 {
+		c.log.Debug("ignore peer with port 0", "instance", srv.instance, "iface", iface)
+		return Peer{}, false
+	}
+	var addr netip.Addr
+	for _, a := range addrs {
+		if why := c.link.refuse(a); why != "" {
+			c.log.Debug("ignore a peer's address", "instance", srv.instance, "id", f.ID, "addr", a, "iface", iface, "why", why)
+		} else if !addr.IsValid() {
+			addr = a
+		}
+	}
+	if !addr.IsValid() {
+		return Peer{}, false
+	}
+	return Peer{
+		Instance: srv.instance,
+		ID:       f.ID,
+		Name:     f.Name,
+		Group:    f.Group,
+		State:    f.State,
+		Version:  f.Version,
+		Addr:     netip.AddrPortFrom(addr, srv.port),
+	}, true
 }
 
 // lowerASCII lowercases A-Z only, so byte offsets stay valid; DNS names

@@ -446,4 +446,3 @@ func TestOfferForAnotherGroupIsRefused(t *testing.T) {
 		t.Errorf("applied a session for another group")
 	}
 }
-

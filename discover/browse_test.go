@@ -1,0 +1,101 @@
+package discover
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// TestBrowserMerges feeds a browser what the queries of a browse report, in
+// order, and checks what Browse would return.
+func TestBrowserMerges(t *testing.T) {
+	peer := func(id, name, group, addr string) Peer {
+		return Peer{Instance: name + "-" + id[:8], ID: id, Name: name, Group: group, State: StateIdle, Version: 1,
+			Addr: netip.MustParseAddrPort(addr)}
+	}
+	conflict := func(p Peer, other string) Peer {
+		p.Conflict = netip.MustParseAddrPort(other)
+		return p
+	}
+	alpha := peer(idA, "alpha", "red", "10.1.0.7:7000")
+	beta := peer(idB, "beta", "red", "10.1.0.8:7000")
+	busyAlpha := alpha
+	busyAlpha.State = StateBusy
+	for _, tc := range []struct {
+		name       string
+		group      string
+		expect     int
+		reports    []Peer
+		want       []Peer
+		wantFound  []string // OnPeer calls, by name
+		wantEnough bool
+	}{
+		{
+			name:      "one id, one address",
+			reports:   []Peer{alpha, alpha, beta},
+			want:      []Peer{alpha, beta},
+			wantFound: []string{"alpha", "beta"},
+		},
+		{
+			name:      "a changed state is not a conflict",
+			reports:   []Peer{alpha, busyAlpha},
+			want:      []Peer{alpha},
+			wantFound: []string{"alpha"},
+		},
+		{
+			name:      "one id at two addresses",
+			reports:   []Peer{alpha, peer(idA, "mallory", "red", "10.1.0.66:7000"), beta},
+			want:      []Peer{conflict(alpha, "10.1.0.66:7000"), beta},
+			wantFound: []string{"alpha", "beta"},
+		},
+		{
+			name:      "one id at two ports",
+			reports:   []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.7:22")},
+			want:      []Peer{conflict(alpha, "10.1.0.7:22")},
+			wantFound: []string{"alpha"},
+		},
+		{
+			name:    "a third address changes nothing",
+			reports: []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.66:7000"), peer(idA, "alpha", "red", "10.1.0.67:7000"), alpha},
+			want:    []Peer{conflict(alpha, "10.1.0.66:7000")},
+		},
+		{
+			name:    "in another group, no conflict",
+			group:   "red",
+			reports: []Peer{alpha, peer(idA, "alpha", "blue", "10.1.0.66:7000")},
+			want:    []Peer{alpha},
+		},
+		{
+			name:       "expected peers found",
+			expect:     2,
+			reports:    []Peer{alpha, beta},
+			want:       []Peer{alpha, beta},
+			wantEnough: true,
+		},
+		{
+			name:       "a conflicted peer does not count as found",
+			expect:     2,
+			reports:    []Peer{alpha, beta, peer(idA, "mallory", "red", "10.1.0.66:7000")},
+			want:       []Peer{conflict(alpha, "10.1.0.66:7000"), beta},
+			wantEnough: false,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var found []string
+			b := &browser{seen: make(map[string]Peer), opt: BrowseOptions{Group: tc.group, Expect: tc.expect,
+				OnPeer: func(p Peer) { found = append(found, p.Name) }}}
+			for _, p := range tc.reports {
+				b.add(p)
+			}
+			if got := b.peers(); !slices.Equal(got, tc.want) {
+				t.Errorf("Browse would return\n%+v\nwant\n%+v", got, tc.want)
+			}
+			if tc.wantFound != nil && !slices.Equal(found, tc.wantFound) {
+				t.Errorf("OnPeer saw %q, want %q", found, tc.wantFound)
+			}
+			if got := b.enough(); got != tc.wantEnough {
+				t.Errorf("enough = %v, want %v", got, tc.wantEnough)
+			}
+		})
+	}
+}

@@ -33,20 +33,32 @@ const (
 	deadlineRate   = 128 << 10
 )
 
-// errLied is the verdict on a relay whose block, fetched by the seed
-// itself, does not match the signed manifest.
-var errLied = errors.New("sent data that does not match the signed manifest")
+// What the seed's own fetch from an accused relay shows.
+type probeOutcome int
+
+const (
+	probeNone        probeOutcome = iota // no verdict: the seed's own session ended, say
+	probeIntact                          // it sent the block, and the block is good
+	probeLied                            // it sent data that does not match the signed manifest
+	probeAlive                           // it kept the connection alive, and sent no data in time
+	probeUnreachable                     // it could not be reached, refused, or hung up
+)
 
 // verdict is the outcome of the seed's probe of an accused relay.
 type verdict struct {
 	accused, accuser *node
-	block            int
-	err              error // nil: it sent the block intact; errLied; else no verdict
+	stripe, block    int
+	kind             uint8 // the complaint's
+	outcome          probeOutcome
+	err              error
 }
 
-// complaint handles a node's report that its parent failed it: the node
-// moves; a corrupt block makes the seed fetch that block from the accused
-// itself, and decide on what it sees.
+// complaint handles a node's report that its parent failed it. The node
+// moves at once. Then the seed fetches from the accused itself, as a child
+// would, and decides on what it sees: a corrupt block fails the relay, a
+// refused or hung-up connection makes it a leaf, and a block it sends
+// intact counts against the accuser. Complaints from distrustAfter
+// different children also make a relay a leaf.
 func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	st := int(c.stripe) % s.t.stripes
 	parent, p := seedID, s.byID(c.parent)
@@ -61,8 +73,8 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	}
 	s.opt.Log.Warn("node complains of its parent", "node", n.label(), "parent", s.parentLabel(parent), "detail", c.detail)
 	s.tell(s.t.complain(n.id, st, parent, time.Now()), true)
-	if p == nil || (c.kind != complainCorrupt && c.kind != complainStalled) {
-		return
+	if p == nil || p.c == nil {
+		return // the seed, or a relay the seed lost too: nothing to judge
 	}
 	if p.accusedBy == nil {
 		p.accusedBy = map[int]bool{}
@@ -72,51 +84,60 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 		s.opt.Log.Warn("children keep complaining of a relay: it feeds no one now", "node", p.label())
 		s.tell(s.t.distrust(p.id, time.Now()), true)
 	}
-	if c.kind != complainCorrupt || p.probing || p.c == nil {
+	if p.probing {
 		return
 	}
-	g := int(c.block)
-	if g >= s.m.Blocks() {
-		return
+	g, wait := st, probeLiveWait(s.cfg)
+	if c.kind == complainCorrupt {
+		if int(c.block) >= s.m.Blocks() {
+			return
+		}
+		g, wait = int(c.block), probeWait
 	}
 	p.probing = true
 	s.readers.Add(1)
 	go func() {
 		defer s.readers.Done()
-		pctx, cancel := context.WithTimeout(ctx, probeWait)
+		pctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
-		err := probeBlock(pctx, p.peer.Addr, s.m, s.t.stripes, g, s.cfg)
+		out, err := probeBlock(pctx, p.peer.Addr, s.m, s.t.stripes, g, s.cfg)
+		v := &verdict{accused: p, accuser: n, stripe: st, block: g, kind: c.kind, outcome: out, err: err}
 		select {
-		case s.events <- event{n: p, verdict: &verdict{accused: p, accuser: n, block: g, err: err}}:
+		case s.events <- event{n: p, verdict: v}:
 		case <-ctx.Done():
 		}
 	}()
 }
 
-// judge acts on a probe: a relay that sent the seed a bad block relays no
-// more and is failed; a node that accused relays the seed found honest
-// often enough is dropped.
+// probeLiveWait is how long the seed's probe of a relay that hung up on a
+// child waits for a first frame: a relay pings an idle link every heartbeat.
+func probeLiveWait(cfg Config) time.Duration { return cfg.DialTimeout + 4*cfg.Heartbeat }
+
+// judge acts on a probe.
 func (s *seedRun) judge(v *verdict) {
 	p, n := v.accused, v.accuser
 	p.probing = false
 	what := fmt.Sprintf("block %d (chunk %d)", v.block, v.block/s.m.blocksPerChunk())
 	switch {
-	case errors.Is(v.err, errLied):
+	case v.outcome == probeLied:
 		if p.liar {
 			return
 		}
 		p.liar = true
-		if p.state == stateActive || p.state == stateOK {
-			p.state = stateFailed
-		}
-		p.err = fmt.Sprintf("relayed a corrupt %s: %s complained, and it sent the seed a corrupt copy too", what, n.label())
+		p.state = stateFailed
+		p.err = fmt.Sprintf("relayed a corrupt %s: %s complained, and it sent the seed corrupt data too (%v)", what, n.label(), v.err)
 		s.opt.Log.Warn("relay caught sending corrupt data", "node", p.label(), "block", v.block)
+		s.forgive(n, v.stripe)
 		if p.c != nil {
 			s.lost(p, errors.New(p.err))
 		} else {
 			s.tell(s.t.lose(p.id, true, time.Now()), true)
 		}
-	case v.err == nil:
+	case v.outcome == probeUnreachable && v.kind != complainCorrupt:
+		s.opt.Log.Warn("relay refuses children: it feeds no one now", "node", p.label(), "err", v.err)
+		s.tell(s.t.distrust(p.id, time.Now()), true)
+		s.forgive(n, v.stripe)
+	case v.outcome == probeIntact && v.kind == complainCorrupt:
 		if n.falselyAccused == nil {
 			n.falselyAccused = map[int]bool{}
 		}
@@ -130,19 +151,27 @@ func (s *seedRun) judge(v *verdict) {
 			}
 		}
 	default:
-		s.opt.Log.Info("no verdict on a complaint", "relay", p.label(), "block", v.block, "err", v.err)
+		s.opt.Log.Debug("probe of an accused relay", "relay", p.label(), "outcome", v.outcome, "err", v.err)
+	}
+}
+
+// forgive takes back the strike a child got for a parent the seed found at
+// fault, so a child that met several bad relays in a row does not wait.
+func (s *seedRun) forgive(n *node, st int) {
+	if n.c != nil && n.state == stateActive {
+		s.tell(s.t.forgive(n.id, st, time.Now()), true)
 	}
 }
 
 // probeBlock fetches block g from the relay at addr as a child holding
 // every other block would, and checks it and its chunk's block hashes
-// against the manifest: errLied if either fails, nil if both match, any
-// other error if there is no verdict (unreachable, no such session).
-func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, g int, cfg Config) error {
+// against the manifest. Until ctx ends it waits for the block; a relay
+// that has only pinged by then is alive.
+func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, g int, cfg Config) (probeOutcome, error) {
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
-		return err
+		return probeUnreachable, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -157,19 +186,26 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 	have[g/8] &^= 1 << (g % 8)
 	w := wantMsg{session: m.Session, stripes: uint8(stripes), stripe: uint8(g % stripes), have: have}
 	if err := writeFrame(conn, msgHello, helloMsg{role: roleData, name: "seed"}.encode()); err != nil {
-		return err
+		return probeUnreachable, err
 	}
 	if err := writeFrame(conn, msgWant, w.encode()); err != nil {
-		return err
+		return probeUnreachable, err
 	}
 	br := bufio.NewReaderSize(conn, fetchBuffer)
 	bpc := m.blocksPerChunk()
 	i := g / bpc
+	alive := false
 	var leaves []byte
 	for {
 		t, n, err := readHeader(br)
 		if err != nil {
-			return err
+			switch {
+			case ctx.Err() != nil && alive:
+				return probeAlive, nil
+			case ctx.Err() != nil:
+				return probeNone, ctx.Err()
+			}
+			return probeUnreachable, err
 		}
 		limit := maxControlLen
 		switch t {
@@ -179,33 +215,37 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 			limit = 4 + 32*bpc
 		}
 		if n > limit {
-			return fmt.Errorf("a %d-byte %s frame: %w", n, t, errLied)
+			return probeLied, fmt.Errorf("a %d-byte %s frame", n, t)
 		}
 		payload, err := br.Peek(n)
 		if err != nil {
-			return err
+			return probeUnreachable, err
 		}
+		alive = true
 		switch t {
 		case msgPing:
 		case msgRefuse:
-			return fmt.Errorf("%s refused the seed's fetch", addr)
+			return probeUnreachable, fmt.Errorf("%s refused the seed's fetch", addr)
 		case msgHashes:
-			first, count := m.chunkBlocks(i)
-			if n < 4 || int(binary.BigEndian.Uint32(payload)) != i || len(payload)-4 != 32*count || sha256.Sum256(payload[4:]) != m.Chunks[i] {
-				return fmt.Errorf("block hashes for chunk %d (block %d): %w", i, first, errLied)
+			if n < 4 || int(binary.BigEndian.Uint32(payload)) != i {
+				break // another chunk's: a relay may send those too
+			}
+			_, count := m.chunkBlocks(i)
+			if len(payload)-4 != 32*count || sha256.Sum256(payload[4:]) != m.Chunks[i] {
+				return probeLied, fmt.Errorf("block hashes of chunk %d that do not match the signed manifest", i)
 			}
 			leaves = append([]byte(nil), payload[4:]...)
 		case msgBlock:
 			if n < blockHeaderLen || leaves == nil || int(binary.BigEndian.Uint32(payload)) != g || payload[4] != 0 {
-				return fmt.Errorf("a block frame that is not block %d: %w", g, errLied)
+				return probeLied, fmt.Errorf("a block frame that is not block %d", g)
 			}
 			data, j := payload[blockHeaderLen:], g%bpc
 			if len(data) != m.BlockLen(g) || sha256.Sum256(data) != [32]byte(leaves[32*j:32*j+32]) {
-				return fmt.Errorf("block %d: %w", g, errLied)
+				return probeLied, fmt.Errorf("block %d that does not match the signed manifest", g)
 			}
-			return nil
+			return probeIntact, nil
 		default:
-			return fmt.Errorf("an unexpected %s frame: %w", t, errLied)
+			return probeLied, fmt.Errorf("an unexpected %s frame", t)
 		}
 		br.Discard(n)
 	}

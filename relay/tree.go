@@ -364,6 +364,23 @@ func (t *tree) complain(id, st, parent int, now time.Time) []move {
 	return []move{{id, st, noParent}}
 }
 
+// forgive takes back id's last strike in stripe st, for a parent found at
+// fault: if that strike made it wait, it is placed now. The failed parent
+// stays avoided.
+func (t *tree) forgive(id, st int, now time.Time) []move {
+	if id < 1 || id > len(t.nodes) || st < 0 || st >= t.stripes {
+		return nil
+	}
+	n := t.node(id)
+	r := &n.retry[st]
+	r.strikes = max(0, r.strikes-1)
+	if !n.in || r.at.IsZero() {
+		return nil
+	}
+	r.at = time.Time{}
+	return t.place(id, st, now, nil)
+}
+
 // backoff is retryFirst doubled for each strike after the first, at most retryMax.
 func backoff(strikes int) time.Duration {
 	d := retryFirst

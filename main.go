@@ -95,7 +95,7 @@ Flags go before arguments. Settings: flag > TREECAST_* environment > --config fi
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "verbose", Usage: "log every step to stderr", EnvVars: []string{"TREECAST_VERBOSE"}},
 		},
-		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), versionCommand()},
+		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), secretCommand(), versionCommand()},
 	}
 }
 
@@ -103,6 +103,7 @@ Flags go before arguments. Settings: flag > TREECAST_* environment > --config fi
 // or variable wins over the file.
 var (
 	configFlag = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
+	secretFlag = &cli.StringFlag{Name: "secret", Usage: "the fleet secret at `FILE` (make one with `treecast secret`): only hosts holding it take part, and blocks travel encrypted", EnvVars: []string{"TREECAST_SECRET"}}
 	ifaceFlag  = &cli.StringFlag{Name: "iface", Usage: "use only this network interface `NAME` (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
 )
 
@@ -264,6 +265,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
+			secretFlag,
 			&cli.StringFlag{Name: "fault-save-session", Hidden: true, Usage: "fault injection for lab tests: write the signed session to `PATH`"},
 			&cli.StringFlag{Name: "fault-replay-session", Hidden: true, Usage: "fault injection for lab tests: offer the signed session saved at `PATH` instead of a new one, as a replaying attacker would"},
 			configFlag,
@@ -299,6 +301,7 @@ func runSeed(c *cli.Context) error {
 	fromFlag(cfg, c, "report", "seed.report", &sc.Report, c.String)
 	fromFlag(cfg, c, "chunk-size", "seed.chunk_size", &sc.ChunkSize, c.String)
 	fromFlag(cfg, c, "key", "seed.key", &sc.Key, c.String)
+	fromFlag(cfg, c, "secret", "seed.secret", &sc.Secret, c.String)
 	if err := cmp.Or(cfg.checkSeed("seed"), cfg.checkDiscover("seed"), cfg.checkRelay("seed")); err != nil {
 		return err
 	}
@@ -326,7 +329,18 @@ func runSeed(c *cli.Context) error {
 	if created {
 		con.printf("treecast: created seed key %s\n", keyPath)
 	}
-	con.printf("treecast: seed key %s; receivers run: treecast join --trust %s --to DIR\n", fp, fp)
+	if sc.Secret != "" {
+		con.printf("treecast: seed key %s; receivers run: treecast join --trust %s --secret %s --to DIR\n", fp, fp, sc.Secret)
+	} else {
+		con.printf("treecast: seed key %s; receivers run: treecast join --trust %s --to DIR\n", fp, fp)
+	}
+
+	var secret *relay.Secret
+	if sc.Secret != "" {
+		if secret, err = relay.LoadSecret(sc.Secret); err != nil {
+			return failed("seed: secret: %v", err)
+		}
+	}
 
 	ctx := c.Context
 	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
@@ -375,6 +389,7 @@ func runSeed(c *cli.Context) error {
 		watchPeers(sctx, cfg.Discover, sc.Group, admit, late, log)
 	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
+		Secret: secret,
 		Signed: signed,
 		Path:   path,
 		Peers:  peers,
@@ -586,7 +601,8 @@ func receiverFlags() []cli.Flag {
 		&cli.StringFlag{Name: "listen", Usage: "accept sessions on this TCP `ADDR`", DefaultText: ":0, any free port, announced over mDNS", EnvVars: []string{"TREECAST_LISTEN"}},
 		&cli.StringSliceFlag{Name: "trust", Usage: "accept sessions signed by seed `KEY`: a fingerprint, a public key or a .pub file (repeatable)", EnvVars: []string{"TREECAST_TRUST"}},
 		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
-		&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept a session older than the last one applied here for the same package name", EnvVars: []string{"TREECAST_ALLOW_DOWNGRADE"}},
+		&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept a session older than the last one applied here from the same seed key for the same group", EnvVars: []string{"TREECAST_ALLOW_DOWNGRADE"}},
+		secretFlag,
 		&cli.IntFlag{Name: "fault-corrupt-chunk", Hidden: true, Value: -1, Usage: "fault injection for lab tests: flip a bit in chunk `N` when relaying it"},
 		configFlag,
 	}
@@ -660,6 +676,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	}
 	fromFlag(cfg, c, "trust", "receiver.trust", &rc.Trust, c.StringSlice)
 	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
+	fromFlag(cfg, c, "secret", "receiver.secret", &rc.Secret, c.String)
 	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
 	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd)); err != nil {
 		return err
@@ -716,6 +733,11 @@ func runReceiver(c *cli.Context, once bool) error {
 	}
 	opt.AllowDowngrade = rc.AllowDowngrade
 	opt.Group = rc.Group
+	if rc.Secret != "" {
+		if opt.Secret, err = relay.LoadSecret(rc.Secret); err != nil {
+			return failed("%s: secret: %v", c.Command.Name, err)
+		}
+	}
 	if bad := c.Int("fault-corrupt-chunk"); bad >= 0 {
 		opt.CorruptChunk = func(i int) bool { return i == bad }
 	}
@@ -970,6 +992,31 @@ func printPeers(w io.Writer, found []discover.Peer) {
 		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\n", p.Name, p.ID, addr, p.Group, state)
 	}
 	tw.Flush()
+}
+
+func secretCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "secret",
+		Usage: "create a fleet secret: give the same file to the seed and every receiver with --secret",
+		Description: `With a fleet secret, a seed offers a session only to receivers that prove they
+hold it, receivers take sessions and children only from hosts that prove it,
+and every block travels encrypted (AES-256-GCM, a key per session). Without
+one, the package travels in clear to every receiver that answers.
+Copy the file to each machine readable by its owner only (chmod 600).`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "write the secret to `PATH` (never overwritten)", Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noStrayArgs(c, 0); err != nil {
+				return err
+			}
+			if err := relay.WriteSecret(c.String("out")); err != nil {
+				return failed("secret: %v", err)
+			}
+			fmt.Printf("wrote %s\ncopy it to every machine of the fleet (chmod 600), then: treecast seed --secret %s ...; treecast serve --secret %s ...\n", c.String("out"), c.String("out"), c.String("out"))
+			return nil
+		},
+	}
 }
 
 func keygenCommand() *cli.Command {

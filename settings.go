@@ -31,6 +31,7 @@ type seedConfig struct {
 	Group     string        `toml:"group"`
 	ChunkSize string        `toml:"chunk_size"`
 	Key       string        `toml:"key"`
+	Secret    string        `toml:"secret"`
 	Report    string        `toml:"report"`
 }
 
@@ -41,8 +42,10 @@ type receiverConfig struct {
 	Timeout  time.Duration `toml:"timeout"`
 	Trust    []string      `toml:"trust"`
 	TrustAny bool          `toml:"trust_any"`
-	// AllowDowngrade accepts a session older than the last one applied for the same name.
-	AllowDowngrade bool `toml:"allow_downgrade"`
+	// AllowDowngrade accepts a session older than the last one applied
+	// here from the same seed key for the same group.
+	AllowDowngrade bool   `toml:"allow_downgrade"`
+	Secret         string `toml:"secret"`
 }
 
 func defaultConfig() fileConfig {

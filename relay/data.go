@@ -24,11 +24,11 @@ const flushAt = 32 << 10
 // part of a chunk, and must not wait for the other tree to relay the
 // hashes it needs to feed its own children. While src waits, pings keep
 // the link visibly alive. The caller closes conn when ctx ends.
-func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, corrupt func(int) bool) (int64, error) {
+func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, k keys, corrupt func(int) bool) (int64, error) {
 	bpc := m.blocksPerChunk()
 	f := &feeder{
-		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg,
-		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize),
+		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: k.seal,
+		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize+sealOverhead),
 	}
 	stripes, stripe := int(w.stripes), int(w.stripe)
 	have := bitmap(w.have)
@@ -80,6 +80,7 @@ type feeder struct {
 	pos  *paced
 	m    *Manifest
 	cfg  Config
+	seal *sealer // nil: blocks go raw
 	out  []byte
 	sent int64
 }
@@ -138,9 +139,13 @@ func (f *feeder) hashes(i int) error {
 // gathered once it is enough; corrupt flips a bit, for lab tests.
 func (f *feeder) block(g int, corrupt bool) error {
 	n := f.m.BlockLen(g)
-	f.out = appendHeader(f.out, msgBlock, blockHeaderLen+n)
+	flags, wire := byte(0), n
+	if f.seal != nil {
+		flags, wire = blockFlagSealed, n+sealOverhead
+	}
+	f.out = appendHeader(f.out, msgBlock, blockHeaderLen+wire)
 	f.out = binary.BigEndian.AppendUint32(f.out, uint32(g))
-	f.out = append(f.out, 0) // flags: raw
+	f.out = append(f.out, flags)
 	data, err := f.src.readBlock(g, f.out[len(f.out):len(f.out)+n])
 	if err != nil {
 		return err
@@ -148,7 +153,10 @@ func (f *feeder) block(g int, corrupt bool) error {
 	if corrupt && n > 0 {
 		data[n/2] ^= 0x10
 	}
-	f.out = f.out[:len(f.out)+n]
+	if f.seal != nil {
+		f.seal.seal(g, f.out[len(f.out):len(f.out)+n:len(f.out)+wire])
+	}
+	f.out = f.out[:len(f.out)+wire]
 	f.sent += int64(n)
 	if len(f.out) >= flushAt {
 		if err := f.flush(); err != nil {
@@ -179,7 +187,7 @@ const fetchBuffer = 256 << 10
 // resumed node may hold its stripe of a chunk and still need the chunk's
 // hashes to feed its children, and must not wait for the other tree to
 // bring them. received counts the bytes stored.
-func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, received func(int)) error {
+func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int)) error {
 	m := sp.m
 	missing := 0
 	for g := int(p.stripe); g < m.Blocks(); g += int(p.stripes) {
@@ -206,15 +214,20 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	lc := newLiveConn(conn, cfg.DeadAfter)
-	if err := writeFrame(lc, msgHello, self.encode()); err != nil {
-		return lost(err)
+	c := newCtrl(conn, cfg.DeadAfter)
+	if err := k.dataHello(c, cfg.DeadAfter, self.id, self.name); err != nil {
+		var re *RefusedError
+		if errors.As(err, &re) {
+			return &fetchError{kind: complainRefused, err: fmt.Errorf("parent %s refused: %s", p.addr, re.Reason)}
+		}
+		return &fetchError{kind: complainRefused, err: fmt.Errorf("parent %s: %w", p.addr, err)}
 	}
+	lc := c.conn
 	w := wantMsg{session: m.Session, stripes: p.stripes, stripe: p.stripe, have: sp.bitmapCopy()}
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, stallAfter*cfg.DeadAfter)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, stallAfter*cfg.DeadAfter, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -230,7 +243,7 @@ const stallAfter = 2
 // stored and the block hashes of every chunk in need have come. Nothing it
 // has not verified is stored. A parent that sends only pings for stall
 // (zero: never) is given up.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int), stall time.Duration) error {
+func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -249,6 +262,9 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 		switch t {
 		case msgBlock:
 			limit = blockHeaderLen + m.BlockSize
+			if seal != nil {
+				limit += sealOverhead
+			}
 		case msgHashes:
 			limit = 4 + 32*bpc
 		}
@@ -298,8 +314,17 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 				return corrupt(g, "sent block %d, outside stripe %d of %d", g, stripe, stripes)
 			case g/bpc != leavesOf:
 				return corrupt(g, "sent block %d before its chunk's hashes", g)
-			case flags != 0:
+			case seal == nil && flags != 0:
 				return corrupt(g, "sent block %d with unknown flags %#x", g, flags)
+			case seal != nil && flags != blockFlagSealed:
+				return corrupt(g, "sent block %d unsealed (flags %#x) in a session with a fleet secret", g, flags)
+			}
+			if seal != nil {
+				opened, err := seal.open(g, data)
+				if err != nil {
+					return corrupt(g, "sent block %d that does not open with the session's key", g)
+				}
+				data = opened
 			}
 			j := g % bpc
 			if len(data) != m.BlockLen(g) || sha256.Sum256(data) != [32]byte(leaves[32*j:32*j+32]) {

@@ -100,7 +100,7 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 		defer s.readers.Done()
 		pctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
-		out, err := probeBlock(pctx, p.peer.Addr, s.m, s.t.stripes, g, s.cfg)
+		out, err := probeBlock(pctx, p.peer.Addr, s.m, s.t.stripes, g, s.cfg, s.keys)
 		v := &verdict{accused: p, accuser: n, stripe: st, block: g, kind: c.kind, outcome: out, err: err}
 		select {
 		case s.events <- event{n: p, verdict: v}:
@@ -167,7 +167,7 @@ func (s *seedRun) forgive(n *node, st int) {
 // every other block would, and checks it and its chunk's block hashes
 // against the manifest. Until ctx ends it waits for the block; a relay
 // that has only pinged by then is alive.
-func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, g int, cfg Config) (probeOutcome, error) {
+func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, g int, cfg Config, k keys) (probeOutcome, error) {
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
@@ -185,7 +185,7 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 	}
 	have[g/8] &^= 1 << (g % 8)
 	w := wantMsg{session: m.Session, stripes: uint8(stripes), stripe: uint8(g % stripes), have: have}
-	if err := writeFrame(conn, msgHello, helloMsg{role: roleData, name: "seed"}.encode()); err != nil {
+	if err := k.dataHello(newCtrl(conn, cfg.DeadAfter), cfg.DeadAfter, NodeID{}, "seed"); err != nil {
 		return probeUnreachable, err
 	}
 	if err := writeFrame(conn, msgWant, w.encode()); err != nil {
@@ -210,7 +210,7 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 		limit := maxControlLen
 		switch t {
 		case msgBlock:
-			limit = blockHeaderLen + m.BlockSize
+			limit = blockHeaderLen + m.BlockSize + k.overhead()
 		case msgHashes:
 			limit = 4 + 32*bpc
 		}
@@ -236,10 +236,19 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 			}
 			leaves = append([]byte(nil), payload[4:]...)
 		case msgBlock:
-			if n < blockHeaderLen || leaves == nil || int(binary.BigEndian.Uint32(payload)) != g || payload[4] != 0 {
+			flags := byte(0)
+			if k.seal != nil {
+				flags = blockFlagSealed
+			}
+			if n < blockHeaderLen || leaves == nil || int(binary.BigEndian.Uint32(payload)) != g || payload[4] != flags {
 				return probeLied, fmt.Errorf("a block frame that is not block %d", g)
 			}
 			data, j := payload[blockHeaderLen:], g%bpc
+			if k.seal != nil {
+				if data, err = k.seal.open(g, data); err != nil {
+					return probeLied, fmt.Errorf("block %d that does not open with the session's key", g)
+				}
+			}
 			if len(data) != m.BlockLen(g) || sha256.Sum256(data) != [32]byte(leaves[32*j:32*j+32]) {
 				return probeLied, fmt.Errorf("block %d that does not match the signed manifest", g)
 			}

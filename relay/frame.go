@@ -36,6 +36,7 @@ const (
 	msgComplain msgType = 13 // node -> seed: its parent failed it
 	msgHashes   msgType = 14 // parent -> child: a chunk's block hashes
 	msgBlock    msgType = 15 // parent -> child: one block
+	msgProof    msgType = 16 // either way: "I hold the fleet secret"
 )
 
 func (t msgType) String() string {
@@ -43,7 +44,7 @@ func (t msgType) String() string {
 		msgHello: "hello", msgWelcome: "welcome", msgOffer: "offer", msgAccept: "accept",
 		msgRefuse: "refuse", msgParent: "parent", msgWant: "want", msgChunk: "chunk",
 		msgProgress: "progress", msgResult: "result", msgEnd: "end", msgPing: "ping",
-		msgComplain: "complain", msgHashes: "hashes", msgBlock: "block",
+		msgComplain: "complain", msgHashes: "hashes", msgBlock: "block", msgProof: "proof",
 	}
 	if n, ok := names[t]; ok {
 		return n
@@ -77,7 +78,7 @@ func maxPayload(t msgType) int {
 	case msgHashes:
 		return maxHashesLen
 	case msgBlock:
-		return blockHeaderLen + MaxBlockSize
+		return blockHeaderLen + MaxBlockSize + sealOverhead
 	default:
 		return maxControlLen
 	}

@@ -486,9 +486,9 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		payload []byte
 		want    string // in the error
 	}{
-		{"role 0", "hello", build(u8(0), raw(id), str("n")), "unknown role 0"},
-		{"role 3", "hello", build(u8(3), raw(id), str("n")), "unknown role 3"},
-		{"role 255", "hello", build(u8(255), raw(id), str("n")), "unknown role 255"},
+		{"role 0", "hello", build(u8(0), raw(id), str("n"), raw(id), u8(0)), "unknown role 0"},
+		{"role 3", "hello", build(u8(3), raw(id), str("n"), raw(id), u8(0)), "unknown role 3"},
+		{"role 255", "hello", build(u8(255), raw(id), str("n"), raw(id), u8(0)), "unknown role 255"},
 		{"name claims 4 GiB", "hello", build(u8(roleData), raw(id), u32(math.MaxUint32)), "exceeds limit"},
 		{"name over the text limit", "hello", build(u8(roleData), raw(id), str(tooLong)), "exceeds limit"},
 		{"name claims more than sent", "hello", build(u8(roleData), raw(id), u32(10), raw([]byte("abc"))), "too short"},

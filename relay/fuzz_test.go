@@ -266,7 +266,7 @@ func FuzzPull(f *testing.F) {
 		defer sp.close()
 		p := parentMsg{stripes: stripes, stripe: stripe}
 		missing := (m.Blocks() - int(stripe) + int(stripes) - 1) / int(stripes)
-		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, map[int]bool{}, func(int) {}, 0)
+		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, map[int]bool{}, func(int) {}, 0, nil)
 		buf := make([]byte, m.BlockSize)
 		for g := range m.Blocks() {
 			if !sp.has(g) {

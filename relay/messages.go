@@ -54,9 +54,11 @@ const (
 const maxText = 4096
 
 type helloMsg struct {
-	role uint8
-	id   NodeID
-	name string
+	role   uint8
+	id     NodeID
+	name   string
+	nonce  [16]byte // fresh: what the listener's proof is bound to
+	sealed bool     // the connector holds a fleet secret
 }
 
 func (m helloMsg) encode() []byte {
@@ -64,12 +66,14 @@ func (m helloMsg) encode() []byte {
 	e.u8(m.role)
 	e.id(m.id)
 	e.str(m.name)
+	e.id(m.nonce)
+	e.bool(m.sealed)
 	return e.b
 }
 
 func decodeHello(p []byte) (helloMsg, error) {
 	d := dec{b: p}
-	m := helloMsg{role: d.u8(), id: d.id(), name: d.str(maxText)}
+	m := helloMsg{role: d.u8(), id: d.id(), name: d.str(maxText), nonce: d.id(), sealed: d.bool()}
 	if d.err == nil && m.role != roleControl && m.role != roleData {
 		d.fail(fmt.Errorf("unknown role %d", m.role))
 	}
@@ -77,9 +81,11 @@ func decodeHello(p []byte) (helloMsg, error) {
 }
 
 type welcomeMsg struct {
-	id   NodeID
-	name string
-	busy bool
+	id     NodeID
+	name   string
+	busy   bool
+	nonce  [16]byte // fresh: what the connector's proof is bound to
+	sealed bool     // the listener holds a fleet secret: a proof frame follows
 }
 
 func (m welcomeMsg) encode() []byte {
@@ -87,13 +93,31 @@ func (m welcomeMsg) encode() []byte {
 	e.id(m.id)
 	e.str(m.name)
 	e.bool(m.busy)
+	e.id(m.nonce)
+	e.bool(m.sealed)
 	return e.b
 }
 
 func decodeWelcome(p []byte) (welcomeMsg, error) {
 	d := dec{b: p}
-	m := welcomeMsg{id: d.id(), name: d.str(maxText), busy: d.bool()}
+	m := welcomeMsg{id: d.id(), name: d.str(maxText), busy: d.bool(), nonce: d.id(), sealed: d.bool()}
 	return m, wrapDecode("welcome", d.err)
+}
+
+// proofMsg shows its sender holds the fleet secret (Secret.proof).
+type proofMsg struct {
+	mac [32]byte
+}
+
+func (m proofMsg) encode() []byte { return m.mac[:] }
+
+func decodeProof(p []byte) (proofMsg, error) {
+	d := dec{b: p}
+	m := proofMsg{mac: d.hash()}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d bytes after the proof", len(d.b)))
+	}
+	return m, wrapDecode("proof", d.err)
 }
 
 type acceptMsg struct {

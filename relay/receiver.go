@@ -27,6 +27,9 @@ type ReceiverOptions struct {
 	// Apply installs a verified package. It runs while the relay to
 	// children goes on; its error is this node's failure only.
 	Apply func(ctx context.Context, pkg Package) error
+	// Secret, if set, is the fleet's: only a seed and children that prove
+	// they hold it are served, and blocks travel sealed.
+	Secret *Secret
 	// Trust decides whether a seed's key may start a session here.
 	// Nil trusts any seed whose manifest signature verifies.
 	Trust func(key ed25519.PublicKey) error
@@ -171,9 +174,13 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 		r.serveChild(c, h, ps)
 		return
 	}
-	busy := r.busy()
-	if err := c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: busy}.encode()); err != nil || busy {
+	if r.busy() {
+		c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
 		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		return
+	}
+	if err := greet(c, r.cfg.DeadAfter, r.opt.Secret, h, welcomeMsg{id: r.opt.ID, name: r.opt.Name}, proveReceiver, proveSeed); err != nil {
+		r.opt.Log.Warn("refused a seed", "seed", conn.RemoteAddr(), "reason", err)
 		return
 	}
 	signed, err := r.readOffer(c)
@@ -263,6 +270,10 @@ func (r *Receiver) handOver(o offered) bool {
 
 // serveChild feeds a child that asks for blocks of the current session.
 func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
+	if err := (keys{secret: r.opt.Secret}).dataGreet(c, r.cfg.DeadAfter, h, r.opt.ID, r.opt.Name); err != nil {
+		r.opt.Log.Debug("refused a child", "from", c.conn.RemoteAddr(), "err", err)
+		return
+	}
 	p, err := c.expect(r.cfg.DeadAfter, msgWant)
 	if err != nil {
 		return
@@ -291,7 +302,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, r.opt.CorruptChunk)
+	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, s.keys, r.opt.CorruptChunk)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

@@ -31,6 +31,9 @@ type SeedOptions struct {
 	Log  *slog.Logger
 	// Progress, if set, is called about every heartbeat from the session's loop.
 	Progress func(SeedProgress)
+	// Secret, if set, is the fleet's: only receivers that prove they hold
+	// it are offered the session, and blocks travel sealed.
+	Secret *Secret
 }
 
 // SeedProgress is the whole session at a glance.
@@ -163,6 +166,7 @@ type seedRun struct {
 	start   time.Time
 	nodes   []*node // node id i at nodes[i-1]
 	t       *tree   // who feeds whom
+	keys    keys    // the fleet secret's, if any
 	pending int     // connects in flight
 	events  chan event
 	fatals  chan error     // what ends the whole session: the file changed
@@ -199,6 +203,9 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
+	if s.keys, err = newKeys(opt.Secret, s.m.Session); err != nil {
+		return nil, err
+	}
 	s.t = newTree(cfg.Trees, s.m.Size, s.m.ChunkSize, cfg.SlowAfter)
 	for st := range s.t.stripes {
 		s.t.stripeSize[st] = s.m.stripeBytes(s.t.stripes, st)
@@ -285,7 +292,8 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 		conn.Close()
 		return nil, err
 	}
-	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
+	h := newHello(roleControl, NodeID{}, "", s.keys.secret)
+	if err := c.send(msgHello, h.encode()); err != nil {
 		return fail(err)
 	}
 	b, err := c.expect(s.cfg.DeadAfter, msgWelcome)
@@ -298,6 +306,9 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	}
 	if w.busy {
 		return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
+	}
+	if err := prove(c, s.cfg.DeadAfter, s.keys.secret, h, w, proveSeed, proveReceiver); err != nil {
+		return fail(fmt.Errorf("not in this fleet: %w", err))
 	}
 	if err := c.send(msgOffer, s.offer); err != nil {
 		return fail(err)
@@ -657,11 +668,17 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 			stop := closeOnDone(ctx, conn)
 			defer stop()
 			c := newCtrl(conn, s.cfg.DeadAfter)
+			c.conn.until = time.Now().Add(proveWithin)
 			p, err := c.expect(s.cfg.DeadAfter, msgHello)
 			if err != nil {
 				return
 			}
-			if h, err := decodeHello(p); err != nil || h.role != roleData {
+			h, err := decodeHello(p)
+			if err != nil || h.role != roleData {
+				return
+			}
+			if err := s.keys.dataGreet(c, s.cfg.DeadAfter, h, NodeID{}, "seed"); err != nil {
+				s.opt.Log.Debug("refused a child", "addr", conn.RemoteAddr(), "err", err)
 				return
 			}
 			p, err = c.expect(s.cfg.DeadAfter, msgWant)
@@ -677,7 +694,8 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: err.Error()}.encode())
 				return
 			}
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, nil)
+			c.conn.until = time.Time{}
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, s.keys, nil)
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}

@@ -20,6 +20,7 @@ type session struct {
 	ctx       context.Context
 	applyCtx  context.Context // outlives the session: losing the seed never stops an apply
 	signed    *Signed
+	keys      keys // the fleet secret's, if any
 	m         *Manifest
 	spool     *spool
 	pace      *pacer         // keeps this node's children abreast
@@ -90,8 +91,13 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		r.opt.Busy(true)
 		defer r.opt.Busy(false)
 	}
+	k, err := newKeys(r.opt.Secret, m.Session)
+	if err != nil {
+		sp.close()
+		return Result{}, err
+	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
@@ -260,7 +266,7 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			wg.Add(1)
 			go func(p parentMsg) {
 				defer wg.Done()
-				err := fetch(fctx, p, self, s.spool, s.cfg, func(n int) { s.recvd.Add(int64(n)) })
+				err := fetch(fctx, p, self, s.spool, s.cfg, s.keys, func(n int) { s.recvd.Add(int64(n)) })
 				close(f.done)
 				select {
 				case outcomes <- outcome{p, f.gen, err}:

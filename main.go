@@ -604,6 +604,8 @@ func receiverFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept a session older than the last one applied here from the same seed key for the same group", EnvVars: []string{"TREECAST_ALLOW_DOWNGRADE"}},
 		secretFlag,
 		&cli.IntFlag{Name: "fault-corrupt-chunk", Hidden: true, Value: -1, Usage: "fault injection for lab tests: flip a bit in chunk `N` when relaying it"},
+		&cli.BoolFlag{Name: "fault-accuse", Hidden: true, Usage: "fault injection for lab tests: accuse every parent of corrupt data"},
+		&cli.BoolFlag{Name: "fault-silent", Hidden: true, Usage: "fault injection for lab tests: take a session, then only report holding nothing"},
 		configFlag,
 	}
 }
@@ -738,6 +740,7 @@ func runReceiver(c *cli.Context, once bool) error {
 			return failed("%s: secret: %v", c.Command.Name, err)
 		}
 	}
+	opt.FaultAccuse, opt.FaultSilent = c.Bool("fault-accuse"), c.Bool("fault-silent")
 	if bad := c.Int("fault-corrupt-chunk"); bad >= 0 {
 		opt.CorruptChunk = func(i int) bool { return i == bad }
 	}

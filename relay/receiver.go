@@ -41,6 +41,12 @@ type ReceiverOptions struct {
 	// CorruptChunk, for fault-injection tests only, flips a bit in every
 	// block of each chunk it returns true for before relaying it to a child.
 	CorruptChunk func(i int) bool
+	// FaultAccuse, for fault-injection tests only, makes this node accuse
+	// every parent it is given of corrupt data instead of fetching.
+	FaultAccuse bool
+	// FaultSilent, for fault-injection tests only, makes this node take a
+	// session and then only report that it holds nothing.
+	FaultSilent bool
 	Log          *slog.Logger
 	// Progress, if set, is called about every heartbeat during a session.
 	Progress func(ReceiverProgress)

@@ -177,11 +177,22 @@ func (s *session) run() error {
 	}()
 	go func() {
 		defer s.wg.Done()
+		if s.opt.FaultSilent {
+			for {
+				select {
+				case <-parents:
+				case <-s.ctx.Done():
+					return
+				}
+			}
+		}
 		s.fetchLoop(parents)
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.applyWhenComplete()
+		if !s.opt.FaultSilent {
+			s.applyWhenComplete()
+		}
 	}()
 	select {
 	case err := <-ended:
@@ -253,6 +264,10 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			}
 			return
 		case p := <-parents:
+			if s.opt.FaultAccuse && p.id != (NodeID{}) {
+				s.c.send(msgComplain, complainMsg{parent: p.id, kind: complainCorrupt, block: uint32(p.stripe), stripe: p.stripe, detail: "fault injection: a forged complaint"}.encode())
+				continue
+			}
 			if f, ok := cur[p.stripe]; ok {
 				// The old fetch ends before the new one asks for what is
 				// missing, so no block is sent twice.

@@ -12,6 +12,16 @@
 #             answered "applied already" and runs nothing; v1's (older) is
 #             refused and v2 stays in place; v2's replayed to an agent of
 #             another group is refused
+#   forged    a receiver accuses every relay it is given of corrupt data: the
+#             seed fetches the blocks itself, convicts no one, drops it
+#   silent    a receiver takes the session and then reports nothing: the
+#             seed ends by its deadline and reports it
+#   flood     one host holds 1,000 connections to an agent: a real seed's
+#             session still reaches it
+#   exec      the seed stops during a receiver's long --exec: the exec
+#             finishes and join exits 0
+#   secret    with --secret, a receiver without it is never offered the
+#             session; those with it get identical copies
 #   escape    a tar with a `../` entry: every node's extract fails naming the
 #             entry and nothing lands outside its directory
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
@@ -158,6 +168,116 @@ err=$(jq -r '.nodes[0].error' "$OUT/$run/report.json")
 	fail "replay: to another group: seed exit $SEED_RC, error '$err'"
 kill -TERM "$AGENT_PID"
 wait "$AGENT_PID" 2>/dev/null || true
+
+# --- forged complaint ----------------------------------------------------------
+run=forged
+mkdir -p "$OUT/$run"
+head -c 8000000 /dev/urandom >"$OUT/$run/app.bin"
+join_all "$run" --to DIR/out
+# Its name sorts last, so it is a leaf with a relay for a parent in each tree.
+lab_spawn "$AGENT" "$OUT/$run/accuser.log" "$BIN" join --name z-accuser --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/accuser/state" --timeout 60s --to "$OUT/$run/accuser/out" --fault-accuse
+ACC_PID=$LAB_LAST_PID
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect $((N + 1)) --wait 20s
+wait_joins
+kill -TERM "$ACC_PID" 2>/dev/null || true
+wait "$ACC_PID" 2>/dev/null || true
+[[ $SEED_RC == 1 ]] && pass "forged: seed exits 1 (the accuser failed)" || fail "forged: seed exit $SEED_RC"
+acc=$(jq -r '.nodes[] | select(.name == "z-accuser") | "\(.status): \(.error)"' "$OUT/$run/report.json")
+[[ $acc == failed:*accused* ]] && pass "forged: the accuser is dropped: $acc" || fail "forged: the accuser: '$acc'"
+ok=0
+for ((i = 1; i <= N; i++)); do
+	st=$(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .status' "$OUT/$run/report.json")
+	[[ $st == ok ]] && cmp -s "$OUT/$run/app.bin" "$OUT/$run/h$i/out/app.bin" && ok=$((ok + 1))
+done
+[[ $ok == "$N" ]] && pass "forged: every accused relay and every other honest node ok and byte-identical" || fail "forged: $ok of $N honest nodes ok"
+
+# --- silent receiver -----------------------------------------------------------
+run=silent
+mkdir -p "$OUT/$run"
+head -c 4000000 /dev/urandom >"$OUT/$run/app.bin"
+printf '[relay]\nsession_grace = "5s"\n' >"$OUT/$run/grace.toml"
+join_all "$run" --to DIR/out
+lab_spawn "$AGENT" "$OUT/$run/silent.log" "$BIN" join --name z-silent --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/silent/state" --timeout 60s --to "$OUT/$run/silent/out" --fault-silent
+SIL_PID=$LAB_LAST_PID
+t0=$(date +%s.%N)
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect $((N + 1)) --wait 20s --config "$OUT/$run/grace.toml"
+t1=$(date +%s.%N)
+wait_joins
+kill -TERM "$SIL_PID" 2>/dev/null || true
+wait "$SIL_PID" 2>/dev/null || true
+took=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+sil=$(jq -r '.nodes[] | select(.name == "z-silent") | "\(.status): \(.error)"' "$OUT/$run/report.json")
+[[ $SEED_RC == 1 && $sil == "failed: timed out"* ]] && pass "silent: the seed ends after ${took}s and reports the silent node: $sil" ||
+	fail "silent: seed exit $SEED_RC after ${took}s, silent node '$sil'"
+ok=$(jq '[.nodes[] | select(.name != "z-silent" and .status == "ok")] | length' "$OUT/$run/report.json")
+[[ $ok == "$N" && $JOIN_FAILS == 0 ]] && pass "silent: every honest node ok" || fail "silent: $ok of $N ok, $JOIN_FAILS joins failed"
+
+# --- connection flood ------------------------------------------------------------
+run=flood
+mkdir -p "$OUT/$run"
+head -c 2000000 /dev/urandom >"$OUT/$run/app.bin"
+lab_spawn "$AGENT" "$OUT/$run/agent.log" "$BIN" serve --name agent --group flood --iface eth0 "${TRUST[@]}" \
+	--listen :7070 --dir "$OUT/$run/agent/state" --to "$OUT/$run/agent/out"
+AGENT_PID=$LAB_LAST_PID
+# 1,000 connections from one host, every other one sending a control hello
+# and nothing more; they stay open for 60 s.
+hello='\x54\x43\x53\x54\x03\x01\x00\x00\x00\x26\x01'$(printf '\\x00%.0s' $(seq 37))
+lab_spawn "$FOREIGN" "$OUT/$run/flood.log" bash -c '
+	ulimit -n 4096
+	for i in $(seq 1000); do
+		exec {fd}<>/dev/tcp/'"$(lab_addr "$AGENT")"'/7070 || { echo "connect $i failed"; continue; }
+		((i % 2)) && printf "'"$hello"'" >&$fd 2>/dev/null
+	done
+	echo flooding; sleep 60'
+FLOOD_PID=$LAB_LAST_PID
+for _ in $(seq 1 200); do grep -q flooding "$OUT/$run/flood.log" 2>/dev/null && break; sleep 0.1; done
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --group flood --expect 1 --wait 20s
+[[ $SEED_RC == 0 ]] && cmp -s "$OUT/$run/app.bin" "$OUT/$run/agent/out/app.bin" &&
+	pass "flood: with 1,000 connections held from one host, the seed's session reaches the agent" ||
+	fail "flood: seed exit $SEED_RC ($(grep -c . "$OUT/$run/flood.log") flood log lines)"
+kill -TERM "$AGENT_PID" "$FLOOD_PID" 2>/dev/null || true
+wait "$AGENT_PID" "$FLOOD_PID" 2>/dev/null || true
+
+# --- seed lost during a long --exec ----------------------------------------------------
+run=exec
+mkdir -p "$OUT/$run/h1"
+head -c 3000000 /dev/urandom >"$OUT/$run/app.bin"
+lab_spawn 1 "$OUT/$run/h1.log" "$BIN" join --name h1 --group exec --iface eth0 "${TRUST[@]}" --dir "$OUT/$run/h1/state" \
+	--timeout 60s --exec "touch $OUT/$run/h1/started; sleep 4; cp \"\$TREECAST_FILE\" $OUT/$run/h1/out.bin"
+J1=$LAB_LAST_PID
+lab_spawn 0 "$OUT/$run/seed.log" "$BIN" seed --iface eth0 --key "$OUT/seed.key" --group exec --expect 1 --wait 20s "$OUT/$run/app.bin"
+SPID=$LAB_LAST_PID
+for _ in $(seq 1 300); do [[ -e $OUT/$run/h1/started ]] && break; sleep 0.1; done
+kill -INT "$SPID" 2>/dev/null || true
+wait "$SPID" 2>/dev/null || true
+rc=0
+wait "$J1" || rc=$?
+[[ -e $OUT/$run/h1/started && $rc == 0 ]] && cmp -s "$OUT/$run/app.bin" "$OUT/$run/h1/out.bin" &&
+	pass "exec: the seed stopped during --exec; the exec finished and join exits 0" ||
+	fail "exec: join exit $rc, exec started: $([[ -e $OUT/$run/h1/started ]] && echo yes || echo no)"
+
+# --- fleet secret -------------------------------------------------------------------
+run=secret
+mkdir -p "$OUT/$run"
+head -c 4000000 /dev/urandom >"$OUT/$run/app.bin"
+"$BIN" secret --out "$OUT/fleet.secret" >/dev/null
+join_all "$run" --to DIR/out --secret "$OUT/fleet.secret"
+lab_spawn "$AGENT" "$OUT/$run/outsider.log" "$BIN" join --name z-outsider --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/outsider/state" --timeout 40s --to "$OUT/$run/outsider/out"
+OUT_PID=$LAB_LAST_PID
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --expect $((N + 1)) --wait 20s --secret "$OUT/fleet.secret"
+wait_joins
+kill -TERM "$OUT_PID" 2>/dev/null || true
+wait "$OUT_PID" 2>/dev/null || true
+o=$(jq -r '.nodes[] | select(.name == "z-outsider") | "\(.status): \(.error)"' "$OUT/$run/report.json")
+[[ $SEED_RC == 1 && $o == failed:*"no fleet secret"* && ! -e $OUT/$run/outsider/out/app.bin ]] &&
+	pass "secret: a receiver without the secret is not offered the session: $o" || fail "secret: seed exit $SEED_RC, outsider '$o'"
+! grep -q "session started" "$OUT/$run/outsider.log" && pass "secret: the outsider never saw the session" || fail "secret: the outsider started a session"
+same=0
+for ((i = 1; i <= N; i++)); do cmp -s "$OUT/$run/app.bin" "$OUT/$run/h$i/out/app.bin" && same=$((same + 1)); done
+[[ $same == "$N" && $JOIN_FAILS == 0 ]] && pass "secret: $N receivers with the secret byte-identical" || fail "secret: $same of $N identical, $JOIN_FAILS joins failed"
 
 # --- escape ------------------------------------------------------------------
 run=escape

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -139,6 +140,7 @@ func FuzzDecodeMessages(f *testing.F) {
 		checkCodec(t, "progress", p, decodeProgress, progressMsg.encode, true)
 		checkCodec(t, "result", p, decodeResult, resultMsg.encode, true)
 		checkCodec(t, "complain", p, decodeComplain, complainMsg.encode, true)
+		checkCodec(t, "proof", p, decodeProof, proofMsg.encode, true)
 		if !bytes.Equal(p, in) {
 			t.Fatalf("a decoder changed its input")
 		}
@@ -230,7 +232,9 @@ func FuzzManifest(f *testing.F) {
 func FuzzPull(f *testing.F) {
 	data := testData(5*DefaultBlockSize + 77)
 	m := testManifest(data, 2*DefaultBlockSize)
-	honest := func(stripes, stripe int) []byte {
+	sec, _ := NewSecret([]byte("a fleet secret for fuzzing pull"))
+	seal, _ := sec.sealer(m.Session)
+	honest := func(stripes, stripe int, sealed bool) []byte {
 		var out []byte
 		src := &bytesSource{m: m, data: data}
 		for g := stripe; g < m.Blocks(); g += stripes {
@@ -240,22 +244,28 @@ func FuzzPull(f *testing.F) {
 				out = binary.BigEndian.AppendUint32(out, uint32(g/m.blocksPerChunk()))
 				out = append(out, l...)
 			}
-			b := blockOf(data, m, g)
+			b := bytes.Clone(blockOf(data, m, g))
+			flags := byte(0)
+			if sealed {
+				b, flags = seal.seal(g, slices.Grow(b, sealOverhead)), blockFlagSealed
+			}
 			out = appendHeader(out, msgBlock, blockHeaderLen+len(b))
 			out = binary.BigEndian.AppendUint32(out, uint32(g))
-			out = append(out, 0)
+			out = append(out, flags)
 			out = append(out, b...)
 		}
 		return out
 	}
-	f.Add(uint8(1), uint8(0), honest(1, 0))
-	f.Add(uint8(2), uint8(1), honest(2, 1))
-	f.Add(uint8(2), uint8(0), honest(2, 0)[:100])
-	flipped := honest(1, 0)
-	flipped[len(flipped)-3] ^= 1
-	f.Add(uint8(1), uint8(0), flipped)
+	for _, sealed := range []bool{false, true} {
+		f.Add(uint8(1), uint8(0), sealed, honest(1, 0, sealed))
+		f.Add(uint8(2), uint8(1), sealed, honest(2, 1, sealed))
+		f.Add(uint8(2), uint8(0), sealed, honest(2, 0, sealed)[:100])
+		flipped := honest(1, 0, sealed)
+		flipped[len(flipped)-3] ^= 1
+		f.Add(uint8(1), uint8(0), sealed, flipped)
+	}
 	dir := f.TempDir() // no state is ever synced, so each run starts with nothing held
-	f.Fuzz(func(t *testing.T, stripes, stripe uint8, in []byte) {
+	f.Fuzz(func(t *testing.T, stripes, stripe uint8, sealed bool, in []byte) {
 		if stripes == 0 || stripes > maxStripes || stripe >= stripes {
 			return
 		}
@@ -266,7 +276,11 @@ func FuzzPull(f *testing.F) {
 		defer sp.close()
 		p := parentMsg{stripes: stripes, stripe: stripe}
 		missing := (m.Blocks() - int(stripe) + int(stripes) - 1) / int(stripes)
-		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, map[int]bool{}, func(int) {}, 0, nil)
+		var open *sealer
+		if sealed {
+			open = seal
+		}
+		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, map[int]bool{}, func(int) {}, 0, open)
 		buf := make([]byte, m.BlockSize)
 		for g := range m.Blocks() {
 			if !sp.has(g) {

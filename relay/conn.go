@@ -112,6 +112,35 @@ func (c *ctrl) recvOnly(d time.Duration, limit int, allowed ...msgType) (frame, 
 	return readPayload(c.conn, t, n, nil)
 }
 
+// expectSized reads one frame of type want whose payload is exactly n
+// bytes, refusing any other from its header. A refusal is returned as a
+// *RefusedError.
+func (c *ctrl) expectSized(d time.Duration, want msgType, n int) ([]byte, error) {
+	c.conn.readIdle = d
+	t, got, err := readHeader(c.conn)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case t == msgRefuse && got <= maxControlLen:
+		f, err := readPayload(c.conn, t, got, nil)
+		if err != nil {
+			return nil, err
+		}
+		r, err := decodeRefuse(f.payload)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &RefusedError{Code: int(r.code), Reason: r.reason}
+	case t != want:
+		return nil, fmt.Errorf("%s sent %s, expected %s", c.conn.RemoteAddr(), t, want)
+	case got != n:
+		return nil, fmt.Errorf("%s sent a %d-byte %s, expected %d bytes", c.conn.RemoteAddr(), got, t, n)
+	}
+	f, err := readPayload(c.conn, t, got, nil)
+	return f.payload, err
+}
+
 // expect reads one frame, with silences of at most d, and fails unless it
 // has type want. A refusal is returned as a *RefusedError. Any other type
 // is refused from its header, before its payload is read.

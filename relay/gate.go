@@ -27,6 +27,12 @@ const (
 	// offerRate is the slowest an offer's bytes may come (512 kbit/s):
 	// the time allowed for an offer grows with its length.
 	offerRate = 64 << 10
+	// An offer is read whole before its signature is checked: one over
+	// smallOffer (a package of 32 GiB in 1 MiB chunks) waits for one of
+	// maxLargeOffers slots, so unproven offers hold at most a few of the
+	// largest, 32 MiB each.
+	smallOffer     = 1 << 20
+	maxLargeOffers = 2
 )
 
 // gate admits connections: at most maxConns in all, and of those at most

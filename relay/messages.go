@@ -203,6 +203,10 @@ type wantMsg struct {
 	have    []byte // bitmap, bit g set (LSB first) = block g held
 }
 
+// wantLen is the length of every want for a session of m: its bitmap has
+// one bit per block.
+func wantLen(m *Manifest) int { return 16 + 1 + 1 + 4 + (m.Blocks()+7)/8 }
+
 func (m wantMsg) encode() []byte {
 	var e enc
 	e.id(m.session)

@@ -47,7 +47,7 @@ type ReceiverOptions struct {
 	// FaultSilent, for fault-injection tests only, makes this node take a
 	// session and then only report that it holds nothing.
 	FaultSilent bool
-	Log          *slog.Logger
+	Log         *slog.Logger
 	// Progress, if set, is called about every heartbeat during a session.
 	Progress func(ReceiverProgress)
 	// Busy, if set, is called when a session starts (true) and ends (false).
@@ -82,12 +82,13 @@ type Receiver struct {
 	opt ReceiverOptions
 	ln  net.Listener
 
-	controls chan offered // control connections with a trusted, valid offer
-	mu       sync.Mutex
-	cur      *session // the session in progress, if any
-	wg       sync.WaitGroup
-	done     chan struct{}
-	once     sync.Once
+	controls    chan offered  // control connections with a trusted, valid offer
+	largeOffers chan struct{} // slots for reading offers over smallOffer
+	mu          sync.Mutex
+	cur         *session // the session in progress, if any
+	wg          sync.WaitGroup
+	done        chan struct{}
+	once        sync.Once
 }
 
 // NewReceiver listens on cfg.Listen and starts accepting connections. A cfg
@@ -109,7 +110,7 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), done: make(chan struct{})}
+	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), done: make(chan struct{})}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -223,6 +224,16 @@ func (r *Receiver) readOffer(c *ctrl) (*Signed, error) {
 		return nil, &RefusedError{Code: int(refuseBadOffer), Reason: fmt.Sprintf("expected an offer, got %s", t)}
 	}
 	c.conn.until = c.conn.until.Add(time.Duration(n) * time.Second / offerRate)
+	if n > smallOffer {
+		// Unproven, so few at once: a large offer is read whole before its
+		// signature can be checked.
+		select {
+		case r.largeOffers <- struct{}{}:
+			defer func() { <-r.largeOffers }()
+		case <-time.After(time.Until(c.conn.until)):
+			return nil, &RefusedError{Code: int(refuseBusy), Reason: "busy reading other large offers"}
+		}
+	}
 	f, err := readPayload(c.conn, t, n, nil)
 	if err != nil {
 		return nil, err
@@ -280,8 +291,16 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 		r.opt.Log.Debug("refused a child", "from", c.conn.RemoteAddr(), "err", err)
 		return
 	}
-	p, err := c.expect(r.cfg.DeadAfter, msgWant)
+	r.mu.Lock()
+	cur := r.cur
+	r.mu.Unlock()
+	if cur == nil {
+		c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no session here"}.encode())
+		return
+	}
+	p, err := c.expectSized(r.cfg.DeadAfter, msgWant, wantLen(cur.m))
 	if err != nil {
+		r.opt.Log.Debug("refused a child", "from", c.conn.RemoteAddr(), "err", err)
 		return
 	}
 	w, err := decodeWant(p)

@@ -681,8 +681,9 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				s.opt.Log.Debug("refused a child", "addr", conn.RemoteAddr(), "err", err)
 				return
 			}
-			p, err = c.expect(s.cfg.DeadAfter, msgWant)
+			p, err = c.expectSized(s.cfg.DeadAfter, msgWant, wantLen(s.m))
 			if err != nil {
+				s.opt.Log.Debug("refused a child", "addr", conn.RemoteAddr(), "err", err)
 				return
 			}
 			w, err := decodeWant(p)

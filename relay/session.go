@@ -155,7 +155,7 @@ func (r *Receiver) appliedBefore(c *ctrl, m *Manifest) (Result, error) {
 		return Result{}, fmt.Errorf("accept session: %w", err)
 	}
 	for {
-		f, err := c.recv(r.cfg.SeedTimeout)
+		f, err := c.recvOnly(r.cfg.SeedTimeout, maxControlLen, msgPing, msgEnd, msgParent)
 		if err != nil || f.typ == msgEnd {
 			return res, nil
 		}
@@ -205,7 +205,7 @@ func (s *session) run() error {
 // readControl handles the seed's messages; it returns nil on end.
 func (s *session) readControl(parents chan<- parentMsg) error {
 	for {
-		f, err := s.c.recv(s.cfg.SeedTimeout)
+		f, err := s.c.recvOnly(s.cfg.SeedTimeout, maxControlLen, msgPing, msgEnd, msgParent)
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return s.ctx.Err()

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -444,5 +445,56 @@ func TestOfferForAnotherGroupIsRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(nodes[0].dest); err == nil {
 		t.Errorf("applied a session for another group")
+	}
+}
+
+// A fake parent that claims the whole package and hangs up on every child
+// is tried a few times, not thousands: the seed's own fetch from it fails,
+// and it feeds no one from then on.
+func TestHangUpParentIsDroppedAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.SessionGrace = 2 * time.Second
+	var mu sync.Mutex
+	dials := 0
+	f := startFake(t, ctx, &fake{
+		held: func(m *Manifest) uint64 { return uint64(m.Size) },
+		onData: func(net.Conn, wantMsg) {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+		},
+	})
+	rep, _ := attackSession(t, ctx, cfg, 6, 2<<20, f.peer("fake"))
+	mu.Lock()
+	defer mu.Unlock()
+	if dials == 0 {
+		t.Fatalf("no child was given the fake as a parent: the test tests nothing")
+	}
+	if dials > 10 {
+		t.Errorf("children were sent to a parent that hangs up %d times", dials)
+	}
+	t.Logf("%d data connections to the fake; it ended %s %q", dials, rep.Nodes[0].Status, rep.Nodes[0].Error)
+}
+
+// A parent's frame larger than the session's blocks allow (a 64 KiB ping
+// in a session of 4 KiB blocks) is refused from its header: the child
+// neither crashes nor allocates it.
+func TestOversizedFrameFromParentIsRefused(t *testing.T) {
+	data := testData(64 << 10)
+	m := testManifest(data, MinChunkSize)
+	sp, err := openSpool(t.TempDir(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	for _, typ := range []msgType{msgPing, msgBlock, msgHashes, msgRefuse} {
+		in := append(appendHeader(nil, typ, 64<<10), make([]byte, 64<<10)...)
+		err := pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), parentMsg{stripes: 1}, sp, m.Blocks(), map[int]bool{}, func(int) {}, 0, nil)
+		var fe *fetchError
+		if !errors.As(err, &fe) || fe.kind != complainCorrupt {
+			t.Errorf("a 64 KiB %s frame: %v, want a corrupt-data complaint", typ, err)
+		}
 	}
 }

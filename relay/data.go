@@ -258,8 +258,10 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
 		}
-		limit := maxControlLen
+		limit := 0 // a ping, or a frame of a type a parent never sends
 		switch t {
+		case msgRefuse:
+			limit = maxRefuseLen
 		case msgBlock:
 			limit = blockHeaderLen + m.BlockSize
 			if seal != nil {

@@ -207,8 +207,10 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 			}
 			return probeUnreachable, err
 		}
-		limit := maxControlLen
+		limit := 0 // a ping, or a frame of a type a parent never sends
 		switch t {
+		case msgRefuse:
+			limit = maxRefuseLen
 		case msgBlock:
 			limit = blockHeaderLen + m.BlockSize + k.overhead()
 		case msgHashes:

@@ -66,6 +66,7 @@ const (
 	blockHeaderLen   = 5       // block index u32, flags u8
 	maxHashesLen     = 4 + 32*(MaxChunkSize/MinBlockSize)
 	maxGroupLen      = 63 // a DNS label
+	maxRefuseLen     = 1 + 4 + maxText
 )
 
 // maxPayload is the largest payload accepted for each message type.

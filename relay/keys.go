@@ -72,6 +72,22 @@ const maxKeyFile = 64 << 10
 // key file that its group or others may read or write (ErrKeyUnprotected),
 // and says the chmod that fixes it.
 func LoadKey(path string) (ed25519.PrivateKey, error) {
+	b, err := readPrivate(path, "a seed key (make one with `treecast keygen`)",
+		"whoever reads it can make every receiver that trusts this key apply a package")
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s is not a treecast seed key (make one with `treecast keygen`)", path)
+	}
+	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+}
+
+// readPrivate reads a small file that only its owner may read or write
+// (else ErrKeyUnprotected, with the chmod that fixes it). what names the
+// file for a person, and risk says what its exposure would allow.
+func readPrivate(path, what, risk string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -82,21 +98,17 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a file: give the path of a seed key (make one with `treecast keygen`)", path)
+		return nil, fmt.Errorf("%s is not a file: give the path of %s", path, what)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace it, and whoever reads it can make every receiver that trusts this key apply a package; fix it with: chmod 600 %s",
-			path, ErrKeyUnprotected, perm, shellQuote(path))
+		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace it, and %s; fix it with: chmod 600 %s",
+			path, ErrKeyUnprotected, perm, risk, shellQuote(path))
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("read key %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
-		return nil, fmt.Errorf("%s is not a treecast seed key (make one with `treecast keygen`)", path)
-	}
-	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+	return b, nil
 }
 
 // shellQuote returns s as one word of a POSIX shell command.

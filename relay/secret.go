@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 )
@@ -58,25 +57,10 @@ func NewSecret(b []byte) (*Secret, error) {
 // LoadSecret reads a fleet secret file, which only its owner may read, as
 // for a seed key.
 func LoadSecret(path string) (*Secret, error) {
-	f, err := os.Open(path)
+	b, err := readPrivate(path, "a fleet secret (make one with `treecast secret --out FILE`)",
+		"whoever reads it can join the fleet's sessions and read their packages")
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a file: give the path of a fleet secret (make one with `treecast secret --out FILE`)", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace the fleet secret; fix it with: chmod 600 %s",
-			path, ErrKeyUnprotected, perm, shellQuote(path))
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("read secret %s: %w", path, err)
 	}
 	s, err := NewSecret(b)
 	if err != nil {
@@ -211,15 +195,19 @@ func greet(c *ctrl, d time.Duration, sec *Secret, h helloMsg, w welcomeMsg, mine
 	if err := c.send(msgProof, proofMsg{mac: sec.proof(mine, w.nonce, h.nonce)}.encode()); err != nil {
 		return err
 	}
-	p, err := c.expect(d, msgProof)
-	if err != nil {
-		return err
-	}
-	pm, err := decodeProof(p)
+	pm, err := readProof(c, d)
 	if err != nil {
 		return err
 	}
 	return sec.check(theirs, h.nonce, w.nonce, pm.mac)
+}
+
+func readProof(c *ctrl, d time.Duration) (proofMsg, error) {
+	p, err := c.expect(d, msgProof)
+	if err != nil {
+		return proofMsg{}, err
+	}
+	return decodeProof(p)
 }
 
 // prove is the connector's side, once it sent hello h and read the
@@ -232,11 +220,7 @@ func prove(c *ctrl, d time.Duration, sec *Secret, h helloMsg, w welcomeMsg, mine
 	if sec == nil {
 		return nil
 	}
-	p, err := c.expect(d, msgProof)
-	if err != nil {
-		return err
-	}
-	pm, err := decodeProof(p)
+	pm, err := readProof(c, d)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -28,50 +27,11 @@ func testSecret(t *testing.T, b string) *Secret {
 
 // tap forwards connections to to, keeping a copy of every byte either way.
 func tap(t *testing.T, ctx context.Context, to netip.AddrPort, seen *bytes.Buffer, mu *sync.Mutex) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	record := func(dst io.Writer, src io.Reader) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				mu.Lock()
-				seen.Write(buf[:n])
-				mu.Unlock()
-				if _, err := dst.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", to.String())
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
-				defer stop()
-				go func() { record(up, c); up.Close() }()
-				record(c, up)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return proxy(t, ctx, to, func(_, _ net.Conn, b []byte) {
+		mu.Lock()
+		seen.Write(b)
+		mu.Unlock()
+	})
 }
 
 // With a fleet secret, every node gets the package byte for byte, and no

@@ -256,12 +256,38 @@ func TestDeadRelayChildrenResume(t *testing.T) {
 
 // throttle forwards a TCP port at about 20 MB/s so transfers take time.
 func throttle(t *testing.T, ctx context.Context, to netip.AddrPort) netip.AddrPort {
+	return proxy(t, ctx, to, func(dst, src net.Conn, b []byte) {
+		time.Sleep(time.Millisecond * time.Duration(len(b)) / (20 << 10))
+	})
+}
+
+// proxy forwards a TCP port to to, calling each, if set, with every buffer
+// it has just passed from src to dst.
+func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, src net.Conn, b []byte)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	pipe := func(dst, src net.Conn) {
+		defer dst.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+				if each != nil {
+					each(dst, src, buf[:n])
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -275,28 +301,14 @@ func throttle(t *testing.T, ctx context.Context, to netip.AddrPort) netip.AddrPo
 					return
 				}
 				defer u.Close()
-				go func() { copyThrottled(u, c) }()
-				copyThrottled(c, u)
+				stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+				defer stop()
+				go pipe(u, c)
+				pipe(c, u)
 			}()
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).AddrPort()
-}
-
-func copyThrottled(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-			time.Sleep(time.Millisecond * time.Duration(n) / (20 << 10))
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // A seed whose file changes after it was hashed ends the session with

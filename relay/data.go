@@ -227,22 +227,19 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, stallAfter*cfg.DeadAfter, k.seal)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, cfg.DeadAfter, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
 }
 
-// stallAfter: a parent that keeps its link alive with pings but sends no
-// data for this many times dead_after is stalled. Twice, so a parent whose
-// own parent died (found within dead_after) has time to be given another.
-const stallAfter = 2
-
 // pull reads a parent's frames until missing more blocks of its stripe are
 // stored and the block hashes of every chunk in need have come. Nothing it
 // has not verified is stored. A parent that sends only pings for stall
-// (zero: never) is given up.
+// (zero: never), dead_after in a session, delivers nothing: it is given up
+// and complained of as stalled. The seed judges whether it had anything to
+// send.
 func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)

@@ -79,7 +79,11 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	if p.accusedBy == nil {
 		p.accusedBy = map[int]bool{}
 	}
-	p.accusedBy[n.id] = true
+	// A parent whose own parent failed it has nothing to send: a stall
+	// counts against it only if it says it holds more than the child.
+	if c.kind != complainStalled || s.t.holdsMore(p.id, n.id, st) {
+		p.accusedBy[n.id] = true
+	}
 	if len(p.accusedBy) == distrustAfter {
 		s.opt.Log.Warn("children keep complaining of a relay: it feeds no one now", "node", p.label())
 		s.tell(s.t.distrust(p.id, time.Now()), true)

@@ -508,7 +508,7 @@ func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 // A stripe it waits for a parent in starves it too.
 func (t *tree) starved(id int) bool {
 	n := t.node(id)
-	slack := max(starveSlackChunks*t.chunk, t.size/starveSlackShare) / int64(t.stripes)
+	slack := t.starveSlack()
 	for st := range t.stripes {
 		switch p := n.parent[st]; p {
 		case noParent:
@@ -523,6 +523,18 @@ func (t *tree) starved(id int) bool {
 		}
 	}
 	return true
+}
+
+// holdsMore reports whether p holds more of stripe st than id, by more
+// than the slack of starved: a parent that had data to send.
+func (t *tree) holdsMore(p, id, st int) bool {
+	return t.stripeHeld(t.node(p), st) > t.stripeHeld(t.node(id), st)+t.starveSlack()
+}
+
+// starveSlack is how much less than its parent a node may hold of a
+// stripe and still count as having all the parent had.
+func (t *tree) starveSlack() int64 {
+	return max(starveSlackChunks*t.chunk, t.size/starveSlackShare) / int64(t.stripes)
 }
 
 func (t *tree) placeSlack() int64 {

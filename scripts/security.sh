@@ -22,6 +22,8 @@
 #             finishes and join exits 0
 #   secret    with --secret, a receiver without it is never offered the
 #             session; those with it get identical copies
+#   spoof     a host answers mDNS for the agent's node id from its own
+#             address: peers marks it CONFLICT; the seed sends to neither
 #   escape    a tar with a `../` entry: every node's extract fails naming the
 #             entry and nothing lands outside its directory
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
@@ -278,6 +280,29 @@ o=$(jq -r '.nodes[] | select(.name == "z-outsider") | "\(.status): \(.error)"' "
 same=0
 for ((i = 1; i <= N; i++)); do cmp -s "$OUT/$run/app.bin" "$OUT/$run/h$i/out/app.bin" && same=$((same + 1)); done
 [[ $same == "$N" && $JOIN_FAILS == 0 ]] && pass "secret: $N receivers with the secret byte-identical" || fail "secret: $same of $N identical, $JOIN_FAILS joins failed"
+
+# --- spoofed mDNS ------------------------------------------------------------------
+run=spoof
+mkdir -p "$OUT/$run/spoofer/state"
+head -c 1000000 /dev/urandom >"$OUT/$run/app.bin"
+lab_spawn "$AGENT" "$OUT/$run/agent.log" "$BIN" serve --name agent --group spoof --iface eth0 "${TRUST[@]}" \
+	--dir "$OUT/$run/agent/state" --to "$OUT/$run/agent/out"
+AGENT_PID=$LAB_LAST_PID
+for _ in $(seq 1 100); do [[ -s $OUT/$run/agent/state/node-id ]] && break; sleep 0.1; done
+# A host that answers for the agent's node id from its own address.
+cp "$OUT/$run/agent/state/node-id" "$OUT/$run/spoofer/state/node-id"
+lab_spawn "$FOREIGN" "$OUT/$run/spoofer.log" "$BIN" serve --name agent --group spoof --iface eth0 --trust-any \
+	--dir "$OUT/$run/spoofer/state" --to "$OUT/$run/spoofer/out"
+SPOOF_PID=$LAB_LAST_PID
+sleep 1
+lab_exec 0 "$BIN" peers --iface eth0 --group spoof --wait 3s >"$OUT/$run/peers.txt" 2>&1 || true
+grep -q CONFLICT "$OUT/$run/peers.txt" && grep -q "$(lab_addr "$AGENT")" "$OUT/$run/peers.txt" && grep -q "$(lab_addr "$FOREIGN")" "$OUT/$run/peers.txt" &&
+	pass "spoof: peers marks the id answered from two addresses CONFLICT, with both" || fail "spoof: peers printed: $(tr '\n' '|' <"$OUT/$run/peers.txt")"
+seed 0 "$run" "$OUT/seed.key" "$OUT/$run/app.bin" --group spoof --expect 1 --wait 5s
+[[ $SEED_RC == 3 && ! -e $OUT/$run/spoofer/out/app.bin && ! -e $OUT/$run/agent/out/app.bin ]] && grep -q "two addresses" "$OUT/$run/seed-h0.log" &&
+	pass "spoof: the seed sends to neither address, and says why" || fail "spoof: seed exit $SEED_RC"
+kill -TERM "$AGENT_PID" "$SPOOF_PID" 2>/dev/null || true
+wait "$AGENT_PID" "$SPOOF_PID" 2>/dev/null || true
 
 # --- escape ------------------------------------------------------------------
 run=escape

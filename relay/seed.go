@@ -350,6 +350,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
 	n.held, n.lastSeen = d.held, time.Now()
+	s.t.setBase(n.id, n.held)
 	if d.applied {
 		// Nothing to send, and nothing to relay: its spool is gone.
 		n.state, n.held, n.seconds = stateOK, s.m.Size, time.Since(s.start).Seconds()
@@ -570,8 +571,8 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	switch ev.f.typ {
 	case msgProgress:
 		if p, err := decodeProgress(ev.f.payload); err == nil {
-			n.held, n.received = min(int64(p.held), s.m.Size), int64(p.received)
-			s.t.setHeld(n.id, n.held)
+			n.received = int64(p.received)
+			s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
 			if len(p.stripes) == s.t.stripes {
 				held := make([]int64, len(p.stripes))
 				for st, h := range p.stripes {
@@ -579,6 +580,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 				}
 				s.t.setStripeHeld(n.id, held)
 			}
+			n.held = s.t.heldOf(n.id)
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)

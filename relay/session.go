@@ -83,14 +83,6 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	resumed := sp.heldBytes()
-	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed)}.encode()); err != nil {
-		sp.close()
-		return Result{}, fmt.Errorf("accept session: %w", err)
-	}
-	if r.opt.Busy != nil {
-		r.opt.Busy(true)
-		defer r.opt.Busy(false)
-	}
 	k, err := newKeys(r.opt.Secret, m.Session)
 	if err != nil {
 		sp.close()
@@ -98,9 +90,23 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	// Children may ask for the session as soon as the seed hears the
+	// accept: it is in place before.
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
+	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed)}.encode()); err != nil {
+		r.mu.Lock()
+		r.cur = nil
+		r.mu.Unlock()
+		cancel()
+		sp.close()
+		return Result{}, fmt.Errorf("accept session: %w", err)
+	}
+	if r.opt.Busy != nil {
+		r.opt.Busy(true)
+		defer r.opt.Busy(false)
+	}
 	r.opt.Log.Info("session started", "package", m.Name, "size", m.Size, "seed", conn.RemoteAddr(), "resumed_bytes", resumed)
 
 	stopClose := closeOnDone(sctx, conn)

@@ -84,7 +84,9 @@ type tnode struct {
 	slow     bool // its own link is too slow to feed anyone
 	suspect  bool // children keep complaining of it: it feeds no one
 	held     int64
-	inStripe [maxStripes]int64 // held per stripe, as the node reports it
+	inStripe [maxStripes]int64 // held per stripe, as far as the node's claims are believed
+	base     int64             // what it held when it joined: its word, as nothing else can say
+	ceil     [maxStripes]int64 // the most any of its parents was believed to hold, per stripe
 	byStripe bool              // inStripe is known; else each stripe holds a share of held
 	parent   [maxStripes]int
 	children [maxStripes][]int
@@ -142,15 +144,43 @@ func (t *tree) parentOf(id, st int) int { return t.node(id).parent[st] }
 func (t *tree) setHeld(id int, held int64) { t.node(id).held = min(max(held, 0), t.size) }
 
 // setStripeHeld records how many bytes of each stripe id holds.
+// setStripeHeld records what id says it holds of each stripe, believed
+// only as far as its parents can have given it: what it held when it
+// joined, plus the most any parent it had in the stripe was believed to
+// hold (the seed holds it all). So a node cannot claim what no one it
+// fetched from had, and a liar attracts children only as far as the
+// honest nodes above it reach.
 func (t *tree) setStripeHeld(id int, held []int64) {
 	if len(held) != t.stripes {
 		return
 	}
 	n := t.node(id)
+	var sum int64
 	for st, h := range held {
-		n.inStripe[st] = min(max(h, 0), t.stripeBytes(st))
+		size := t.stripeBytes(st)
+		switch p := n.parent[st]; p {
+		case noParent:
+		case seedID:
+			n.ceil[st] = size
+		default:
+			n.ceil[st] = max(n.ceil[st], t.stripeHeld(t.node(p), st))
+		}
+		limit := min(size, n.base/int64(t.stripes)+t.chunk+n.ceil[st])
+		n.inStripe[st] = min(max(h, 0), limit)
+		sum += n.inStripe[st]
 	}
 	n.byStripe = true
+	n.held = min(n.held, sum)
+}
+
+// heldOf is what id is believed to hold.
+func (t *tree) heldOf(id int) int64 { return t.node(id).held }
+
+// setBase records what id holds as it joins the session.
+func (t *tree) setBase(id int, held int64) {
+	n := t.node(id)
+	n.base = min(max(held, 0), t.size)
+	n.held = n.base
 }
 
 // stripeBytes is the size of stripe st.

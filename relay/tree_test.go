@@ -506,3 +506,50 @@ func TestTreeFailedNode(t *testing.T) {
 		}
 	}
 }
+
+// A node's claims are believed only as far as its parents reach: a root
+// may hold its whole stripe, a node below an honest parent at most what
+// that parent holds (and a chunk, and what it held when it joined).
+func TestTreeBelievesClaimsAsFarAsParentsReach(t *testing.T) {
+	tr, _ := planned(2, 7)
+	var root, child int
+	for id := 1; id <= 7; id++ {
+		if p := tr.parentOf(id, 0); p == seedID {
+			root = id
+		}
+	}
+	for id := 1; id <= 7; id++ {
+		if tr.parentOf(id, 0) == root {
+			child = id
+		}
+	}
+	if root == 0 || child == 0 {
+		t.Fatalf("no root with a child in stripe 0: %v", parents(tr))
+	}
+	half := tr.stripeBytes(0)
+	claim := func(id int, st0 int64) int64 {
+		tr.setHeld(id, min(testSize, 2*st0))
+		tr.setStripeHeld(id, []int64{st0, 0})
+		return tr.stripeHeld(tr.node(id), 0)
+	}
+	if got := claim(root, 100<<20); got != 100<<20 {
+		t.Errorf("the root fed by the seed: believed %d of its claimed %d", got, 100<<20)
+	}
+	if got := claim(child, half); got != 100<<20+testChunk {
+		t.Errorf("a child claiming its whole stripe under a parent holding 100 MiB: believed %d, want %d", got, 100<<20+testChunk)
+	}
+	if got := claim(child, 50<<20); got != 50<<20 {
+		t.Errorf("a child claiming less than its parent: believed %d, want %d", got, 50<<20)
+	}
+	// What it once could have had stays believable after a move.
+	claim(root, 0)
+	if got := claim(child, 90<<20); got != 90<<20 {
+		t.Errorf("after its parent's claim dropped: believed %d, want %d", got, 90<<20)
+	}
+	other := tr.add()
+	tr.setBase(other, 10<<20)
+	tr.enter(other, t0)
+	if got := tr.node(other).held; got != 10<<20 {
+		t.Errorf("a joiner's own word on what it holds: %d", got)
+	}
+}

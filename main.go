@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +66,7 @@ const exitHelp = `EXIT CODES:
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().RunContext(ctx, os.Args)
+	err := run(ctx, newApp(), os.Args)
 	stop()
 	if err == nil {
 		return
@@ -77,7 +76,7 @@ func main() {
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
 	}
-	os.Exit(exitUsage) // errors urfave/cli finds in the flags themselves
+	os.Exit(exitUsage) // errors urfave/cli finds itself
 }
 
 func newApp() *cli.App {
@@ -88,7 +87,8 @@ func newApp() *cli.App {
 then "treecast seed FILE" on one machine. Receivers announce themselves over mDNS
 (_treecast._tcp); the seed finds them, signs the session, and streams the package down
 a binary tree in which every node relays verified chunks to two others while it applies.
-Flags go before arguments. Settings: flag > TREECAST_* environment > --config file > default.`,
+Flags go before or after arguments; after --, every word is an argument.
+Settings: flag > TREECAST_* environment > --config file > default.`,
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitHelp + "\n",
 		HideVersion:           true,
 		ExitErrHandler:        func(*cli.Context, error) {},
@@ -109,21 +109,6 @@ var (
 
 func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
-}
-
-// noStrayArgs fails loudly on flags placed after arguments, which the
-// flag parser would otherwise ignore.
-func noStrayArgs(c *cli.Context, max int) error {
-	args := c.Args().Slice()
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") && a != "-" {
-			return usage("%s: flag %s after the arguments: put flags before arguments (treecast %s [flags] ...)", c.Command.Name, a, c.Command.Name)
-		}
-	}
-	if len(args) > max {
-		return usage("%s: unexpected argument %q (see treecast %s --help)", c.Command.Name, args[max], c.Command.Name)
-	}
-	return nil
 }
 
 // newLogger writes human-readable logs through the console, so they never
@@ -287,7 +272,7 @@ func runSeed(c *cli.Context) error {
 		return err
 	}
 	if c.NArg() != 1 {
-		return usage("seed: name the FILE to distribute: treecast seed [flags] FILE")
+		return usage("seed: name the FILE to distribute: treecast seed [flags] FILE; see treecast seed --help")
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
@@ -1007,11 +992,14 @@ and every block travels encrypted (AES-256-GCM, a key per session). Without
 one, the package travels in clear to every receiver that answers.
 Copy the file to each machine readable by its owner only (chmod 600).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Usage: "write the secret to `PATH` (never overwritten)", Required: true},
+			&cli.StringFlag{Name: "out", Usage: "write the secret to `PATH` (never overwritten); required"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := noStrayArgs(c, 0); err != nil {
 				return err
+			}
+			if c.String("out") == "" {
+				return usage("secret: say where to write it: treecast secret --out PATH; see treecast secret --help")
 			}
 			if err := relay.WriteSecret(c.String("out")); err != nil {
 				return failed("secret: %v", err)
@@ -1049,11 +1037,7 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version and protocol version",
 		Action: func(c *cli.Context) error {
-			v := "(devel)"
-			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-				v = bi.Main.Version
-			}
-			fmt.Printf("treecast %s, protocol %d\n", v, relay.Version)
+			fmt.Println(versionText())
 			return nil
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,7 +29,7 @@ import (
 // runApp runs the CLI as a user would and returns the exit code and error.
 func runApp(t *testing.T, args ...string) (int, error) {
 	t.Helper()
-	err := newApp().RunContext(context.Background(), append([]string{"treecast"}, args...))
+	err := run(context.Background(), newApp(), append([]string{"treecast"}, args...))
 	if err == nil {
 		return 0, nil
 	}
@@ -151,7 +152,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"seed without file", []string{"seed"}, "FILE"},
 		{"seed missing file", []string{"seed", filepath.Join(dir, "nope")}, "no such file"},
 		{"seed directory", []string{"seed", dir}, "not a regular file"},
-		{"seed flag after file", []string{"seed", empty, "--expect", "3"}, "before arguments"},
+		{"seed flag after file, read", []string{"seed", empty, "--expect", "-3"}, "--expect -3: want 0"},
+		{"seed second file", []string{"seed", empty, empty}, `unexpected argument "` + empty + `"; see treecast seed --help`},
+		{"seed flag after --", []string{"seed", empty, "--", "--expect", "3"}, `unexpected argument "--expect"`},
 		{"seed bad chunk size", []string{"seed", "--chunk-size", "1KiB", empty}, "chunk-size"},
 		{"seed junk chunk size", []string{"seed", "--chunk-size", "lots", empty}, "chunk-size"},
 		{"join without action", []string{"join", "--trust-any", "--dir", dir}, "--to"},
@@ -374,4 +377,128 @@ func mustNodeID(t *testing.T, s string) relay.NodeID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// Flags are read before and after arguments, keep their values, and stop at
+// `--`; the app's own flags move before the command.
+func TestReorderArgs(t *testing.T) {
+	app := newApp()
+	prepare(app)
+	for _, tc := range []struct{ in, want string }{
+		{"seed FILE --expect 3", "seed --expect 3 FILE"},
+		{"seed --expect 3 FILE", "seed --expect 3 FILE"},
+		{"seed FILE --expect=3 --wait 5s", "seed --expect=3 --wait 5s FILE"},
+		{"seed --report r.json FILE --verbose", "--verbose seed --report r.json FILE"},
+		{"--verbose seed FILE --verbose=false", "--verbose --verbose=false seed FILE"},
+		// A flag's value is never taken for an argument, even one that
+		// looks like a flag, or is the command's own name.
+		{"join --exec --verbose --to seed", "join --exec --verbose --to seed"},
+		{"seed FILE --key -odd.key", "seed --key -odd.key FILE"},
+		{"join --trust-any --to d --timeout 3s", "join --trust-any --to d --timeout 3s"},
+		// After --, every word is an argument.
+		{"seed FILE -- --expect 3", "seed -- FILE --expect 3"},
+		{"seed --expect 3 -- -file-with-dash", "seed --expect 3 -- -file-with-dash"},
+		{"seed -- FILE", "seed -- FILE"},
+		// A flag that wants a value and ends the line stays last, so the
+		// parser says it wants a value rather than eating FILE.
+		{"seed FILE --expect", "seed --expect"},
+		// Unknown flags stay with the command, to be refused by name.
+		{"seed FILE --expct 3", "seed --expct FILE 3"},
+		{"seed FILE -h", "seed -h FILE"},
+		{"seed - --wait 1s", "seed --wait 1s -"},
+		// Not a command: left as typed.
+		{"bogus --expect 3 x", "bogus --expect 3 x"},
+		{"--version", "--version"},
+		{"", ""},
+	} {
+		in := append([]string{"treecast"}, strings.Fields(tc.in)...)
+		got := strings.Join(reorderArgs(app, in)[1:], " ")
+		if got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A flag after the arguments is read as one before them would be.
+func TestFlagsAfterArguments(t *testing.T) {
+	pkg := writeFile(t, "pkg.bin", "payload")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"seed", pkg, "--expect", "-3"}, "seed: --expect -3: want 0"},
+		{[]string{"seed", pkg, "--verbose", "--chunk-size", "5000"}, `seed: --chunk-size "5000": want`},
+		{[]string{"join", "--trust-any", "--dir", dir, "--to", dir, "--timeout=-1s"}, "join: --timeout -1s: want 0s"},
+	} {
+		code, err := runApp(t, tc.args...)
+		if code != exitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: exit %d, err %v; want exit %d saying %q", tc.args, code, err, exitUsage, tc.want)
+		}
+	}
+}
+
+// A usage error is one line: what was wrong, what is wanted, where the help
+// is; no help text is printed.
+func TestUsageErrorsAreOneLine(t *testing.T) {
+	pkg := writeFile(t, "pkg.bin", "payload")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"seed", "--wait", "10", pkg}, `seed: --wait "10": want a duration with a unit, such as 30s, 2m or 1h30m; see treecast seed --help`},
+		{[]string{"seed", pkg, "--wait", "soon"}, `seed: --wait "soon": want a duration`},
+		{[]string{"seed", "--expect", "many", pkg}, `seed: --expect "many": want a whole number, such as 3; see treecast seed --help`},
+		{[]string{"seed", pkg, "--expect"}, "seed: --expect needs a value: a whole number"},
+		{[]string{"seed", pkg, "--report"}, "seed: --report needs a value: PATH (write the outcome as JSON to PATH); see treecast seed --help"},
+		{[]string{"seed", "--expct", "3", pkg}, "seed: unknown flag --expct (did you mean --expect?); see treecast seed --help"},
+		{[]string{"join", "--trust-any=maybe"}, `join: --trust-any "maybe": want true or false`},
+		{[]string{"--bogus"}, "unknown flag --bogus (a command's flags go after the command's name); see treecast --help"},
+		{[]string{"secret"}, "secret: say where to write it: treecast secret --out PATH; see treecast secret --help"},
+		{[]string{"seed"}, "see treecast seed --help"},
+	} {
+		var out bytes.Buffer
+		app := newApp()
+		app.Writer, app.ErrWriter = &out, &out
+		err := run(context.Background(), app, append([]string{"treecast"}, tc.args...))
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v; want exit %d saying %q", tc.args, err, exitUsage, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") || out.Len() > 0 {
+			t.Errorf("%q: more than one line: %q, and printed %q", tc.args, err, out.String())
+		}
+	}
+	t.Setenv("TREECAST_WAIT", "10")
+	if code, err := runApp(t, "seed", pkg); code != exitUsage || err == nil || !strings.Contains(err.Error(), `TREECAST_WAIT="10" (--wait): want a duration`) {
+		t.Errorf("TREECAST_WAIT=10: exit %d, %v", code, err)
+	}
+}
+
+func TestUnknownCommandIsNamed(t *testing.T) {
+	for args, want := range map[string]string{
+		"bogus":       `unknown command "bogus"; see treecast --help`,
+		"sed x.bin":   `unknown command "sed" (did you mean seed?); see treecast --help`,
+		"--verbose x": `unknown command "x"; see treecast --help`,
+	} {
+		code, err := runApp(t, strings.Fields(args)...)
+		if code != exitUsage || err == nil || err.Error() != want {
+			t.Errorf("treecast %s: exit %d, %v; want exit %d, %q", args, code, err, exitUsage, want)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, flag := range []string{"--version", "-v"} {
+		var out bytes.Buffer
+		app := newApp()
+		app.Writer = &out
+		if err := run(context.Background(), app, []string{"treecast", flag}); err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if want := fmt.Sprintf("treecast (devel), protocol %d\n", relay.Version); out.String() != want {
+			t.Errorf("%s printed %q, want %q", flag, out.String(), want)
+		}
+	}
 }

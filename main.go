@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -88,7 +89,8 @@ then "treecast seed FILE" on one machine. Receivers announce themselves over mDN
 (_treecast._tcp); the seed finds them, signs the session, and streams the package down
 a binary tree in which every node relays verified chunks to two others while it applies.
 Flags go before or after arguments; after --, every word is an argument.
-Settings: flag > TREECAST_* environment > --config file > default.`,
+Settings: flag > TREECAST_* environment > --config file > default.
+Sizes: 4096, 256KiB, 1MiB, 2GiB (binary) or 500KB, 1MB, 2GB (decimal: 1MB is 1000000 bytes).`,
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitHelp + "\n",
 		HideVersion:           true,
 		ExitErrHandler:        func(*cli.Context, error) {},
@@ -206,22 +208,33 @@ func (c *console) endProgress() {
 	}
 }
 
-// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M.
-func parseSize(s string) (int, error) {
-	t := strings.TrimSpace(s)
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"K", 1 << 10}, {"M", 1 << 20}, {"B", 1}} {
+// sizeUnits are the units parseSize takes: binary (KiB, and K as ls and
+// dd write it) and decimal (KB: 1MB is 1000000 bytes, as disks are sold).
+// Longest suffix first.
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+}
+
+// sizeForms says which sizes parseSize takes.
+const sizeForms = "a whole number of bytes with an optional unit: KiB, MiB, GiB (binary: 1MiB = 1048576) or KB, MB, GB (decimal: 1MB = 1000000)"
+
+// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M, 2GB.
+func parseSize(s string) (int64, error) {
+	t, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
 		if strings.HasSuffix(t, u.suffix) {
 			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
 			break
 		}
 	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional unit, like 1MiB or 256KiB", s)
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: want %s", s, sizeForms)
 	}
 	return n * mult, nil
 }
@@ -944,6 +957,9 @@ func peersCommand() *cli.Command {
 			fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
 			if err := cfg.checkDiscover("peers"); err != nil {
 				return err
+			}
+			if c.Duration("wait") < 0 {
+				return usage("peers: --wait %s: want 0s (one query round) or longer", c.Duration("wait"))
 			}
 			con := newConsole()
 			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))

@@ -234,15 +234,27 @@ func TestNodeIDIsStable(t *testing.T) {
 	}
 }
 
+// Binary and decimal units are both taken, each at its own value: 1MB is
+// 10^6 bytes, not 1MiB.
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int{"1MiB": 1 << 20, "256KiB": 256 << 10, "4096": 4096, "2M": 2 << 20, " 64 KiB ": 64 << 10} {
+	for in, want := range map[string]int64{
+		"1MiB": 1 << 20, "256KiB": 256 << 10, "4096": 4096, "2M": 2 << 20, " 64 KiB ": 64 << 10, "1GiB": 1 << 30, "2TiB": 2 << 40, "7B": 7,
+		"1KB": 1000, "1MB": 1_000_000, "1GB": 1_000_000_000, "3TB": 3_000_000_000_000, "1G": 1 << 30,
+	} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1MiB", "lots", "0"} {
-		if _, err := parseSize(in); err == nil {
+	for _, in := range []string{"", "-1MiB", "lots", "0", "1.5GB", "1gb", "1 PB", "9999999TiB"} {
+		_, err := parseSize(in)
+		if err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
+			continue
+		}
+		for _, w := range []string{"KiB, MiB, GiB", "KB, MB, GB", "1MB = 1000000"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("parseSize(%q): %v; want it to list the accepted forms (%q)", in, err, w)
+			}
 		}
 	}
 }
@@ -430,6 +442,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 		{[]string{"seed", pkg, "--expect", "-3"}, "seed: --expect -3: want 0"},
 		{[]string{"seed", pkg, "--verbose", "--chunk-size", "5000"}, `seed: --chunk-size "5000": want`},
 		{[]string{"join", "--trust-any", "--dir", dir, "--to", dir, "--timeout=-1s"}, "join: --timeout -1s: want 0s"},
+		{[]string{"peers", "--verbose", "--wait", "-1s"}, "peers: --wait -1s: want 0s"},
 	} {
 		code, err := runApp(t, tc.args...)
 		if code != exitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -312,17 +312,15 @@ func runSeed(c *cli.Context) error {
 	if !st.Mode().IsRegular() {
 		return usage("seed: %s is not a regular file (to send a directory, pack it: tar czf pkg.tar.gz DIR)", path)
 	}
+	if err := cfg.checkReport("seed"); err != nil {
+		return err
+	}
+	key, keyPath, created, err := cfg.seedKey("seed")
+	if err != nil {
+		return err
+	}
 	con := newConsole()
 	log := newLogger(c, con)
-
-	keyPath := sc.Key
-	if keyPath == "" {
-		keyPath = defaultKeyPath()
-	}
-	key, created, err := relay.LoadOrCreateKey(keyPath)
-	if err != nil {
-		return failed("seed: key: %v", err)
-	}
 	fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 	if created {
 		con.printf("treecast: created seed key %s\n", keyPath)
@@ -678,7 +676,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
 	fromFlag(cfg, c, "secret", "receiver.secret", &rc.Secret, c.String)
 	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
-	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd)); err != nil {
+	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd), cfg.checkTargets(cmd)); err != nil {
 		return err
 	}
 	var trust relay.TrustSet

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -314,4 +319,57 @@ func noStrayArgs(c *cli.Context, max int) error {
 		return usage("%s: unexpected argument %q; see treecast %s --help", c.Command.Name, args[max], c.Command.Name)
 	}
 	return nil
+}
+
+// stopSignal is why the root context ended when a signal stopped
+// treecast. signal.NotifyContext would not say which signal it was, and the
+// exit code depends on it.
+type stopSignal struct{ sig syscall.Signal }
+
+func (s stopSignal) Error() string { return "stopped by " + s.name() }
+
+func (s stopSignal) name() string {
+	switch s.sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.sig.String()
+}
+
+// code is the exit code of a command the signal stopped, as shells report
+// it: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+func (s stopSignal) code() int { return 128 + int(s.sig) }
+
+// signalContext returns a context that the first SIGINT or SIGTERM cancels,
+// with a stopSignal as its cause. A second signal has its default effect,
+// ending treecast at once if stopping hangs. stop releases the signals.
+func signalContext(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case s := <-ch:
+			signal.Stop(ch)
+			cancel(stopSignal{s.(syscall.Signal)})
+		case <-done:
+		}
+	})
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		wg.Wait()
+		cancel(nil)
+	}
+}
+
+// stoppedBy reports the signal that ended ctx, if one did.
+func stoppedBy(ctx context.Context) (stopSignal, bool) {
+	var s stopSignal
+	ok := errors.As(context.Cause(ctx), &s)
+	return s, ok
 }

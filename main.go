@@ -7,18 +7,17 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -38,6 +37,8 @@ const (
 	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
 	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
+	exitReport   = 4 // seed: the --report file could not be written
+	// A command stopped by SIGINT (Ctrl-C) exits 130, by SIGTERM 143: see stopSignal.
 )
 
 // exitError carries the exit code an error maps to.
@@ -63,10 +64,14 @@ const exitHelp = `EXIT CODES:
    1  some node failed, or fewer receivers than --expect were found; or treecast could
       not run here: seed key unreadable or unprotected, --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
-   3  nothing found: no receivers (seed), or no session before --timeout (join)`
+   3  nothing found: no receivers (seed), or no session before --timeout (join)
+   4  seed: the --report file could not be written (the table on stdout still says how
+      every node fared); it wins over 0, 1 and 3
+ 130  stopped by Ctrl-C (SIGINT), 143 by SIGTERM: the seed prints the table so far and
+      writes the report; run the same command again to resume`
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	err := run(ctx, newApp(), os.Args)
 	stop()
 	if err == nil {
@@ -338,7 +343,9 @@ func runSeed(c *cli.Context) error {
 		}
 	}
 
+	// From here on, every outcome is printed and written to the report.
 	ctx := c.Context
+	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
 	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
@@ -346,7 +353,10 @@ func runSeed(c *cli.Context) error {
 	})
 	con.endProgress()
 	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+		return end.finish(end.emptyReport(relay.ReportPackage{Name: st.Name(), Size: st.Size()}), failed("seed: %v", err))
+	}
+	nothingSent := func() *relay.Report {
+		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
 	}
 
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
@@ -356,19 +366,22 @@ func runSeed(c *cli.Context) error {
 			log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
 		},
 	}, log)
+	if ctx.Err() != nil {
+		return end.finish(nothingSent(), ctx.Err())
+	}
 	if err != nil && len(found) == 0 {
 		if discover.IsNoInterface(err) {
 			return usage("seed: %v", err)
 		}
-		return &exitError{exitNotFound, fmt.Errorf("seed: %w", err)}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: %w", err)})
 	}
 	admit := newAdmission(sc.Group, log)
 	peers := admit.peers(found)
 	if len(peers) == 0 && len(found) > 0 {
-		return &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))})
 	}
 	if len(peers) == 0 {
-		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))})
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
@@ -398,23 +411,13 @@ func runSeed(c *cli.Context) error {
 	stopWatch()
 	<-watched
 	con.endProgress()
+	if rep == nil {
+		rep = nothingSent()
+	}
 	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+		err = failed("seed: %v", err)
 	}
-	rep.Expected = sc.Expect
-	printReport(os.Stdout, rep)
-	if sc.Report != "" {
-		if err := writeReport(sc.Report, rep); err != nil {
-			return &exitError{exitFailed, err}
-		}
-	}
-	switch {
-	case rep.Failed() > 0:
-		return &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
-	case len(rep.Nodes) < sc.Expect:
-		return &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), sc.Expect)}
-	}
-	return nil
+	return end.finish(rep, err)
 }
 
 // sessionFor signs m, unless a lab test replays a saved session.
@@ -542,43 +545,6 @@ func groupHint(g string) string {
 		return ""
 	}
 	return fmt.Sprintf(" and with --group %s", g)
-}
-
-func printReport(w io.Writer, rep *relay.Report) {
-	names := map[string]string{"seed": "seed"}
-	for _, n := range rep.Nodes {
-		names[n.ID] = n.Name
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENTS\tSTATUS\tBYTES\tSECONDS\tERROR")
-	for _, n := range rep.Nodes {
-		var parents []string
-		for _, p := range n.Parents {
-			parents = append(parents, cmp.Or(names[p], "-"))
-		}
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
-	}
-	tw.Flush()
-	ok := len(rep.Nodes) - rep.Failed()
-	rate := 0.0
-	if rep.Seconds > 0 {
-		rate = float64(rep.Package.Size) / rep.Seconds
-	}
-	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
-}
-
-// writeReport replaces path atomically with the JSON report.
-func writeReport(path string, rep *relay.Report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return os.Rename(tmp, path)
 }
 
 // --- join and serve --------------------------------------------------------
@@ -741,9 +707,11 @@ func runReceiver(c *cli.Context, once bool) error {
 		opt.CorruptChunk = func(i int) bool { return i == bad }
 	}
 	started := make(chan struct{}, 1)
-	opt.Busy = func(busy bool) {
+	var busy atomic.Bool
+	opt.Busy = func(b bool) {
+		busy.Store(b)
 		state := discover.StateIdle
-		if busy {
+		if b {
 			state = discover.StateBusy
 			select {
 			case started <- struct{}{}:
@@ -778,14 +746,26 @@ func runReceiver(c *cli.Context, once bool) error {
 
 	ctx := c.Context
 	if once {
-		return joinOnce(ctx, r, rc.Timeout, cfg.Relay.SeedTimeout, started, con)
+		err := joinOnce(ctx, r, rc.Timeout, cfg.Relay.SeedTimeout, started, con)
+		if sig, ok := stoppedBy(ctx); ok && err != nil {
+			return &exitError{sig.code(), fmt.Errorf("join: interrupted by %s: run the same command again (with the same --dir, it resumes from the blocks verified so far)", sig.name())}
+		}
+		return err
 	}
 	for {
 		res, err := r.Next(ctx)
 		con.endProgress()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil // stopped
+				why := "stopping"
+				if sig, ok := stoppedBy(ctx); ok {
+					why = sig.name() + " received: stopping"
+				}
+				if busy.Load() {
+					why += "; the session under way keeps its verified blocks in " + rc.Dir + ", to resume when the agent is started again"
+				}
+				con.printf("treecast: serve: %s\n", why)
+				return nil
 			}
 			return &exitError{exitFailed, err}
 		}

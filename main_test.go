@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -513,5 +515,146 @@ func TestVersionFlag(t *testing.T) {
 		if want := fmt.Sprintf("treecast (devel), protocol %d\n", relay.Version); out.String() != want {
 			t.Errorf("%s printed %q, want %q", flag, out.String(), want)
 		}
+	}
+}
+
+// The report is written however the run ends, and says how; a report that
+// cannot be written exits 4, unless a signal stopped the run.
+func TestSeedReportInEveryOutcome(t *testing.T) {
+	pkg := relay.ReportPackage{Name: "app.tar.gz", Size: 2 << 20, SHA256: strings.Repeat("ab", 32)}
+	node := func(name, status string, bytes int64) relay.ReportNode {
+		return relay.ReportNode{ID: name + "0123456789abcdef", Name: name, Addr: "10.0.0.1:7000", Status: status, Bytes: bytes, Parents: []string{"seed"}, Parent: "seed"}
+	}
+	sigint, cancel := context.WithCancelCause(context.Background())
+	cancel(stopSignal{syscall.SIGINT})
+	for _, tc := range []struct {
+		name      string
+		ctx       context.Context
+		nodes     []relay.ReportNode
+		runErr    error
+		expect    int
+		code      int
+		outcome   string
+		table     bool
+		nodeError string
+	}{
+		{"every node ok", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, 1, 0, "ok", true, ""},
+		{"a node failed", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20), node("b", "failed", 0)}, nil, 0, exitFailed, "failed", true, ""},
+		{"fewer than expected", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, 3, exitFailed, "failed", true, ""},
+		{"no receivers", context.Background(), nil, &exitError{exitNotFound, errors.New("no receivers found")}, 2, exitNotFound, "no receivers", false, ""},
+		{"Ctrl-C while looking", sigint, nil, context.Canceled, 2, 130, "interrupted", false, ""},
+		{"Ctrl-C while sending", sigint, []relay.ReportNode{node("a", "ok", 2<<20), node("b", "failed", 1<<20)}, context.Canceled, 2, 130, "interrupted", true,
+			"interrupted: the seed was stopped by SIGINT when this node held 1.0 MiB of 2.0 MiB; run the seed again to resume"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: tc.ctx, con: &console{out: &log}, out: &out, report: path, reportName: "--report", expect: tc.expect, start: time.Now()}
+			rep := end.emptyReport(pkg)
+			rep.Nodes = tc.nodes
+			err := end.finish(rep, tc.runErr)
+			if code := exitCodeOf(err); code != tc.code {
+				t.Errorf("exit %d (%v), want %d", code, err, tc.code)
+			}
+			if tc.code == 130 && (err == nil || !strings.Contains(err.Error(), "interrupted: run the same command again to resume")) {
+				t.Errorf("error %v does not say to run it again", err)
+			}
+			if got := strings.Contains(out.String(), "NODE "); got != tc.table {
+				t.Errorf("table printed: %v, want %v:\n%s", got, tc.table, out.String())
+			}
+			var r struct {
+				Outcome  string
+				Error    string
+				Expected int
+				Package  relay.ReportPackage
+				Nodes    []relay.ReportNode
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("no report: %v", err)
+			}
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Outcome != tc.outcome || r.Expected != tc.expect || r.Package != pkg || len(r.Nodes) != len(tc.nodes) || r.Nodes == nil {
+				t.Errorf("report %s", b)
+			}
+			if (r.Error == "") != (tc.code == 0) {
+				t.Errorf("report error %q for exit %d", r.Error, tc.code)
+			}
+			if tc.nodeError != "" && r.Nodes[1].Error != tc.nodeError {
+				t.Errorf("node error %q, want %q", r.Nodes[1].Error, tc.nodeError)
+			}
+			if tc.nodeError != "" && r.Nodes[0].Error != "" {
+				t.Errorf("a node that applied it got an error: %q", r.Nodes[0].Error)
+			}
+		})
+	}
+
+	// A report that cannot be written: exit 4, saying so, after the
+	// run's own verdict; a signal's exit code wins over it.
+	gone := filepath.Join(t.TempDir(), "gone")
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		nodes   []relay.ReportNode
+		runErr  error
+		code    int
+		verdict string
+	}{
+		{"all ok", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, exitReport, ""},
+		{"a node failed", context.Background(), []relay.ReportNode{node("a", "failed", 0)}, nil, exitReport, "treecast: 1 of 1 nodes failed\n"},
+		{"interrupted", sigint, []relay.ReportNode{node("a", "failed", 0)}, context.Canceled, 130, "treecast: seed: --report " + gone + "/r.json: "},
+		// A signal after every node was done does not undo it.
+		{"done, then Ctrl-C", sigint, []relay.ReportNode{node("a", "ok", 2<<20)}, nil, exitReport, ""},
+	} {
+		t.Run("unwritable, "+tc.name, func(t *testing.T) {
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: tc.ctx, con: &console{out: &log}, out: &out, report: filepath.Join(gone, "r.json"), reportName: "--report", start: time.Now()}
+			rep := end.emptyReport(pkg)
+			rep.Nodes = tc.nodes
+			err := end.finish(rep, tc.runErr)
+			if code := exitCodeOf(err); code != tc.code {
+				t.Errorf("exit %d (%v), want %d", code, err, tc.code)
+			}
+			if tc.code == exitReport && !strings.Contains(err.Error(), "the outcome was not saved (the table above has it): make that path writable, or give another one") {
+				t.Errorf("error %v", err)
+			}
+			if !strings.HasPrefix(log.String(), tc.verdict) {
+				t.Errorf("stderr %q, want it to start %q", log.String(), tc.verdict)
+			}
+			if !strings.Contains(out.String(), "NODE ") {
+				t.Error("no table")
+			}
+		})
+	}
+}
+
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return -1
+}
+
+// SIGINT ends the context with the signal as its cause, which sets the
+// exit code; a second one would end the process.
+func TestSignalContextSaysWhichSignal(t *testing.T) {
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done()
+	sig, ok := stoppedBy(ctx)
+	if !ok || sig.code() != 130 || sig.name() != "SIGINT" {
+		t.Errorf("stopped by %v (%v), want SIGINT, exit 130", sig, ok)
+	}
+	if _, ok := stoppedBy(context.Background()); ok {
+		t.Error("a context no signal ended is reported stopped by one")
 	}
 }

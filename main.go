@@ -7,18 +7,17 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -38,6 +37,8 @@ const (
 	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
 	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
+	exitReport   = 4 // seed: the --report file could not be written
+	// A command stopped by SIGINT (Ctrl-C) exits 130, by SIGTERM 143: see stopSignal.
 )
 
 // exitError carries the exit code an error maps to.
@@ -63,11 +64,15 @@ const exitHelp = `EXIT CODES:
    1  some node failed, or fewer receivers than --expect were found; or treecast could
       not run here: seed key unreadable or unprotected, --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
-   3  nothing found: no receivers (seed), or no session before --timeout (join)`
+   3  nothing found: no receivers (seed), or no session before --timeout (join)
+   4  seed: the --report file could not be written (the table on stdout still says how
+      every node fared); it wins over 0, 1 and 3
+ 130  stopped by Ctrl-C (SIGINT), 143 by SIGTERM: the seed prints the table so far and
+      writes the report; run the same command again to resume`
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp().RunContext(ctx, os.Args)
+	ctx, stop := signalContext(context.Background())
+	err := run(ctx, newApp(), os.Args)
 	stop()
 	if err == nil {
 		return
@@ -77,7 +82,7 @@ func main() {
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
 	}
-	os.Exit(exitUsage) // errors urfave/cli finds in the flags themselves
+	os.Exit(exitUsage) // errors urfave/cli finds itself
 }
 
 func newApp() *cli.App {
@@ -88,7 +93,9 @@ func newApp() *cli.App {
 then "treecast seed FILE" on one machine. Receivers announce themselves over mDNS
 (_treecast._tcp); the seed finds them, signs the session, and streams the package down
 a binary tree in which every node relays verified chunks to two others while it applies.
-Flags go before arguments. Settings: flag > TREECAST_* environment > --config file > default.`,
+Flags go before or after arguments; after --, every word is an argument.
+Settings: flag > TREECAST_* environment > --config file > default.
+Sizes: 4096, 256KiB, 1MiB, 2GiB (binary) or 500KB, 1MB, 2GB (decimal: 1MB is 1000000 bytes).`,
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitHelp + "\n",
 		HideVersion:           true,
 		ExitErrHandler:        func(*cli.Context, error) {},
@@ -109,21 +116,6 @@ var (
 
 func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
-}
-
-// noStrayArgs fails loudly on flags placed after arguments, which the
-// flag parser would otherwise ignore.
-func noStrayArgs(c *cli.Context, max int) error {
-	args := c.Args().Slice()
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") && a != "-" {
-			return usage("%s: flag %s after the arguments: put flags before arguments (treecast %s [flags] ...)", c.Command.Name, a, c.Command.Name)
-		}
-	}
-	if len(args) > max {
-		return usage("%s: unexpected argument %q (see treecast %s --help)", c.Command.Name, args[max], c.Command.Name)
-	}
-	return nil
 }
 
 // newLogger writes human-readable logs through the console, so they never
@@ -221,22 +213,33 @@ func (c *console) endProgress() {
 	}
 }
 
-// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M.
-func parseSize(s string) (int, error) {
-	t := strings.TrimSpace(s)
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"K", 1 << 10}, {"M", 1 << 20}, {"B", 1}} {
+// sizeUnits are the units parseSize takes: binary (KiB, and K as ls and
+// dd write it) and decimal (KB: 1MB is 1000000 bytes, as disks are sold).
+// Longest suffix first.
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+}
+
+// sizeForms says which sizes parseSize takes.
+const sizeForms = "a whole number of bytes with an optional unit: KiB, MiB, GiB (binary: 1MiB = 1048576) or KB, MB, GB (decimal: 1MB = 1000000)"
+
+// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M, 2GB.
+func parseSize(s string) (int64, error) {
+	t, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range sizeUnits {
 		if strings.HasSuffix(t, u.suffix) {
 			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
 			break
 		}
 	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional unit, like 1MiB or 256KiB", s)
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: want %s", s, sizeForms)
 	}
 	return n * mult, nil
 }
@@ -287,7 +290,7 @@ func runSeed(c *cli.Context) error {
 		return err
 	}
 	if c.NArg() != 1 {
-		return usage("seed: name the FILE to distribute: treecast seed [flags] FILE")
+		return usage("seed: name the FILE to distribute: treecast seed [flags] FILE; see treecast seed --help")
 	}
 	cfg, err := loadConfig(c)
 	if err != nil {
@@ -314,17 +317,15 @@ func runSeed(c *cli.Context) error {
 	if !st.Mode().IsRegular() {
 		return usage("seed: %s is not a regular file (to send a directory, pack it: tar czf pkg.tar.gz DIR)", path)
 	}
+	if err := cfg.checkReport("seed"); err != nil {
+		return err
+	}
+	key, keyPath, created, err := cfg.seedKey("seed")
+	if err != nil {
+		return err
+	}
 	con := newConsole()
 	log := newLogger(c, con)
-
-	keyPath := sc.Key
-	if keyPath == "" {
-		keyPath = defaultKeyPath()
-	}
-	key, created, err := relay.LoadOrCreateKey(keyPath)
-	if err != nil {
-		return failed("seed: key: %v", err)
-	}
 	fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 	if created {
 		con.printf("treecast: created seed key %s\n", keyPath)
@@ -342,7 +343,9 @@ func runSeed(c *cli.Context) error {
 		}
 	}
 
+	// From here on, every outcome is printed and written to the report.
 	ctx := c.Context
+	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
 	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
@@ -350,7 +353,10 @@ func runSeed(c *cli.Context) error {
 	})
 	con.endProgress()
 	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+		return end.finish(end.emptyReport(relay.ReportPackage{Name: st.Name(), Size: st.Size()}), failed("seed: %v", err))
+	}
+	nothingSent := func() *relay.Report {
+		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
 	}
 
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
@@ -360,19 +366,22 @@ func runSeed(c *cli.Context) error {
 			log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
 		},
 	}, log)
+	if ctx.Err() != nil {
+		return end.finish(nothingSent(), ctx.Err())
+	}
 	if err != nil && len(found) == 0 {
 		if discover.IsNoInterface(err) {
 			return usage("seed: %v", err)
 		}
-		return &exitError{exitNotFound, fmt.Errorf("seed: %w", err)}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: %w", err)})
 	}
 	admit := newAdmission(sc.Group, log)
 	peers := admit.peers(found)
 	if len(peers) == 0 && len(found) > 0 {
-		return &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))})
 	}
 	if len(peers) == 0 {
-		return &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))}
+		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("no receivers found in %s: start `treecast join` or `treecast serve` on them, on the same LAN%s", sc.Wait, groupHint(sc.Group))})
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
@@ -402,23 +411,13 @@ func runSeed(c *cli.Context) error {
 	stopWatch()
 	<-watched
 	con.endProgress()
+	if rep == nil {
+		rep = nothingSent()
+	}
 	if err != nil {
-		return &exitError{exitFailed, fmt.Errorf("seed: %w", err)}
+		err = failed("seed: %v", err)
 	}
-	rep.Expected = sc.Expect
-	printReport(os.Stdout, rep)
-	if sc.Report != "" {
-		if err := writeReport(sc.Report, rep); err != nil {
-			return &exitError{exitFailed, err}
-		}
-	}
-	switch {
-	case rep.Failed() > 0:
-		return &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
-	case len(rep.Nodes) < sc.Expect:
-		return &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), sc.Expect)}
-	}
-	return nil
+	return end.finish(rep, err)
 }
 
 // sessionFor signs m, unless a lab test replays a saved session.
@@ -548,43 +547,6 @@ func groupHint(g string) string {
 	return fmt.Sprintf(" and with --group %s", g)
 }
 
-func printReport(w io.Writer, rep *relay.Report) {
-	names := map[string]string{"seed": "seed"}
-	for _, n := range rep.Nodes {
-		names[n.ID] = n.Name
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENTS\tSTATUS\tBYTES\tSECONDS\tERROR")
-	for _, n := range rep.Nodes {
-		var parents []string
-		for _, p := range n.Parents {
-			parents = append(parents, cmp.Or(names[p], "-"))
-		}
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
-	}
-	tw.Flush()
-	ok := len(rep.Nodes) - rep.Failed()
-	rate := 0.0
-	if rep.Seconds > 0 {
-		rate = float64(rep.Package.Size) / rep.Seconds
-	}
-	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
-}
-
-// writeReport replaces path atomically with the JSON report.
-func writeReport(path string, rep *relay.Report) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return os.Rename(tmp, path)
-}
-
 // --- join and serve --------------------------------------------------------
 
 func receiverFlags() []cli.Flag {
@@ -680,7 +642,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
 	fromFlag(cfg, c, "secret", "receiver.secret", &rc.Secret, c.String)
 	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
-	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd)); err != nil {
+	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd), cfg.checkTargets(cmd)); err != nil {
 		return err
 	}
 	var trust relay.TrustSet
@@ -745,9 +707,11 @@ func runReceiver(c *cli.Context, once bool) error {
 		opt.CorruptChunk = func(i int) bool { return i == bad }
 	}
 	started := make(chan struct{}, 1)
-	opt.Busy = func(busy bool) {
+	var busy atomic.Bool
+	opt.Busy = func(b bool) {
+		busy.Store(b)
 		state := discover.StateIdle
-		if busy {
+		if b {
 			state = discover.StateBusy
 			select {
 			case started <- struct{}{}:
@@ -782,14 +746,26 @@ func runReceiver(c *cli.Context, once bool) error {
 
 	ctx := c.Context
 	if once {
-		return joinOnce(ctx, r, rc.Timeout, cfg.Relay.SeedTimeout, started, con)
+		err := joinOnce(ctx, r, rc.Timeout, cfg.Relay.SeedTimeout, started, con)
+		if sig, ok := stoppedBy(ctx); ok && err != nil {
+			return &exitError{sig.code(), fmt.Errorf("join: interrupted by %s: run the same command again (with the same --dir, it resumes from the blocks verified so far)", sig.name())}
+		}
+		return err
 	}
 	for {
 		res, err := r.Next(ctx)
 		con.endProgress()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil // stopped
+				why := "stopping"
+				if sig, ok := stoppedBy(ctx); ok {
+					why = sig.name() + " received: stopping"
+				}
+				if busy.Load() {
+					why += "; the session under way keeps its verified blocks in " + rc.Dir + ", to resume when the agent is started again"
+				}
+				con.printf("treecast: serve: %s\n", why)
+				return nil
 			}
 			return &exitError{exitFailed, err}
 		}
@@ -960,6 +936,9 @@ func peersCommand() *cli.Command {
 			if err := cfg.checkDiscover("peers"); err != nil {
 				return err
 			}
+			if c.Duration("wait") < 0 {
+				return usage("peers: --wait %s: want 0s (one query round) or longer", c.Duration("wait"))
+			}
 			con := newConsole()
 			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
 			if err != nil && len(found) == 0 {
@@ -1007,11 +986,14 @@ and every block travels encrypted (AES-256-GCM, a key per session). Without
 one, the package travels in clear to every receiver that answers.
 Copy the file to each machine readable by its owner only (chmod 600).`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Usage: "write the secret to `PATH` (never overwritten)", Required: true},
+			&cli.StringFlag{Name: "out", Usage: "write the secret to `PATH` (never overwritten); required"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := noStrayArgs(c, 0); err != nil {
 				return err
+			}
+			if c.String("out") == "" {
+				return usage("secret: say where to write it: treecast secret --out PATH; see treecast secret --help")
 			}
 			if err := relay.WriteSecret(c.String("out")); err != nil {
 				return failed("secret: %v", err)
@@ -1049,11 +1031,7 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version and protocol version",
 		Action: func(c *cli.Context) error {
-			v := "(devel)"
-			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-				v = bi.Main.Version
-			}
-			fmt.Printf("treecast %s, protocol %d\n", v, relay.Version)
+			fmt.Println(versionText())
 			return nil
 		},
 	}

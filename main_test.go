@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,6 +17,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,7 +31,7 @@ import (
 // runApp runs the CLI as a user would and returns the exit code and error.
 func runApp(t *testing.T, args ...string) (int, error) {
 	t.Helper()
-	err := newApp().RunContext(context.Background(), append([]string{"treecast"}, args...))
+	err := run(context.Background(), newApp(), append([]string{"treecast"}, args...))
 	if err == nil {
 		return 0, nil
 	}
@@ -151,7 +154,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"seed without file", []string{"seed"}, "FILE"},
 		{"seed missing file", []string{"seed", filepath.Join(dir, "nope")}, "no such file"},
 		{"seed directory", []string{"seed", dir}, "not a regular file"},
-		{"seed flag after file", []string{"seed", empty, "--expect", "3"}, "before arguments"},
+		{"seed flag after file, read", []string{"seed", empty, "--expect", "-3"}, "--expect -3: want 0"},
+		{"seed second file", []string{"seed", empty, empty}, `unexpected argument "` + empty + `"; see treecast seed --help`},
+		{"seed flag after --", []string{"seed", empty, "--", "--expect", "3"}, `unexpected argument "--expect"`},
 		{"seed bad chunk size", []string{"seed", "--chunk-size", "1KiB", empty}, "chunk-size"},
 		{"seed junk chunk size", []string{"seed", "--chunk-size", "lots", empty}, "chunk-size"},
 		{"join without action", []string{"join", "--trust-any", "--dir", dir}, "--to"},
@@ -231,15 +236,27 @@ func TestNodeIDIsStable(t *testing.T) {
 	}
 }
 
+// Binary and decimal units are both taken, each at its own value: 1MB is
+// 10^6 bytes, not 1MiB.
 func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int{"1MiB": 1 << 20, "256KiB": 256 << 10, "4096": 4096, "2M": 2 << 20, " 64 KiB ": 64 << 10} {
+	for in, want := range map[string]int64{
+		"1MiB": 1 << 20, "256KiB": 256 << 10, "4096": 4096, "2M": 2 << 20, " 64 KiB ": 64 << 10, "1GiB": 1 << 30, "2TiB": 2 << 40, "7B": 7,
+		"1KB": 1000, "1MB": 1_000_000, "1GB": 1_000_000_000, "3TB": 3_000_000_000_000, "1G": 1 << 30,
+	} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1MiB", "lots", "0"} {
-		if _, err := parseSize(in); err == nil {
+	for _, in := range []string{"", "-1MiB", "lots", "0", "1.5GB", "1gb", "1 PB", "9999999TiB"} {
+		_, err := parseSize(in)
+		if err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
+			continue
+		}
+		for _, w := range []string{"KiB, MiB, GiB", "KB, MB, GB", "1MB = 1000000"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("parseSize(%q): %v; want it to list the accepted forms (%q)", in, err, w)
+			}
 		}
 	}
 }
@@ -374,4 +391,270 @@ func mustNodeID(t *testing.T, s string) relay.NodeID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// Flags are read before and after arguments, keep their values, and stop at
+// `--`; the app's own flags move before the command.
+func TestReorderArgs(t *testing.T) {
+	app := newApp()
+	prepare(app)
+	for _, tc := range []struct{ in, want string }{
+		{"seed FILE --expect 3", "seed --expect 3 FILE"},
+		{"seed --expect 3 FILE", "seed --expect 3 FILE"},
+		{"seed FILE --expect=3 --wait 5s", "seed --expect=3 --wait 5s FILE"},
+		{"seed --report r.json FILE --verbose", "--verbose seed --report r.json FILE"},
+		{"--verbose seed FILE --verbose=false", "--verbose --verbose=false seed FILE"},
+		// A flag's value is never taken for an argument, even one that
+		// looks like a flag, or is the command's own name.
+		{"join --exec --verbose --to seed", "join --exec --verbose --to seed"},
+		{"seed FILE --key -odd.key", "seed --key -odd.key FILE"},
+		{"join --trust-any --to d --timeout 3s", "join --trust-any --to d --timeout 3s"},
+		// After --, every word is an argument.
+		{"seed FILE -- --expect 3", "seed -- FILE --expect 3"},
+		{"seed --expect 3 -- -file-with-dash", "seed --expect 3 -- -file-with-dash"},
+		{"seed -- FILE", "seed -- FILE"},
+		// A flag that wants a value and ends the line stays last, so the
+		// parser says it wants a value rather than eating FILE.
+		{"seed FILE --expect", "seed --expect"},
+		// Unknown flags stay with the command, to be refused by name.
+		{"seed FILE --expct 3", "seed --expct FILE 3"},
+		{"seed FILE -h", "seed -h FILE"},
+		{"seed - --wait 1s", "seed --wait 1s -"},
+		// Not a command: left as typed.
+		{"bogus --expect 3 x", "bogus --expect 3 x"},
+		{"--version", "--version"},
+		{"", ""},
+	} {
+		in := append([]string{"treecast"}, strings.Fields(tc.in)...)
+		got := strings.Join(reorderArgs(app, in)[1:], " ")
+		if got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A flag after the arguments is read as one before them would be.
+func TestFlagsAfterArguments(t *testing.T) {
+	pkg := writeFile(t, "pkg.bin", "payload")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"seed", pkg, "--expect", "-3"}, "seed: --expect -3: want 0"},
+		{[]string{"seed", pkg, "--verbose", "--chunk-size", "5000"}, `seed: --chunk-size "5000": want`},
+		{[]string{"join", "--trust-any", "--dir", dir, "--to", dir, "--timeout=-1s"}, "join: --timeout -1s: want 0s"},
+		{[]string{"peers", "--verbose", "--wait", "-1s"}, "peers: --wait -1s: want 0s"},
+	} {
+		code, err := runApp(t, tc.args...)
+		if code != exitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: exit %d, err %v; want exit %d saying %q", tc.args, code, err, exitUsage, tc.want)
+		}
+	}
+}
+
+// A usage error is one line: what was wrong, what is wanted, where the help
+// is; no help text is printed.
+func TestUsageErrorsAreOneLine(t *testing.T) {
+	pkg := writeFile(t, "pkg.bin", "payload")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"seed", "--wait", "10", pkg}, `seed: --wait "10": want a duration with a unit, such as 30s, 2m or 1h30m; see treecast seed --help`},
+		{[]string{"seed", pkg, "--wait", "soon"}, `seed: --wait "soon": want a duration`},
+		{[]string{"seed", "--expect", "many", pkg}, `seed: --expect "many": want a whole number, such as 3; see treecast seed --help`},
+		{[]string{"seed", pkg, "--expect"}, "seed: --expect needs a value: a whole number"},
+		{[]string{"seed", pkg, "--report"}, "seed: --report needs a value: PATH (write the outcome as JSON to PATH); see treecast seed --help"},
+		{[]string{"seed", "--expct", "3", pkg}, "seed: unknown flag --expct (did you mean --expect?); see treecast seed --help"},
+		{[]string{"join", "--trust-any=maybe"}, `join: --trust-any "maybe": want true or false`},
+		{[]string{"--bogus"}, "unknown flag --bogus (a command's flags go after the command's name); see treecast --help"},
+		{[]string{"secret"}, "secret: say where to write it: treecast secret --out PATH; see treecast secret --help"},
+		{[]string{"seed"}, "see treecast seed --help"},
+	} {
+		var out bytes.Buffer
+		app := newApp()
+		app.Writer, app.ErrWriter = &out, &out
+		err := run(context.Background(), app, append([]string{"treecast"}, tc.args...))
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v; want exit %d saying %q", tc.args, err, exitUsage, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") || out.Len() > 0 {
+			t.Errorf("%q: more than one line: %q, and printed %q", tc.args, err, out.String())
+		}
+	}
+	t.Setenv("TREECAST_WAIT", "10")
+	if code, err := runApp(t, "seed", pkg); code != exitUsage || err == nil || !strings.Contains(err.Error(), `TREECAST_WAIT="10" (--wait): want a duration`) {
+		t.Errorf("TREECAST_WAIT=10: exit %d, %v", code, err)
+	}
+}
+
+func TestUnknownCommandIsNamed(t *testing.T) {
+	for args, want := range map[string]string{
+		"bogus":       `unknown command "bogus"; see treecast --help`,
+		"sed x.bin":   `unknown command "sed" (did you mean seed?); see treecast --help`,
+		"--verbose x": `unknown command "x"; see treecast --help`,
+	} {
+		code, err := runApp(t, strings.Fields(args)...)
+		if code != exitUsage || err == nil || err.Error() != want {
+			t.Errorf("treecast %s: exit %d, %v; want exit %d, %q", args, code, err, exitUsage, want)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, flag := range []string{"--version", "-v"} {
+		var out bytes.Buffer
+		app := newApp()
+		app.Writer = &out
+		if err := run(context.Background(), app, []string{"treecast", flag}); err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if want := fmt.Sprintf("treecast (devel), protocol %d\n", relay.Version); out.String() != want {
+			t.Errorf("%s printed %q, want %q", flag, out.String(), want)
+		}
+	}
+}
+
+// The report is written however the run ends, and says how; a report that
+// cannot be written exits 4, unless a signal stopped the run.
+func TestSeedReportInEveryOutcome(t *testing.T) {
+	pkg := relay.ReportPackage{Name: "app.tar.gz", Size: 2 << 20, SHA256: strings.Repeat("ab", 32)}
+	node := func(name, status string, bytes int64) relay.ReportNode {
+		return relay.ReportNode{ID: name + "0123456789abcdef", Name: name, Addr: "10.0.0.1:7000", Status: status, Bytes: bytes, Parents: []string{"seed"}, Parent: "seed"}
+	}
+	sigint, cancel := context.WithCancelCause(context.Background())
+	cancel(stopSignal{syscall.SIGINT})
+	for _, tc := range []struct {
+		name      string
+		ctx       context.Context
+		nodes     []relay.ReportNode
+		runErr    error
+		expect    int
+		code      int
+		outcome   string
+		table     bool
+		nodeError string
+	}{
+		{"every node ok", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, 1, 0, "ok", true, ""},
+		{"a node failed", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20), node("b", "failed", 0)}, nil, 0, exitFailed, "failed", true, ""},
+		{"fewer than expected", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, 3, exitFailed, "failed", true, ""},
+		{"no receivers", context.Background(), nil, &exitError{exitNotFound, errors.New("no receivers found")}, 2, exitNotFound, "no receivers", false, ""},
+		{"Ctrl-C while looking", sigint, nil, context.Canceled, 2, 130, "interrupted", false, ""},
+		{"Ctrl-C while sending", sigint, []relay.ReportNode{node("a", "ok", 2<<20), node("b", "failed", 1<<20)}, context.Canceled, 2, 130, "interrupted", true,
+			"interrupted: the seed was stopped by SIGINT when this node held 1.0 MiB of 2.0 MiB; run the seed again to resume"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: tc.ctx, con: &console{out: &log}, out: &out, report: path, reportName: "--report", expect: tc.expect, start: time.Now()}
+			rep := end.emptyReport(pkg)
+			rep.Nodes = tc.nodes
+			err := end.finish(rep, tc.runErr)
+			if code := exitCodeOf(err); code != tc.code {
+				t.Errorf("exit %d (%v), want %d", code, err, tc.code)
+			}
+			if tc.code == 130 && (err == nil || !strings.Contains(err.Error(), "interrupted: run the same command again to resume")) {
+				t.Errorf("error %v does not say to run it again", err)
+			}
+			if got := strings.Contains(out.String(), "NODE "); got != tc.table {
+				t.Errorf("table printed: %v, want %v:\n%s", got, tc.table, out.String())
+			}
+			var r struct {
+				Outcome  string
+				Error    string
+				Expected int
+				Package  relay.ReportPackage
+				Nodes    []relay.ReportNode
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("no report: %v", err)
+			}
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Outcome != tc.outcome || r.Expected != tc.expect || r.Package != pkg || len(r.Nodes) != len(tc.nodes) || r.Nodes == nil {
+				t.Errorf("report %s", b)
+			}
+			if (r.Error == "") != (tc.code == 0) {
+				t.Errorf("report error %q for exit %d", r.Error, tc.code)
+			}
+			if tc.nodeError != "" && r.Nodes[1].Error != tc.nodeError {
+				t.Errorf("node error %q, want %q", r.Nodes[1].Error, tc.nodeError)
+			}
+			if tc.nodeError != "" && r.Nodes[0].Error != "" {
+				t.Errorf("a node that applied it got an error: %q", r.Nodes[0].Error)
+			}
+		})
+	}
+
+	// A report that cannot be written: exit 4, saying so, after the
+	// run's own verdict; a signal's exit code wins over it.
+	gone := filepath.Join(t.TempDir(), "gone")
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		nodes   []relay.ReportNode
+		runErr  error
+		code    int
+		verdict string
+	}{
+		{"all ok", context.Background(), []relay.ReportNode{node("a", "ok", 2<<20)}, nil, exitReport, ""},
+		{"a node failed", context.Background(), []relay.ReportNode{node("a", "failed", 0)}, nil, exitReport, "treecast: 1 of 1 nodes failed\n"},
+		{"interrupted", sigint, []relay.ReportNode{node("a", "failed", 0)}, context.Canceled, 130, "treecast: seed: --report " + gone + "/r.json: "},
+		// A signal after every node was done does not undo it.
+		{"done, then Ctrl-C", sigint, []relay.ReportNode{node("a", "ok", 2<<20)}, nil, exitReport, ""},
+	} {
+		t.Run("unwritable, "+tc.name, func(t *testing.T) {
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: tc.ctx, con: &console{out: &log}, out: &out, report: filepath.Join(gone, "r.json"), reportName: "--report", start: time.Now()}
+			rep := end.emptyReport(pkg)
+			rep.Nodes = tc.nodes
+			err := end.finish(rep, tc.runErr)
+			if code := exitCodeOf(err); code != tc.code {
+				t.Errorf("exit %d (%v), want %d", code, err, tc.code)
+			}
+			if tc.code == exitReport && !strings.Contains(err.Error(), "the outcome was not saved (the table above has it): make that path writable, or give another one") {
+				t.Errorf("error %v", err)
+			}
+			if !strings.HasPrefix(log.String(), tc.verdict) {
+				t.Errorf("stderr %q, want it to start %q", log.String(), tc.verdict)
+			}
+			if !strings.Contains(out.String(), "NODE ") {
+				t.Error("no table")
+			}
+		})
+	}
+}
+
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return -1
+}
+
+// SIGINT ends the context with the signal as its cause, which sets the
+// exit code; a second one would end the process.
+func TestSignalContextSaysWhichSignal(t *testing.T) {
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done()
+	sig, ok := stoppedBy(ctx)
+	if !ok || sig.code() != 130 || sig.name() != "SIGINT" {
+		t.Errorf("stopped by %v (%v), want SIGINT, exit 130", sig, ok)
+	}
+	if _, ok := stoppedBy(context.Background()); ok {
+		t.Error("a context no signal ended is reported stopped by one")
+	}
 }

@@ -197,8 +197,9 @@ func (s *settings) checkReceiver(cmd string) error {
 
 func (s *settings) checkSeed(cmd string) error {
 	sc := &s.Seed
-	if sc.Expect < 0 {
-		return s.invalid(cmd, "seed.expect", sc.Expect, "0 (start with the receivers found within wait) or more receivers", nil)
+	if sc.Expect < 0 || sc.Expect > s.Relay.MaxNodes {
+		return s.invalid(cmd, "seed.expect", sc.Expect, fmt.Sprintf("0 (start with the receivers found within wait) or more receivers, up to MaxNodes (%d), the most one session takes", s.Relay.MaxNodes),
+			map[string]string{"MaxNodes": "relay.max_nodes"})
 	}
 	if sc.Wait < 0 {
 		return s.invalid(cmd, "seed.wait", sc.Wait, "0s (one query round) or longer", nil)
@@ -211,11 +212,15 @@ func (s *settings) checkSeed(cmd string) error {
 
 // chunkSize parses a chunk size; its error says the sizes it accepts.
 func chunkSize(v string) (int, error) {
+	const want = "a size from 4KiB to 16MiB, a multiple of 4KiB, such as 1MiB or 256KiB"
 	n, err := parseSize(v)
-	if err != nil || n < relay.MinChunkSize || n > relay.MaxChunkSize || n%relay.MinBlockSize != 0 {
-		return 0, errors.New("a size from 4KiB to 16MiB, a multiple of 4KiB, such as 1MiB or 256KiB")
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%s; sizes are %s", want, sizeForms)
+	case n < relay.MinChunkSize || n > relay.MaxChunkSize || n%relay.MinBlockSize != 0:
+		return 0, fmt.Errorf("%s (%s is %d bytes)", want, strings.TrimSpace(v), n)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 func (s *settings) checkInstall(cmd string) error {

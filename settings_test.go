@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -138,4 +139,85 @@ session_ttl = "8784h"
 			}
 		}
 	}
+}
+
+// What can be checked before the first byte is sent is checked at start,
+// exit 2: where receivers write, where the seed's report goes, its key.
+func TestPlacesAreCheckedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
+	file := writeFile(t, "a-file", "x")
+	pkg := writeFile(t, "pkg.bin", "payload")
+	join := func(args ...string) []string {
+		return append([]string{"join", "--trust-any", "--timeout", "1s", "--dir", state}, args...)
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"--to a file", nil, join("--to", file), "join: --to " + file + ": " + file + " is a file, not a directory"},
+		{"--to under a file", nil, join("--to", filepath.Join(file, "sub")), file + " is a file, so no directory can be made under it"},
+		{"--to under /proc", nil, join("--to", "/proc/treecast"), "join: --to /proc/treecast: /proc is the kernel's own filesystem"},
+		{"--extract under /sys", nil, join("--extract", "/sys/kernel/x"), "join: --extract /sys/kernel/x: /sys is the kernel's own filesystem"},
+		{"--to a symlink into /proc", nil, join("--to", symlink(t, "/proc/self")), "in the kernel's proc filesystem"},
+		{"[install] to a file", map[string]string{"TREECAST_CONFIG": writeFile(t, "c.toml", "[install]\nto = \""+file+"\"\n")}, join(), "join: [install] to " + file + ": "},
+		{"serve --to a file", nil, []string{"serve", "--trust-any", "--dir", state, "--to", file}, "serve: --to " + file},
+		{"--report in a missing folder", nil, []string{"seed", "--report", filepath.Join(dir, "missing", "r.json"), pkg}, "the folder " + filepath.Join(dir, "missing") + " does not exist"},
+		{"--report a folder", nil, []string{"seed", pkg, "--report", dir}, "seed: --report " + dir + " is a directory"},
+		{"--report under a file", nil, []string{"seed", pkg, "--report", filepath.Join(file, "r.json")}, file + " is a file, not a folder"},
+		{"TREECAST_REPORT in a missing folder", map[string]string{"TREECAST_REPORT": "/nonexistent/r.json"}, []string{"seed", pkg}, "seed: --report /nonexistent/r.json: the folder /nonexistent does not exist"},
+		{"--key that does not exist", nil, []string{"seed", "--key", filepath.Join(dir, "typo.key"), pkg}, "seed: --key " + filepath.Join(dir, "typo.key") + ": no such key file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, err := runApp(t, tc.args...)
+			if code != exitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("exit %d, err %v; want exit %d saying %q", code, err, exitUsage, tc.want)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "typo.key")); err == nil {
+		t.Error("a seed with a --key that does not exist created one")
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Errorf("refused receivers created their state folder %s", state)
+	}
+	// A target that does not exist yet, under a writable folder, is taken.
+	if err := writableDir(filepath.Join(dir, "new", "deeper")); err != nil {
+		t.Errorf("a creatable directory refused: %v", err)
+	}
+	if err := writableDir(dir); err != nil {
+		t.Errorf("a writable directory refused: %v", err)
+	}
+}
+
+// An unwritable folder is refused, for a user other than root (root may
+// write anywhere access(2) allows).
+func TestUnwritableTargetIsRefused(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root writes in a folder without write permission")
+	}
+	ro := t.TempDir()
+	if err := os.Chmod(ro, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(ro, 0o755) })
+	for _, d := range []string{ro, filepath.Join(ro, "new")} {
+		if err := writableDir(d); err == nil || !strings.Contains(err.Error(), "not writable") {
+			t.Errorf("writableDir(%s) = %v, want not writable", d, err)
+		}
+	}
+}
+
+func symlink(t *testing.T, target string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -11,8 +11,15 @@
 # and D one after another, then stop on SIGTERM.
 # Then: a `[relay] heartbeat = "0s"` config exits 2 naming the key; a
 # group-readable seed key exits 1 with the chmod that fixes it; a `join` on
-# the serve agent's --dir exits 1; `join` with no session exits 3 after its
-# --timeout; `seed` with no receivers exits 3 after its --wait.
+# the serve agent's --dir exits 1; what can be checked before the first byte
+# is sent (--to/--extract a file, under /proc or /sys, on a read-only
+# filesystem; --report in a missing folder; a --key that does not exist; a
+# bad size or duration) exits 2 in one line and sends nothing; flags after
+# FILE; a report on a full disk exits 4; the serve agent logs its SIGTERM;
+# Ctrl-C while looking for receivers and mid-transfer exits 130 with the
+# table and the report, and the same command again resumes; `join` with no
+# session exits 3 after its --timeout; `seed` with no receivers exits 3
+# after its --wait, and writes its report.
 #
 # Prints PASS/FAIL per check and ends with "N passed, N failed"; exits 1 if
 # any check failed.
@@ -64,10 +71,14 @@ check_eq() {
 say() { printf '\n== %s\n' "$*"; }
 indent() { sed 's/^/    | /'; }
 
+# tmpfs mounts made for the tests (a full disk, a read-only one).
+MOUNTS=()
+
 on_exit() {
 	local rc=$?
 	set +e
 	lab_cleanup
+	for m in "${MOUNTS[@]}"; do umount "$m"; done
 	if [[ -z $FINISHED ]]; then
 		fail "e2e stopped early (exit $rc); logs in $LOGS"
 		echo "$PASSED passed, $FAILED failed"
@@ -415,6 +426,81 @@ check_eq "--dir in use by the serve agent: join exit code" "$rc" 1
 check "--dir in use by the serve agent: join says so and points at --dir" \
 	grep -qF "$WORK/h9 is in use by another treecast receiver: give this one its own --dir" "$LOGS/dir-in-use-join.log"
 
+# ---- checked before the first byte is sent: exit 2, one line, nothing sent ----
+say "checked at start: exit 2, a one-line message, and nothing sent"
+# A package of its own name: were a check missed, h9's agent would get it.
+PKG_P=$WORK/pkg/checked-at-start.bin
+head -c 100000 /dev/urandom >"$PKG_P"
+: >"$WORK/a-file"
+mkdir -p "$WORK/ro"
+mount -t tmpfs -o ro,size=64k tmpfs "$WORK/ro" && MOUNTS+=("$WORK/ro")
+# at_start NAME HOST WANT CMD... : CMD exits 2, its output is the one line WANT is in.
+at_start() {
+	local name=$1 host=$2 want=$3 rc=0 log=$LOGS/at-start-${1//[^A-Za-z0-9]/-}.log
+	shift 3
+	host_env "$host"
+	lab_exec "$host" "${HENV[@]}" timeout -k 10 60 "$BIN" "$@" >"$log" 2>&1 || rc=$?
+	check_eq "at start: $name: exit code" "$rc" 2
+	if grep -qF -- "$want" "$log" && (($(wc -l <"$log") == 1)); then
+		pass "at start: $name: one line saying \"$want\""
+	else
+		fail "at start: $name: one line saying \"$want\" (got: $(head -c 300 "$log"))"
+	fi
+}
+SEED_ARGS=(--expect 1 --wait 5s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}")
+JOIN_ARGS=(--name h1 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --timeout 5s --dir "$WORK/h1" "${TRUST_ARGS[@]}")
+at_start "seed --report in a missing folder" 0 "--report $WORK/missing/r.json: the folder $WORK/missing does not exist" \
+	seed "${SEED_ARGS[@]}" --report "$WORK/missing/r.json" "$PKG_P"
+at_start "seed --report a folder" 0 "--report $WORK is a directory" seed "${SEED_ARGS[@]}" --report "$WORK" "$PKG_P"
+at_start "seed --key that does not exist" 0 "--key $WORK/typo.key: no such key file" seed "${SEED_ARGS[@]}" --key "$WORK/typo.key" "$PKG_P"
+check "at start: seed --key that does not exist: no key made there" test ! -e "$WORK/typo.key"
+at_start "seed --chunk-size 1MB" 0 '--chunk-size "1MB": want a size from 4KiB to 16MiB, a multiple of 4KiB, such as 1MiB or 256KiB (1MB is 1000000 bytes)' \
+	seed "${SEED_ARGS[@]}" --chunk-size 1MB "$PKG_P"
+at_start "seed --chunk-size 1.5GB" 0 "KiB, MiB, GiB (binary: 1MiB = 1048576) or KB, MB, GB (decimal: 1MB = 1000000)" \
+	seed "${SEED_ARGS[@]}" --chunk-size 1.5GB "$PKG_P"
+at_start "seed --wait 30" 0 'seed: --wait "30": want a duration with a unit, such as 30s, 2m or 1h30m; see treecast seed --help' \
+	seed "${SEED_ARGS[@]}" --wait 30 "$PKG_P"
+at_start "seed --expect over max_nodes" 0 "--expect 5000: want 0" seed "${SEED_ARGS[@]}" --expect 5000 "$PKG_P"
+at_start "join --to a file" 1 "--to $WORK/a-file: $WORK/a-file is a file, not a directory" join "${JOIN_ARGS[@]}" --to "$WORK/a-file"
+at_start "join --to under /proc" 1 "--to /proc/treecast: /proc is the kernel's own filesystem" join "${JOIN_ARGS[@]}" --to /proc/treecast
+at_start "join --extract under /sys" 1 "--extract /sys/treecast: /sys is the kernel's own filesystem" join "${JOIN_ARGS[@]}" --extract /sys/treecast
+at_start "join --to on a read-only filesystem" 1 "$WORK/ro is on a read-only filesystem" join "${JOIN_ARGS[@]}" --to "$WORK/ro/dest"
+at_start "serve --to a file" 2 "serve: --to $WORK/a-file: $WORK/a-file is a file" serve --name h2 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--dir "$WORK/h2" "${TRUST_ARGS[@]}" --to "$WORK/a-file"
+at_start "an unknown command" 0 'treecast: unknown command "bogus"; see treecast --help' bogus
+check "at start: nothing sent: h9 never heard of $(basename "$PKG_P")" bash -c "! grep -qF '$(basename "$PKG_P")' '$LOGS/serve-h9.log' && test ! -e '$SERVE_DEST/$(basename "$PKG_P")'"
+
+# ---- flags after FILE; a report that cannot be written exits 4 ----
+say "flags after FILE are read; a report on a full disk exits 4 after the table"
+PKG_F=$WORK/pkg/flags-after.bin
+head -c 200000 /dev/urandom >"$PKG_F"
+rc=0
+host_env 0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed "$PKG_F" --verbose --expect 1 --wait 10s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/F.json" >"$LOGS/flags-after-seed.log" 2>&1 || rc=$?
+check_eq "flags after FILE: seed exit code" "$rc" 0
+check_eq "flags after FILE: --expect 1 read (report expected)" "$(jq -r .expected "$WORK/F.json" 2>/dev/null)" 1
+check_eq "flags after FILE: report outcome" "$(jq -r .outcome "$WORK/F.json" 2>/dev/null)" ok
+check "flags after FILE: --verbose after the command logs each receiver found" grep -q 'found receiver' "$LOGS/flags-after-seed.log"
+check_copy F "h9 serve --to $(basename "$PKG_F")" "$PKG_F" "$SERVE_DEST/$(basename "$PKG_F")"
+
+mkdir -p "$WORK/full"
+if mount -t tmpfs -o size=64k tmpfs "$WORK/full"; then
+	MOUNTS+=("$WORK/full")
+	head -c 1M /dev/zero >"$WORK/full/fill" 2>/dev/null || true
+fi
+PKG_R=$WORK/pkg/report-on-full-disk.bin
+head -c 200000 /dev/urandom >"$PKG_R"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 1 --wait 10s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/full/R.json" "$PKG_R" >"$LOGS/report-full-seed.log" 2>&1 || rc=$?
+check_eq "report on a full disk: seed exit code" "$rc" 4
+check "report on a full disk: the table is printed" grep -qE '^h9 +[0-9a-f]{8} .* ok ' "$LOGS/report-full-seed.log"
+check "report on a full disk: the seed says so and what to do" \
+	grep -qF "seed: --report $WORK/full/R.json: write $WORK/full/R.json.tmp: no space left on device: the outcome was not saved (the table above has it): make that path writable, or give another one" "$LOGS/report-full-seed.log"
+check "report on a full disk: nothing left there" test ! -e "$WORK/full/R.json" -a ! -e "$WORK/full/R.json.tmp"
+check_copy R "h9 serve --to $(basename "$PKG_R")" "$PKG_R" "$SERVE_DEST/$(basename "$PKG_R")"
+
 # ---- the serve agent got all four, one after another ----
 say "serve agent h9: four sessions in a row"
 for p in "$PKG_A" "$PKG_B" "$PKG_C" "$PKG_D"; do
@@ -429,7 +515,9 @@ if kill -0 "$SERVE_PID" 2>/dev/null; then
 	else
 		rc=0
 		wait "$SERVE_PID" || rc=$?
-		pass "serve: h9 stops within 10 s of SIGTERM (exit code $rc)"
+		pass "serve: h9 stops within 10 s of SIGTERM"
+		check_eq "serve: h9 exit code after SIGTERM" "$rc" 0
+		check "serve: h9 logs that it stops on SIGTERM" grep -qF "treecast: serve: SIGTERM received: stopping" "$LOGS/serve-h9.log"
 	fi
 else
 	rc=0
@@ -437,6 +525,101 @@ else
 	fail "serve: h9 still running after four sessions (it exited with $rc; log $LOGS/serve-h9.log)"
 	tail -n 15 "$LOGS/serve-h9.log" | indent
 fi
+
+# ---- Ctrl-C ----
+say "Ctrl-C: while looking, and mid-transfer: exit 130, the table so far, the report; the same command again resumes"
+PKG_I=$WORK/pkg/interrupted.bin
+head -c $((4 * 1048576)) /dev/urandom >"$PKG_I"
+# wait_for SECONDS CMD... : polls CMD until it succeeds; fails after SECONDS.
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.1
+	done
+}
+# interrupt PID : SIGINT to PID, then its exit code in rc.
+interrupt() {
+	local pid=$1
+	kill -INT "$pid" || true
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$pid" 2>/dev/null; then
+		fail "Ctrl-C: pid $pid still runs 10 s after SIGINT"
+		kill -KILL "$pid" || true
+	fi
+	rc=0
+	wait "$pid" || rc=$?
+}
+# seed_rate RATE : shapes the seed's (h0's) upload to RATE; "" puts back the lab's.
+seed_rate() {
+	local ns rate=${1:-$RATE}
+	ns=$(lab_ns 0)
+	tc -n "$ns" qdisc del dev eth0 root 2>/dev/null || true
+	if [[ $rate != none && $rate != 0 ]]; then
+		tc -n "$ns" qdisc add dev eth0 root tbf rate "$rate" burst "$(lab_burst "$rate")" latency "$LAB_LATENCY" ||
+			fail "Ctrl-C: shape h0's upload to $rate"
+	fi
+}
+host_env 0
+lab_spawn 0 "$LOGS/I0-seed.log" "${HENV[@]}" "$BIN" seed --expect 1 --wait 60s "${IFACE_ARGS[@]}" --group nobody --report "$WORK/I0.json" "$PKG_I"
+pid=$LAB_LAST_PID
+wait_for 20 grep -q "looking for receivers" "$LOGS/I0-seed.log" || fail "Ctrl-C while looking: the seed never started looking"
+interrupt "$pid"
+check_eq "Ctrl-C while looking: seed exit code" "$rc" 130
+check "Ctrl-C while looking: says interrupted, nothing sent, run it again" \
+	grep -qF "seed: interrupted: run the same command again to resume (stopped by SIGINT; nothing was sent)" "$LOGS/I0-seed.log"
+check_eq "Ctrl-C while looking: report outcome, nodes" "$(jq -c '[.outcome, (.nodes | length), .package.sha256]' "$WORK/I0.json" 2>/dev/null)" "[\"interrupted\",0,\"$(sha "$PKG_I")\"]"
+
+host_env 4
+lab_spawn 4 "$LOGS/I0-join.log" "${HENV[@]}" "$BIN" join --name h4 "${IFACE_ARGS[@]}" --group nobody --dir "$WORK/h4" "${TRUST_ARGS[@]}" --to "$WORK/dest/h4"
+pid=$LAB_LAST_PID
+wait_for 20 grep -q "waiting for a session" "$LOGS/I0-join.log" || fail "Ctrl-C at join: it never started waiting"
+interrupt "$pid"
+check_eq "Ctrl-C at join: exit code" "$rc" 130
+check "Ctrl-C at join: says so, and how to resume" \
+	grep -qF "join: interrupted by SIGINT: run the same command again (with the same --dir, it resumes from the blocks verified so far)" "$LOGS/I0-join.log"
+
+for i in 1 2 3; do
+	mkdir -p "$WORK/dest/h$i/I"
+	start_join "$i" "$LOGS/I-h$i.log" --to "$WORK/dest/h$i/I"
+done
+# The seed's upload at 2 Mbit/s: 4 MiB take about 17 s.
+seed_rate 2mbit
+host_env 0
+lab_spawn 0 "$LOGS/I-seed.log" "${HENV[@]}" "$BIN" seed --expect 3 --wait 30s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --report "$WORK/I.json" "$PKG_I"
+pid=$LAB_LAST_PID
+# Mid-transfer: a receiver reports a share of the package, neither 0 nor all of it.
+if wait_for 40 grep -qE 'treecast: +([1-9][0-9]?\.[0-9])%' "$LOGS/I-h1.log" "$LOGS/I-h2.log" "$LOGS/I-h3.log"; then
+	pass "Ctrl-C mid-transfer: the receivers got part of the package"
+else
+	fail "Ctrl-C mid-transfer: the receivers got part of the package"
+fi
+interrupt "$pid"
+seed_rate ""
+echo "seed output:"
+indent <"$LOGS/I-seed.log"
+check_eq "Ctrl-C mid-transfer: seed exit code" "$rc" 130
+check "Ctrl-C mid-transfer: the table so far" grep -qE '^NODE +ID +ADDRESS' "$LOGS/I-seed.log"
+check_eq "Ctrl-C mid-transfer: a table line per receiver" "$(grep -cE '^h[123] +[0-9a-f]{8} ' "$LOGS/I-seed.log")" 3
+check "Ctrl-C mid-transfer: says interrupted: run the same command again to resume" \
+	grep -qF "seed: interrupted: run the same command again to resume" "$LOGS/I-seed.log"
+check_eq "Ctrl-C mid-transfer: report outcome" "$(jq -r .outcome "$WORK/I.json" 2>/dev/null)" interrupted
+check_eq "Ctrl-C mid-transfer: report names h1..h3" "$(jq -r '[.nodes[].name] | sort | join(",")' "$WORK/I.json" 2>/dev/null)" "h1,h2,h3"
+check "Ctrl-C mid-transfer: each node's status is ok, or failed with why" \
+	jq -e '[.nodes[] | .status == "ok" or (.status == "failed" and (.error | startswith("interrupted: the seed was stopped by SIGINT")))] | all' "$WORK/I.json"
+# shellcheck disable=SC2016 # $s is jq's
+check "Ctrl-C mid-transfer: a node was stopped part-way" jq -e --argjson s "$(fsize "$PKG_I")" '[.nodes[] | select(.status == "failed" and .bytes < $s)] | length > 0' "$WORK/I.json"
+rc=0
+host_env 0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 3 --wait 30s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/I2.json" "$PKG_I" >"$LOGS/I2-seed.log" 2>&1 || rc=$?
+check_eq "Ctrl-C, then the same command again: seed exit code" "$rc" 0
+wait_joins I
+for i in 1 2 3; do check_copy I "h$i --to copy after the resumed run" "$PKG_I" "$WORK/dest/h$i/I/$(basename "$PKG_I")"; done
+# shellcheck disable=SC2016 # $s is jq's
+check "Ctrl-C, then the same command again: the receivers resumed (downloaded less than 3 whole copies)" \
+	jq -e --argjson s "$(fsize "$PKG_I")" '[.nodes[].received] | add < 3 * $s' "$WORK/I2.json"
 
 # ---- nothing to find ----
 say "nobody there: join and seed give up with exit code 3"
@@ -453,11 +636,13 @@ t0=$(date +%s.%N)
 rc=0
 host_env 0
 lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 1 --wait 3s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
-	"$PKG_D" >"$LOGS/noreceiver-seed.log" 2>&1 || rc=$?
+	--report "$WORK/none.json" "$PKG_D" >"$LOGS/noreceiver-seed.log" 2>&1 || rc=$?
 t1=$(date +%s.%N)
 el=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
 check_eq "seed with no receivers: exit code" "$rc" 3
 check "seed with no receivers: gives up after its --wait 3s (took ${el}s)" awk -v e="$el" 'BEGIN{exit !(e >= 2.5 && e <= 20)}'
+check_eq "seed with no receivers: report written (outcome, nodes, package)" \
+	"$(jq -c '[.outcome, (.nodes | length), .package.name, .expected]' "$WORK/none.json" 2>/dev/null)" "[\"no receivers\",0,\"$(basename "$PKG_D")\",1]"
 
 # ---- nothing left behind: every command above has exited ----
 left=0

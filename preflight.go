@@ -1,0 +1,168 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/treecast/treecast/relay"
+)
+
+// Checks of the places a command will write, made before anything is sent:
+// a mistake found after the whole transfer costs the whole transfer. Each
+// is a usage error (exit 2) naming the flag or key that set the place.
+
+// checkTargets refuses a --to or --extract directory that cannot be
+// created or written, is a file, or is in a kernel filesystem (/proc, /sys).
+func (s *settings) checkTargets(cmd string) error {
+	for _, t := range []struct{ key, path string }{{"install.to", s.Install.To}, {"install.extract", s.Install.Extract}} {
+		if t.path == "" {
+			continue
+		}
+		if err := writableDir(t.path); err != nil {
+			return usage("%s: %s %s: %v", cmd, s.name(t.key), t.path, err)
+		}
+	}
+	return nil
+}
+
+// checkReport refuses a --report path whose folder is missing or not
+// writable, or that is a directory: the report is written at the end, in
+// every outcome, and must not fail then.
+func (s *settings) checkReport(cmd string) error {
+	path := s.Seed.Report
+	if path == "" {
+		return nil
+	}
+	name := s.name("seed.report")
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return usage("%s: %s %s is a directory: give the path of the JSON file to write, such as %s", cmd, name, path, filepath.Join(path, "report.json"))
+	}
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return usage("%s: %s %s: the folder %s does not exist: create it (mkdir -p %s) or give another path", cmd, name, path, dir, dir)
+	case err != nil:
+		return usage("%s: %s %s: %v", cmd, name, path, err)
+	case !st.IsDir():
+		return usage("%s: %s %s: %s is a file, not a folder: give another path", cmd, name, path, dir)
+	}
+	if err := canWrite(dir); err != nil {
+		return usage("%s: %s %s: %v", cmd, name, path, err)
+	}
+	return nil
+}
+
+// seedKey loads the seed key. An explicit one (--key, TREECAST_KEY,
+// [seed] key) must exist: a new key there would be one no receiver
+// trusts. Only the default key is created on first use.
+func (s *settings) seedKey(cmd string) (key ed25519.PrivateKey, path string, created bool, err error) {
+	if s.Seed.Key == "" {
+		path = defaultKeyPath()
+		key, created, err = relay.LoadOrCreateKey(path)
+		if err != nil {
+			return nil, path, false, failed("%s: key: %v", cmd, err)
+		}
+		return key, path, created, nil
+	}
+	path = s.Seed.Key
+	key, err = relay.LoadKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, path, false, usage("%s: %s %s: no such key file, and a new key there would be one no receiver trusts: give the path of your seed key, make one with `treecast keygen --out %s` (then receivers --trust it), or leave %s out to sign with the default key %s",
+			cmd, s.name("seed.key"), path, path, s.name("seed.key"), defaultKeyPath())
+	}
+	if err != nil {
+		return nil, path, false, failed("%s: key: %v", cmd, err)
+	}
+	return key, path, false, nil
+}
+
+// writableDir says why dir cannot be used as a directory to write into:
+// it is a file, in a kernel filesystem, or neither it nor (when missing)
+// the nearest folder above it that exists is writable.
+func writableDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, k := range []string{"/proc", "/sys"} {
+		if abs == k || strings.HasPrefix(abs, k+"/") {
+			return fmt.Errorf("%s is the kernel's own filesystem, not a place for files: give a directory on a disk, such as /opt/app", k)
+		}
+	}
+	p := abs
+	for {
+		st, err := os.Stat(p)
+		if err == nil {
+			if !st.IsDir() {
+				if p == abs {
+					return fmt.Errorf("%s is a file, not a directory: give the directory to write into (it is created if missing)", p)
+				}
+				return fmt.Errorf("%s is a file, so no directory can be made under it: give another directory", p)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return err
+		}
+		if parent := filepath.Dir(p); parent != p {
+			p = parent
+			continue
+		}
+		return err
+	}
+	if fsName := kernelFS(p); fsName != "" {
+		return fmt.Errorf("%s is in the kernel's %s filesystem, not a place for files: give a directory on a disk, such as /opt/app", p, fsName)
+	}
+	if err := canWrite(p); err != nil {
+		if p != abs {
+			return fmt.Errorf("it does not exist, and cannot be created: %w", err)
+		}
+		return err
+	}
+	return nil
+}
+
+// canWrite says why this process cannot create files in the existing
+// directory dir, or nil.
+func canWrite(dir string) error {
+	const wOK, xOK = 0x2, 0x1 // access(2): may write, may enter
+	switch err := syscall.Access(dir, wOK|xOK); {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%s is on a read-only filesystem: give a directory on a writable one", dir)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%s is not writable by this user (uid %d): give one that is, or run as its owner", dir, os.Geteuid())
+	default:
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+}
+
+// kernelFS names the kernel filesystem dir is in (proc, sysfs, cgroup), or
+// "" for a filesystem that holds files. Root may write in /proc's
+// directories as far as access(2) says; nothing placed there would land.
+func kernelFS(dir string) string {
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil {
+		return ""
+	}
+	return kernelFSMagic[st.Type]
+}
+
+// kernelFSMagic names the statfs(2) magic numbers of the kernel's own
+// filesystems (linux/magic.h).
+var kernelFSMagic = map[int64]string{
+	0x9fa0:     "proc",       // PROC_SUPER_MAGIC
+	0x62656572: "sysfs",      // SYSFS_MAGIC
+	0x27e0eb:   "cgroup",     // CGROUP_SUPER_MAGIC
+	0x63677270: "cgroup2",    // CGROUP2_SUPER_MAGIC
+	0x64626720: "debugfs",    // DEBUGFS_MAGIC
+	0x73636673: "securityfs", // SECURITYFS_MAGIC
+}

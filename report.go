@@ -1,0 +1,177 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/treecast/treecast/relay"
+)
+
+// How a seed run ends, whatever ended it (every node done, no receivers,
+// a failure, Ctrl-C): the table on stdout, the --report file, and the exit
+// code.
+
+// Outcomes of a seed run, in the report.
+const (
+	outcomeOK          = "ok"           // every node applied the package, and at least --expect were found
+	outcomeFailed      = "failed"       // a node failed, fewer than --expect were found, or the seed failed
+	outcomeNoReceivers = "no receivers" // nothing was sent
+	outcomeInterrupted = "interrupted"  // stopped by SIGINT or SIGTERM
+)
+
+// seedReport is the --report file: relay's report, and how the run ended.
+type seedReport struct {
+	*relay.Report
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"` // why it did not end ok
+}
+
+// seedEnd ends one seed run.
+type seedEnd struct {
+	ctx        context.Context // the command's: a signal that ended it is its cause
+	con        *console        // stderr
+	out        io.Writer       // the table
+	report     string          // --report path; "" writes none
+	reportName string          // the flag or key that set it, for messages
+	expect     int
+	start      time.Time
+}
+
+// emptyReport is the report of a run that sent nothing: pkg is what it
+// would have sent (its sha256 is empty if hashing did not end).
+func (e *seedEnd) emptyReport(pkg relay.ReportPackage) *relay.Report {
+	return &relay.Report{Package: pkg, Seconds: time.Since(e.start).Seconds()}
+}
+
+// finish prints rep, writes the report, and returns the run's exit error:
+// runErr, what rep says (a failed node, fewer than --expect), or the
+// signal that stopped the run. A report that cannot be written exits 4
+// (unless a signal stopped the run), after the run's own verdict is said.
+func (e *seedEnd) finish(rep *relay.Report, runErr error) error {
+	rep.Expected = e.expect
+	if rep.Nodes == nil {
+		rep.Nodes = []relay.ReportNode{} // "nodes": [], not null
+	}
+	var verdict *exitError
+	outcome := outcomeFailed
+	// A run that ended of itself is not interrupted by a signal after it.
+	sig, stopped := stoppedBy(e.ctx)
+	stopped = stopped && runErr != nil
+	switch {
+	case stopped:
+		outcome = outcomeInterrupted
+		for i := range rep.Nodes {
+			if n := &rep.Nodes[i]; n.Status != relay.StatusOK && n.Error == "" {
+				n.Error = fmt.Sprintf("interrupted: the seed was stopped by %s when this node held %s of %s; run the seed again to resume",
+					sig.name(), relay.HumanBytes(n.Bytes), relay.HumanBytes(rep.Package.Size))
+			}
+		}
+		what := "the receivers keep the blocks they verified"
+		if len(rep.Nodes) == 0 {
+			what = "nothing was sent"
+		}
+		verdict = &exitError{sig.code(), fmt.Errorf("seed: interrupted: run the same command again to resume (stopped by %s; %s)", sig.name(), what)}
+	case runErr != nil:
+		if !errors.As(runErr, &verdict) {
+			verdict = &exitError{exitFailed, runErr}
+		}
+		if verdict.code == exitNotFound {
+			outcome = outcomeNoReceivers
+		}
+	case rep.Failed() > 0:
+		verdict = &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
+	case len(rep.Nodes) < e.expect:
+		verdict = &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), e.expect)}
+	default:
+		outcome = outcomeOK
+	}
+	if len(rep.Nodes) > 0 {
+		printReport(e.out, rep)
+	}
+	if e.report == "" {
+		return errOrNil(verdict)
+	}
+	sr := seedReport{Report: rep, Outcome: outcome}
+	if verdict != nil {
+		sr.Error = verdict.Error()
+	}
+	werr := writeReport(e.report, sr)
+	if werr == nil {
+		return errOrNil(verdict)
+	}
+	rerr := &exitError{exitReport, fmt.Errorf("seed: %s %s: %w: the outcome was not saved (the table above has it): make that path writable, or give another one", e.reportName, e.report, werr)}
+	if stopped {
+		e.con.printf("treecast: %v\n", rerr)
+		return verdict
+	}
+	if verdict != nil {
+		e.con.printf("treecast: %v\n", verdict)
+	}
+	return rerr
+}
+
+// errOrNil keeps a nil *exitError from becoming a non-nil error.
+func errOrNil(e *exitError) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+func printReport(w io.Writer, rep *relay.Report) {
+	names := map[string]string{"seed": "seed"}
+	for _, n := range rep.Nodes {
+		names[n.ID] = n.Name
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENTS\tSTATUS\tBYTES\tSECONDS\tERROR")
+	for _, n := range rep.Nodes {
+		var parents []string
+		for _, p := range n.Parents {
+			parents = append(parents, cmp.Or(names[p], "-"))
+		}
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
+	}
+	tw.Flush()
+	ok := len(rep.Nodes) - rep.Failed()
+	rate := 0.0
+	if rep.Seconds > 0 {
+		rate = float64(rep.Package.Size) / rep.Seconds
+	}
+	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
+		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
+}
+
+// writeReport replaces path atomically with the JSON report; on failure it
+// leaves no temporary file behind.
+func writeReport(path string, rep seedReport) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}

@@ -837,8 +837,12 @@ func printResult(con *console, res relay.Result) {
 		con.printf("treecast: %s: this session was applied here already (sha256 %s); nothing done\n", res.Package.Name, res.Package.SHA256[:16])
 		return
 	}
-	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s\n",
-		res.Package.Name, relay.HumanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), relay.HumanBytes(res.Received), relay.HumanBytes(res.Resumed))
+	empty := ""
+	if res.Empty > 0 {
+		empty = fmt.Sprintf(", empty blocks %s (not sent)", relay.HumanBytes(res.Empty))
+	}
+	con.printf("treecast: %s: applied (%s, sha256 %s) in %.1fs; downloaded %s, resumed %s%s\n",
+		res.Package.Name, relay.HumanBytes(res.Package.Size), res.Package.SHA256[:16], res.Duration.Seconds(), relay.HumanBytes(res.Received), relay.HumanBytes(res.Resumed), empty)
 }
 
 // checkStateDir refuses a state folder (--dir) with symlinked parts, and

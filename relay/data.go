@@ -36,34 +36,31 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 	defer pace.leave(f.pos)
 	for i := range m.Chunks {
 		first, n := m.chunkBlocks(i)
-		lacks, hashed := false, false
+		lacks := false
+		for g := first; g < first+n && !lacks; g++ {
+			lacks = !have.has(g)
+		}
+		if !lacks {
+			continue
+		}
+		// The hashes first: they also tell the child which blocks are
+		// empty, and those are never sent.
+		if err := f.await(-1, func() (bool, <-chan struct{}) { return src.hashesReady(i) }); err != nil {
+			return f.sent, err
+		}
+		leaves, err := f.hashes(i)
+		if err != nil {
+			return f.sent, err
+		}
 		for g := first; g < first+n; g++ {
-			if have.has(g) {
-				continue
-			}
-			lacks = true
-			if g%stripes != stripe {
+			if have.has(g) || g%stripes != stripe || m.isZeroLeaf(g, leaves[32*(g-first):32*(g-first+1)]) {
 				continue
 			}
 			at := g / stripes // its place in the stripe, which siblings share
 			if err := f.await(at, func() (bool, <-chan struct{}) { return src.ready(g) }); err != nil {
 				return f.sent, err
 			}
-			if !hashed {
-				if err := f.hashes(i); err != nil {
-					return f.sent, err
-				}
-				hashed = true
-			}
 			if err := f.block(g, corrupt != nil && corrupt(i)); err != nil {
-				return f.sent, err
-			}
-		}
-		if lacks && !hashed {
-			if err := f.await(-1, func() (bool, <-chan struct{}) { return src.hashesReady(i) }); err != nil {
-				return f.sent, err
-			}
-			if err := f.hashes(i); err != nil {
 				return f.sent, err
 			}
 		}
@@ -123,16 +120,16 @@ func (f *feeder) await(at int, ready func() (bool, <-chan struct{})) error {
 	}
 }
 
-// hashes gathers chunk i's block hashes.
-func (f *feeder) hashes(i int) error {
+// hashes gathers chunk i's block hashes, and returns them.
+func (f *feeder) hashes(i int) ([]byte, error) {
 	leaves, err := f.src.leaves(i)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f.out = appendHeader(f.out, msgHashes, 4+len(leaves))
 	f.out = binary.BigEndian.AppendUint32(f.out, uint32(i))
 	f.out = append(f.out, leaves...)
-	return nil
+	return leaves, nil
 }
 
 // block gathers block g, read straight into the buffer, and writes what is
@@ -189,19 +186,13 @@ const fetchBuffer = 256 << 10
 // bring them. received counts the bytes stored.
 func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int)) error {
 	m := sp.m
-	missing := 0
-	for g := int(p.stripe); g < m.Blocks(); g += int(p.stripes) {
-		if !sp.has(g) {
-			missing++
-		}
-	}
 	need := map[int]bool{}
 	for i := range m.Chunks {
 		if ok, _ := sp.hashesReady(i); !ok {
 			need[i] = true
 		}
 	}
-	if missing == 0 && len(need) == 0 {
+	if sp.stripeMissing(int(p.stripes), int(p.stripe)) == 0 && len(need) == 0 {
 		return nil
 	}
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -227,20 +218,21 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, missing, need, received, cfg.DeadAfter, k.seal)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, need, received, cfg.DeadAfter, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
 }
 
-// pull reads a parent's frames until missing more blocks of its stripe are
-// stored and the block hashes of every chunk in need have come. Nothing it
+// pull reads a parent's frames until every block of its stripe is held
+// (stored, or empty and marked so by its chunk's hashes) and the block
+// hashes of every chunk in need have come. Nothing it
 // has not verified is stored. A parent that sends only pings for stall
 // (zero: never), dead_after in a session, delivers nothing: it is given up
 // and complained of as stalled. The seed judges whether it had anything to
 // send.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
+func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -250,7 +242,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
 	lastData := time.Now()
-	for missing > 0 || len(need) > 0 {
+	for sp.stripeMissing(stripes, stripe) > 0 || len(need) > 0 {
 		t, n, err := readHeader(br)
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
@@ -280,7 +272,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 		switch t {
 		case msgPing:
 			if idle := time.Since(lastData); stall > 0 && idle > stall {
-				return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), missing, stripe)}
+				return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), sp.stripeMissing(stripes, stripe), stripe)}
 			}
 		case msgRefuse:
 			r, err := decodeRefuse(payload)
@@ -334,7 +326,6 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, missing int, need map[int]bo
 					return err
 				}
 				received(len(data))
-				missing--
 			}
 		default:
 			return corrupt(-1, "sent an unexpected %s frame", t)

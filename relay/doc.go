@@ -24,21 +24,24 @@
 // Every message is one frame:
 //
 //	magic   4 bytes  "TCST"
-//	version 1 byte   protocol version, currently 2
+//	version 1 byte   protocol version, currently 3
 //	type    1 byte   message type, below
 //	length  4 bytes  payload length, big-endian
 //	payload length bytes
 //
 // A frame whose magic or version differs ends the connection (see
 // IsVersionMismatch). The length is checked against the type's limit before
-// anything is allocated: 32 MiB + 4 KiB for offer, 5 bytes + 64 KiB for
-// block, 4 bytes + 128 KiB for hashes, 16 MiB + 64 for want's bitmap of up
-// to 2^27 blocks, 64 KiB for everything else; on a data connection a
-// child holds block and hashes frames to the session's block size and
-// chunk, and a parent holds a want's bitmap to the session's block count.
-// A frame of a type the reader does not expect is refused from its
-// header, and payloads over 1 MiB are buffered only as their bytes arrive,
-// so a header alone never costs memory.
+// anything is allocated: 32 MiB + 4 KiB for offer, 5 bytes + 64 KiB + 16
+// for block, 4 bytes + 128 KiB for hashes, 16 MiB + 64 for want's bitmap
+// of up to 2^27 blocks, 64 KiB for everything else. Then by role and
+// state: a child holds block and hashes frames to the session's block size
+// and chunk, a ping to nothing and a refusal to 4 KiB; a parent takes only
+// a want of exactly the session's length; the seed takes from a node only
+// progress, result, complain and ping frames of at most 16 KiB; a node
+// takes from its seed only parent, end and ping frames. A frame of a type
+// the reader does not expect is refused from its header, and payloads over
+// 1 MiB are buffered only as their bytes arrive, so a header alone never
+// costs memory.
 //
 // Liveness is judged by progress: a peer is dead when no bytes move on its
 // connection for Config.DeadAfter, however long a frame takes, so a
@@ -53,10 +56,10 @@
 //
 // Types are append-only.
 //
-//	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name
-//	2  welcome   node → seed           node id, name, busy u8
+//	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name, nonce (16), sealed u8
+//	2  welcome   listener → connector  node id, name, busy u8, nonce (16), sealed u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           bytes already held u64
+//	4  accept    node → seed           bytes already held u64, applied u8 (this very session, before)
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
@@ -65,21 +68,55 @@
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64
 //	11 end       seed → node           (empty) the session is over
 //	12 ping      either                (empty) the link is alive
-//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused), block u32, detail string, stripe u8
+//	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused, 4 stalled), block u32, detail string, stripe u8
 //	14 hashes    parent → child        chunk u32, the SHA-256 of each of its blocks (32 bytes each)
-//	15 block     parent → child        block u32, flags u8 (0: raw), data
+//	15 block     parent → child        block u32, flags u8 (0 raw, 1 sealed), data
+//	16 proof     either                HMAC-SHA-256 (32 bytes), below
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
 //
-// A control connection runs hello, welcome, offer, then accept or refuse;
+// A control connection runs hello, welcome, (with a fleet secret: proof
+// each way), offer, then accept or refuse;
 // after accept the seed sends parent (again whenever it re-parents the
 // node), ping and finally end; the node sends progress every heartbeat,
 // complain when a parent fails it, and result once it has applied the
-// package (or failed to). A data connection runs hello, want, then
-// hashes, block and ping frames until the child holds its stripe: before
-// the first block of a chunk it sends, a parent sends the chunk's block
-// hashes. Block g belongs to stripe g mod stripes; with one stripe a node
+// package (or failed to). A data connection runs hello, (with a fleet
+// secret: welcome and proof from the parent, proof from the child), want,
+// then hashes, block and ping frames until the child holds its stripe:
+// before any block of a chunk the child lacks, a parent sends the chunk's
+// block hashes. A block whose hash is that of as many zero bytes is never
+// sent: the child marks it held when the hashes come, and a chunk whose
+// signed hash is that of empty blocks needs neither hashes nor blocks.
+//
+// # Who is believed
+//
+// A receiver serves a connection only once it proves itself: a seed by a
+// trusted, valid offer, a child by a want for the running session, each
+// within 5 s; until then it holds one of 64 unproven slots, 8 per source
+// address, and never makes the receiver busy. The seed believes a node's
+// progress only as far as its parents can have given it. A complaint
+// moves the complainer; for a corrupt block the seed fetches that block
+// from the accused itself, as a child would, and fails the relay only if
+// its copy is bad, while a node whose accusations it found false twice is
+// dropped; a relay that refuses the seed's own fetch, or that two children
+// complained of, feeds no one from then on. Every session ends: nodes
+// still at work 4 × the time the first node took plus SessionGrace after
+// the start (before any finished: the package at 1 Mbit/s plus
+// SessionGrace) are failed.
+//
+// # Fleet secret
+//
+// With a Secret, hello and welcome say sealed, and each side proves it
+// holds the secret with HMAC-SHA-256, keyed by a key derived from it
+// (HKDF), over its role ("seed", "receiver", "parent", "child"), its own
+// nonce and the peer's: a proof is fresh and cannot be reflected. The seed
+// proves itself and sends its offer only after the receiver proved
+// itself; a side that disagrees on holding a secret is refused. Every
+// block is sealed with AES-256-GCM under a key derived from the secret and
+// the session id, the block index as nonce and the session id as
+// associated data; the hashes are of the plain blocks, so verification is
+// unchanged. Block g belongs to stripe g mod stripes; with one stripe a node
 // has one parent, with two it fetches every other block from its parent in
 // that stripe's tree.
 //
@@ -114,13 +151,17 @@
 //
 //	manifest  blob
 //	key       32 bytes  the seed's ed25519 public key
-//	signature 64 bytes  ed25519 over "treecast manifest v2\x00" + manifest
+//	signature 64 bytes  ed25519 over "treecast manifest v3\x00" + manifest
 //
 // and the manifest itself:
 //
-//	version u8 (2), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
-//	a plain file name), size u64, chunk size u32, block size u32, whole-file SHA-256 (32),
-//	chunk count u32, then count chunk hashes
+//	version u8 (3), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
+//	a plain file name), group string (≤ 63 bytes), size u64, chunk size u32, block size u32,
+//	whole-file SHA-256 (32), chunk count u32, then count chunk hashes
+//
+// A receiver takes only a session for its own group, and refuses one
+// created before the last it applied from the same key for the same group,
+// whatever the package is called.
 //
 // The package is cut into blocks (16 KiB unless the chunk size is not a
 // multiple of it; a power of two from 4 to 64 KiB), block g at offset
@@ -154,7 +195,9 @@
 //
 // # Limits
 //
-// A receiver handles at most 64 connections at once (a session needs its
-// seed, two children and their reconnects); more are closed unanswered.
+// A receiver handles at most 256 connections at once (a session needs its
+// seed, a few children per tree and their reconnects), of which 64
+// unproven; more are closed unanswered. An offer over 1 MiB is read only
+// in one of two slots. A session takes at most Config.MaxNodes receivers.
 // Every handshake step has a deadline of Config.DeadAfter.
 package relay

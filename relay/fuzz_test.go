@@ -275,12 +275,11 @@ func FuzzPull(f *testing.F) {
 		}
 		defer sp.close()
 		p := parentMsg{stripes: stripes, stripe: stripe}
-		missing := (m.Blocks() - int(stripe) + int(stripes) - 1) / int(stripes)
 		var open *sealer
 		if sealed {
 			open = seal
 		}
-		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, missing, map[int]bool{}, func(int) {}, 0, open)
+		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, map[int]bool{}, func(int) {}, 0, open)
 		buf := make([]byte, m.BlockSize)
 		for g := range m.Blocks() {
 			if !sp.has(g) {

@@ -45,6 +45,7 @@ type Manifest struct {
 // builtFrom is what the seed remembers of the file it hashed: how to tell
 // that it changed since, and every block hash while they fit leafBudget.
 type builtFrom struct {
+	empty   int64 // bytes of empty blocks, which cross no link
 	size    int64
 	modTime time.Time
 	leaves  []byte
@@ -97,6 +98,15 @@ func hashBlocks(leaves, data []byte, blockSize int) []byte {
 		leaves = append(leaves, h[:]...)
 	}
 	return leaves
+}
+
+// Empty is how many bytes of the package are in empty blocks, which cross
+// no link; known to the seed that hashed the file, else 0.
+func (m *Manifest) Empty() int64 {
+	if m.built == nil {
+		return 0
+	}
+	return m.built.empty
 }
 
 // SumHex is the whole file's SHA-256 in lowercase hex.
@@ -339,6 +349,7 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 		if k > 0 {
 			leaves = hashBlocks(leaves[:0], buf[:k], m.BlockSize)
 			m.Chunks = append(m.Chunks, sha256.Sum256(leaves))
+			m.built.empty += m.zeroBytes(len(m.Chunks)-1, leaves)
 			if keep {
 				m.built.leaves = append(m.built.leaves, leaves...)
 			}

@@ -69,6 +69,7 @@ type Result struct {
 	Received int64 // bytes downloaded in this session
 	Resumed  int64 // bytes already held from an earlier session
 	Already  bool  // this very session was applied here before: nothing was done
+	Empty    int64 // bytes of empty blocks, held without being sent
 	Duration time.Duration
 }
 

@@ -56,6 +56,7 @@ type ReportPackage struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+	Empty  int64  `json:"empty"` // bytes in empty blocks, never sent
 }
 
 // ReportNode is one receiver's outcome.
@@ -712,7 +713,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 
 func (s *seedRun) report() *Report {
 	r := &Report{
-		Package: ReportPackage{Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()},
+		Package: ReportPackage{Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Empty: s.m.Empty()},
 		Seconds: time.Since(s.start).Seconds(),
 	}
 	s.mu.Lock()

@@ -124,6 +124,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		Package:  Package{Path: sp.path, Name: m.Name, Size: m.Size, SHA256: m.SumHex()},
 		Received: s.recvd.Load(),
 		Resumed:  resumed,
+		Empty:    sp.zeroHeld(),
 		Duration: time.Since(s.start),
 	}
 	var out resultMsg

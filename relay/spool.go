@@ -164,15 +164,17 @@ type spool struct {
 
 	syncMu sync.Mutex // one sync at a time: they share the state's temp file
 
-	mu       sync.Mutex
-	have     bitmap
-	count    int      // blocks held
-	held     int64    // bytes held
-	byParity [2]int64 // bytes held of even and odd blocks: the two stripes
-	chunks   []uint16
-	cache    *leafCache    // verified block hashes of recent chunks
-	changed  chan struct{} // closed and replaced whenever a block or block hashes arrive
-	dirty    bool          // blocks added since the last sync
+	mu        sync.Mutex
+	have      bitmap
+	count     int      // blocks held
+	held      int64    // bytes held
+	byParity  [2]int64 // bytes held of even and odd blocks: the two stripes
+	byParityN [2]int   // blocks held of each
+	zero      int64    // bytes held because they are empty, never received
+	chunks    []uint16
+	cache     *leafCache    // verified block hashes of recent chunks
+	changed   chan struct{} // closed and replaced whenever a block or block hashes arrive
+	dirty     bool          // blocks added since the last sync
 }
 
 // spoolPaths names m's spool files; isSpoolName knows these names.
@@ -214,6 +216,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 			}
 		}
 	}
+	s.markEmptyChunks()
 	need := m.Size - s.held
 	if free, err := freeBytes(filepath.Dir(data)); err == nil && need > free {
 		if s.count == 0 {
@@ -277,6 +280,7 @@ func (s *spool) mark(g int) bool {
 	s.count++
 	s.held += int64(s.m.BlockLen(g))
 	s.byParity[g%2] += int64(s.m.BlockLen(g))
+	s.byParityN[g%2]++
 	s.chunks[g/s.m.blocksPerChunk()]++
 	return true
 }
@@ -344,13 +348,29 @@ func (s *spool) put(g int, data []byte) error {
 
 // putLeaves keeps chunk i's block hashes, which the caller has verified
 // against the manifest, for the feeders of this node's children.
+// The chunk's empty blocks are held from now on.
 func (s *spool) putLeaves(i int, leaves []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.cache.get(i); !ok {
+	_, known := s.cache.get(i)
+	if !known {
 		s.cache.put(i, leaves)
+	}
+	if s.markZeros(i, leaves) || !known {
 		s.broadcast()
 	}
+}
+
+// stripeMissing is how many blocks of stripe stripe of stripes are not held.
+func (s *spool) stripeMissing(stripes, stripe int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nb := s.m.Blocks()
+	if stripes == 1 {
+		return nb - s.count
+	}
+	in := (nb - stripe + stripes - 1) / stripes
+	return in - s.byParityN[stripe]
 }
 
 func (s *spool) broadcast() {

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/hashicorp/mdns v1.0.7
+	github.com/klauspost/compress v1.20.4
 	github.com/miekg/dns v1.1.72
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/urfave/cli/v2 v2.27.7

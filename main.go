@@ -269,6 +269,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			secretFlag,
+			&cli.StringFlag{Name: "compress", Usage: "`on`: blocks that shrink with zstd travel compressed (receivers forward them so); off: every block as it is", DefaultText: "on", EnvVars: []string{"TREECAST_COMPRESS"}},
 			&cli.StringFlag{Name: "fault-save-session", Hidden: true, Usage: "fault injection for lab tests: write the signed session to `PATH`"},
 			&cli.StringFlag{Name: "fault-replay-session", Hidden: true, Usage: "fault injection for lab tests: offer the signed session saved at `PATH` instead of a new one, as a replaying attacker would"},
 			configFlag,
@@ -305,6 +306,7 @@ func runSeed(c *cli.Context) error {
 	fromFlag(cfg, c, "chunk-size", "seed.chunk_size", &sc.ChunkSize, c.String)
 	fromFlag(cfg, c, "key", "seed.key", &sc.Key, c.String)
 	fromFlag(cfg, c, "secret", "seed.secret", &sc.Secret, c.String)
+	fromFlag(cfg, c, "compress", "seed.compress", &sc.Compress, c.String)
 	if err := cmp.Or(cfg.checkSeed("seed"), cfg.checkDiscover("seed"), cfg.checkRelay("seed")); err != nil {
 		return err
 	}
@@ -398,12 +400,13 @@ func runSeed(c *cli.Context) error {
 		watchPeers(sctx, cfg.Discover, sc.Group, admit, late, log)
 	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
-		Secret: secret,
-		Signed: signed,
-		Path:   path,
-		Peers:  peers,
-		Late:   late,
-		Log:    log,
+		Secret:   secret,
+		Compress: sc.Compress == "on",
+		Signed:   signed,
+		Path:     path,
+		Peers:    peers,
+		Late:     late,
+		Log:      log,
 		Progress: func(p relay.SeedProgress) {
 			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
 		},

@@ -32,6 +32,7 @@ type seedConfig struct {
 	ChunkSize string        `toml:"chunk_size"`
 	Key       string        `toml:"key"`
 	Secret    string        `toml:"secret"`
+	Compress  string        `toml:"compress"`
 	Report    string        `toml:"report"`
 }
 
@@ -53,6 +54,7 @@ func defaultConfig() fileConfig {
 		Seed: seedConfig{
 			Wait:      10 * time.Second, // long enough for a whole LAN to answer a few query rounds
 			ChunkSize: "1MiB",           // small enough to pipeline, large enough that headers cost nothing
+			Compress:  "on",             // text, binaries and disk images shrink; what does not is found cheaply
 		},
 		Receiver: receiverConfig{Trust: []string{}}, // trust nobody until told
 		Install:  install.DefaultConfig(),
@@ -206,6 +208,9 @@ func (s *settings) checkSeed(cmd string) error {
 	}
 	if _, err := chunkSize(sc.ChunkSize); err != nil {
 		return s.invalid(cmd, "seed.chunk_size", sc.ChunkSize, err.Error(), nil)
+	}
+	if sc.Compress != "on" && sc.Compress != "off" {
+		return s.invalid(cmd, "seed.compress", sc.Compress, `"on" (blocks that shrink travel compressed) or "off"`, nil)
 	}
 	return nil
 }

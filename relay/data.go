@@ -24,12 +24,16 @@ const flushAt = 32 << 10
 // part of a chunk, and must not wait for the other tree to relay the
 // hashes it needs to feed its own children. While src waits, pings keep
 // the link visibly alive. The caller closes conn when ctx ends.
-func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, k keys, corrupt func(int) bool) (int64, error) {
+func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, o feedOptions) (int64, error) {
 	bpc := m.blocksPerChunk()
 	f := &feeder{
-		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: k.seal,
+		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: o.keys.seal,
 		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize+sealOverhead),
 	}
+	if o.compress {
+		f.compress, f.scratch, f.zbuf = true, make([]byte, m.BlockSize), make([]byte, 0, m.BlockSize)
+	}
+	corrupt := o.corrupt
 	stripes, stripe := int(w.stripes), int(w.stripe)
 	have := bitmap(w.have)
 	f.pos = pace.join()
@@ -68,6 +72,13 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 	return f.sent, f.flush()
 }
 
+// feedOptions is how a node feeds its children.
+type feedOptions struct {
+	keys     keys
+	compress bool           // compress blocks that shrink (the seed)
+	corrupt  func(int) bool // fault injection: flip a bit of every block of these chunks
+}
+
 // feeder is one child's feed: what is gathered for it and how far it got.
 type feeder struct {
 	ctx  context.Context
@@ -77,9 +88,13 @@ type feeder struct {
 	pos  *paced
 	m    *Manifest
 	cfg  Config
-	seal *sealer // nil: blocks go raw
-	out  []byte
-	sent int64
+	seal *sealer // nil: blocks go in clear
+	// compress: blocks src does not hold compressed are compressed here
+	// (the seed), into zbuf, from scratch
+	compress      bool
+	scratch, zbuf []byte
+	out           []byte
+	sent          int64
 }
 
 func (f *feeder) flush() error {
@@ -132,29 +147,58 @@ func (f *feeder) hashes(i int) ([]byte, error) {
 	return leaves, nil
 }
 
-// block gathers block g, read straight into the buffer, and writes what is
-// gathered once it is enough; corrupt flips a bit, for lab tests.
+// block gathers block g and writes what is gathered once it is enough:
+// as it came on the wire if src kept it compressed, compressed now if this
+// feeder compresses and it shrinks, else read straight into the buffer.
+// corrupt flips a bit of what is sent, for lab tests.
 func (f *feeder) block(g int, corrupt bool) error {
 	n := f.m.BlockLen(g)
-	flags, wire := byte(0), n
+	var zipped []byte
+	if w, ok := f.src.(wired); ok {
+		zipped = w.wires().get(g)
+	}
+	var plain []byte
+	if zipped == nil && f.compress {
+		var err error
+		if plain, err = f.src.readBlock(g, f.scratch[:n]); err != nil {
+			return err
+		}
+		if zipped = squeeze(f.zbuf[:0], plain); zipped != nil {
+			if w, ok := f.src.(wired); ok {
+				w.wires().put(g, bytes.Clone(zipped))
+			}
+		}
+	}
+	flags, size := byte(0), n
+	if zipped != nil {
+		flags, size = blockFlagZstd, len(zipped)
+	}
+	wire := size
 	if f.seal != nil {
-		flags, wire = blockFlagSealed, n+sealOverhead
+		flags, wire = flags|blockFlagSealed, size+sealOverhead
 	}
 	f.out = appendHeader(f.out, msgBlock, blockHeaderLen+wire)
 	f.out = binary.BigEndian.AppendUint32(f.out, uint32(g))
 	f.out = append(f.out, flags)
-	data, err := f.src.readBlock(g, f.out[len(f.out):len(f.out)+n])
-	if err != nil {
-		return err
+	at := f.out[len(f.out) : len(f.out)+size : len(f.out)+wire]
+	switch {
+	case zipped != nil:
+		copy(at, zipped)
+	case plain != nil:
+		copy(at, plain)
+	default:
+		if _, err := f.src.readBlock(g, at); err != nil {
+			return err
+		}
 	}
-	if corrupt && n > 0 {
-		data[n/2] ^= 0x10
+	if corrupt && size > 0 {
+		at[size/2] ^= 0x10
 	}
 	if f.seal != nil {
-		f.seal.seal(g, f.out[len(f.out):len(f.out)+n:len(f.out)+wire])
+		f.seal.seal(g, at)
 	}
 	f.out = f.out[:len(f.out)+wire]
-	f.sent += int64(n)
+	f.sent += int64(wire)
 	if len(f.out) >= flushAt {
 		if err := f.flush(); err != nil {
 			return fmt.Errorf("send block %d: %w", g, err)
@@ -162,6 +206,9 @@ func (f *feeder) block(g int, corrupt bool) error {
 	}
 	return nil
 }
+
+// wired is a source that keeps recent blocks as they travel compressed.
+type wired interface{ wires() *wireCache }
 
 // fetchError says why a fetch from a parent stopped; kind is a complaint kind.
 type fetchError struct {
@@ -241,6 +288,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 	}
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
+	scratch := make([]byte, m.BlockSize) // a decompressed block
 	lastData := time.Now()
 	for sp.stripeMissing(stripes, stripe) > 0 || len(need) > 0 {
 		t, n, err := readHeader(br)
@@ -305,10 +353,10 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				return corrupt(g, "sent block %d, outside stripe %d of %d", g, stripe, stripes)
 			case g/bpc != leavesOf:
 				return corrupt(g, "sent block %d before its chunk's hashes", g)
-			case seal == nil && flags != 0:
+			case flags&^(blockFlagSealed|blockFlagZstd) != 0:
 				return corrupt(g, "sent block %d with unknown flags %#x", g, flags)
-			case seal != nil && flags != blockFlagSealed:
-				return corrupt(g, "sent block %d unsealed (flags %#x) in a session with a fleet secret", g, flags)
+			case (seal != nil) != (flags&blockFlagSealed != 0):
+				return corrupt(g, "sent block %d with flags %#x in a session with%s a fleet secret", g, flags, map[bool]string{true: "", false: "out"}[seal != nil])
 			}
 			if seal != nil {
 				opened, err := seal.open(g, data)
@@ -317,6 +365,14 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				}
 				data = opened
 			}
+			var zipped []byte
+			if flags&blockFlagZstd != 0 {
+				plain, err := unsqueeze(scratch, data, m.BlockLen(g))
+				if err != nil {
+					return corrupt(g, "sent block %d that does not decompress: %v", g, err)
+				}
+				zipped, data = data, plain
+			}
 			j := g % bpc
 			if len(data) != m.BlockLen(g) || sha256.Sum256(data) != [32]byte(leaves[32*j:32*j+32]) {
 				return corrupt(g, "sent block %d that does not match the signed manifest", g)
@@ -324,6 +380,9 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 			if !sp.has(g) {
 				if err := sp.put(g, data); err != nil {
 					return err
+				}
+				if zipped != nil {
+					sp.wire.put(g, bytes.Clone(zipped))
 				}
 				received(len(data))
 			}

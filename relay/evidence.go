@@ -242,17 +242,22 @@ func probeBlock(ctx context.Context, addr netip.AddrPort, m *Manifest, stripes, 
 			}
 			leaves = append([]byte(nil), payload[4:]...)
 		case msgBlock:
-			flags := byte(0)
+			sealed := byte(0)
 			if k.seal != nil {
-				flags = blockFlagSealed
+				sealed = blockFlagSealed
 			}
-			if n < blockHeaderLen || leaves == nil || int(binary.BigEndian.Uint32(payload)) != g || payload[4] != flags {
+			if n < blockHeaderLen || leaves == nil || int(binary.BigEndian.Uint32(payload)) != g || payload[4]&^blockFlagZstd != sealed {
 				return probeLied, fmt.Errorf("a block frame that is not block %d", g)
 			}
 			data, j := payload[blockHeaderLen:], g%bpc
 			if k.seal != nil {
 				if data, err = k.seal.open(g, data); err != nil {
 					return probeLied, fmt.Errorf("block %d that does not open with the session's key", g)
+				}
+			}
+			if payload[4]&blockFlagZstd != 0 {
+				if data, err = unsqueeze(make([]byte, m.BlockSize), data, m.BlockLen(g)); err != nil {
+					return probeLied, fmt.Errorf("block %d that does not decompress", g)
 				}
 			}
 			if len(data) != m.BlockLen(g) || sha256.Sum256(data) != [32]byte(leaves[32*j:32*j+32]) {

@@ -34,6 +34,8 @@ type SeedOptions struct {
 	// Secret, if set, is the fleet's: only receivers that prove they hold
 	// it are offered the session, and blocks travel sealed.
 	Secret *Secret
+	// Compress sends with zstd the blocks that shrink by it.
+	Compress bool
 }
 
 // SeedProgress is the whole session at a glance.
@@ -699,7 +701,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				return
 			}
 			c.conn.until = time.Time{}
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, s.keys, nil)
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}

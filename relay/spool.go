@@ -111,10 +111,13 @@ type fileSource struct {
 	m     *Manifest
 	mu    sync.Mutex
 	cache *leafCache
+	wire  *wireCache // blocks compressed for one child, for the next
 }
 
+func (s *fileSource) wires() *wireCache { return s.wire }
+
 func newFileSource(f *os.File, m *Manifest) *fileSource {
-	return &fileSource{f: f, m: m, cache: newLeafCache(leafBudget)}
+	return &fileSource{f: f, m: m, cache: newLeafCache(leafBudget), wire: newWireCache()}
 }
 
 func (s *fileSource) ready(int) (bool, <-chan struct{}) { return true, nil }
@@ -173,6 +176,7 @@ type spool struct {
 	zero      int64    // bytes held because they are empty, never received
 	chunks    []uint16
 	cache     *leafCache    // verified block hashes of recent chunks
+	wire      *wireCache    // recent blocks as they came, compressed, to forward so
 	changed   chan struct{} // closed and replaced whenever a block or block hashes arrive
 	dirty     bool          // blocks added since the last sync
 }
@@ -199,7 +203,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 		return nil, err
 	}
 	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(m.Blocks()), chunks: make([]uint16, len(m.Chunks)),
-		cache: newLeafCache(leafBudget), changed: make(chan struct{})}
+		cache: newLeafCache(leafBudget), wire: newWireCache(), changed: make(chan struct{})}
 	// Blocks are only claimed while the data file is whole: a state file
 	// beside a missing or resized data file is stale.
 	st, err := f.Stat()
@@ -284,6 +288,8 @@ func (s *spool) mark(g int) bool {
 	s.chunks[g/s.m.blocksPerChunk()]++
 	return true
 }
+
+func (s *spool) wires() *wireCache { return s.wire }
 
 func (s *spool) has(g int) bool {
 	s.mu.Lock()

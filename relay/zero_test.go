@@ -3,9 +3,12 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -52,5 +55,64 @@ func TestEmptyBlocksCrossNoLink(t *testing.T) {
 	}
 	if rep.Uploaded > 2*full {
 		t.Errorf("the seed uploaded %d bytes for %d bytes of data", rep.Uploaded, full)
+	}
+}
+
+// What compresses travels compressed: the seed sends compressed blocks
+// and relays forward them as they came, sealed or not; every copy is
+// byte-identical.
+func TestCompressibleTravelsCompressed(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "clear", true: "sealed"}[sealed], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var text bytes.Buffer
+			for i := 0; text.Len() < 3<<20; i++ {
+				fmt.Fprintf(&text, "%08d sensor %d reads %d.%d C at station %d\n", i, i%97, 20+i%13, i%10, i%7)
+			}
+			data := text.Bytes()
+			path := filepath.Join(t.TempDir(), "log.txt")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig()
+			var sec *Secret
+			if sealed {
+				sec = testSecret(t, "a fleet secret for compressed blocks")
+			}
+			nodes := startNodes(t, ctx, cfg, 6, func(_ int, o *ReceiverOptions, _ *context.Context) { o.Secret = sec })
+			var seen bytes.Buffer
+			var mu sync.Mutex
+			peers := peersOf(nodes)
+			for i := range peers {
+				peers[i].Addr = tap(t, ctx, peers[i].Addr, &seen, &mu)
+			}
+			m, _ := BuildManifest(ctx, path, 1<<20, time.Hour, nil)
+			_, key, _ := ed25519.GenerateKey(rand.Reader)
+			rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers, Secret: sec, Compress: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, n := range nodes {
+				res := <-n.applied
+				if got, _ := os.ReadFile(n.dest); res.Err != nil || !bytes.Equal(got, data) {
+					t.Errorf("node %d: %v, identical %v", i, res.Err, bytes.Equal(got, data))
+				}
+			}
+			if rep.Failed() != 0 {
+				t.Fatalf("session: %+v", rep.Nodes)
+			}
+			if rep.Uploaded > int64(len(data))/2 {
+				t.Errorf("the seed sent %d bytes of a %d-byte package that compresses well", rep.Uploaded, len(data))
+			}
+			// Every byte a node got from another node crossed a tap; four
+			// of the six got the whole package that way.
+			mu.Lock()
+			defer mu.Unlock()
+			if relayed := seen.Len(); relayed > 4*len(data)/2 {
+				t.Errorf("relays moved %d bytes for 4 copies of %d: not forwarded compressed", relayed, len(data))
+			}
+			t.Logf("package %d bytes, the seed sent %d, the relays %d", len(data), rep.Uploaded, seen.Len())
+		})
 	}
 }

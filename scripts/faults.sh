@@ -50,6 +50,7 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$OUT"
 if [[ -n ${FAULTS_BIN:-} ]]; then cp "$FAULTS_BIN" "$BIN"; else (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .); fi
+"$BIN" keygen --out "$OUT/seed.key" >/dev/null
 PKG=$OUT/pkg.bin
 head -c $((SIZE_MB << 20)) /dev/urandom >"$PKG"
 WANT=$(sha256sum "$PKG" | cut -d' ' -f1)

@@ -341,7 +341,9 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				return corrupt(first, "sent block hashes of chunk %d that do not match the signed manifest", i)
 			}
 			leavesOf, leaves = i, bytes.Clone(payload[4:])
-			sp.putLeaves(i, leaves)
+			if err := sp.putLeaves(i, leaves); err != nil {
+				return err
+			}
 			delete(need, i)
 		case msgBlock:
 			if n < blockHeaderLen {

@@ -269,6 +269,7 @@ type resultMsg struct {
 	err      string
 	received uint64
 	millis   uint64
+	flushed  bool // written to a target and flushed to stable storage
 }
 
 func (m resultMsg) encode() []byte {
@@ -277,12 +278,13 @@ func (m resultMsg) encode() []byte {
 	e.str(m.err)
 	e.u64(m.received)
 	e.u64(m.millis)
+	e.bool(m.flushed)
 	return e.b
 }
 
 func decodeResult(p []byte) (resultMsg, error) {
 	d := dec{b: p}
-	m := resultMsg{ok: d.bool(), err: d.str(maxText), received: d.u64(), millis: d.u64()}
+	m := resultMsg{ok: d.bool(), err: d.str(maxText), received: d.u64(), millis: d.u64(), flushed: d.bool()}
 	return m, wrapDecode("result", d.err)
 }
 

@@ -24,6 +24,9 @@ type ReceiverOptions struct {
 	ID   NodeID
 	Name string
 	Dir  string // spool and state: treecast's alone, see CheckStateDir
+	// Write, if set, is a write target (a block device or an image file):
+	// blocks are written there as they arrive, and nothing is spooled.
+	Write string
 	// Apply installs a verified package. It runs while the relay to
 	// children goes on; its error is this node's failure only.
 	Apply func(ctx context.Context, pkg Package) error

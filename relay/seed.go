@@ -70,8 +70,9 @@ type ReportNode struct {
 	Parents  []string `json:"parents"` // per tree, the id of the node it fetched from last, or "seed"
 	Status   string   `json:"status"`  // "ok" or "failed"
 	Error    string   `json:"error,omitempty"`
-	Bytes    int64    `json:"bytes"`    // bytes verified and held
-	Received int64    `json:"received"` // bytes downloaded in this session
+	Flushed  bool     `json:"flushed,omitempty"` // written to its target (--write) and flushed to stable storage
+	Bytes    int64    `json:"bytes"`             // bytes verified and held
+	Received int64    `json:"received"`          // bytes downloaded in this session
 	Seconds  float64  `json:"seconds"`
 }
 
@@ -116,6 +117,7 @@ type node struct {
 	received   int64
 	lastSeen   time.Time
 	seconds    float64
+	flushed    bool
 	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
@@ -593,7 +595,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		}
 		n.received, n.seconds = int64(r.received), time.Since(s.start).Seconds()
 		if r.ok {
-			n.state, n.held = stateOK, s.m.Size
+			n.state, n.held, n.flushed = stateOK, s.m.Size, r.flushed
 			s.t.setHeld(n.id, s.m.Size)
 			s.applied(time.Since(s.start))
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
@@ -725,7 +727,7 @@ func (s *seedRun) report() *Report {
 		rn := ReportNode{
 			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(),
 			Parents: n.parents[:s.t.stripes], Parent: n.parents[0],
-			Status: StatusOK, Error: n.err, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
+			Status: StatusOK, Error: n.err, Flushed: n.flushed, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 		}
 		if n.state != stateOK {
 			rn.Status = StatusFailed

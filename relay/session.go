@@ -53,9 +53,13 @@ func (r *Receiver) take(c *ctrl, signed *Signed) (*spool, error) {
 	case err != nil:
 		return nil, r.refuse(c, refuseStale, err)
 	}
-	sp, err := openSpool(r.opt.Dir, m)
+	open := openSpool
+	if r.opt.Write != "" {
+		open = func(dir string, m *Manifest) (*spool, error) { return openTarget(dir, r.opt.Write, m) }
+	}
+	sp, err := open(r.opt.Dir, m)
 	var ns *noSpaceError
-	if errors.As(err, &ns) {
+	if errors.As(err, &ns) || errors.Is(err, ErrTargetTooSmall) {
 		return nil, r.refuse(c, refuseNoSpace, err)
 	}
 	if err != nil {
@@ -367,7 +371,7 @@ func (s *session) applyWhenComplete() {
 		return
 	}
 	err := s.apply()
-	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds())}
+	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target}
 	if err != nil {
 		out.err = clip(err.Error())
 		s.opt.Log.Error("apply failed", "package", s.m.Name, "err", err)
@@ -385,6 +389,12 @@ func (s *session) applyWhenComplete() {
 }
 
 func (s *session) apply() error {
+	if s.spool.target {
+		// Written as it came: on stable storage before it counts as applied.
+		if err := s.spool.f.Sync(); err != nil {
+			return fmt.Errorf("flush %s: %w", s.spool.path, err)
+		}
+	}
 	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err

@@ -177,6 +177,8 @@ type spool struct {
 	chunks    []uint16
 	cache     *leafCache    // verified block hashes of recent chunks
 	wire      *wireCache    // recent blocks as they came, compressed, to forward so
+	target    bool          // path is a write target: the package's place, not ours to remove
+	zeroFill  zeroer        // zeroes an empty block before it counts as held; nil: it reads zeros already
 	changed   chan struct{} // closed and replaced whenever a block or block hashes arrive
 	dirty     bool          // blocks added since the last sync
 }
@@ -212,7 +214,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 		return nil, err
 	}
 	if prev, err := readNoFollow(state); err == nil && st.Size() == m.Size {
-		if have, ok := s.parseState(prev); ok {
+		if have, _, ok := s.parseState(prev); ok {
 			for g := range m.Blocks() {
 				if have.has(g) {
 					s.mark(g)
@@ -220,7 +222,10 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 			}
 		}
 	}
-	s.markEmptyChunks()
+	if err := s.markEmptyChunks(); err != nil {
+		f.Close()
+		return nil, err
+	}
 	need := m.Size - s.held
 	if free, err := freeBytes(filepath.Dir(data)); err == nil && need > free {
 		if s.count == 0 {
@@ -256,23 +261,40 @@ func freeBytes(dir string) (int64, error) {
 }
 
 // The state file: block size (4), block count (4), package SHA-256 (32), bitmap.
+// stateBytes is what the state file holds: block size, block count and
+// package hash, the bitmap of held blocks, and for a write target the
+// block hashes of each chunk held in part, so a resume can check those
+// blocks one by one.
 func (s *spool) stateBytes() []byte {
 	var e enc
 	e.u32(uint32(s.m.BlockSize))
 	e.u32(uint32(s.m.Blocks()))
 	e.hash(s.m.SHA256)
 	e.raw(s.have)
+	if s.target {
+		for i, held := range s.chunks {
+			if _, n := s.m.chunkBlocks(i); held == 0 || int(held) == n {
+				continue
+			}
+			if l, ok := s.cache.get(i); ok {
+				e.u32(uint32(i))
+				e.raw(l)
+			}
+		}
+	}
 	return e.b
 }
 
-func (s *spool) parseState(p []byte) (bitmap, bool) {
-	if len(p) != 40+len(s.have) ||
+// parseState reads a state file: the held blocks, and the rest (block
+// hashes of partly held chunks).
+func (s *spool) parseState(p []byte) (bitmap, []byte, bool) {
+	if len(p) < 40+len(s.have) ||
 		binary.BigEndian.Uint32(p) != uint32(s.m.BlockSize) ||
 		binary.BigEndian.Uint32(p[4:]) != uint32(s.m.Blocks()) ||
 		!bytes.Equal(p[8:40], s.m.SHA256[:]) {
-		return nil, false
+		return nil, nil, false
 	}
-	return bitmap(p[40:]), true
+	return bitmap(p[40 : 40+len(s.have)]), p[40+len(s.have):], true
 }
 
 // mark records block g as held; the caller holds mu or owns s alone.
@@ -355,16 +377,18 @@ func (s *spool) put(g int, data []byte) error {
 // putLeaves keeps chunk i's block hashes, which the caller has verified
 // against the manifest, for the feeders of this node's children.
 // The chunk's empty blocks are held from now on.
-func (s *spool) putLeaves(i int, leaves []byte) {
+func (s *spool) putLeaves(i int, leaves []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, known := s.cache.get(i)
 	if !known {
 		s.cache.put(i, leaves)
 	}
-	if s.markZeros(i, leaves) || !known {
+	added, err := s.markZeros(i, leaves)
+	if added || !known {
 		s.broadcast()
 	}
+	return err
 }
 
 // stripeMissing is how many blocks of stripe stripe of stripes are not held.
@@ -482,7 +506,9 @@ func (s *spool) close() error { return s.f.Close() }
 // remove deletes the spool once its session is over.
 func (s *spool) remove() {
 	s.f.Close()
-	os.Remove(s.path)
+	if !s.target {
+		os.Remove(s.path)
+	}
 	os.Remove(s.statePath)
 }
 

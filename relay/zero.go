@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 )
 
@@ -60,44 +61,82 @@ func (m *Manifest) zeroBytes(i int, leaves []byte) int64 {
 }
 
 // markZeros marks held every block of chunk i that leaves, verified, say
-// is empty; the caller holds s.mu or owns s alone. It reports whether any
+// is empty, zeroing it first on a write target that may hold other bytes
+// there; the caller holds s.mu or owns s alone. It reports whether any
 // was new.
-func (s *spool) markZeros(i int, leaves []byte) bool {
+func (s *spool) markZeros(i int, leaves []byte) (bool, error) {
 	first, n := s.m.chunkBlocks(i)
 	added := false
 	for j := range n {
 		g := first + j
-		if !s.have.has(g) && s.m.isZeroLeaf(g, leaves[32*j:32*j+32]) && s.mark(g) {
-			s.zero += int64(s.m.BlockLen(g))
-			added = true
+		if s.have.has(g) || !s.m.isZeroLeaf(g, leaves[32*j:32*j+32]) {
+			continue
 		}
+		if s.zeroFill != nil {
+			if err := s.zeroFill(int64(g)*int64(s.m.BlockSize), int64(s.m.BlockLen(g))); err != nil {
+				return added, fmt.Errorf("zero block %d of %s: %w", g, s.path, err)
+			}
+		}
+		s.mark(g)
+		s.zero += int64(s.m.BlockLen(g))
+		added = true
 	}
 	if added {
 		s.dirty = true
 	}
-	return added
+	return added, nil
 }
 
 // markEmptyChunks marks held every block of the chunks the manifest says
-// are empty. A child never lacks them, so their hashes are never asked for.
-func (s *spool) markEmptyChunks() {
+// are empty, zeroing runs of them at once on a write target that needs it.
+// A child never lacks them, so their hashes are never asked for.
+func (s *spool) markEmptyChunks() error {
 	if len(s.m.Chunks) == 0 {
-		return
+		return nil
 	}
 	z := zeroLeaf(s.m.BlockSize)
 	full := bytes.Repeat(z[:], s.m.blocksPerChunk()) // the same for every whole chunk
 	fullHash := sha256.Sum256(full)
+	run, runFrom := int64(0), int64(0) // bytes of empty chunks in a row not yet zeroed, from
+	flush := func() error {
+		if run == 0 || s.zeroFill == nil {
+			run = 0
+			return nil
+		}
+		err := s.zeroFill(runFrom, run)
+		run = 0
+		if err != nil {
+			return fmt.Errorf("zero %s: %w", s.path, err)
+		}
+		return nil
+	}
 	for i := range s.m.Chunks {
-		_, n := s.m.chunkBlocks(i)
+		first, n := s.m.chunkBlocks(i)
+		var leaves []byte
 		switch {
 		case n == s.m.blocksPerChunk() && s.m.Chunks[i] == fullHash:
-			s.markZeros(i, full)
+			leaves = full
 		case n != s.m.blocksPerChunk():
-			if leaves := s.m.zeroChunkLeaves(i); leaves != nil {
-				s.markZeros(i, leaves)
+			leaves = s.m.zeroChunkLeaves(i)
+		}
+		if leaves == nil || int(s.chunks[i]) == n {
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if run == 0 {
+			runFrom = int64(first) * int64(s.m.BlockSize)
+		}
+		run += int64(s.m.ChunkLen(i))
+		for g := first; g < first+n; g++ {
+			if s.mark(g) {
+				s.zero += int64(s.m.BlockLen(g))
 			}
 		}
+		s.dirty = true
 	}
+	return flush()
 }
 
 // zeroHeld is how many bytes were marked held as empty, not received.

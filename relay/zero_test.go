@@ -116,3 +116,113 @@ func TestCompressibleTravelsCompressed(t *testing.T) {
 		})
 	}
 }
+
+// sparsePackage writes a package of empty and full stretches and returns
+// its path, its bytes, and how many of them are in blocks that are not
+// empty.
+func sparsePackage(t *testing.T) (string, []byte, int64) {
+	t.Helper()
+	const mib, blk = 1 << 20, DefaultBlockSize
+	data := make([]byte, 6*mib-100)
+	rand.Read(data[:mib])
+	for g := 3 * mib / blk; g < 4*mib/blk; g += 2 {
+		rand.Read(data[g*blk : (g+1)*blk])
+	}
+	rand.Read(data[4*mib : 5*mib])
+	rand.Read(data[len(data)-100:])
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var full int64
+	for off := 0; off < len(data); off += blk {
+		b := data[off:min(off+blk, len(data))]
+		if !bytes.Equal(b, make([]byte, len(b))) {
+			full += int64(len(b))
+		}
+	}
+	return path, data, full
+}
+
+// With a write target, every verified block goes to its place in the
+// target as it arrives; a seed that dies and runs again resumes every
+// node from what its target verifiably holds, each full block downloaded
+// once, and the state folder stays small.
+func TestWriteTargetResumes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data, full := sparsePackage(t)
+	targets, dirs := make([]string, 5), make([]string, 5)
+	var once sync.Once
+	sctx, killSeed := context.WithCancel(ctx)
+	nodes := startNodes(t, ctx, cfg, 5, func(i int, o *ReceiverOptions, _ *context.Context) {
+		targets[i], dirs[i] = filepath.Join(t.TempDir(), "sda.img"), o.Dir
+		garbage := bytes.Repeat([]byte{0xaa}, len(data)+12345) // an old image, longer
+		if err := os.WriteFile(targets[i], garbage, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		o.Write = targets[i]
+		o.Apply = func(context.Context, Package) error { return nil }
+		if i == 4 {
+			o.Progress = func(p ReceiverProgress) {
+				if p.Verified > p.Size/2 {
+					once.Do(killSeed)
+				}
+			}
+		}
+	})
+	peers := peersOf(nodes)
+	peers[0].Addr = throttle(t, ctx, peers[0].Addr)
+	m, _ := BuildManifest(ctx, path, 1<<20, time.Hour, nil)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	RunSeed(sctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
+	first := make([]Result, len(nodes))
+	for i, n := range nodes {
+		first[i] = <-n.applied
+		go func() {
+			res, err := n.r.Next(ctx)
+			if err != nil && res.Err == nil {
+				res.Err = err
+			}
+			n.applied <- res
+		}()
+	}
+	m2, _ := BuildManifest(ctx, path, 1<<20, time.Hour, nil)
+	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m2, key), Path: path, Peers: peersOf(nodes)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := 0
+	for i, n := range nodes {
+		res := <-n.applied
+		if got, _ := os.ReadFile(targets[i]); res.Err != nil || !bytes.Equal(got, data) {
+			t.Errorf("node %d: %v, target identical %v", i, res.Err, bytes.Equal(got, data))
+		}
+		if !rep.Nodes[i].Flushed {
+			t.Errorf("node %d: the report does not say its target was flushed", i)
+		}
+		if first[i].Err == nil {
+			continue // applied before the seed died: that session stands
+		}
+		if first[i].Received > 0 {
+			resumed++
+		}
+		if got := first[i].Received + res.Received; got != full {
+			t.Errorf("node %d downloaded %d then %d bytes, %d in all; the full blocks are %d", i, first[i].Received, res.Received, got, full)
+		}
+		var state int64
+		filepath.Walk(dirs[i], func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				state += fi.Size()
+			}
+			return nil
+		})
+		if state > 1<<20 {
+			t.Errorf("node %d: the state folder holds %d bytes", i, state)
+		}
+	}
+	if resumed == 0 {
+		t.Errorf("no node resumed: the seed was not killed mid-transfer")
+	}
+}

@@ -556,6 +556,7 @@ func receiverFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "to", Usage: "place the verified file atomically at `DIR`/<package name> (DIR is created)", EnvVars: []string{"TREECAST_TO"}},
 		&cli.StringFlag{Name: "extract", Usage: "unpack a .tar, .tar.gz or .zip package into `DIR`; unsafe entries fail the apply", EnvVars: []string{"TREECAST_EXTRACT"}},
+		&cli.StringFlag{Name: "write", Usage: "write the package straight to `TARGET`, a disk (/dev/sda) or an image file, block by block as it arrives: nothing is spooled, empty blocks are not sent, and resuming continues from what TARGET holds; a mounted disk is refused", EnvVars: []string{"TREECAST_WRITE"}},
 		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
 		&cli.StringFlag{Name: "max-extract-size", Usage: "fail an --extract archive that unpacks to more than `SIZE` (e.g. 2GiB), before writing any of it", DefaultText: "the free space of the --extract DIR less 1/20", EnvVars: []string{"TREECAST_MAX_EXTRACT_SIZE"}},
 		&cli.IntFlag{Name: "max-extract-entries", Usage: "fail an --extract archive of more than `N` entries, before writing any of it", DefaultText: "100000", EnvVars: []string{"TREECAST_MAX_EXTRACT_ENTRIES"}},
@@ -644,6 +645,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "trust", "receiver.trust", &rc.Trust, c.StringSlice)
 	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
 	fromFlag(cfg, c, "secret", "receiver.secret", &rc.Secret, c.String)
+	fromFlag(cfg, c, "write", "receiver.write", &rc.Write, c.String)
 	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
 	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd), cfg.checkTargets(cmd)); err != nil {
 		return err
@@ -663,8 +665,13 @@ func runReceiver(c *cli.Context, once bool) error {
 	if rc.Dir == "" {
 		rc.Dir = defaultDir()
 	}
-	if err := checkStateDir(rc.Dir, cfg.Install); err != nil {
+	if err := checkStateDir(rc.Dir, cfg.Install, rc.Write); err != nil {
 		return usage("%s: %v", c.Command.Name, err)
+	}
+	if rc.Write != "" {
+		if err := checkWriteTarget(rc.Write); err != nil {
+			return usage("%s: --write %s: %v", cmd, rc.Write, err)
+		}
 	}
 	con := newConsole()
 	log := newLogger(c, con)
@@ -685,7 +692,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	var ann *discover.Announcer
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
-		ID: id, Name: rc.Name, Dir: rc.Dir, Log: log,
+		ID: id, Name: rc.Name, Dir: rc.Dir, Write: rc.Write, Log: log,
 		Apply: applyPackage(cfg.Install),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
@@ -851,11 +858,11 @@ func printResult(con *console, res relay.Result) {
 // checkStateDir refuses a state folder (--dir) with symlinked parts, and
 // --to or --extract inside it: the folder is treecast's own, and what lands
 // there could be removed with its spool files or overwrite its state.
-func checkStateDir(dir string, ic install.Config) error {
+func checkStateDir(dir string, ic install.Config, write string) error {
 	if err := relay.CheckStateDir(dir); err != nil {
 		return fmt.Errorf("--dir: %w", err)
 	}
-	for _, t := range []struct{ flag, path string }{{"to", ic.To}, {"extract", ic.Extract}} {
+	for _, t := range []struct{ flag, path string }{{"to", ic.To}, {"extract", ic.Extract}, {"write", write}} {
 		if t.path == "" {
 			continue
 		}
@@ -874,6 +881,9 @@ func checkStateDir(dir string, ic install.Config) error {
 // a cap an archive passed (a flag is its TOML key with hyphens).
 func applyPackage(ic install.Config) func(context.Context, relay.Package) error {
 	return func(ctx context.Context, p relay.Package) error {
+		if ic.To == "" && ic.Extract == "" && ic.Exec == "" {
+			return nil // --write alone: the package is in place already
+		}
 		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
 		var le *install.LimitError
 		if errors.As(err, &le) {

@@ -47,6 +47,7 @@ type receiverConfig struct {
 	// here from the same seed key for the same group.
 	AllowDowngrade bool   `toml:"allow_downgrade"`
 	Secret         string `toml:"secret"`
+	Write          string `toml:"write"`
 }
 
 func defaultConfig() fileConfig {
@@ -232,8 +233,13 @@ func (s *settings) checkInstall(cmd string) error {
 	err := s.Install.Validate()
 	var ce *install.ConfigError
 	switch {
+	case s.Receiver.Write != "" && (s.Install.To != "" || s.Install.Extract != ""):
+		return usage("%s: %s writes the package straight to %s and keeps no file of it, so there is nothing for %s to place or unpack: give one or the other (--exec may run after --write, with TREECAST_FILE the target)",
+			cmd, s.name("receiver.write"), s.Receiver.Write, map[bool]string{true: s.name("install.to"), false: s.name("install.extract")}[s.Install.To != ""])
+	case errors.Is(err, install.ErrNothingToApply) && s.Receiver.Write != "":
+		return nil
 	case errors.Is(err, install.ErrNothingToApply):
-		return usage("%s: nothing to apply: give --to DIR, --extract DIR or --exec CMD (or [install] to, extract or exec in the --config file)", cmd)
+		return usage("%s: nothing to apply: give --to DIR, --extract DIR, --exec CMD or --write TARGET (or [install] to, extract or exec, [receiver] write in the --config file)", cmd)
 	case errors.As(err, &ce):
 		return s.fieldError(cmd, "install", s.Install, ce.Field, ce.Value, ce.Want, nil)
 	}

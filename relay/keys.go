@@ -84,7 +84,7 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a file: give the path of a seed key (make one with `treecast keygen`)", path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if perm := st.Mode().Perm(); !ownerOnly(perm) {
 		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace it, and whoever reads it can make every receiver that trusts this key apply a package; fix it with: chmod 600 %s",
 			path, ErrKeyUnprotected, perm, shellQuote(path))
 	}

@@ -70,7 +70,7 @@ func LoadSecret(path string) (*Secret, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a file: give the path of a fleet secret (make one with `treecast secret --out FILE`)", path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if perm := st.Mode().Perm(); !ownerOnly(perm) {
 		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace the fleet secret; fix it with: chmod 600 %s",
 			path, ErrKeyUnprotected, perm, shellQuote(path))
 	}

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,7 +94,7 @@ Flags go before arguments. Settings: flag > TREECAST_* environment > --config fi
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "verbose", Usage: "log every step to stderr", EnvVars: []string{"TREECAST_VERBOSE"}},
 		},
-		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), secretCommand(), versionCommand()},
+		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), secretCommand(), versionCommand(), completionCommand(), manCommand()},
 	}
 }
 
@@ -936,7 +935,7 @@ func nodeID(dir string) (relay.NodeID, error) {
 	return id, nil
 }
 
-// --- peers, keygen, version ----------------------------------------------
+// --- peers, keygen, secret -----------------------------------------------
 
 func peersCommand() *cli.Command {
 	return &cli.Command{
@@ -1039,21 +1038,6 @@ func keygenCommand() *cli.Command {
 			}
 			fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 			fmt.Printf("wrote %s and %s.pub\nfingerprint %s\nreceivers: treecast join --trust %s ...\n", c.String("out"), c.String("out"), fp, fp)
-			return nil
-		},
-	}
-}
-
-func versionCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "version",
-		Usage: "print the version and protocol version",
-		Action: func(c *cli.Context) error {
-			v := "(devel)"
-			if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-				v = bi.Main.Version
-			}
-			fmt.Printf("treecast %s, protocol %d\n", v, relay.Version)
 			return nil
 		},
 	}

@@ -41,6 +41,11 @@ fi
 LDFLAGS="-s -w -buildid= -X main.version=$VERSION -X main.commit=$commit -X main.date=$date"
 echo "release.sh: treecast $VERSION (commit $commit, $date) into $OUT"
 
+# OUT is replaced only if it is empty or an earlier release.
+if [[ -d $OUT && -n $(ls -A "$OUT") && ! -f $OUT/SHA256SUMS ]]; then
+	echo "release.sh: $OUT holds files but no SHA256SUMS: not a release to replace; give an empty or new folder" >&2
+	exit 2
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT/completions"
 

@@ -100,7 +100,8 @@ rc=0
 timeout -k 30 15m bash "$ROOT/scripts/release.sh" "$LOGDIR/release" >"$LOGDIR/release.log" 2>&1 || rc=$?
 grep -E '^release.sh: (ok|FAILED)' "$LOGDIR/release.log" || true
 if ((rc == 0)) && (cd "$LOGDIR/release" && sha256sum --check --quiet --strict SHA256SUMS); then
-	echo "PASS: release: $(ls "$LOGDIR/release" | grep -c '^treecast-') binaries built, SHA256SUMS checked"
+	bins=("$LOGDIR"/release/treecast-*)
+	echo "PASS: release: ${#bins[@]} binaries built, SHA256SUMS checked"
 	passed=$((passed + 1))
 else
 	echo "FAIL: release (exit $rc); last lines of its output:"

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -71,11 +70,7 @@ func rootAction(c *cli.Context) error {
 }
 
 func versionText() string {
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
-	return fmt.Sprintf("treecast %s, protocol %d", v, relay.Version)
+	return fmt.Sprintf("%s, protocol %d", currentBuild(), relay.Version)
 }
 
 // reorderArgs moves a command's flags before its arguments, since the flag

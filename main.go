@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -102,7 +101,7 @@ Sizes: 4096, 256KiB, 1MiB, 2GiB (binary) or 500KB, 1MB, 2GB (decimal: 1MB is 100
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "verbose", Usage: "log every step to stderr", EnvVars: []string{"TREECAST_VERBOSE"}},
 		},
-		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), secretCommand(), versionCommand()},
+		Commands: []*cli.Command{seedCommand(), joinCommand(), serveCommand(), peersCommand(), keygenCommand(), secretCommand(), versionCommand(), completionCommand(), manCommand()},
 	}
 }
 
@@ -903,7 +902,7 @@ func lockDir(dir string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s is in use by another treecast receiver: give this one its own --dir", dir)
 	}
@@ -929,7 +928,7 @@ func nodeID(dir string) (relay.NodeID, error) {
 	return id, nil
 }
 
-// --- peers, keygen, version ----------------------------------------------
+// --- peers, keygen, secret -----------------------------------------------
 
 func peersCommand() *cli.Command {
 	return &cli.Command{
@@ -1038,17 +1037,6 @@ func keygenCommand() *cli.Command {
 			}
 			fp := relay.Fingerprint(key.Public().(ed25519.PublicKey))
 			fmt.Printf("wrote %s and %s.pub\nfingerprint %s\nreceivers: treecast join --trust %s ...\n", c.String("out"), c.String("out"), fp, fp)
-			return nil
-		},
-	}
-}
-
-func versionCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "version",
-		Usage: "print the version and protocol version",
-		Action: func(c *cli.Context) error {
-			fmt.Println(versionText())
 			return nil
 		},
 	}

@@ -3,11 +3,11 @@ package install
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Defaults and bounds of the extraction caps.
@@ -60,12 +60,11 @@ func (c extractCaps) sizeErr() error {
 // filesystem of dir, or of its nearest existing parent, and that directory.
 func freeSpace(dir string) (int64, string, error) {
 	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
-		var st syscall.Statfs_t
-		err := syscall.Statfs(p, &st)
+		free, err := diskFree(p)
 		if err == nil {
-			return int64(min(st.Bavail*uint64(st.Bsize), math.MaxInt64)), p, nil
+			return free, p, nil
 		}
-		if !errors.Is(err, syscall.ENOENT) || p == filepath.Dir(p) {
+		if !errors.Is(err, fs.ErrNotExist) || p == filepath.Dir(p) {
 			return 0, p, fmt.Errorf("free space of %s: %w", p, err)
 		}
 	}

@@ -32,8 +32,8 @@ type Config struct {
 	// archive with more fails the apply, and Extract is left as it was.
 	MaxExtractEntries int `toml:"max_extract_entries"`
 
-	// Exec is run with `sh -c` in treecast's working directory once the other
-	// actions succeeded. Its environment is treecast's plus TREECAST_FILE (the
+	// Exec is run with `sh -c` (on Windows `cmd.exe /d /s /c`) in treecast's
+	// working directory once the other actions succeeded. Its environment is treecast's plus TREECAST_FILE (the
 	// placed copy when To is set, else the spool file), TREECAST_NAME and
 	// TREECAST_SHA256.
 	Exec string `toml:"exec"`
@@ -76,7 +76,7 @@ func (c Config) Validate() error {
 	if err := checkDir("Extract", c.Extract); err != nil {
 		return err
 	}
-	if c.Extract != "" && filepath.Clean(c.Extract) == "/" {
+	if c.Extract != "" && isFSRoot(c.Extract) {
 		return &ConfigError{"Extract", c.Extract, "the directory the package owns, not the root directory, where top-level archive entries would replace /usr, /etc and the like"}
 	}
 	if c.MaxExtractSize != "" {
@@ -96,6 +96,13 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// isFSRoot reports whether dir is the root of a filesystem: "/" (or `C:\`
+// on Windows).
+func isFSRoot(dir string) bool {
+	c := filepath.Clean(dir)
+	return c != "." && filepath.Dir(c) == c
 }
 
 // checkDir validates an optional directory field.

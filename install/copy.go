@@ -91,6 +91,9 @@ func place(ctx context.Context, dir string, pkg Package) (dest string, err error
 // into place like a copy. false with a nil error means it could not be
 // linked, and the caller copies instead.
 func placeLink(ctx context.Context, dir, dest string, src *os.File, pkg Package) (bool, error) {
+	if !linkPlaces {
+		return false, nil
+	}
 	tmp := ""
 	for try := 0; try < 3 && tmp == ""; try++ {
 		name := filepath.Join(dir, fmt.Sprintf("%s%d", strings.TrimSuffix(tempPattern(pkg.Name), "*"), rand.Uint64()))
@@ -177,5 +180,5 @@ func syncDir(dir string) error {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	return syncDirFile(d)
 }

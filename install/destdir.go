@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Names of the working directories extract makes inside the destination: a
@@ -20,13 +19,18 @@ const (
 )
 
 // destination is a directory being extracted into. One extraction at a time
-// holds it, by a flock on the directory itself, so working directories found
-// in it are leftovers of an extraction that was killed.
+// holds it (lockDestination: a flock on the directory itself on Unix), so
+// working directories found in it are leftovers of an extraction that was
+// killed.
 type destination struct {
-	dir  string
-	root *os.Root
-	lock *os.File // the directory, flocked; closing it unlocks
+	dir    string
+	root   *os.Root
+	unlock func()
 }
+
+// errDestinationBusy is lockDestination's answer when another extraction
+// holds the directory.
+var errDestinationBusy = errors.New("destination locked by another extraction")
 
 // openDestination opens the existing directory dir, locks it, and removes
 // what an extraction killed part-way left in it.
@@ -35,19 +39,15 @@ func openDestination(dir string) (*destination, error) {
 	if err != nil {
 		return nil, err
 	}
-	lock, err := root.Open(".")
+	unlock, err := lockDestination(root, dir)
 	if err != nil {
 		root.Close()
-		return nil, err
-	}
-	d := &destination{dir: dir, root: root, lock: lock}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		d.close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errDestinationBusy) {
 			return nil, fmt.Errorf("another treecast is extracting into %s: wait for it to finish, or give each receiver its own extract directory", dir)
 		}
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+		return nil, err
 	}
+	d := &destination{dir: dir, root: root, unlock: unlock}
 	if err := d.removeLeftovers(); err != nil {
 		d.close()
 		return nil, err
@@ -56,7 +56,7 @@ func openDestination(dir string) (*destination, error) {
 }
 
 func (d *destination) close() {
-	d.lock.Close()
+	d.unlock()
 	d.root.Close()
 }
 

@@ -7,7 +7,7 @@
 //
 //	to       copy the package to To/<name>
 //	extract  unpack the package into Extract
-//	exec     run Exec with sh -c
+//	exec     run Exec with sh -c (cmd.exe /c on Windows)
 //
 // The spool file is only ever read, and never held in memory as a whole.
 //
@@ -93,6 +93,22 @@
 // context's error is returned. A non-zero exit or a fatal signal is an
 // [*ExecError] carrying the last lines of stderr. Background processes it
 // leaves holding stderr open are waited for at most two seconds.
+//
+// On Windows the command runs as `%ComSpec% /d /s /c "CMD"` (cmd.exe, which
+// takes CMD literally, as typed at a prompt; %TREECAST_FILE% reads the
+// environment), stdin and stdout are NUL, and when the context ends its
+// process tree is ended with `taskkill /t /f` (the shell alone if that
+// fails). Windows has no signals, so ExecError.Signal stays empty.
+//
+// # Platforms
+//
+// Linux and macOS behave as described. On Windows the extraction lock is a
+// named mutex named by the directory's identity instead of a flock,
+// directories are not synced (a directory handle cannot be flushed; NTFS
+// journals its entries), --to always copies (the receiver's open spool
+// forbids renaming a hard link to it), permission bits map to the read-only
+// attribute only, and a symlink entry needs Developer Mode or an
+// administrator, or the apply fails naming it.
 //
 // # Errors
 //

@@ -3,7 +3,6 @@ package install
 import (
 	"errors"
 	"fmt"
-	"syscall"
 )
 
 // ErrUnknownFormat is returned (wrapped, naming the package) when Extract is
@@ -69,5 +68,5 @@ func IsNoSpace(err error) bool {
 	if errors.As(err, &le) && le.FreeOf != "" {
 		return true
 	}
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return isDiskFull(err)
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -23,22 +22,17 @@ const (
 // pipe is closed: a daemon started by the command must not hold up Apply.
 const pipeGrace = 2 * time.Second
 
-// run runs command with `sh -c` in its own process group, in the current
-// working directory, with the process environment plus extraEnv. Stdin and
-// stdout are /dev/null; the tail of stderr goes into an *ExecError when the
-// command fails. When ctx ends, the whole process group is killed and the
-// context's error is returned.
+// run runs command with the platform's shell (shellCommand: `sh -c` on
+// Unix) in its own process group, in the current working directory, with the
+// process environment plus extraEnv. Stdin and stdout are the null device;
+// the tail of stderr goes into an *ExecError when the command fails. When ctx
+// ends, the whole process group is killed and the context's error is
+// returned.
 func run(ctx context.Context, command string, extraEnv []string) error {
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd := shellCommand(ctx, command)
 	cmd.Env = append(os.Environ(), extraEnv...) // later entries win over inherited ones
 	tail := &tailWriter{}
 	cmd.Stderr = tail
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// The group id is the shell's pid (Setpgid with Pgid 0). It is not
-		// reused before Wait reaps the shell, and Cancel runs before that.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
 	cmd.WaitDelay = pipeGrace
 
 	err := cmd.Run()
@@ -50,13 +44,9 @@ func run(ctx context.Context, command string, extraEnv []string) error {
 	}
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) {
-		return err // it did not start: no /bin/sh, a bad environment
+		return err // it did not start: no shell, a bad environment
 	}
-	e := &ExecError{ExitCode: exitErr.ExitCode(), StderrTail: tail.String()}
-	if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		e.Signal = ws.Signal().String()
-	}
-	return e
+	return &ExecError{ExitCode: exitErr.ExitCode(), Signal: killSignal(exitErr), StderrTail: tail.String()}
 }
 
 // tailWriter keeps the last stderrTailBytes written to it.

@@ -191,7 +191,7 @@ func (s *stager) write(ctx context.Context, name string, e *entry) error {
 		}
 		return s.root.Chmod(name, e.mode|0o700) // the owner must be able to add and remove entries
 	case kindSymlink:
-		return s.root.Symlink(e.link, name)
+		return symlinkErr(s.root.Symlink(e.link, name))
 	case kindHardlink:
 		return s.root.Link(linkTarget(e), name)
 	case kindFile:
@@ -248,7 +248,7 @@ func (s *stager) syncDirs() error {
 		if err != nil {
 			return err
 		}
-		err = d.Sync()
+		err = syncDirFile(d)
 		d.Close()
 		if err != nil {
 			return err

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -254,8 +253,7 @@ func TestExtractGood(t *testing.T) {
 			// The name says nothing: the format is recognised by content.
 			pkg := spool(t, "package.bin", tt.data)
 			parent, dir := newDest(t)
-			old := syscall.Umask(0o077) // modes must not depend on the umask
-			defer syscall.Umask(old)
+			setUmask(t, 0o077) // modes must not depend on the umask
 			if err := Apply(context.Background(), Config{Extract: dir}, pkg); err != nil {
 				t.Fatal(err)
 			}

@@ -100,7 +100,7 @@ func readPrivate(path, what, risk string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a file: give the path of %s", path, what)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if perm := st.Mode().Perm(); !ownerOnly(perm) {
 		return nil, fmt.Errorf("%s: %w: permissions %04o let users other than its owner read or replace it, and %s; fix it with: chmod 600 %s",
 			path, ErrKeyUnprotected, perm, risk, shellQuote(path))
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -200,7 +199,7 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(data, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := openNoFollow(data, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -250,14 +249,6 @@ type noSpaceError struct {
 
 func (e *noSpaceError) Error() string {
 	return fmt.Sprintf("%s needs %s of spool space in %s, only %s free", e.name, HumanBytes(e.need), e.dir, HumanBytes(e.free))
-}
-
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // The state file: block size (4), block count (4), package SHA-256 (32), bitmap.

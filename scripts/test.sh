@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# test.sh - the whole test suite: go vet, go test -race, then on the emulated
-# LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
+# test.sh - the whole test suite: go vet, go test -race, the service unit
+# and installer (scripts/service_test.sh: systemd-analyze verify), every
+# release target (scripts/release.sh, SHA256SUMS checked), then on the
+# emulated LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
 # (scripts/security.sh), a slow link (scripts/links.sh) and the faults
 # (scripts/faults.sh). Every part runs
 # even if an earlier one failed; exits 1 if any failed. Fuzzing is
 # scripts/fuzz.sh. Installs what it needs first (scripts/setup.sh).
 #
 # Ends with one line "N passed, N failed": Go tests (and subtests) + go vet +
-# the e2e checks.
+# the service, release and e2e checks.
 # Env: GO_TEST_TIMEOUT (10m), SKIP_E2E=1 (unit tests only), SKIP_FAULTS=1
 #      (no fault-injection runs, which take a few minutes).
 set -euo pipefail
@@ -65,7 +67,8 @@ if ((rc != 0)); then
 fi
 echo "go test: $gp passed, $gf failed (tests and subtests)"
 
-# lab NAME TIMEOUT: runs scripts/NAME.sh on the LAN lab and adds its counts.
+# lab NAME TIMEOUT: runs scripts/NAME.sh (on the LAN lab, for most) and adds
+# its counts.
 lab() {
 	local name=$1 limit=$2 rc=0 line ep ef
 	echo
@@ -84,6 +87,29 @@ lab() {
 	fi
 	((rc == 0)) || broken+=("$name (exit $rc)")
 }
+
+# The service install.sh sets up: systemd-analyze verify on its unit, and
+# install/uninstall into a scratch root.
+lab service_test 5m
+
+# Every release target builds, and SHA256SUMS matches (release.sh checks it,
+# and the binaries, itself; so does this).
+echo
+echo "== scripts/release.sh (every release target)"
+rc=0
+timeout -k 30 15m bash "$ROOT/scripts/release.sh" "$LOGDIR/release" >"$LOGDIR/release.log" 2>&1 || rc=$?
+grep -E '^release.sh: (ok|FAILED)' "$LOGDIR/release.log" || true
+if ((rc == 0)) && (cd "$LOGDIR/release" && sha256sum --check --quiet --strict SHA256SUMS); then
+	bins=("$LOGDIR"/release/treecast-*)
+	echo "PASS: release: ${#bins[@]} binaries built, SHA256SUMS checked"
+	passed=$((passed + 1))
+else
+	echo "FAIL: release (exit $rc); last lines of its output:"
+	tail -n 30 "$LOGDIR/release.log"
+	failed=$((failed + 1))
+	broken+=("release (exit $rc)")
+fi
+rm -rf "$LOGDIR/release"
 
 if [[ -z ${SKIP_E2E:-} ]]; then
 	lab e2e 15m

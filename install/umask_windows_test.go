@@ -1,0 +1,8 @@
+//go:build windows
+
+package install
+
+import "testing"
+
+// setUmask does nothing: Windows has no umask.
+func setUmask(*testing.T, int) {}

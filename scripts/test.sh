@@ -3,7 +3,8 @@
 # and installer (scripts/service_test.sh: systemd-analyze verify), every
 # release target (scripts/release.sh, SHA256SUMS checked), then on the
 # emulated LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
-# (scripts/security.sh), a slow link (scripts/links.sh) and the faults
+# (scripts/security.sh), a slow link (scripts/links.sh), a disk image
+# written in place (scripts/image.sh) and the faults
 # (scripts/faults.sh). Every part runs
 # even if an earlier one failed; exits 1 if any failed. Fuzzing is
 # scripts/fuzz.sh. Installs what it needs first (scripts/setup.sh).
@@ -115,6 +116,7 @@ if [[ -z ${SKIP_E2E:-} ]]; then
 	lab e2e 15m
 	lab security 10m
 	lab links 5m
+	lab image 5m
 	[[ -n ${SKIP_FAULTS:-} ]] || lab faults 15m
 fi
 

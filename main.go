@@ -555,6 +555,7 @@ func receiverFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "to", Usage: "place the verified file atomically at `DIR`/<package name> (DIR is created)", EnvVars: []string{"TREECAST_TO"}},
 		&cli.StringFlag{Name: "extract", Usage: "unpack a .tar, .tar.gz or .zip package into `DIR`; unsafe entries fail the apply", EnvVars: []string{"TREECAST_EXTRACT"}},
+		&cli.BoolFlag{Name: "stdin", Usage: "with --exec: run CMD once, from the start, and feed it the verified package on its stdin in order as it arrives (e.g. --exec 'tar x -C /opt/app' --stdin); a slow CMD never slows the relaying", EnvVars: []string{"TREECAST_STDIN"}},
 		&cli.StringFlag{Name: "write", Usage: "write the package straight to `TARGET`, a disk (/dev/sda) or an image file, block by block as it arrives: nothing is spooled, empty blocks are not sent, and resuming continues from what TARGET holds; a mounted disk is refused", EnvVars: []string{"TREECAST_WRITE"}},
 		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
 		&cli.StringFlag{Name: "max-extract-size", Usage: "fail an --extract archive that unpacks to more than `SIZE` (e.g. 2GiB), before writing any of it", DefaultText: "the free space of the --extract DIR less 1/20", EnvVars: []string{"TREECAST_MAX_EXTRACT_SIZE"}},
@@ -631,6 +632,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "to", "install.to", &cfg.Install.To, c.String)
 	fromFlag(cfg, c, "extract", "install.extract", &cfg.Install.Extract, c.String)
 	fromFlag(cfg, c, "exec", "install.exec", &cfg.Install.Exec, c.String)
+	fromFlag(cfg, c, "stdin", "install.stdin", &cfg.Install.Stdin, c.Bool)
 	fromFlag(cfg, c, "max-extract-size", "install.max_extract_size", &cfg.Install.MaxExtractSize, c.String)
 	fromFlag(cfg, c, "max-extract-entries", "install.max_extract_entries", &cfg.Install.MaxExtractEntries, c.Int)
 	fromFlag(cfg, c, "name", "receiver.name", &rc.Name, c.String)
@@ -692,7 +694,8 @@ func runReceiver(c *cli.Context, once bool) error {
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
 		ID: id, Name: rc.Name, Dir: rc.Dir, Write: rc.Write, Log: log,
-		Apply: applyPackage(cfg.Install),
+		Apply:  applyPackage(cfg.Install),
+		Stream: streamPackage(cfg.Install),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
 			if p.Applied {
@@ -876,9 +879,24 @@ func checkStateDir(dir string, ic install.Config, write string) error {
 	return nil
 }
 
+// streamPackage is a receiver's stream, with --exec CMD --stdin: CMD fed
+// the package as it arrives; nil otherwise.
+func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Reader) error {
+	if !ic.Stdin {
+		return nil
+	}
+	return func(ctx context.Context, p relay.Package, in io.Reader) error {
+		return install.Stream(ctx, ic, p.Name, p.SHA256, in)
+	}
+}
+
 // applyPackage is a receiver's apply: install's, with the flag that raises
-// a cap an archive passed (a flag is its TOML key with hyphens).
+// a cap an archive passed (a flag is its TOML key with hyphens). With
+// --stdin, --exec ran on the stream already.
 func applyPackage(ic install.Config) func(context.Context, relay.Package) error {
+	if ic.Stdin {
+		ic.Exec, ic.Stdin = "", false
+	}
 	return func(ctx context.Context, p relay.Package) error {
 		if ic.To == "" && ic.Extract == "" && ic.Exec == "" {
 			return nil // --write alone: the package is in place already

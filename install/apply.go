@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,21 @@ func Apply(ctx context.Context, cfg Config, pkg Package) error {
 		if err := run(ctx, cfg.Exec, env); err != nil {
 			return fmt.Errorf("run `%s`: %w", cfg.Exec, err)
 		}
+	}
+	return nil
+}
+
+// Stream runs cfg.Exec once with the package fed to its stdin from in, in
+// order, as the caller gets it verified; TREECAST_NAME and TREECAST_SHA256
+// are set, TREECAST_FILE is not (the file is not whole yet). A non-zero
+// exit fails it. Stream runs only Exec: To and Extract need a whole file.
+func Stream(ctx context.Context, cfg Config, name, sha256 string, in io.Reader) error {
+	if cfg.Exec == "" {
+		return ErrNothingToApply
+	}
+	env := []string{"TREECAST_NAME=" + name, "TREECAST_SHA256=" + sha256}
+	if err := runFed(ctx, cfg.Exec, env, in); err != nil {
+		return fmt.Errorf("run `%s` on the package streamed: %w", cfg.Exec, err)
 	}
 	return nil
 }

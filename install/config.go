@@ -37,6 +37,10 @@ type Config struct {
 	// placed copy when To is set, else the spool file), TREECAST_NAME and
 	// TREECAST_SHA256.
 	Exec string `toml:"exec"`
+	// Stdin runs Exec once from the start of the transfer and feeds it the
+	// verified package on its stdin, in order (Stream), instead of running
+	// it on the whole file at the end.
+	Stdin bool `toml:"stdin"`
 }
 
 // DefaultConfig returns a Config that applies nothing; Validate rejects it
@@ -86,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxExtractEntries < 0 || c.MaxExtractEntries > maxEntries {
 		return &ConfigError{"MaxExtractEntries", fmt.Sprint(c.MaxExtractEntries), fmt.Sprintf("1 to %d (0 for the default, %d): the checker keeps every name in memory", maxEntries, defaultMaxEntries)}
+	}
+	if c.Stdin && c.Exec == "" {
+		return &ConfigError{"Stdin", "true", "Exec set too: it is the command the package is fed to"}
 	}
 	if c.Exec != "" {
 		if strings.TrimSpace(c.Exec) == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,8 +30,17 @@ const pipeGrace = 2 * time.Second
 // ends, the whole process group is killed and the context's error is
 // returned.
 func run(ctx context.Context, command string, extraEnv []string) error {
+	return runFed(ctx, command, extraEnv, nil)
+}
+
+// runFed is run with stdin fed from in, when in is not nil. A command
+// that exits 0 without reading all of in is taken at its word.
+func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader) error {
 	cmd := shellCommand(ctx, command)
 	cmd.Env = append(os.Environ(), extraEnv...) // later entries win over inherited ones
+	if in != nil {
+		cmd.Stdin = in
+	}
 	tail := &tailWriter{}
 	cmd.Stderr = tail
 	cmd.WaitDelay = pipeGrace

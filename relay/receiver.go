@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -30,6 +31,11 @@ type ReceiverOptions struct {
 	// Apply installs a verified package. It runs while the relay to
 	// children goes on; its error is this node's failure only.
 	Apply func(ctx context.Context, pkg Package) error
+	// Stream, if set, is given the package in order on in while the
+	// transfer runs (a command reading its stdin), from the session's
+	// start; Apply runs once both the package is whole and Stream returned
+	// nil. Its error is this node's failure only.
+	Stream func(ctx context.Context, pkg Package, in io.Reader) error
 	// Secret, if set, is the fleet's: only a seed and children that prove
 	// they hold it are served, and blocks travel sealed.
 	Secret *Secret

@@ -367,10 +367,20 @@ func (s *session) heartbeat() {
 // reports the result. Every block was checked against the signed
 // manifest on arrival, so the whole file is verified once it is complete.
 func (s *session) applyWhenComplete() {
+	streamed := make(chan error, 1)
+	if s.opt.Stream != nil {
+		go func() { streamed <- s.stream() }()
+	} else {
+		streamed <- nil
+	}
 	if err := s.spool.waitComplete(s.ctx); err != nil {
+		<-streamed // stopped: the session ended before the package was whole
 		return
 	}
-	err := s.apply()
+	err := <-streamed
+	if err == nil {
+		err = s.apply()
+	}
 	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target}
 	if err != nil {
 		out.err = clip(err.Error())

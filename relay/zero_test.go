@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -224,5 +226,56 @@ func TestWriteTargetResumes(t *testing.T) {
 	}
 	if resumed == 0 {
 		t.Errorf("no node resumed: the seed was not killed mid-transfer")
+	}
+}
+
+// A stream apply gets the package in order while it arrives; a slow one
+// holds up no other node, and one that fails fails its node only.
+func TestStreamApply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 3<<20)
+	got := make([]bytes.Buffer, 6)
+	var doneAt [6]time.Time
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
+		o.Apply = func(context.Context, Package) error { doneAt[i] = time.Now(); return nil }
+		o.Stream = func(_ context.Context, _ Package, in io.Reader) error {
+			buf := make([]byte, 16<<10)
+			for {
+				n, err := in.Read(buf)
+				got[i].Write(buf[:n])
+				switch {
+				case i == 5 && got[i].Len() > len(data)/2:
+					return errors.New("the command exited 2")
+				case err == io.EOF:
+					return nil
+				case err != nil:
+					return err
+				}
+				if i == 0 {
+					time.Sleep(5 * time.Millisecond) // a slow command: 3 MiB in about a second
+				}
+			}
+		}
+	})
+	rep := seedSession(t, ctx, cfg, path, 1<<20, peersOf(nodes))
+	for i, n := range nodes {
+		res := <-n.applied
+		switch i {
+		case 5:
+			if res.Err == nil || rep.Nodes[i].Status != StatusFailed {
+				t.Errorf("node %d, whose command failed: %v, %s", i, res.Err, rep.Nodes[i].Status)
+			}
+		default:
+			if res.Err != nil || !bytes.Equal(got[i].Bytes(), data) {
+				t.Errorf("node %d: %v, the command got the package %v", i, res.Err, bytes.Equal(got[i].Bytes(), data))
+			}
+		}
+	}
+	for i := 1; i < 5; i++ {
+		if doneAt[i].After(doneAt[0]) {
+			t.Errorf("node %d finished after the slow node 0: the slow command held it up", i)
+		}
 	}
 }

@@ -1,0 +1,63 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// A receiver with a Stream apply feeds the package, in order, to one
+// command while the transfer runs: a reader of its own takes each block
+// from the spool (or write target) once it is verified and held, so a slow
+// command never slows the relaying to children, and the bytes it has not
+// consumed yet wait on disk, not in memory.
+
+// errIncomplete ends a stream whose session ended before the package was
+// whole: the command is stopped, not given a truncated package.
+var errIncomplete = errors.New("the session ended before the package was complete; the command was stopped")
+
+// stream runs opt.Stream on the package, feeding it each block as it is
+// held, and returns the command's outcome.
+func (s *session) stream() error {
+	ctx, cancel := context.WithCancel(s.applyCtx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
+	go func() {
+		err := s.opt.Stream(ctx, pkg, pr)
+		pr.CloseWithError(io.ErrClosedPipe) // a command that stopped reading
+		done <- err
+	}()
+	buf := make([]byte, s.m.BlockSize)
+	for g := range s.m.Blocks() {
+		held := func() (bool, <-chan struct{}) { return s.spool.readyToRead(g) }
+		if err := waitUntil(s.ctx, 0, held); err != nil {
+			cancel()
+			pw.CloseWithError(errIncomplete)
+			<-done
+			return errIncomplete
+		}
+		data, err := s.spool.readBlock(g, buf)
+		if err != nil {
+			cancel()
+			pw.CloseWithError(err)
+			<-done
+			return fmt.Errorf("read block %d for the command: %w", g, err)
+		}
+		if _, err := pw.Write(data); err != nil {
+			break // the command exited or closed its input: its exit says how it went
+		}
+	}
+	pw.Close()
+	return <-done
+}
+
+// readyToRead reports whether block g is held, and a channel closed at
+// the next change.
+func (s *spool) readyToRead(g int) (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.have.has(g), s.changed
+}

@@ -9,7 +9,9 @@
 # target was flushed; all links together carry at most 0.3 x the image per
 # receiver; makespan (seed start to the last join's exit) at most 0.35 x
 # S/B; every --dir under 1 MiB. Prints the figures and PASS/FAIL per check;
-# ends with "N passed, N failed".
+# ends with "N passed, N failed". Then the same files as a tar through
+# `join --exec 'tar x -C DIR' --stdin`: every DIR identical to the files,
+# makespan below 1 x S/B (S the tar's size), as the tar travels compressed.
 # Env: IMAGE_RATE (100mbit), IMAGE_SRC (/usr/lib/x86_64-linux-gnu, whose
 # first ~100 MB go in), IMAGE_BIN, IMAGE_KEEP=1, OUT.
 set -euo pipefail
@@ -115,3 +117,34 @@ awk -v r="$ratio" 'BEGIN { exit !(r <= 0.35) }' && pass "makespan $ratio x S/B (
 big=0
 for ((i = 1; i <= N; i++)); do (($(du -sb "$OUT/h$i/state" | cut -f1) < 1048576)) || big=$((big + 1)); done
 [[ $big == 0 ]] && pass "every --dir under 1 MiB" || fail "$big --dir over 1 MiB"
+
+# The same files as a tar, unpacked by `tar x` on each receiver from its
+# stdin while the transfer runs.
+TAR=$OUT/files.tar
+(cd "$OUT/files" && tar -cf "$TAR" .)
+T=$(stat -c %s "$TAR")
+pids=()
+for ((i = 1; i <= N; i++)); do
+	lab_spawn "$i" "$OUT/tar-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 300 "$BIN" join --name "h$i" \
+		--iface eth0 --group image --trust-any --timeout 120s --dir "$OUT/h$i/state" \
+		--exec "mkdir -p $OUT/h$i/x && tar -x -C $OUT/h$i/x" --stdin
+	pids+=("$LAB_LAST_PID")
+done
+for ((i = 1; i <= N; i++)); do
+	for _ in $(seq 1 100); do [[ -n $(lab_exec "$i" ss -Hltn 2>/dev/null) ]] && break; sleep 0.05; done
+done
+t0=$(date +%s.%N)
+rc=0
+lab_spawn 0 "$OUT/tar-seed.log" env HOME="$OUT/h0/home" timeout -k 5 300 "$BIN" seed --expect "$N" --wait 30s --iface eth0 \
+	--group image "$TAR"
+spid=$LAB_LAST_PID
+jf=0
+for p in "${pids[@]}"; do wait "$p" || jf=$((jf + 1)); done
+t1=$(date +%s.%N)
+wait "$spid" || rc=$?
+((rc == 0 && jf == 0)) && pass "tar --stdin: seed and every join exit 0" || fail "tar --stdin: seed exit $rc, $jf joins failed"
+same=0
+for ((i = 1; i <= N; i++)); do diff -r -q "$OUT/files" "$OUT/h$i/x" >/dev/null 2>&1 && same=$((same + 1)); done
+[[ $same == "$N" ]] && pass "tar --stdin: $N unpacked trees identical to the source" || fail "tar --stdin: $same of $N trees identical"
+ratio=$(awk -v a="$t0" -v b="$t1" -v s="$T" -v bits="$bits" 'BEGIN { printf "%.3f", (b - a) / (s * 8 / bits) }')
+awk -v r="$ratio" 'BEGIN { exit !(r < 1) }' && pass "tar --stdin: makespan $ratio x S/B (< 1, compressed; S = $T bytes)" || fail "tar --stdin: makespan $ratio x S/B, want < 1"

@@ -58,6 +58,12 @@
 #                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4 to them);
 #                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
 #   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain")
+#   BENCH_KIND    what the package is: random (default: MB of /dev/urandom);
+#                 image (an ext4 image of MB holding MB/5 of files from /usr,
+#                 receivers `join --write TARGET`); tar (a tar of MB of those
+#                 files, receivers `join --exec 'tar x -C DIR' --stdin`).
+#                 udpcast and the chain move the same file as it is. Also
+#                 printed: wire/S, what every host sent ÷ S ÷ N.
 #   BENCH_CHUNK   treecast seed --chunk-size (default: treecast's)
 #   BENCH_LIMIT   seconds a run may take (default 10 x S/B + 60)
 #   BENCH_RING=1  also run lab.sh's ring check on each lab (what the lab carries)
@@ -88,6 +94,11 @@ while (($#)); do
 	esac
 done
 TOOLS=${BENCH_TOOLS:-treecast treecast1 udpcast chain}
+KIND=${BENCH_KIND:-random}
+case $KIND in
+random | image | tar) ;;
+*) echo "bench: unknown BENCH_KIND '$KIND' (known: random image tar)" >&2; exit 2 ;;
+esac
 OUT=${OUT:-$ROOT/scripts/out/bench-$LAB_PREFIX}
 BIN=$OUT/treecast
 CHAIN_PORT=9100
@@ -124,6 +135,12 @@ die() {
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 tx0_bytes() { lab_exec 0 cat /sys/class/net/eth0/statistics/tx_bytes; }
+# tx_all: bytes every host of the point sent, for the wire column
+tx_all() {
+	local i s=0
+	for ((i = 0; i <= N; i++)); do s=$((s + $(lab_exec "$i" cat /sys/class/net/eth0/statistics/tx_bytes))); done
+	echo "$s"
+}
 cpu_sample() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
 cpu_busy() { # cpu_busy "BEFORE" "AFTER" -> percent of the whole machine
 	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); u = y[1]-x[1]; i = y[2]-x[2]; printf "%.0f", (u+i) ? 100*u/(u+i) : 0 }'
@@ -222,6 +239,17 @@ count_same() {
 	echo "$same"
 }
 
+# count_same_tree DIRFMT : unpacked trees identical to the files the tar holds
+count_same_tree() {
+	local i same=0 f
+	for ((i = 1; i <= N; i++)); do
+		# shellcheck disable=SC2059 # the pattern is ours
+		f=$(printf "$1" "$i")
+		diff -r -q "$WORK/pkg/files" "$f" >/dev/null 2>&1 && same=$((same + 1))
+	done
+	echo "$same"
+}
+
 # settle: R_STATUS and R_WHY from the exits wait_all counted and from R_SAME
 settle() {
 	# A process stopped by the bound makes its peers fail too: timeout wins.
@@ -246,9 +274,14 @@ run_treecast() { # run_treecast TREES TAG ; TREES "" = treecast's default
 	fi
 	for ((i = 1; i <= N; i++)); do
 		mkdir -p "$d/h$i/home"
+		local act=(--to "$d/h$i/to")
+		case $KIND in
+		image) act=(--write "$d/h$i/disk.img") ;;
+		tar) act=(--exec "mkdir -p $d/h$i/x && tar -x -C $d/h$i/x" --stdin) ;;
+		esac
 		spawn_timed "$i" "$tag-h$i" "$d/join-h$i.log" env HOME="$d/h$i/home" XDG_CONFIG_HOME="$d/h$i/home/.config" \
 			"$BIN" join --name "h$i" --iface eth0 --group bench --trust-any \
-			--timeout 120s --dir "$d/h$i/spool" --to "$d/h$i/to"
+			--timeout 120s --dir "$d/h$i/spool" "${act[@]}"
 		jpids+=("$LAB_LAST_PID")
 	done
 	for ((i = 1; i <= N; i++)); do
@@ -269,7 +302,11 @@ run_treecast() { # run_treecast TREES TAG ; TREES "" = treecast's default
 	tx1=$(tx0_bytes)
 	R_MK=$(calc %.2f "$t1 - $t0")
 	R_UP=$(calc %.2f "($tx1 - $tx0) / $S")
-	R_SAME=$(count_same "$d/h%d/to/$(basename "$PKG")")
+	case $KIND in
+	image) R_SAME=$(count_same "$d/h%d/disk.img") ;;
+	tar) R_SAME=$(count_same_tree "$d/h%d/x") ;;
+	*) R_SAME=$(count_same "$d/h%d/to/$(basename "$PKG")") ;;
+	esac
 	settle
 	if jq -e '.nodes' "$d/report.json" >/dev/null 2>&1; then
 		R_NOTE=$(jq -r --arg n "$N" '"report: ok \([.nodes[] | select(.status == "ok")] | length)/\($n), \(.seconds * 100 | round / 100) s"' "$d/report.json")
@@ -357,6 +394,29 @@ run_chain() {
 	rm -f "$d"/h*.out
 }
 
+# make_package: PKG, S bytes of the point's kind: random bytes; an ext4
+# image of S bytes holding S/5 bytes of files from /usr (image); or a tar
+# of S bytes of those files (tar). The files stay in $WORK/pkg/files.
+make_package() {
+	case $KIND in
+	random) head -c "$S" /dev/urandom >"$PKG" ;;
+	image | tar)
+		local want=$S
+		[[ $KIND == image ]] && want=$((S / 5))
+		mkdir -p "$WORK/pkg/files"
+		(cd /usr/lib/x86_64-linux-gnu && find . -type f -size -20M -print0 | head -z -n 20000 | tar --null -T - -cf - 2>/dev/null) |
+			(cd "$WORK/pkg/files" && tar -xf - && find . -type f -print0 | xargs -0 du -b | sort -n |
+				awk -v w="$want" '{ s += $1; if (s > w) print $2 }' | xargs -r rm -f)
+		if [[ $KIND == image ]]; then
+			truncate -s "$S" "$PKG"
+			mkfs.ext4 -q -F -d "$WORK/pkg/files" "$PKG"
+		else
+			(cd "$WORK/pkg/files" && tar -cf "$PKG" .)
+		fi
+		;;
+	esac
+}
+
 # ---- the points ---------------------------------------------------------------
 RESULTS=() # "N|RATE|MB|SB|tool|ratio|up|cpu|identical"
 
@@ -369,7 +429,8 @@ for point in $POINTS; do
 	WORK=$OUT/n$N-$RATE-${MB}MB
 	PKG=$WORK/pkg/bench.bin
 	mkdir -p "$WORK/pkg"
-	head -c "$S" /dev/urandom >"$PKG"
+	make_package
+	S=$(stat -c %s "$PKG")
 	echo
 	echo "== $N receivers + 1 seed, links $RATE, S = $MB MB: S/B = $SB s; each run at most ${LIMIT}s"
 	agg=$(((N + 1) * BITS / 1000000))
@@ -380,6 +441,7 @@ for point in $POINTS; do
 		rm -rf "$WORK/cpu"
 		mkdir -p "$WORK/cpu"
 		c0=$(cpu_sample)
+		w0=$(tx_all)
 		case $tool in
 		treecast) run_treecast "" treecast ;;
 		treecast1) run_treecast 1 treecast1 ;;
@@ -387,6 +449,7 @@ for point in $POINTS; do
 		chain) run_chain ;;
 		esac
 		LAB_PIDS=() # every one was waited for
+		wire=$(calc %.2f "($(tx_all) - $w0) / $S / $N")
 		busy=$(cpu_busy "$c0" "$(cpu_sample)")
 		cpu=$(cpu_sum)
 		case $R_STATUS in
@@ -394,11 +457,11 @@ for point in $POINTS; do
 		*) ratio=$R_STATUS ;;
 		esac
 		[[ $R_STATUS == failed ]] && BENCH_FAILED=1
-		printf 'bench: %-9s makespan %7.2f s = %5s x S/B, seed up %s x S, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
-			"$tool" "$R_MK" "$ratio" "$R_UP" "$cpu" "$busy" "$R_SAME" "$N" \
+		printf 'bench: %-9s makespan %7.2f s = %5s x S/B, seed up %s x S, wire %s x S per receiver, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
+			"$tool" "$R_MK" "$ratio" "$R_UP" "$wire" "$cpu" "$busy" "$R_SAME" "$N" \
 			"${R_NOTE:+; $R_NOTE}" "${R_WHY:+; ${R_STATUS^^}: $R_WHY (logs in $WORK/${tool})}"
-		RESULTS+=("$N|$RATE|$MB MB|$SB|$tool|$ratio|$R_UP|$cpu|$R_SAME/$N")
-		rm -rf "$WORK/$tool"/h*/to "$WORK/$tool"/h*/spool
+		RESULTS+=("$N|$RATE|$MB MB $KIND|$SB|$tool|$ratio|$R_UP|$wire|$cpu|$R_SAME/$N")
+		rm -rf "$WORK/$tool"/h*/to "$WORK/$tool"/h*/spool "$WORK/$tool"/h*/disk.img "$WORK/$tool"/h*/x
 	done
 	lab_kill_pids
 	lab_down
@@ -409,10 +472,10 @@ echo
 echo "== results: makespan / (S/B), seed upload / S, CPU seconds of all the tool's processes, byte-identical copies"
 echo "   (N receivers + 1 seed; links full duplex at B; S in 10^6 bytes; $(nproc) cores; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
-fmt='| %4s | %-8s | %6s | %6s | %-9s | %14s | %9s | %7s | %9s |\n'
+fmt='| %4s | %-8s | %13s | %6s | %-9s | %14s | %9s | %6s | %7s | %9s |\n'
 # shellcheck disable=SC2059 # fmt is ours
-printf "$fmt" N B S 'S/B s' tool 'makespan/(S/B)' 'seed-up/S' 'CPU-s' identical
-echo '|-----:|----------|-------:|-------:|-----------|---------------:|----------:|--------:|----------:|'
+printf "$fmt" N B S 'S/B s' tool 'makespan/(S/B)' 'seed-up/S' 'wire/S' 'CPU-s' identical
+echo '|-----:|----------|--------------:|-------:|-----------|---------------:|----------:|-------:|--------:|----------:|'
 for r in "${RESULTS[@]}"; do
 	IFS='|' read -r -a f <<<"$r"
 	# shellcheck disable=SC2059

@@ -158,15 +158,15 @@ func (f *feeder) block(g int, corrupt bool) error {
 		zipped = w.wires().get(g)
 	}
 	var plain []byte
-	if zipped == nil && f.compress {
+	if w, ok := f.src.(wired); ok && zipped == nil && f.compress && w.wires().worthTrying(g) {
 		var err error
 		if plain, err = f.src.readBlock(g, f.scratch[:n]); err != nil {
 			return err
 		}
-		if zipped = squeeze(f.zbuf[:0], plain); zipped != nil {
-			if w, ok := f.src.(wired); ok {
-				w.wires().put(g, bytes.Clone(zipped))
-			}
+		zipped = squeeze(f.zbuf[:0], plain)
+		w.wires().tried(zipped != nil)
+		if zipped != nil {
+			w.wires().put(g, bytes.Clone(zipped))
 		}
 	}
 	flags, size := byte(0), n

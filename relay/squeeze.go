@@ -79,12 +79,39 @@ func unsqueeze(dst, wire []byte, want int) ([]byte, error) {
 	return out, nil
 }
 
-// wireCache keeps the compressed bytes of recent blocks, oldest out first.
+// wireCache keeps the compressed bytes of recent blocks, oldest out first,
+// and how the last tries to compress went: after missStreak blocks in a
+// row that did not shrink (an archive, a video), only every missStride-th
+// block is tried, until one shrinks again.
 type wireCache struct {
-	mu    sync.Mutex
-	by    map[int][]byte
-	order []int
-	bytes int
+	mu     sync.Mutex
+	by     map[int][]byte
+	order  []int
+	bytes  int
+	misses int
+}
+
+const (
+	missStreak = 16
+	missStride = 16
+)
+
+// worthTrying reports whether block g should be tried at all.
+func (c *wireCache) worthTrying(g int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.misses < missStreak || g%missStride == 0
+}
+
+// tried records whether a try shrank its block.
+func (c *wireCache) tried(shrank bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if shrank {
+		c.misses = 0
+	} else {
+		c.misses++
+	}
 }
 
 func newWireCache() *wireCache { return &wireCache{by: map[int][]byte{}} }

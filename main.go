@@ -108,9 +108,10 @@ Sizes: 4096, 256KiB, 1MiB, 2GiB (binary) or 500KB, 1MB, 2GB (decimal: 1MB is 100
 // Flags shared by several commands. EnvVars make TREECAST_* work; a set flag
 // or variable wins over the file.
 var (
-	configFlag = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
-	secretFlag = &cli.StringFlag{Name: "secret", Usage: "the fleet secret at `FILE` (make one with `treecast secret`): only hosts holding it take part, and blocks travel encrypted", EnvVars: []string{"TREECAST_SECRET"}}
-	ifaceFlag  = &cli.StringFlag{Name: "iface", Usage: "use only this network interface `NAME` (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
+	configFlag  = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
+	maxRateFlag = &cli.StringFlag{Name: "max-rate", Usage: "send at most `RATE` to all children together (20mbit, 1.5gbit, 5MB/s, 2MiB/s), so the rest of the network stays usable", DefaultText: "no cap", EnvVars: []string{"TREECAST_MAX_RATE"}}
+	secretFlag  = &cli.StringFlag{Name: "secret", Usage: "the fleet secret at `FILE` (make one with `treecast secret`): only hosts holding it take part, and blocks travel encrypted", EnvVars: []string{"TREECAST_SECRET"}}
+	ifaceFlag   = &cli.StringFlag{Name: "iface", Usage: "use only this network interface `NAME` (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
 )
 
 func groupFlag(usage string) *cli.StringFlag {
@@ -268,6 +269,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			secretFlag,
+			maxRateFlag,
 			&cli.StringFlag{Name: "compress", Usage: "`on`: blocks that shrink with zstd travel compressed (receivers forward them so); off: every block as it is", DefaultText: "on", EnvVars: []string{"TREECAST_COMPRESS"}},
 			&cli.StringFlag{Name: "fault-save-session", Hidden: true, Usage: "fault injection for lab tests: write the signed session to `PATH`"},
 			&cli.StringFlag{Name: "fault-replay-session", Hidden: true, Usage: "fault injection for lab tests: offer the signed session saved at `PATH` instead of a new one, as a replaying attacker would"},
@@ -306,6 +308,7 @@ func runSeed(c *cli.Context) error {
 	fromFlag(cfg, c, "key", "seed.key", &sc.Key, c.String)
 	fromFlag(cfg, c, "secret", "seed.secret", &sc.Secret, c.String)
 	fromFlag(cfg, c, "compress", "seed.compress", &sc.Compress, c.String)
+	fromFlag(cfg, c, "max-rate", "relay.max_rate", &cfg.Relay.MaxRate, c.String)
 	if err := cmp.Or(cfg.checkSeed("seed"), cfg.checkDiscover("seed"), cfg.checkRelay("seed")); err != nil {
 		return err
 	}
@@ -569,6 +572,7 @@ func receiverFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "trust-any", Usage: "accept sessions from any seed (anyone on the LAN can then make this machine apply a package)", EnvVars: []string{"TREECAST_TRUST_ANY"}},
 		&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept a session older than the last one applied here from the same seed key for the same group", EnvVars: []string{"TREECAST_ALLOW_DOWNGRADE"}},
 		secretFlag,
+		maxRateFlag,
 		&cli.IntFlag{Name: "fault-corrupt-chunk", Hidden: true, Value: -1, Usage: "fault injection for lab tests: flip a bit in chunk `N` when relaying it"},
 		&cli.BoolFlag{Name: "fault-accuse", Hidden: true, Usage: "fault injection for lab tests: accuse every parent of corrupt data"},
 		&cli.BoolFlag{Name: "fault-silent", Hidden: true, Usage: "fault injection for lab tests: take a session, then only report holding nothing"},
@@ -647,6 +651,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "trust-any", "receiver.trust_any", &rc.TrustAny, c.Bool)
 	fromFlag(cfg, c, "secret", "receiver.secret", &rc.Secret, c.String)
 	fromFlag(cfg, c, "write", "receiver.write", &rc.Write, c.String)
+	fromFlag(cfg, c, "max-rate", "relay.max_rate", &cfg.Relay.MaxRate, c.String)
 	fromFlag(cfg, c, "allow-downgrade", "receiver.allow_downgrade", &rc.AllowDowngrade, c.Bool)
 	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd), cfg.checkTargets(cmd)); err != nil {
 		return err

@@ -31,6 +31,10 @@ type Config struct {
 	// node took to apply the package, or, before any did, past the time to
 	// send the package at 1 Mbit/s.
 	SessionGrace time.Duration `toml:"session_grace"`
+	// MaxRate caps what this process sends to its children, all together
+	// ("20mbit", "5MB/s"; see ParseRate), so a production line's network
+	// stays usable; "" sends as fast as the links go.
+	MaxRate string `toml:"max_rate"`
 	// MaxNodes is the most receivers one seed takes into a session; the
 	// rest are reported as not taken.
 	MaxNodes int `toml:"max_nodes"`
@@ -117,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.SessionGrace < minSessionGrace || c.SessionGrace > maxSessionGrace {
 		return bad("SessionGrace", c.SessionGrace, fmt.Sprintf("from %s to %s", minSessionGrace, maxSessionGrace))
+	}
+	if _, err := ParseRate(c.MaxRate); err != nil {
+		return bad("MaxRate", c.MaxRate, "empty (no cap), or a rate such as 20mbit, 1.5gbit, 5MB/s or 2MiB/s")
 	}
 	if c.MaxNodes < 1 || c.MaxNodes > maxMaxNodes {
 		return bad("MaxNodes", c.MaxNodes, fmt.Sprintf("from 1 to %d", maxMaxNodes))

@@ -27,7 +27,7 @@ const flushAt = 32 << 10
 func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, o feedOptions) (int64, error) {
 	bpc := m.blocksPerChunk()
 	f := &feeder{
-		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: o.keys.seal,
+		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: o.keys.seal, cap: o.cap,
 		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize+sealOverhead),
 	}
 	if o.compress {
@@ -75,6 +75,7 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 // feedOptions is how a node feeds its children.
 type feedOptions struct {
 	keys     keys
+	cap      *rateCap       // what this process sends to all its children, at most
 	compress bool           // compress blocks that shrink (the seed)
 	corrupt  func(int) bool // fault injection: flip a bit of every block of these chunks
 }
@@ -88,7 +89,8 @@ type feeder struct {
 	pos  *paced
 	m    *Manifest
 	cfg  Config
-	seal *sealer // nil: blocks go in clear
+	seal *sealer  // nil: blocks go in clear
+	cap  *rateCap // shared by every feeder of this process; nil: no cap
 	// compress: blocks src does not hold compressed are compressed here
 	// (the seed), into zbuf, from scratch
 	compress      bool
@@ -100,6 +102,9 @@ type feeder struct {
 func (f *feeder) flush() error {
 	if len(f.out) == 0 {
 		return nil
+	}
+	if err := f.cap.wait(f.ctx, len(f.out)); err != nil {
+		return err
 	}
 	_, err := f.lc.Write(f.out)
 	f.out = f.out[:0]

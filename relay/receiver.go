@@ -94,6 +94,7 @@ type Receiver struct {
 
 	controls    chan offered  // control connections with a trusted, valid offer
 	largeOffers chan struct{} // slots for reading offers over smallOffer
+	cap         *rateCap      // what it sends to its children, at most
 	mu          sync.Mutex
 	cur         *session // the session in progress, if any
 	wg          sync.WaitGroup
@@ -120,7 +121,8 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), done: make(chan struct{})}
+	rate, _ := ParseRate(cfg.MaxRate) // Validate checked it
+	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), cap: newRateCap(rate), done: make(chan struct{})}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -337,7 +339,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, corrupt: r.opt.CorruptChunk})
+	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, corrupt: r.opt.CorruptChunk})
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

@@ -49,7 +49,8 @@ type Report struct {
 	Package  ReportPackage `json:"package"`
 	Seconds  float64       `json:"seconds"`
 	Expected int           `json:"expected"`
-	Uploaded int64         `json:"uploaded"` // bytes the seed sent
+	MaxRate  string        `json:"max_rate,omitempty"` // the seed's cap on what it sends, as given
+	Uploaded int64         `json:"uploaded"`           // bytes the seed sent
 	Nodes    []ReportNode  `json:"nodes"`
 }
 
@@ -652,6 +653,8 @@ func (s *seedRun) parentLabel(p int) string {
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := newFileSource(s.file, s.m)
 	pace := newFeedPacer(s.cfg, s.m.BlockSize)
+	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
+	rcap := newRateCap(rate)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -703,7 +706,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				return
 			}
 			c.conn.until = time.Time{}
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, compress: s.opt.Compress})
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}
@@ -719,6 +722,7 @@ func (s *seedRun) report() *Report {
 	r := &Report{
 		Package: ReportPackage{Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Empty: s.m.Empty()},
 		Seconds: time.Since(s.start).Seconds(),
+		MaxRate: s.cfg.MaxRate,
 	}
 	s.mu.Lock()
 	r.Uploaded = s.uploaded

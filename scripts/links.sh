@@ -6,6 +6,7 @@
 # reported lost, and nothing crosses a link twice (the seed uploads about
 # one copy).
 #
+# Then the seed with --max-rate 400kbit: it sends within 10% of the cap.
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
 # Env: LINKS_RATE (1mbit), LINKS_BIN (use this binary), LINKS_VERBOSE=1 (receivers
 # log every step), LINKS_KEEP=1 (keep OUT), OUT (work dir).
@@ -70,3 +71,25 @@ lost=$(jq -r '[.nodes[] | select(.error != null and .error != "")] | length' "$O
 if [[ $lost == 0 ]]; then pass "no node reported lost or failed"; else fail "nodes with errors: $lost ($(jq -c '[.nodes[].error]' "$OUT/report.json" 2>/dev/null))"; fi
 ratio=$(awk -v a="$tx0" -v b="$tx1" -v s="$S" 'BEGIN { printf "%.2f", (b - a) / s }')
 if awk -v r="$ratio" 'BEGIN { exit !(r <= 1.2) }'; then pass "seed uploaded $ratio x the package"; else fail "seed uploaded $ratio x the package, want <= 1.2"; fi
+
+# --max-rate: the seed sends at most the cap, and about the cap.
+CAP_BITS=400000
+head -c 400000 /dev/urandom >"$OUT/pkg/capped.bin"
+pids=()
+for ((i = 1; i <= N; i++)); do
+	lab_spawn "$i" "$OUT/cap-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 120 "$BIN" join --name "h$i" \
+		--iface eth0 --group links --trust-any --timeout 60s --dir "$OUT/h$i/state" --to "$OUT/h$i/to"
+	pids+=("$LAB_LAST_PID")
+done
+rc=0
+lab_exec 0 env HOME="$OUT/h0/home" timeout -k 5 120 "$BIN" seed --expect "$N" --wait 30s --iface eth0 --group links \
+	--compress off --max-rate "${CAP_BITS}bit" --report "$OUT/cap.json" "$OUT/pkg/capped.bin" >"$OUT/cap-seed.log" 2>&1 || rc=$?
+for p in "${pids[@]}"; do wait "$p" || true; done
+# The cap lets one burst of 64 KiB go at once; the rest goes at the cap.
+rate=$(jq -r '(.uploaded - 65536) * 8 / .seconds | floor' "$OUT/cap.json" 2>/dev/null || echo 0)
+cap=$(jq -r '.max_rate' "$OUT/cap.json" 2>/dev/null)
+if ((rc == 0)) && awk -v r="$rate" -v c="$CAP_BITS" 'BEGIN { exit !(r <= c * 1.02 && r >= c * 0.9) }'; then
+	pass "--max-rate ${CAP_BITS}bit: the seed sent at $rate bit/s (within 10%), the report says $cap"
+else
+	fail "--max-rate ${CAP_BITS}bit: seed exit $rc, sent at $rate bit/s"
+fi

@@ -266,6 +266,8 @@ The first run creates a seed key and prints the --trust value receivers need.
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
+			&cli.StringSliceFlag{Name: "peer", Usage: "also send to the receiver at `HOST:PORT` (repeatable), where mDNS does not reach: another subnet, a switch that drops multicast; it listens there with --listen :PORT", EnvVars: []string{"TREECAST_PEER"}},
+			&cli.StringFlag{Name: "peers", Usage: "also send to the receivers listed in `FILE`, one HOST:PORT a line (# comments)", EnvVars: []string{"TREECAST_PEERS"}},
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			secretFlag,
@@ -304,6 +306,8 @@ func runSeed(c *cli.Context) error {
 	fromFlag(cfg, c, "group", "seed.group", &sc.Group, c.String)
 	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
 	fromFlag(cfg, c, "report", "seed.report", &sc.Report, c.String)
+	fromFlag(cfg, c, "peer", "seed.peers", &sc.Peers, c.StringSlice)
+	fromFlag(cfg, c, "peers", "seed.peers_file", &sc.PeersFile, c.String)
 	fromFlag(cfg, c, "chunk-size", "seed.chunk_size", &sc.ChunkSize, c.String)
 	fromFlag(cfg, c, "key", "seed.key", &sc.Key, c.String)
 	fromFlag(cfg, c, "secret", "seed.secret", &sc.Secret, c.String)
@@ -363,24 +367,35 @@ func runSeed(c *cli.Context) error {
 		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
 	}
 
+	given, err := givenPeers(sc.Peers, sc.PeersFile)
+	if err != nil {
+		return usage("seed: %v", err)
+	}
+	expect := sc.Expect
+	if expect > 0 {
+		expect = max(expect-len(given), 0)
+	}
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
-	found, err := discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
-		Group: sc.Group, Expect: sc.Expect, Wait: sc.Wait,
-		OnPeer: func(p discover.Peer) {
-			log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
-		},
-	}, log)
+	var found []discover.Peer
+	if sc.Expect == 0 || expect > 0 {
+		found, err = discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
+			Group: sc.Group, Expect: expect, Wait: sc.Wait,
+			OnPeer: func(p discover.Peer) {
+				log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
+			},
+		}, log)
+	}
 	if ctx.Err() != nil {
 		return end.finish(nothingSent(), ctx.Err())
 	}
-	if err != nil && len(found) == 0 {
+	if err != nil && len(found) == 0 && len(given) == 0 {
 		if discover.IsNoInterface(err) {
 			return usage("seed: %v", err)
 		}
 		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: %w", err)})
 	}
 	admit := newAdmission(sc.Group, log)
-	peers := admit.peers(found)
+	peers := withGiven(admit.peers(found), given)
 	if len(peers) == 0 && len(found) > 0 {
 		return end.finish(nothingSent(), &exitError{exitNotFound, fmt.Errorf("seed: found %d receivers and skipped every one, as the warnings above say", len(found))})
 	}

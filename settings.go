@@ -34,6 +34,8 @@ type seedConfig struct {
 	Secret    string        `toml:"secret"`
 	Compress  string        `toml:"compress"`
 	Report    string        `toml:"report"`
+	Peers     []string      `toml:"peers"`      // receivers by address, HOST:PORT
+	PeersFile string        `toml:"peers_file"` // a file of them, one a line
 }
 
 type receiverConfig struct {

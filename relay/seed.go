@@ -345,6 +345,12 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 		return
 	}
 	if d.welcome.id != n.peer.ID {
+		if other := s.byID(d.welcome.id); other != nil && other != n {
+			// Given by address and found by mDNS at another one.
+			d.c.conn.Close()
+			n.state, n.err = stateFailed, fmt.Sprintf("the same receiver as %s, reached at %s too: give it once", other.label(), n.peer.Addr)
+			return
+		}
 		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", d.welcome.id)
 		n.peer.ID = d.welcome.id
 	}

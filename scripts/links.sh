@@ -7,6 +7,8 @@
 # one copy).
 #
 # Then the seed with --max-rate 400kbit: it sends within 10% of the cap.
+# Then a receiver that mDNS does not reach (it announces on lo only),
+# given to the seed with --peer HOST:PORT.
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
 # Env: LINKS_RATE (1mbit), LINKS_BIN (use this binary), LINKS_VERBOSE=1 (receivers
 # log every step), LINKS_KEEP=1 (keep OUT), OUT (work dir).
@@ -92,4 +94,21 @@ if ((rc == 0)) && awk -v r="$rate" -v c="$CAP_BITS" 'BEGIN { exit !(r <= c * 1.0
 	pass "--max-rate ${CAP_BITS}bit: the seed sent at $rate bit/s (within 10%), the report says $cap"
 else
 	fail "--max-rate ${CAP_BITS}bit: seed exit $rc, sent at $rate bit/s"
+fi
+
+# --peer: a receiver the seed's mDNS does not find.
+head -c 50000 /dev/urandom >"$OUT/pkg/given.bin"
+lab_exec 1 ip link set lo multicast on
+lab_spawn 1 "$OUT/peer-h1.log" env HOME="$OUT/h1/home" timeout -k 5 60 "$BIN" join --name h1 --iface lo --listen :7171 \
+	--group links --trust-any --timeout 40s --dir "$OUT/h1/state" --to "$OUT/h1/given"
+ppid=$LAB_LAST_PID
+for _ in $(seq 1 100); do [[ -n $(lab_exec 1 ss -Hltn "sport = :7171" 2>/dev/null) ]] && break; sleep 0.05; done
+rc=0
+lab_exec 0 env HOME="$OUT/h0/home" timeout -k 5 60 "$BIN" seed --wait 2s --iface eth0 --group links \
+	--peer "$(lab_addr 1):7171" --expect 1 --report "$OUT/peer.json" "$OUT/pkg/given.bin" >"$OUT/peer-seed.log" 2>&1 || rc=$?
+wait "$ppid" || true
+if ((rc == 0)) && cmp -s "$OUT/pkg/given.bin" "$OUT/h1/given/given.bin" && [[ $(jq -r '.nodes[0].name' "$OUT/peer.json") == h1 ]]; then
+	pass "--peer $(lab_addr 1):7171: a receiver mDNS does not reach gets the package"
+else
+	fail "--peer: seed exit $rc ($(tail -n 2 "$OUT/peer-seed.log" | tr '\n' ' '))"
 fi

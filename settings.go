@@ -58,6 +58,7 @@ func defaultConfig() fileConfig {
 			Wait:      10 * time.Second, // long enough for a whole LAN to answer a few query rounds
 			ChunkSize: "1MiB",           // small enough to pipeline, large enough that headers cost nothing
 			Compress:  "on",             // text, binaries and disk images shrink; what does not is found cheaply
+			Peers:     []string{},       // mDNS finds them
 		},
 		Receiver: receiverConfig{Trust: []string{}}, // trust nobody until told
 		Install:  install.DefaultConfig(),

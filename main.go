@@ -111,7 +111,7 @@ var (
 	configFlag  = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
 	maxRateFlag = &cli.StringFlag{Name: "max-rate", Usage: "send at most `RATE` to all children together (20mbit, 1.5gbit, 5MB/s, 2MiB/s), so the rest of the network stays usable", DefaultText: "no cap", EnvVars: []string{"TREECAST_MAX_RATE"}}
 	secretFlag  = &cli.StringFlag{Name: "secret", Usage: "the fleet secret at `FILE` (make one with `treecast secret`): only hosts holding it take part, and blocks travel encrypted", EnvVars: []string{"TREECAST_SECRET"}}
-	ifaceFlag   = &cli.StringFlag{Name: "iface", Usage: "use only this network interface `NAME` (default: every up multicast interface)", EnvVars: []string{"TREECAST_IFACE"}}
+	ifaceFlag   = &cli.StringSliceFlag{Name: "iface", Usage: "use only this network interface `NAME` (repeatable, or comma-separated)", DefaultText: "every up multicast interface with a private address", EnvVars: []string{"TREECAST_IFACE"}}
 )
 
 func groupFlag(usage string) *cli.StringFlag {
@@ -304,7 +304,7 @@ func runSeed(c *cli.Context) error {
 	fromFlag(cfg, c, "expect", "seed.expect", &sc.Expect, c.Int)
 	fromFlag(cfg, c, "wait", "seed.wait", &sc.Wait, c.Duration)
 	fromFlag(cfg, c, "group", "seed.group", &sc.Group, c.String)
-	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, ifaces(c))
 	fromFlag(cfg, c, "report", "seed.report", &sc.Report, c.String)
 	fromFlag(cfg, c, "peer", "seed.peers", &sc.Peers, c.StringSlice)
 	fromFlag(cfg, c, "peers", "seed.peers_file", &sc.PeersFile, c.String)
@@ -554,8 +554,12 @@ func lookingFor(sc *seedConfig, dc discover.Config) string {
 	if sc.Group != "" {
 		parts = append(parts, "group "+sc.Group)
 	}
-	if dc.Iface != "" {
-		parts = append(parts, "on "+dc.Iface)
+	if ifs, err := discover.Interfaces(dc); err == nil {
+		var names []string
+		for _, ifi := range ifs {
+			names = append(names, ifi.Name)
+		}
+		parts = append(parts, "on "+strings.Join(names, " and "))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -656,7 +660,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "max-extract-entries", "install.max_extract_entries", &cfg.Install.MaxExtractEntries, c.Int)
 	fromFlag(cfg, c, "name", "receiver.name", &rc.Name, c.String)
 	fromFlag(cfg, c, "group", "receiver.group", &rc.Group, c.String)
-	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+	fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, ifaces(c))
 	fromFlag(cfg, c, "dir", "receiver.dir", &rc.Dir, c.String)
 	fromFlag(cfg, c, "listen", "relay.listen", &cfg.Relay.Listen, c.String)
 	if once {
@@ -986,7 +990,7 @@ func peersCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, c.String)
+			fromFlag(cfg, c, "iface", "discover.iface", &cfg.Discover.Iface, ifaces(c))
 			if err := cfg.checkDiscover("peers"); err != nil {
 				return err
 			}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/treecast/treecast/relay"
 )
 
@@ -69,4 +71,10 @@ func withGiven(found []relay.Peer, given []relay.Peer) []relay.Peer {
 		}
 	}
 	return found
+}
+
+// ifaces reads --iface, repeatable and comma-separated, as discover's one
+// comma-separated list.
+func ifaces(c *cli.Context) func(string) string {
+	return func(name string) string { return strings.Join(c.StringSlice(name), ",") }
 }

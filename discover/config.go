@@ -17,8 +17,9 @@ const (
 
 // Config selects where discovery runs and how it asks.
 type Config struct {
-	// Iface names the one interface to announce and browse on; "" means every
-	// up, multicast-capable, non-loopback interface with an IPv4 address.
+	// Iface names the interfaces to announce and browse on, separated by
+	// commas; "" means every up, multicast-capable, non-loopback interface
+	// with a private IPv4 address (a LAN's, not the internet's).
 	Iface string `toml:"iface"`
 	// Round is how long one browse query listens for answers before the next
 	// query goes out.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // ErrNoInterface means there is no network interface discovery can use.
@@ -14,9 +16,9 @@ var ErrNoInterface = errors.New("no usable network interface")
 // IsNoInterface reports whether err means no interface could be used.
 func IsNoInterface(err error) bool { return errors.Is(err, ErrNoInterface) }
 
-// Interfaces returns the interfaces Announce and Browse use for cfg: the one
-// named by cfg.Iface, or every up, multicast-capable, non-loopback interface
-// with an IPv4 address.
+// Interfaces returns the interfaces Announce and Browse use for cfg: those
+// named by cfg.Iface (a comma-separated list), or every up,
+// multicast-capable, non-loopback interface with a private IPv4 address.
 func Interfaces(cfg Config) ([]net.Interface, error) {
 	links, err := interfaces(cfg)
 	if err != nil {
@@ -94,19 +96,24 @@ func (l link) refuse(a netip.Addr) string {
 
 func interfaces(cfg Config) ([]link, error) {
 	if cfg.Iface != "" {
-		ifi, err := net.InterfaceByName(cfg.Iface)
-		if err != nil {
-			return nil, fmt.Errorf("%w: no interface named %q: list interfaces with `ip -br link`",
-				ErrNoInterface, cfg.Iface)
+		var links []link
+		for _, name := range strings.Split(cfg.Iface, ",") {
+			name = strings.TrimSpace(name)
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("%w: no interface named %q: list interfaces with `ip -br link`",
+					ErrNoInterface, name)
+			}
+			prefixes, err := ipv4Prefixes(ifi)
+			if err != nil {
+				return nil, err
+			}
+			if err := usable(*ifi, prefixes); err != nil {
+				return nil, err
+			}
+			links = append(links, link{ifi: *ifi, prefixes: prefixes})
 		}
-		prefixes, err := ipv4Prefixes(ifi)
-		if err != nil {
-			return nil, err
-		}
-		if err := usable(*ifi, prefixes); err != nil {
-			return nil, err
-		}
-		return []link{{ifi: *ifi, prefixes: prefixes}}, nil
+		return links, nil
 	}
 	all, err := net.Interfaces()
 	if err != nil {
@@ -121,12 +128,13 @@ func interfaces(cfg Config) ([]link, error) {
 		if err != nil {
 			return nil, err
 		}
-		if usable(ifi, prefixes) == nil {
+		// Unnamed, only a LAN's: an interface with a private address.
+		if usable(ifi, prefixes) == nil && slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Addr().IsPrivate() }) {
 			links = append(links, link{ifi: ifi, prefixes: prefixes})
 		}
 	}
 	if len(links) == 0 {
-		return nil, fmt.Errorf("%w: no up, multicast-capable interface has an IPv4 address: connect to the LAN or name one with --iface",
+		return nil, fmt.Errorf("%w: no up, multicast-capable interface has a private IPv4 address: connect to the LAN or name one with --iface",
 			ErrNoInterface)
 	}
 	return links, nil

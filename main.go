@@ -886,7 +886,7 @@ func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Re
 		return nil
 	}
 	return func(ctx context.Context, p relay.Package, in io.Reader) error {
-		return install.Stream(ctx, ic, p.Name, p.SHA256, in)
+		return install.Stream(ctx, ic, p.Name, p.SHA256, in, p.Output)
 	}
 }
 
@@ -901,7 +901,7 @@ func applyPackage(ic install.Config) func(context.Context, relay.Package) error 
 		if ic.To == "" && ic.Extract == "" && ic.Exec == "" {
 			return nil // --write alone: the package is in place already
 		}
-		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
+		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256, Output: p.Output})
 		var le *install.LimitError
 		if errors.As(err, &le) {
 			return fmt.Errorf("%w (on the command line: --%s)", err, strings.ReplaceAll(le.Setting, "_", "-"))

@@ -21,9 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/treecast/treecast/discover"
 	"github.com/treecast/treecast/install"
@@ -115,101 +113,6 @@ var (
 
 func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
-}
-
-// newLogger writes human-readable logs through the console, so they never
-// tear a live progress bar.
-func newLogger(c *cli.Context, con *console) *slog.Logger {
-	level := slog.LevelWarn
-	if c.Bool("verbose") {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: level}))
-}
-
-// console owns stderr: the progress bar and log lines take turns on it.
-type console struct {
-	mu    sync.Mutex
-	out   io.Writer
-	tty   bool
-	bar   *progressbar.ProgressBar
-	last  time.Time // when the last plain progress line was written
-	start time.Time // when the current progress began
-}
-
-func newConsole() *console {
-	return &console{out: os.Stderr, tty: term.IsTerminal(int(os.Stderr.Fd()))}
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.bar != nil {
-		c.bar.Clear()
-	}
-	n, err := c.out.Write(p)
-	if c.bar != nil {
-		c.bar.RenderBlank()
-	}
-	return n, err
-}
-
-func (c *console) printf(format string, a ...any) { fmt.Fprintf(c, format, a...) }
-
-// progress shows done of total bytes: a bar on a terminal, otherwise a
-// plain line every few seconds.
-func (c *console) progress(done, total int64, desc string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.start.IsZero() {
-		c.start = time.Now()
-	}
-	if !c.tty {
-		if time.Since(c.last) < 3*time.Second && done < total {
-			return
-		}
-		c.last = time.Now()
-		pct, rate, eta := 100.0, 0.0, "-"
-		if total > 0 {
-			pct = float64(done) * 100 / float64(total)
-		}
-		if secs := time.Since(c.start).Seconds(); secs >= 1 {
-			rate = float64(done) / secs
-		}
-		if rate > 0 && done < total {
-			eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
-		}
-		fmt.Fprintf(c.out, "treecast: %5.1f%%  %s of %s  %s/s  ETA %s  %s\n",
-			pct, relay.HumanBytes(done), relay.HumanBytes(total), relay.HumanBytes(int64(rate)), eta, desc)
-		return
-	}
-	if total == 0 {
-		return
-	}
-	if c.bar == nil {
-		c.bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(c.out),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionUseIECUnits(true),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionFullWidth(),
-		)
-	}
-	c.bar.Describe(desc)
-	c.bar.Set64(done)
-}
-
-// endProgress removes the bar so the summary prints on a clean line.
-func (c *console) endProgress() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.start = time.Time{}
-	if c.bar != nil {
-		c.bar.Finish()
-		fmt.Fprintln(c.out)
-		c.bar = nil
-	}
 }
 
 // sizeUnits are the units parseSize takes: binary (KiB, and K as ls and
@@ -406,9 +309,7 @@ func runSeed(c *cli.Context) error {
 		Peers:    peers,
 		Late:     late,
 		Log:      log,
-		Progress: func(p relay.SeedProgress) {
-			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
-		},
+		Progress: con.seedProgress,
 	})
 	stopWatch()
 	<-watched
@@ -839,7 +740,7 @@ func joinOnce(ctx context.Context, r *relay.Receiver, timeout, seedTimeout time.
 
 func printResult(con *console, res relay.Result) {
 	if res.Err != nil {
-		con.printf("treecast: %s: failed after %.1fs: %v\n", res.Package.Name, res.Duration.Seconds(), res.Err)
+		con.printf("treecast: %s: failed after %.1fs: %s\n", res.Package.Name, res.Duration.Seconds(), oneLine(res.Err.Error()))
 		if errors.Is(res.Err, relay.ErrSeedLost) {
 			con.printf("treecast: the verified chunks are kept; run the seed again to resume\n")
 		}

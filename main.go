@@ -62,8 +62,8 @@ const exitHelp = `EXIT CODES:
       not run here: seed key unreadable or unprotected, --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)
-   4  seed: the --report file could not be written (the table on stdout still says how
-      every node fared); it wins over 0, 1 and 3
+   4  seed: the --report file could not be written (the table still says how every
+      node fared); it wins over 0, 1 and 3
  130  stopped by Ctrl-C (SIGINT), 143 by SIGTERM: the seed prints the table so far and
       writes the report; run the same command again to resume`
 
@@ -168,6 +168,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
+			jsonFlag("print the outcome as JSON on stdout, the document --report writes, however the run ends; the table and the rest go to stderr"),
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			secretFlag,
@@ -250,6 +251,9 @@ func runSeed(c *cli.Context) error {
 	// From here on, every outcome is printed and written to the report.
 	ctx := c.Context
 	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
+	if c.Bool("json") {
+		end.out, end.json = con, os.Stdout
+	}
 	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
@@ -857,6 +861,7 @@ func peersCommand() *cli.Command {
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "listen for answers this long"},
+			jsonFlag("the receivers found as one JSON document on stdout, {\"peers\": [...]}, even when none were; warnings stay on stderr"),
 			configFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -876,13 +881,18 @@ func peersCommand() *cli.Command {
 			}
 			con := newConsole()
 			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
+			if err != nil && len(found) == 0 && discover.IsNoInterface(err) {
+				return usage("peers: %v", err)
+			}
+			if c.Bool("json") {
+				printPeersJSON(os.Stdout, found)
+			}
 			if err != nil && len(found) == 0 {
-				if discover.IsNoInterface(err) {
-					return usage("peers: %v", err)
-				}
 				return &exitError{exitNotFound, err}
 			}
-			printPeers(os.Stdout, found)
+			if !c.Bool("json") {
+				printPeers(os.Stdout, found)
+			}
 			for _, p := range found {
 				if p.Conflicted() {
 					con.printf("treecast: node id %s answers from %s and %s: %s\n", p.ID, p.Addr, p.Conflict, conflictHelp)

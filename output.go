@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,13 +17,14 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/treecast/treecast/discover"
 	"github.com/treecast/treecast/relay"
 )
 
 // What treecast writes for people: stderr is the console's, where log
 // lines and the progress take turns, every line starting "treecast: ".
-// (The seed's table and the --json documents are in report.go and
-// json.go.)
+// For scripts, --json: one JSON document on stdout, and the people's text
+// on stderr. (The seed's table and report are in report.go.)
 
 // console owns stderr: the progress bar and log lines take turns on it.
 type console struct {
@@ -369,4 +371,41 @@ func cut(s string, width int) string {
 	}
 	r := []rune(s)
 	return strings.TrimRight(string(r[:width-1]), " ") + "…"
+}
+
+func jsonFlag(usage string) *cli.BoolFlag {
+	return &cli.BoolFlag{Name: "json", Usage: usage}
+}
+
+// peerJSON is a receiver in `treecast peers --json`.
+type peerJSON struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Group   string `json:"group"`
+	State   string `json:"state"` // "idle", "busy", or what a newer receiver announces
+	Version int    `json:"version"`
+	// Conflict is a second address that answered for the node id: two
+	// machines claim it, and a seed sends to neither.
+	Conflict string `json:"conflict,omitempty"`
+}
+
+// printPeersJSON writes the receivers found as one JSON document.
+func printPeersJSON(w io.Writer, found []discover.Peer) error {
+	doc := struct {
+		Peers []peerJSON `json:"peers"`
+	}{Peers: []peerJSON{}}
+	for _, p := range found {
+		pj := peerJSON{Name: p.Name, ID: p.ID, Addr: p.Addr.String(), Group: p.Group, State: p.State, Version: p.Version}
+		if p.Conflicted() {
+			pj.Conflict = p.Conflict.String()
+		}
+		doc.Peers = append(doc.Peers, pj)
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
 }

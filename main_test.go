@@ -648,7 +648,7 @@ func exitCodeOf(err error) int {
 // escapes, a command's whole stderr. The error is flattened and cut; the
 // report keeps it whole.
 func TestTableIsOneLinePerNode(t *testing.T) {
-	stderr := "unpacking app\n\tE: /opt/app: No space left on device\x1b[0m\n" + strings.Repeat("more output\n", 30)
+	stderr := "unpacking app\n" + strings.Repeat("more output\n", 30) + "\tE: /opt/app: No space left on device\x1b[0m\n"
 	rep := &relay.Report{
 		Package: relay.ReportPackage{Name: "app.tar.gz", Size: 1 << 20},
 		Nodes: []relay.ReportNode{
@@ -673,15 +673,16 @@ func TestTableIsOneLinePerNode(t *testing.T) {
 	}
 	for _, want := range []string{
 		"h1             aaaaaaaa  10.0.0.2:7000  seed,h2 | fake row  ok",
-		"h2 | fake row  bbbbbbbb  10.0.0.3:7000  seed,h1             failed  0        0.0      run `./install.sh`: command exited with status 2: unpacking app | E: /opt/app:…\n",
+		// What was run, and how it ended: the start and the end of the error.
+		"h2 | fake row  bbbbbbbb  10.0.0.3:7000  seed,h1             failed  0        0.0      run `./install.sh`: comman…ore output | E: /opt/app: No space left on device [0m\n",
 		"lost: read tcp | 10.0.0.4:7000: connection reset",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table does not say %q:\n%s", want, out.String())
 		}
 	}
-	if n := utf8.RuneCountInString(lines[2][strings.Index(lines[2], "run `"):]); n > tableErrorWidth {
-		t.Errorf("the error takes %d characters, more than %d", n, tableErrorWidth)
+	if n := utf8.RuneCountInString(lines[2][strings.Index(lines[2], "run `"):]); n != tableErrorWidth {
+		t.Errorf("the error takes %d characters, want %d", n, tableErrorWidth)
 	}
 
 	// The report keeps the error and the output whole.

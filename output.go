@@ -291,7 +291,7 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 		}
 		text := oneLine(v.String())
 		if !h.verbose {
-			text = cut(text, logValueWidth)
+			text = shorten(text, logValueWidth)
 		}
 		switch key := prefix + a.Key; {
 		case reasonKeys[key]:
@@ -361,6 +361,19 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(lines, " | ")
+}
+
+// shorten cuts s to at most width characters by taking out its middle,
+// marked "…": an error says what was done first and what went wrong last
+// (a command, then its exit status and stderr), and both are kept.
+func shorten(s string, width int) string {
+	if width < 3 || utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	head := width / 3
+	tail := width - head - 1
+	return strings.TrimRight(string(r[:head]), " ") + "…" + strings.TrimLeft(string(r[len(r)-tail:]), " ")
 }
 
 // cut shortens s to at most width characters, ending it with "…" if it

@@ -34,7 +34,7 @@ func TestLogLinesInTreecastStyle(t *testing.T) {
 		"treecast: error: apply failed: app.tar.gz: run `./install.sh`: command exited with status 2: unpacking | E: disk full",
 		"treecast: warning: skipping receiver: it speaks another protocol version: old, addr 10.0.0.9:7000, version 4, want 3",
 		"treecast: warning: grouped: g.k 1s",
-		"treecast: warning: long: " + strings.Repeat("x", logValueWidth-1) + "…",
+		"treecast: warning: long: " + strings.Repeat("x", logValueWidth/3) + "…" + strings.Repeat("x", logValueWidth-logValueWidth/3-1),
 	}
 	if got := strings.Split(strings.TrimSuffix(quiet.String(), "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("without --verbose:\n%s\nwant\n%s", quiet.String(), strings.Join(want, "\n"))
@@ -179,6 +179,12 @@ func TestOneLineAndCut(t *testing.T) {
 	}
 	if got := cut("short", 8); got != "short" {
 		t.Errorf("cut = %q", got)
+	}
+	if got := shorten("run `make install`: command exited with status 2: disk full", 30); got != "run `make…status 2: disk full" {
+		t.Errorf("shorten = %q", got)
+	}
+	if got := shorten("short", 8); got != "short" {
+		t.Errorf("shorten = %q", got)
 	}
 }
 

@@ -133,8 +133,9 @@ func errOrNil(e *exitError) error {
 	return e
 }
 
-// tableErrorWidth is where the seed's table cuts a node's error, so each
-// node is one line; the report has the error whole.
+// tableErrorWidth is the most of a node's error the seed's table shows
+// (its start and its end), so each node is one line; the report has the
+// error whole.
 const tableErrorWidth = 80
 
 // tableNameWidth is where the table cuts a node's name, which the node
@@ -156,7 +157,7 @@ func printReport(w io.Writer, rep *relay.Report) (cutErrors bool) {
 			parents = append(parents, cmp.Or(names[p], "-"))
 		}
 		msg := oneLine(n.Error)
-		if c := cut(msg, tableErrorWidth); c != msg {
+		if c := shorten(msg, tableErrorWidth); c != msg {
 			msg, cutErrors = c, true
 		}
 		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", names[n.ID], n.ID, oneLine(n.Addr), strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, msg)

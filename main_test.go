@@ -654,7 +654,7 @@ func TestTableIsOneLinePerNode(t *testing.T) {
 		Nodes: []relay.ReportNode{
 			{ID: "aaaaaaaa11111111", Name: "h1", Addr: "10.0.0.2:7000", Parents: []string{"seed", "bbbbbbbb22222222"}, Status: "ok", Bytes: 1 << 20},
 			{ID: "bbbbbbbb22222222", Name: "h2\nfake row", Addr: "10.0.0.3:7000", Parents: []string{"seed", "aaaaaaaa11111111"}, Status: "failed",
-				Error: "run `./install.sh`: command exited with status 2: " + stderr, Output: stderr},
+				Error: "run `./install.sh 2>&1 >/dev/null`: command exited with status 2: " + stderr, Output: stderr},
 			{ID: "cccccccc33333333", Name: "h3", Addr: "10.0.0.4:7000", Parents: []string{"aaaaaaaa11111111", "seed"}, Status: "failed",
 				Error: "lost: read tcp\r\n10.0.0.4:7000: connection reset"},
 		},
@@ -674,7 +674,7 @@ func TestTableIsOneLinePerNode(t *testing.T) {
 	for _, want := range []string{
 		"h1             aaaaaaaa  10.0.0.2:7000  seed,h2 | fake row  ok",
 		// What was run, and how it ended: the start and the end of the error.
-		"h2 | fake row  bbbbbbbb  10.0.0.3:7000  seed,h1             failed  0        0.0      run `./install.sh`: comman…ore output | E: /opt/app: No space left on device [0m\n",
+		"h2 | fake row  bbbbbbbb  10.0.0.3:7000  seed,h1             failed  0        0.0      run `./install.sh 2>&1 >/d…ore output | E: /opt/app: No space left on device [0m\n",
 		"lost: read tcp | 10.0.0.4:7000: connection reset",
 	} {
 		if !strings.Contains(out.String(), want) {
@@ -697,6 +697,9 @@ func TestTableIsOneLinePerNode(t *testing.T) {
 	}
 	if r.Nodes[1].Error != rep.Nodes[1].Error || r.Nodes[1].Output != stderr {
 		t.Errorf("the report's error %q, output %q", r.Nodes[1].Error, r.Nodes[1].Output)
+	}
+	if !bytes.Contains(b, []byte("run `./install.sh 2>&1 >/dev/null`")) {
+		t.Errorf("the report does not quote the command as it is:\n%s", b)
 	}
 	if !strings.Contains(log.String(), "treecast: errors are cut to 80 characters in the table, a line per node; the report (--report PATH, or --json) has them whole\n") {
 		t.Errorf("stderr does not say the errors are cut: %q", log.String())

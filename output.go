@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -415,10 +416,21 @@ func printPeersJSON(w io.Writer, found []discover.Peer) error {
 		}
 		doc.Peers = append(doc.Peers, pj)
 	}
-	b, err := json.MarshalIndent(doc, "", "  ")
+	b, err := jsonDoc(doc)
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(b, '\n'))
+	_, err = w.Write(b)
 	return err
+}
+
+// jsonDoc is v as an indented JSON document and a newline, with <, > and &
+// as they are: an error quoting a shell command stays readable.
+func jsonDoc(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	err := enc.Encode(v)
+	return b.Bytes(), err
 }

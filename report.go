@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -99,11 +98,10 @@ func (e *seedEnd) finish(rep *relay.Report, runErr error) error {
 	if verdict != nil {
 		sr.Error = verdict.Error()
 	}
-	doc, err := json.MarshalIndent(sr, "", "  ")
+	doc, err := jsonDoc(sr)
 	if err != nil {
 		return fmt.Errorf("seed: the report: %w", err) // cannot be: it is plain data
 	}
-	doc = append(doc, '\n')
 	if e.json != nil {
 		e.json.Write(doc)
 	}

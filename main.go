@@ -21,9 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/treecast/treecast/discover"
 	"github.com/treecast/treecast/install"
@@ -64,8 +62,8 @@ const exitHelp = `EXIT CODES:
       not run here: seed key unreadable or unprotected, --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)
-   4  seed: the --report file could not be written (the table on stdout still says how
-      every node fared); it wins over 0, 1 and 3
+   4  seed: the --report file could not be written (the table still says how every
+      node fared); it wins over 0, 1 and 3
  130  stopped by Ctrl-C (SIGINT), 143 by SIGTERM: the seed prints the table so far and
       writes the report; run the same command again to resume`
 
@@ -116,101 +114,6 @@ var (
 
 func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
-}
-
-// newLogger writes human-readable logs through the console, so they never
-// tear a live progress bar.
-func newLogger(c *cli.Context, con *console) *slog.Logger {
-	level := slog.LevelWarn
-	if c.Bool("verbose") {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: level}))
-}
-
-// console owns stderr: the progress bar and log lines take turns on it.
-type console struct {
-	mu    sync.Mutex
-	out   io.Writer
-	tty   bool
-	bar   *progressbar.ProgressBar
-	last  time.Time // when the last plain progress line was written
-	start time.Time // when the current progress began
-}
-
-func newConsole() *console {
-	return &console{out: os.Stderr, tty: term.IsTerminal(int(os.Stderr.Fd()))}
-}
-
-func (c *console) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.bar != nil {
-		c.bar.Clear()
-	}
-	n, err := c.out.Write(p)
-	if c.bar != nil {
-		c.bar.RenderBlank()
-	}
-	return n, err
-}
-
-func (c *console) printf(format string, a ...any) { fmt.Fprintf(c, format, a...) }
-
-// progress shows done of total bytes: a bar on a terminal, otherwise a
-// plain line every few seconds.
-func (c *console) progress(done, total int64, desc string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.start.IsZero() {
-		c.start = time.Now()
-	}
-	if !c.tty {
-		if time.Since(c.last) < 3*time.Second && done < total {
-			return
-		}
-		c.last = time.Now()
-		pct, rate, eta := 100.0, 0.0, "-"
-		if total > 0 {
-			pct = float64(done) * 100 / float64(total)
-		}
-		if secs := time.Since(c.start).Seconds(); secs >= 1 {
-			rate = float64(done) / secs
-		}
-		if rate > 0 && done < total {
-			eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
-		}
-		fmt.Fprintf(c.out, "treecast: %5.1f%%  %s of %s  %s/s  ETA %s  %s\n",
-			pct, relay.HumanBytes(done), relay.HumanBytes(total), relay.HumanBytes(int64(rate)), eta, desc)
-		return
-	}
-	if total == 0 {
-		return
-	}
-	if c.bar == nil {
-		c.bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(c.out),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionUseIECUnits(true),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionFullWidth(),
-		)
-	}
-	c.bar.Describe(desc)
-	c.bar.Set64(done)
-}
-
-// endProgress removes the bar so the summary prints on a clean line.
-func (c *console) endProgress() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.start = time.Time{}
-	if c.bar != nil {
-		c.bar.Finish()
-		fmt.Fprintln(c.out)
-		c.bar = nil
-	}
 }
 
 // sizeUnits are the units parseSize takes: binary (KiB, and K as ls and
@@ -268,6 +171,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
 			&cli.StringSliceFlag{Name: "peer", Usage: "also send to the receiver at `HOST:PORT` (repeatable), where mDNS does not reach: another subnet, a switch that drops multicast; it listens there with --listen :PORT", EnvVars: []string{"TREECAST_PEER"}},
 			&cli.StringFlag{Name: "peers", Usage: "also send to the receivers listed in `FILE`, one HOST:PORT a line (# comments)", EnvVars: []string{"TREECAST_PEERS"}},
+			jsonFlag("print the outcome as JSON on stdout, the document --report writes, however the run ends; the table and the rest go to stderr"),
 			&cli.StringFlag{Name: "chunk-size", Usage: "chunk `SIZE`, 4KiB to 16MiB, a multiple of 4KiB", DefaultText: "1MiB", EnvVars: []string{"TREECAST_CHUNK_SIZE"}},
 			&cli.StringFlag{Name: "key", Usage: "sign with the seed key at `PATH`", DefaultText: "~/.config/treecast/seed.key, created on first use", EnvVars: []string{"TREECAST_KEY"}},
 			secretFlag,
@@ -354,6 +258,9 @@ func runSeed(c *cli.Context) error {
 	// From here on, every outcome is printed and written to the report.
 	ctx := c.Context
 	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
+	if c.Bool("json") {
+		end.out, end.json = con, os.Stdout
+	}
 	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
@@ -424,9 +331,7 @@ func runSeed(c *cli.Context) error {
 		Peers:    peers,
 		Late:     late,
 		Log:      log,
-		Progress: func(p relay.SeedProgress) {
-			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
-		},
+		Progress: con.seedProgress,
 	})
 	stopWatch()
 	<-watched
@@ -863,7 +768,7 @@ func joinOnce(ctx context.Context, r *relay.Receiver, timeout, seedTimeout time.
 
 func printResult(con *console, res relay.Result) {
 	if res.Err != nil {
-		con.printf("treecast: %s: failed after %.1fs: %v\n", res.Package.Name, res.Duration.Seconds(), res.Err)
+		con.printf("treecast: %s: failed after %.1fs: %s\n", res.Package.Name, res.Duration.Seconds(), oneLine(res.Err.Error()))
 		if errors.Is(res.Err, relay.ErrSeedLost) {
 			con.printf("treecast: the verified chunks are kept; run the seed again to resume\n")
 		}
@@ -910,7 +815,7 @@ func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Re
 		return nil
 	}
 	return func(ctx context.Context, p relay.Package, in io.Reader) error {
-		return install.Stream(ctx, ic, p.Name, p.SHA256, in)
+		return install.Stream(ctx, ic, p.Name, p.SHA256, in, p.Output)
 	}
 }
 
@@ -925,7 +830,7 @@ func applyPackage(ic install.Config) func(context.Context, relay.Package) error 
 		if ic.To == "" && ic.Extract == "" && ic.Exec == "" {
 			return nil // --write alone: the package is in place already
 		}
-		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256})
+		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256, Output: p.Output})
 		var le *install.LimitError
 		if errors.As(err, &le) {
 			return fmt.Errorf("%w (on the command line: --%s)", err, strings.ReplaceAll(le.Setting, "_", "-"))
@@ -980,6 +885,7 @@ func peersCommand() *cli.Command {
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.DurationFlag{Name: "wait", Value: 2 * time.Second, Usage: "listen for answers this long"},
+			jsonFlag("the receivers found as one JSON document on stdout, {\"peers\": [...]}, even when none were; warnings stay on stderr"),
 			configFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -999,13 +905,18 @@ func peersCommand() *cli.Command {
 			}
 			con := newConsole()
 			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
+			if err != nil && len(found) == 0 && discover.IsNoInterface(err) {
+				return usage("peers: %v", err)
+			}
+			if c.Bool("json") {
+				printPeersJSON(os.Stdout, found)
+			}
 			if err != nil && len(found) == 0 {
-				if discover.IsNoInterface(err) {
-					return usage("peers: %v", err)
-				}
 				return &exitError{exitNotFound, err}
 			}
-			printPeers(os.Stdout, found)
+			if !c.Bool("json") {
+				printPeers(os.Stdout, found)
+			}
 			for _, p := range found {
 				if p.Conflicted() {
 					con.printf("treecast: node id %s answers from %s and %s: %s\n", p.ID, p.Addr, p.Conflict, conflictHelp)

@@ -15,11 +15,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -620,7 +622,8 @@ func TestSeedReportInEveryOutcome(t *testing.T) {
 			if tc.code == exitReport && !strings.Contains(err.Error(), "the outcome was not saved (the table above has it): make that path writable, or give another one") {
 				t.Errorf("error %v", err)
 			}
-			if !strings.HasPrefix(log.String(), tc.verdict) {
+			stderr := regexp.MustCompile(`(?m)^treecast: errors are cut .*\n`).ReplaceAllString(log.String(), "")
+			if !strings.HasPrefix(stderr, tc.verdict) {
 				t.Errorf("stderr %q, want it to start %q", log.String(), tc.verdict)
 			}
 			if !strings.Contains(out.String(), "NODE ") {
@@ -639,4 +642,178 @@ func exitCodeOf(err error) int {
 		return ee.code
 	}
 	return -1
+}
+
+// The table is one line per node whatever its error holds: lines, tabs,
+// escapes, a command's whole stderr. The error is flattened and cut; the
+// report keeps it whole.
+func TestTableIsOneLinePerNode(t *testing.T) {
+	stderr := "unpacking app\n" + strings.Repeat("more output\n", 30) + "\tE: /opt/app: No space left on device\x1b[0m\n"
+	rep := &relay.Report{
+		Package: relay.ReportPackage{Name: "app.tar.gz", Size: 1 << 20},
+		Nodes: []relay.ReportNode{
+			{ID: "aaaaaaaa11111111", Name: "h1", Addr: "10.0.0.2:7000", Parents: []string{"seed", "bbbbbbbb22222222"}, Status: "ok", Bytes: 1 << 20},
+			{ID: "bbbbbbbb22222222", Name: "h2\nfake row", Addr: "10.0.0.3:7000", Parents: []string{"seed", "aaaaaaaa11111111"}, Status: "failed",
+				Error: "run `./install.sh 2>&1 >/dev/null`: command exited with status 2: " + stderr, Output: stderr},
+			{ID: "cccccccc33333333", Name: "h3", Addr: "10.0.0.4:7000", Parents: []string{"aaaaaaaa11111111", "seed"}, Status: "failed",
+				Error: "lost: read tcp\r\n10.0.0.4:7000: connection reset"},
+		},
+	}
+	var out bytes.Buffer
+	cut := printReport(&out, rep)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 1+len(rep.Nodes)+1 {
+		t.Fatalf("%d lines for %d nodes, want a header, a line per node and the summary:\n%s", len(lines), len(rep.Nodes), out.String())
+	}
+	if !cut {
+		t.Error("a long error was not said to be cut")
+	}
+	if strings.ContainsAny(out.String(), "\t\r\x1b") {
+		t.Errorf("control characters in the table: %q", out.String())
+	}
+	for _, want := range []string{
+		"h1             aaaaaaaa  10.0.0.2:7000  seed,h2 | fake row  ok",
+		// What was run, and how it ended: the start and the end of the error.
+		"h2 | fake row  bbbbbbbb  10.0.0.3:7000  seed,h1             failed  0        0.0      run `./install.sh 2>&1 >/d…ore output | E: /opt/app: No space left on device [0m\n",
+		"lost: read tcp | 10.0.0.4:7000: connection reset",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the table does not say %q:\n%s", want, out.String())
+		}
+	}
+	if n := utf8.RuneCountInString(lines[2][strings.Index(lines[2], "run `"):]); n != tableErrorWidth {
+		t.Errorf("the error takes %d characters, want %d", n, tableErrorWidth)
+	}
+
+	// The report keeps the error and the output whole.
+	path := filepath.Join(t.TempDir(), "r.json")
+	var tbl, log bytes.Buffer
+	end := &seedEnd{ctx: context.Background(), con: &console{out: &log}, out: &tbl, report: path, reportName: "--report", start: time.Now()}
+	end.finish(rep, nil)
+	var r seedReport
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Nodes[1].Error != rep.Nodes[1].Error || r.Nodes[1].Output != stderr {
+		t.Errorf("the report's error %q, output %q", r.Nodes[1].Error, r.Nodes[1].Output)
+	}
+	if !bytes.Contains(b, []byte("run `./install.sh 2>&1 >/dev/null`")) {
+		t.Errorf("the report does not quote the command as it is:\n%s", b)
+	}
+	if !strings.Contains(log.String(), "treecast: errors are cut to 80 characters in the table, a line per node; the report (--report PATH, or --json) has them whole\n") {
+		t.Errorf("stderr does not say the errors are cut: %q", log.String())
+	}
+}
+
+// The summary and the final line name every reason for exit 1.
+func TestSummaryNamesWhyItFailed(t *testing.T) {
+	node := func(name, status string) relay.ReportNode {
+		return relay.ReportNode{ID: name + "0123456789abcdef", Name: name, Status: status, Parents: []string{"seed"}}
+	}
+	for _, tc := range []struct {
+		name    string
+		nodes   []relay.ReportNode
+		expect  int
+		summary string // the summary line, from its counts on
+		final   string // the error main prints last
+	}{
+		{"all ok", []relay.ReportNode{node("a", "ok"), node("b", "ok")}, 2, "2 of 2 nodes ok, 0 failed; ", ""},
+		{"failed", []relay.ReportNode{node("a", "ok"), node("b", "failed")}, 0, "1 of 2 nodes ok, 1 failed; ", "1 of 2 nodes failed"},
+		{"fewer than expected", []relay.ReportNode{node("a", "ok"), node("b", "ok")}, 5, "2 of 2 nodes ok, 0 failed, 3 of 5 expected not found; ",
+			"3 of 5 expected were not found (found 2)"},
+		{"both", []relay.ReportNode{node("a", "ok"), node("b", "failed"), node("c", "failed")}, 40, "1 of 3 nodes ok, 2 failed, 37 of 40 expected not found; ",
+			"2 of 3 nodes failed; 37 of 40 expected were not found (found 3)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: context.Background(), con: &console{out: &log}, out: &out, expect: tc.expect, start: time.Now()}
+			rep := end.emptyReport(relay.ReportPackage{Name: "app.bin", Size: 100})
+			rep.Nodes = tc.nodes
+			err := end.finish(rep, nil)
+			if want := "app.bin: " + tc.summary; !strings.Contains(out.String(), "\n"+want) {
+				t.Errorf("summary:\n%s\nwant a line starting %q", out.String(), want)
+			}
+			switch {
+			case tc.final == "" && err != nil:
+				t.Errorf("exit %v, want 0", err)
+			case tc.final != "" && (exitCodeOf(err) != exitFailed || err.Error() != tc.final):
+				t.Errorf("exit %d, %v; want %d, %q", exitCodeOf(err), err, exitFailed, tc.final)
+			}
+		})
+	}
+}
+
+// With --json, stdout is one JSON document, the one --report writes, in
+// every outcome; the table and the people's text are on stderr.
+func TestSeedJSONIsTheReport(t *testing.T) {
+	sigint, cancel := context.WithCancelCause(context.Background())
+	cancel(stopSignal{syscall.SIGINT})
+	ok := relay.ReportNode{ID: "a0123456789abcdef", Name: "a", Status: "ok", Parents: []string{"seed"}, Output: "restarted app"}
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		nodes   []relay.ReportNode
+		runErr  error
+		outcome string
+	}{
+		{"ok", context.Background(), []relay.ReportNode{ok}, nil, "ok"},
+		{"no receivers", context.Background(), nil, &exitError{exitNotFound, errors.New("no receivers found")}, "no receivers"},
+		{"interrupted", sigint, []relay.ReportNode{ok}, context.Canceled, "interrupted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			var stdout, stderr bytes.Buffer
+			con := &console{out: &stderr}
+			end := &seedEnd{ctx: tc.ctx, con: con, out: con, json: &stdout, report: path, reportName: "--report", expect: 1, start: time.Now()}
+			rep := end.emptyReport(relay.ReportPackage{Name: "app.bin", Size: 100})
+			rep.Nodes = tc.nodes
+			end.finish(rep, tc.runErr)
+			dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+			var doc struct {
+				Outcome string
+				Nodes   []relay.ReportNode
+			}
+			if err := dec.Decode(&doc); err != nil {
+				t.Fatalf("stdout is not JSON: %v\n%s", err, stdout.String())
+			}
+			if dec.More() {
+				t.Errorf("more than one document on stdout:\n%s", stdout.String())
+			}
+			if doc.Outcome != tc.outcome || len(doc.Nodes) != len(tc.nodes) || (len(doc.Nodes) > 0 && doc.Nodes[0].Output != "restarted app") {
+				t.Errorf("document %s", stdout.String())
+			}
+			if file, _ := os.ReadFile(path); !bytes.Equal(file, stdout.Bytes()) {
+				t.Errorf("stdout differs from the --report file:\n%s\n%s", stdout.String(), file)
+			}
+			if len(tc.nodes) > 0 && !strings.Contains(stderr.String(), "NODE ") {
+				t.Errorf("no table on stderr: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestPeersJSON(t *testing.T) {
+	for _, found := range [][]discover.Peer{{alphaFound, betaFound}, nil} {
+		var out bytes.Buffer
+		if err := printPeersJSON(&out, found); err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Peers []map[string]any `json:"peers"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &doc); err != nil || doc.Peers == nil || len(doc.Peers) != len(found) {
+			t.Fatalf("peers --json printed %s (%v)", out.String(), err)
+		}
+		if len(found) == 0 {
+			continue
+		}
+		want := []map[string]any{
+			{"name": "alpha", "id": alphaFound.ID, "addr": "10.1.0.7:7000", "group": "red", "state": "idle", "version": float64(relay.Version)},
+			{"name": "beta", "id": betaFound.ID, "addr": "10.1.0.8:7000", "group": "red", "state": "idle", "version": float64(relay.Version), "conflict": "10.1.0.66:7000"},
+		}
+		if !reflect.DeepEqual(doc.Peers, want) {
+			t.Errorf("peers --json\n%v\nwant\n%v", doc.Peers, want)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +15,8 @@ import (
 )
 
 // How a seed run ends, whatever ended it (every node done, no receivers,
-// a failure, Ctrl-C): the table on stdout, the --report file, and the exit
-// code.
+// a failure, Ctrl-C): the table (on stdout, or on stderr with --json), the
+// report (the --report file, and with --json on stdout), and the exit code.
 
 // Outcomes of a seed run, in the report.
 const (
@@ -39,6 +38,7 @@ type seedEnd struct {
 	ctx        context.Context // the command's: a signal that ended it is its cause
 	con        *console        // stderr
 	out        io.Writer       // the table
+	json       io.Writer       // --json: the report goes here too; nil: nowhere
 	report     string          // --report path; "" writes none
 	reportName string          // the flag or key that set it, for messages
 	expect     int
@@ -86,24 +86,29 @@ func (e *seedEnd) finish(rep *relay.Report, runErr error) error {
 		if verdict.code == exitNotFound {
 			outcome = outcomeNoReceivers
 		}
-	case rep.Failed() > 0:
-		verdict = &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
-	case len(rep.Nodes) < e.expect:
-		verdict = &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), e.expect)}
+	case rep.Failed() > 0 || len(rep.Nodes) < e.expect:
+		verdict = &exitError{exitFailed, errors.New(shortfall(rep))}
 	default:
 		outcome = outcomeOK
 	}
-	if len(rep.Nodes) > 0 {
-		printReport(e.out, rep)
-	}
-	if e.report == "" {
-		return errOrNil(verdict)
+	if len(rep.Nodes) > 0 && printReport(e.out, rep) {
+		e.con.printf("treecast: errors are cut to %d characters in the table, a line per node; the report (--report PATH, or --json) has them whole\n", tableErrorWidth)
 	}
 	sr := seedReport{Report: rep, Outcome: outcome}
 	if verdict != nil {
 		sr.Error = verdict.Error()
 	}
-	werr := writeReport(e.report, sr)
+	doc, err := jsonDoc(sr)
+	if err != nil {
+		return fmt.Errorf("seed: the report: %w", err) // cannot be: it is plain data
+	}
+	if e.json != nil {
+		e.json.Write(doc)
+	}
+	if e.report == "" {
+		return errOrNil(verdict)
+	}
+	werr := writeReport(e.report, doc)
 	if werr == nil {
 		return errOrNil(verdict)
 	}
@@ -126,10 +131,21 @@ func errOrNil(e *exitError) error {
 	return e
 }
 
-func printReport(w io.Writer, rep *relay.Report) {
+// tableErrorWidth is the most of a node's error the seed's table shows
+// (its start and its end), so each node is one line; the report has the
+// error whole.
+const tableErrorWidth = 80
+
+// tableNameWidth is where the table cuts a node's name, which the node
+// chose itself.
+const tableNameWidth = 32
+
+// printReport writes the table of nodes, one line each, and the summary
+// line. It reports whether it cut an error to fit its line.
+func printReport(w io.Writer, rep *relay.Report) (cutErrors bool) {
 	names := map[string]string{"seed": "seed"}
 	for _, n := range rep.Nodes {
-		names[n.ID] = n.Name
+		names[n.ID] = cut(oneLine(n.Name), tableNameWidth)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tID\tADDRESS\tPARENTS\tSTATUS\tBYTES\tSECONDS\tERROR")
@@ -138,31 +154,49 @@ func printReport(w io.Writer, rep *relay.Report) {
 		for _, p := range n.Parents {
 			parents = append(parents, cmp.Or(names[p], "-"))
 		}
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
+		msg := oneLine(n.Error)
+		if c := shorten(msg, tableErrorWidth); c != msg {
+			msg, cutErrors = c, true
+		}
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", names[n.ID], n.ID, oneLine(n.Addr), strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, msg)
 	}
 	tw.Flush()
 	ok := len(rep.Nodes) - rep.Failed()
-	rate := 0.0
-	if rep.Seconds > 0 {
-		rate = float64(rep.Package.Size) / rep.Seconds
+	missing := ""
+	if rep.Expected > len(rep.Nodes) {
+		missing = fmt.Sprintf(", %d of %d expected not found", rep.Expected-len(rep.Nodes), rep.Expected)
 	}
-	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
+	rate := ""
+	if rep.Seconds > 0 {
+		rate = fmt.Sprintf(" (%s/s per node)", relay.HumanBytes(int64(float64(rep.Package.Size)/rep.Seconds)))
+	}
+	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed%s; %s in %.1fs%s\n",
+		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), missing, relay.HumanBytes(rep.Package.Size), rep.Seconds, rate)
+	return cutErrors
 }
 
-// writeReport replaces path atomically with the JSON report; on failure it
-// leaves no temporary file behind.
-func writeReport(path string, rep seedReport) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
+// shortfall says why rep is a failure (exit 1): the nodes that failed,
+// and the receivers expected that were not found.
+func shortfall(rep *relay.Report) string {
+	var why []string
+	if f := rep.Failed(); f > 0 {
+		why = append(why, fmt.Sprintf("%d of %d nodes failed", f, len(rep.Nodes)))
 	}
+	if rep.Expected > len(rep.Nodes) {
+		why = append(why, fmt.Sprintf("%d of %d expected were not found (found %d)", rep.Expected-len(rep.Nodes), rep.Expected, len(rep.Nodes)))
+	}
+	return strings.Join(why, "; ")
+}
+
+// writeReport replaces path atomically with the report doc; on failure it
+// leaves no temporary file behind.
+func writeReport(path string, doc []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(doc)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -15,6 +15,9 @@ type Package struct {
 	Name   string // the package name, a plain file name
 	Size   int64  // its size in bytes
 	SHA256 string // its SHA-256, 64 lowercase hex digits
+	// Output, if not nil, takes what Exec writes to its stdout and stderr,
+	// as it comes (nil: stdout is discarded).
+	Output io.Writer
 }
 
 // Apply runs the actions of cfg on pkg in the order To, Extract, Exec. The first
@@ -50,7 +53,7 @@ func Apply(ctx context.Context, cfg Config, pkg Package) error {
 			"TREECAST_NAME=" + pkg.Name,
 			"TREECAST_SHA256=" + pkg.SHA256,
 		}
-		if err := run(ctx, cfg.Exec, env); err != nil {
+		if err := run(ctx, cfg.Exec, env, pkg.Output); err != nil {
 			return fmt.Errorf("run `%s`: %w", cfg.Exec, err)
 		}
 	}
@@ -59,14 +62,15 @@ func Apply(ctx context.Context, cfg Config, pkg Package) error {
 
 // Stream runs cfg.Exec once with the package fed to its stdin from in, in
 // order, as the caller gets it verified; TREECAST_NAME and TREECAST_SHA256
-// are set, TREECAST_FILE is not (the file is not whole yet). A non-zero
-// exit fails it. Stream runs only Exec: To and Extract need a whole file.
-func Stream(ctx context.Context, cfg Config, name, sha256 string, in io.Reader) error {
+// are set, TREECAST_FILE is not (the file is not whole yet). Its stdout and
+// stderr go to out, if it is not nil. A non-zero exit fails it. Stream runs
+// only Exec: To and Extract need a whole file.
+func Stream(ctx context.Context, cfg Config, name, sha256 string, in io.Reader, out io.Writer) error {
 	if cfg.Exec == "" {
 		return ErrNothingToApply
 	}
 	env := []string{"TREECAST_NAME=" + name, "TREECAST_SHA256=" + sha256}
-	if err := runFed(ctx, cfg.Exec, env, in); err != nil {
+	if err := runFed(ctx, cfg.Exec, env, in, out); err != nil {
 		return fmt.Errorf("run `%s` on the package streamed: %w", cfg.Exec, err)
 	}
 	return nil

@@ -88,7 +88,8 @@
 // The command runs as `/bin/sh -c CMD` in treecast's own working directory,
 // with treecast's environment plus TREECAST_FILE (absolute path of the placed
 // copy if To is set, else of the spool file), TREECAST_NAME and
-// TREECAST_SHA256. Stdin and stdout are /dev/null. It runs in its own process
+// TREECAST_SHA256. Stdin is /dev/null; stdout and stderr go to
+// Package.Output as they come, if it is set (else stdout is discarded). It runs in its own process
 // group: when the context ends, the whole group is killed with SIGKILL and the
 // context's error is returned. A non-zero exit or a fatal signal is an
 // [*ExecError] carrying the last lines of stderr. Background processes it
@@ -96,7 +97,7 @@
 //
 // On Windows the command runs as `%ComSpec% /d /s /c "CMD"` (cmd.exe, which
 // takes CMD literally, as typed at a prompt; %TREECAST_FILE% reads the
-// environment), stdin and stdout are NUL, and when the context ends its
+// environment), stdin is NUL, and when the context ends its
 // process tree is ended with `taskkill /t /f` (the shell alone if that
 // fails). Windows has no signals, so ExecError.Signal stays empty.
 //

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,17 +26,17 @@ const pipeGrace = 2 * time.Second
 
 // run runs command with the platform's shell (shellCommand: `sh -c` on
 // Unix) in its own process group, in the current working directory, with the
-// process environment plus extraEnv. Stdin and stdout are the null device;
-// the tail of stderr goes into an *ExecError when the command fails. When ctx
-// ends, the whole process group is killed and the context's error is
-// returned.
-func run(ctx context.Context, command string, extraEnv []string) error {
-	return runFed(ctx, command, extraEnv, nil)
+// process environment plus extraEnv. Stdin is the null device; stdout and
+// stderr go to out, if it is not nil, as they come; the tail of stderr goes
+// into an *ExecError when the command fails. When ctx ends, the whole
+// process group is killed and the context's error is returned.
+func run(ctx context.Context, command string, extraEnv []string, out io.Writer) error {
+	return runFed(ctx, command, extraEnv, nil, out)
 }
 
 // runFed is run with stdin fed from in, when in is not nil. A command
 // that exits 0 without reading all of in is taken at its word.
-func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader) error {
+func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader, out io.Writer) error {
 	cmd := shellCommand(ctx, command)
 	cmd.Env = append(os.Environ(), extraEnv...) // later entries win over inherited ones
 	if in != nil {
@@ -43,6 +44,10 @@ func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader
 	}
 	tail := &tailWriter{}
 	cmd.Stderr = tail
+	if out != nil {
+		w := &outputWriter{w: out}
+		cmd.Stdout, cmd.Stderr = w, io.MultiWriter(tail, w)
+	}
 	cmd.WaitDelay = pipeGrace
 
 	err := cmd.Run()
@@ -57,6 +62,21 @@ func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader
 		return err // it did not start: no shell, a bad environment
 	}
 	return &ExecError{ExitCode: exitErr.ExitCode(), Signal: killSignal(exitErr), StderrTail: tail.String()}
+}
+
+// outputWriter passes a command's stdout and stderr, copied by two
+// goroutines, to w one write at a time. A failing w loses output, never
+// fails the command.
+type outputWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.w.Write(p)
+	return len(p), nil
 }
 
 // tailWriter keeps the last stderrTailBytes written to it.

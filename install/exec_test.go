@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,6 +106,45 @@ func TestExecFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// What the command writes to stdout and stderr reaches Package.Output,
+// whether it fails or not, and the failure's stderr tail is unchanged.
+func TestExecOutput(t *testing.T) {
+	for _, tc := range []struct {
+		name, cmd, want string
+		fails           bool
+	}{
+		{"succeeds", "echo restarting; echo 'a warning' >&2; echo done", "restarting\na warning\ndone\n", false},
+		{"fails", "echo unpacking; echo 'disk full' >&2; exit 2", "unpacking\ndisk full\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			pkg := spool(t, "a", nil)
+			pkg.Output = &out
+			err := Apply(context.Background(), Config{Exec: tc.cmd}, pkg)
+			if (err != nil) != tc.fails {
+				t.Fatalf("Apply: %v", err)
+			}
+			// stdout and stderr are two pipes: their lines may come in either order.
+			got, want := strings.Split(out.String(), "\n"), strings.Split(tc.want, "\n")
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("output %q, want the lines of %q", out.String(), tc.want)
+			}
+			if ee := (*ExecError)(nil); tc.fails && (!errors.As(err, &ee) || ee.StderrTail != "disk full") {
+				t.Errorf("error %v", err)
+			}
+		})
+	}
+	t.Run("streamed", func(t *testing.T) {
+		var out strings.Builder
+		err := Stream(context.Background(), Config{Exec: "wc -c; echo read it >&2"}, "a", strings.Repeat("0", 64), strings.NewReader("12345"), &out)
+		if got := strings.Fields(out.String()); err != nil || !slices.Contains(got, "5") || !strings.Contains(out.String(), "read it\n") {
+			t.Errorf("Stream: %v, output %q", err, out.String())
+		}
+	})
 }
 
 // tailOf returns "line from" .. "line to", newline-separated.

@@ -65,7 +65,9 @@
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
 //	8  (retired: whole chunks, version 1)
 //	9  progress  node → seed           bytes verified and held u64, bytes received u64
-//	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64
+//	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64, flushed u8,
+//	                                   output string (the end of the apply command's stdout and stderr;
+//	                                   a node of an earlier build ends the result before it)
 //	11 end       seed → node           (empty) the session is over
 //	12 ping      either                (empty) the link is alive
 //	13 complain  node → seed           parent id, kind u8 (1 lost, 2 corrupt, 3 refused, 4 stalled), block u32, detail string, stripe u8

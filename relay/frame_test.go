@@ -329,7 +329,7 @@ func TestLargestMessagesFitTheirFrames(t *testing.T) {
 			{msgHello, helloMsg{role: roleData, name: long}.encode()},
 			{msgWelcome, welcomeMsg{name: long}.encode()},
 			{msgRefuse, refuseMsg{reason: long}.encode()},
-			{msgResult, resultMsg{err: long}.encode()},
+			{msgResult, resultMsg{err: long, output: long}.encode()},
 			{msgComplain, complainMsg{detail: long}.encode()},
 		} {
 			if err := writeFrame(io.Discard, f.typ, f.payload); err != nil {
@@ -372,6 +372,9 @@ type wireCase struct {
 	want    any
 	payload []byte
 	decode  func([]byte) (any, error)
+	// older is how many bytes at the end a peer of an earlier build does
+	// not send: the payload cut there decodes, with those fields empty.
+	older int
 }
 
 func wire[M any](name string, m M, encode func(M) []byte, decode func([]byte) (M, error)) wireCase {
@@ -379,6 +382,13 @@ func wire[M any](name string, m M, encode func(M) []byte, decode func([]byte) (M
 		v, err := decode(p)
 		return v, err
 	}}
+}
+
+// result is the wire case of m; a node of an earlier build sends no output.
+func result(name string, m resultMsg) wireCase {
+	c := wire(name, m, resultMsg.encode, decodeResult)
+	c.older = 4 + len(m.output)
+	return c
 }
 
 func wireCases() []wireCase {
@@ -401,8 +411,10 @@ func wireCases() []wireCase {
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
 		wire("progress", progressMsg{held: 12 << 40, received: 1 << 40}, progressMsg.encode, decodeProgress),
 		wire("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}}, progressMsg.encode, decodeProgress),
-		wire("result ok", resultMsg{ok: true, received: 99, millis: 1234}, resultMsg.encode, decodeResult),
-		wire("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}, resultMsg.encode, decodeResult),
+		result("result ok", resultMsg{ok: true, received: 99, millis: 1234}),
+		result("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}),
+		result("result flushed, with output", resultMsg{ok: true, flushed: true, output: "restarted app\nversion 2.4"}),
+		result("result failed, longest output", resultMsg{err: "exit status 1", output: long}),
 		wire("complain lost", complainMsg{parent: id, kind: complainLost, detail: "silent for 4s"}, complainMsg.encode, decodeComplain),
 		wire("complain corrupt", complainMsg{parent: id, kind: complainCorrupt, block: math.MaxUint32, detail: "hash"}, complainMsg.encode, decodeComplain),
 		wire("complain refused", complainMsg{kind: complainRefused}, complainMsg.encode, decodeComplain),
@@ -440,6 +452,9 @@ func TestMessagesIgnoreAppendedFields(t *testing.T) {
 func TestMessagesRejectTruncation(t *testing.T) {
 	for _, tt := range wireCases() {
 		for n := range len(tt.payload) {
+			if tt.older > 0 && n == len(tt.payload)-tt.older {
+				continue // as a peer of an earlier build sends it: below
+			}
 			got, err := tt.decode(tt.payload[:n])
 			if err == nil {
 				t.Errorf("%s cut to %d of %d bytes decoded as %+v", tt.name, n, len(tt.payload), got)
@@ -449,6 +464,22 @@ func TestMessagesRejectTruncation(t *testing.T) {
 				t.Errorf("%s cut to %d bytes: error %q does not say what was being decoded", tt.name, n, err)
 				break
 			}
+		}
+	}
+}
+
+// A result from a node of an earlier build ends before its output: it
+// decodes, with no output, rather than failing the node.
+func TestResultFromAnEarlierBuild(t *testing.T) {
+	for _, tt := range wireCases() {
+		if tt.older == 0 {
+			continue
+		}
+		got, err := decodeResult(tt.payload[:len(tt.payload)-tt.older])
+		want := tt.want.(resultMsg)
+		want.output = ""
+		if err != nil || got != want {
+			t.Errorf("%s without its output: %+v, %v; want %+v", tt.name, got, err, want)
 		}
 	}
 }
@@ -509,6 +540,8 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"progress cut short", "progress", build(u32(1), u32(0)), "too short"},
 		{"ok is 7", "result", build(u8(7), str(""), u64(0), u64(0)), "bad boolean 7"},
 		{"error over the text limit", "result", build(u8(0), str(tooLong), u64(0), u64(0)), "exceeds limit"},
+		{"output over the text limit", "result", build(u8(0), str(""), u64(0), u64(0), u8(0), str(tooLong)), "exceeds limit"},
+		{"output claims more than sent", "result", build(u8(1), str(""), u64(0), u64(0), u8(0), u32(10), raw([]byte("abc"))), "too short"},
 		{"detail over the text limit", "complain", build(raw(id), u8(1), u32(0), str(tooLong)), "exceeds limit"},
 	}
 	for _, tt := range tests {

@@ -270,6 +270,10 @@ type resultMsg struct {
 	received uint64
 	millis   uint64
 	flushed  bool // written to a target and flushed to stable storage
+	// output is the tail of what the apply's command wrote to its stdout
+	// and stderr, at most maxText bytes; a node of an earlier build sends
+	// none.
+	output string
 }
 
 func (m resultMsg) encode() []byte {
@@ -279,12 +283,16 @@ func (m resultMsg) encode() []byte {
 	e.u64(m.received)
 	e.u64(m.millis)
 	e.bool(m.flushed)
+	e.str(m.output)
 	return e.b
 }
 
 func decodeResult(p []byte) (resultMsg, error) {
 	d := dec{b: p}
 	m := resultMsg{ok: d.bool(), err: d.str(maxText), received: d.u64(), millis: d.u64(), flushed: d.bool()}
+	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
+		m.output = d.str(maxText)
+	}
 	return m, wrapDecode("result", d.err)
 }
 

@@ -18,6 +18,9 @@ type Package struct {
 	Name   string
 	Size   int64
 	SHA256 string // lowercase hex
+	// Output takes what the apply's command writes to its stdout and
+	// stderr: the seed's report shows the last 4 KiB of it.
+	Output io.Writer
 }
 
 // ReceiverOptions says who a receiver is and what it does with a package.

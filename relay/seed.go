@@ -75,6 +75,7 @@ type ReportNode struct {
 	Bytes    int64    `json:"bytes"`             // bytes verified and held
 	Received int64    `json:"received"`          // bytes downloaded in this session
 	Seconds  float64  `json:"seconds"`
+	Output   string   `json:"output,omitempty"` // the end of what its apply's command wrote to stdout and stderr (at most 4 KiB)
 }
 
 // Failed counts the nodes that did not apply the package.
@@ -119,6 +120,7 @@ type node struct {
 	lastSeen   time.Time
 	seconds    float64
 	flushed    bool
+	output     string
 	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
@@ -600,7 +602,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.lost(n, err)
 			return
 		}
-		n.received, n.seconds = int64(r.received), time.Since(s.start).Seconds()
+		n.received, n.seconds, n.output = int64(r.received), time.Since(s.start).Seconds(), r.output
 		if r.ok {
 			n.state, n.held, n.flushed = stateOK, s.m.Size, r.flushed
 			s.t.setHeld(n.id, s.m.Size)
@@ -738,6 +740,7 @@ func (s *seedRun) report() *Report {
 			ID: n.peer.ID.String(), Name: n.peer.Name, Addr: n.peer.Addr.String(),
 			Parents: n.parents[:s.t.stripes], Parent: n.parents[0],
 			Status: StatusOK, Error: n.err, Flushed: n.flushed, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
+			Output: n.output,
 		}
 		if n.state != stateOK {
 			rn.Status = StatusFailed

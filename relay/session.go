@@ -31,6 +31,7 @@ type session struct {
 	recvd     atomic.Int64
 	stripes   atomic.Int32   // how many stripes the seed splits the package into, once it said
 	result    chan resultMsg // the apply outcome, once
+	output    outputTail     // the end of what the apply's command wrote
 }
 
 func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
@@ -381,7 +382,7 @@ func (s *session) applyWhenComplete() {
 	if err == nil {
 		err = s.apply()
 	}
-	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target}
+	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target, output: s.output.String()}
 	if err != nil {
 		out.err = clip(err.Error())
 		s.opt.Log.Error("apply failed", "package", s.m.Name, "err", err)
@@ -405,7 +406,7 @@ func (s *session) apply() error {
 			return fmt.Errorf("flush %s: %w", s.spool.path, err)
 		}
 	}
-	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Output: &s.output}
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}

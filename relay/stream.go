@@ -24,7 +24,7 @@ func (s *session) stream() error {
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex()}
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Output: &s.output}
 	go func() {
 		err := s.opt.Stream(ctx, pkg, pr)
 		pr.CloseWithError(io.ErrClosedPipe) // a command that stopped reading

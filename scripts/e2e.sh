@@ -6,7 +6,9 @@
 #   A  a .tar.gz package; receivers apply it with --to, --extract and --exec
 #   B  a 0-byte package
 #   C  5 MiB + 123 bytes with --chunk-size 1MiB (last chunk short)
-#   D  one receiver's --exec exits 3: seed exits 1, that node "failed", others ok
+#   D  one receiver's --exec prints several lines and exits 3: seed exits 1,
+#      that node "failed", others ok; the seed's --json on stdout is the report,
+#      its table on stderr one line per node, its log lines in treecast's style
 # h9 is a `treecast serve` agent for the whole time: it must receive A, B, C
 # and D one after another, then stop on SIGTERM.
 # Then: a `[relay] heartbeat = "0s"` config exits 2 naming the key; a
@@ -19,7 +21,7 @@
 # Ctrl-C while looking for receivers and mid-transfer exits 130 with the
 # table and the report, and the same command again resumes; `join` with no
 # session exits 3 after its --timeout; `seed` with no receivers exits 3
-# after its --wait, and writes its report.
+# after its --wait, and writes its report; `peers --json` parses.
 #
 # Prints PASS/FAIL per check and ends with "N passed, N failed"; exits 1 if
 # any check failed.
@@ -148,15 +150,21 @@ wait_joins() {
 	JOIN_RC=()
 }
 
-# run_seed RUN PKG WANT_RC [EXTRA SEED ARGS...] : seed in h0, report in $WORK/RUN.json
+# run_seed RUN PKG WANT_RC [EXTRA SEED ARGS...] : seed in h0, report in
+# $WORK/RUN.json; with SEED_STDOUT=FILE, its stdout goes to FILE and only
+# its stderr to the log.
 run_seed() {
 	local run=$1 pkg=$2 want=$3 rc=0
 	shift 3
-	local report=$WORK/$run.json
+	local report=$WORK/$run.json log=$LOGS/$run-seed.log
 	host_env 0
-	lab_exec 0 "${HENV[@]}" timeout -k 10 150 "$BIN" seed --expect "$RECEIVERS" --wait 30s \
-		"${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --report "$report" "$@" "$pkg" \
-		>"$LOGS/$run-seed.log" 2>&1 || rc=$?
+	local cmd=("${HENV[@]}" timeout -k 10 150 "$BIN" seed --expect "$RECEIVERS" --wait 30s
+		"${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --report "$report" "$@" "$pkg")
+	if [[ -n ${SEED_STDOUT:-} ]]; then
+		lab_exec 0 "${cmd[@]}" >"$SEED_STDOUT" 2>"$log" || rc=$?
+	else
+		lab_exec 0 "${cmd[@]}" >"$log" 2>&1 || rc=$?
+	fi
 	echo "seed output (last lines):"
 	tail -n 20 "$LOGS/$run-seed.log" | indent
 	if ((rc == want)); then pass "$run: seed exit code $rc"; else fail "$run: seed exit code $rc, want $want (log: $LOGS/$run-seed.log)"; fi
@@ -213,7 +221,7 @@ check_copy() {
 # name and sha256 from the environment treecast sets.
 exec_cmd() {
 	# shellcheck disable=SC2016 # $TREECAST_* are for the receiver's shell
-	printf 'cp "$TREECAST_FILE" %q && echo "$TREECAST_NAME $TREECAST_SHA256" > %q' "$1/exec-copy" "$1/exec-info"
+	printf 'cp "$TREECAST_FILE" %q && echo "$TREECAST_NAME $TREECAST_SHA256" > %q && echo "applied $TREECAST_NAME"' "$1/exec-copy" "$1/exec-info"
 }
 check_exec() {
 	local run=$1 i=$2 pkg=$3 d=$4
@@ -301,6 +309,9 @@ for i in 1 2 3 4 5 6 7 8; do
 	esac
 done
 check_report A "$PKG_A"
+for i in 6 7; do
+	check_eq "A: report has h$i's --exec stdout" "$(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .output' "$WORK/A.json")" "applied $(basename "$PKG_A")"
+done
 
 # ---- run B: a 0-byte package ----
 say "run B: 0-byte package"
@@ -343,26 +354,42 @@ for i in 1 2 3 4 5 6 7 8; do
 	if ((i % 2)); then check_copy C "h$i --to copy" "$PKG_C" "$d/odd-size.img"; else check_exec C "$i" "$PKG_C" "$d"; fi
 done
 check_report C "$PKG_C"
+check "C: the seed's progress is in the package's bytes (what a node holds on average)" \
+	grep -qF "100.0%  5.0 MiB of 5.0 MiB per node on average" "$LOGS/C-seed.log"
+check "C: no progress line says 0 B/s" bash -c "! grep -q ' 0 B/s' '$LOGS/C-seed.log'"
 
 # ---- run D: one receiver's apply fails ----
-say "run D: h1 --exec 'exit 3' fails, the others must still succeed"
+say "run D: h1's --exec prints lines and exits 3, the others must still succeed; seed --json"
 PKG_D=$WORK/pkg/fail-case.bin
 head -c $((1048576 + 7)) /dev/urandom >"$PKG_D"
 for i in 1 2 3 4 5 6 7 8; do
 	d=$WORK/dest/h$i/D
 	mkdir -p "$d"
 	if ((i == 1)); then
-		start_join "$i" "$LOGS/D-h$i.log" --exec 'exit 3'
+		start_join "$i" "$LOGS/D-h$i.log" --exec 'echo unpacking; echo "E: first problem" >&2; printf "\tE: second\nE: third\n" >&2; exit 3'
 	else
 		start_join "$i" "$LOGS/D-h$i.log" --to "$d"
 	fi
 done
-run_seed D "$PKG_D" 1
+SEED_STDOUT=$WORK/D-stdout.json run_seed D "$PKG_D" 1 --json
 WANT_FAIL="1" wait_joins D
 for i in 2 3 4 5 6 7 8; do
 	check_copy D "h$i --to copy" "$PKG_D" "$WORK/dest/h$i/D/fail-case.bin"
 done
 check_report D "$PKG_D" h1
+D_OUT=$WORK/D-stdout.json
+D_LOG=$LOGS/D-seed.log
+check "D: seed --json: stdout is one JSON document" jq -e -s 'length == 1' "$D_OUT"
+check_eq "D: seed --json: nodes, outcome" "$(jq -c '[(.nodes | length), .outcome]' "$D_OUT" 2>/dev/null)" "[$RECEIVERS,\"failed\"]"
+check "D: seed --json: stdout is the --report document" cmp -s "$D_OUT" "$WORK/D.json"
+check_eq "D: the table (on stderr) has one line per node" "$(grep -cE '^h[1-9] +[0-9a-f]{8} ' "$D_LOG")" "$RECEIVERS"
+check "D: h1's line has its error flattened" grep -qE '^h1 +[0-9a-f]{8} .* failed .*status 3: E: first problem \| E: second \| E: third$' "$D_LOG"
+check "D: no line of the command's output stands alone" bash -c "! grep -qE '^(unpacking|E: |[[:space:]]+E: )' '$D_LOG'"
+check_eq "D: the report has h1's output, stdout and stderr" \
+	"$(jq -r '.nodes[] | select(.name == "h1") | .output | split("\n") | sort | join(",")' "$D_OUT")" "$(printf '\tE: second,E: first problem,E: third,unpacking')"
+check "D: the seed warns in treecast's style" grep -qE '^treecast: warning: node failed: h1 \([0-9a-f]{8}\): run `' "$D_LOG"
+check "D: no log line in slog's text format" bash -c "! grep -qE '(^| )(time|level|msg)=' '$D_LOG'"
+check_eq "D: the last line names why it failed" "$(tail -n 1 "$D_LOG")" "treecast: 1 of $RECEIVERS nodes failed"
 
 # ---- peers, and fewer receivers than expected ----
 say "peers lists the idle agent; a seed expecting 2 finds 1 and exits 1"
@@ -370,6 +397,10 @@ host_env 0
 out=$(lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" peers "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --wait 2s 2>"$LOGS/peers.log" || true)
 printf '%s\n' "$out" >>"$LOGS/peers.log"
 check "peers: lists h9 as idle in group e2e" grep -qE '^h9 +[0-9a-f]{8} +10\.77\.0\.10:[0-9]+ +e2e +idle' <<<"$out"
+out=$(lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" peers --json "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --wait 2s 2>>"$LOGS/peers.log" || true)
+printf '%s\n' "$out" >>"$LOGS/peers.log"
+check_eq "peers --json: h9 idle in group e2e, at its address" \
+	"$(jq -r '.peers[] | select(.name == "h9") | [.state, .group, (.addr | split(":")[0])] | join(" ")' <<<"$out" 2>/dev/null)" "idle e2e $(lab_addr 9)"
 PKG_E=$WORK/fewer.bin
 head -c 100000 /dev/urandom >"$PKG_E"
 rc=0
@@ -378,7 +409,8 @@ lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 2 --wait 3s "${IFA
 check_eq "fewer than expected: seed exit code" "$rc" 1
 check_eq "fewer than expected: report expected" "$(jq -r .expected "$WORK/E.json")" 2
 check_eq "fewer than expected: the one found applied it" "$(jq -r '[.nodes[] | select(.status == "ok")] | length' "$WORK/E.json")" 1
-check "fewer than expected: the seed says so" grep -q "found 1 receivers, expected 2" "$LOGS/fewer-seed.log"
+check "fewer than expected: the summary says so" grep -qE ': 1 of 1 nodes ok, 0 failed, 1 of 2 expected not found; ' "$LOGS/fewer-seed.log"
+check_eq "fewer than expected: the last line says why it failed" "$(tail -n 1 "$LOGS/fewer-seed.log")" "treecast: 1 of 2 expected were not found (found 1)"
 check_copy E "h9 serve --to fewer.bin" "$PKG_E" "$SERVE_DEST/fewer.bin"
 
 # ---- settings and runtime failures: exit 2 is for usage only ----

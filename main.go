@@ -11,10 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,36 +114,11 @@ func groupFlag(usage string) *cli.StringFlag {
 	return &cli.StringFlag{Name: "group", Usage: usage, EnvVars: []string{"TREECAST_GROUP"}}
 }
 
-// sizeUnits are the units parseSize takes: binary (KiB, and K as ls and
-// dd write it) and decimal (KB: 1MB is 1000000 bytes, as disks are sold).
-// Longest suffix first.
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
-}
+// parseSize reads a size as install does, so every flag takes the same.
+func parseSize(s string) (int64, error) { return install.ParseSize(s) }
 
 // sizeForms says which sizes parseSize takes.
-const sizeForms = "a whole number of bytes with an optional unit: KiB, MiB, GiB (binary: 1MiB = 1048576) or KB, MB, GB (decimal: 1MB = 1000000)"
-
-// parseSize reads sizes like 1048576, 512KiB, 1MiB, 4M, 2GB.
-func parseSize(s string) (int64, error) {
-	t, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("size %q: want %s", s, sizeForms)
-	}
-	return n * mult, nil
-}
+const sizeForms = install.SizeForms
 
 // --- seed ---------------------------------------------------------------
 

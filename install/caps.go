@@ -36,7 +36,7 @@ func (c Config) caps(dir string) (extractCaps, error) {
 		caps.entries = defaultMaxEntries
 	}
 	if c.MaxExtractSize != "" {
-		n, err := parseSize(c.MaxExtractSize)
+		n, err := ParseSize(c.MaxExtractSize)
 		if err != nil {
 			return caps, fmt.Errorf("max_extract_size: %w", err)
 		}
@@ -70,17 +70,22 @@ func freeSpace(dir string) (int64, string, error) {
 	}
 }
 
-// sizeUnits are the suffixes parseSize accepts, longest first.
+// sizeUnits are the units ParseSize takes, longest first.
 var sizeUnits = []struct {
 	suffix string
 	mult   int64
 }{
 	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
 }
 
-// parseSize reads a positive size such as 4096, 512MiB or 2GB.
-func parseSize(s string) (int64, error) {
+// SizeForms says which sizes ParseSize takes.
+const SizeForms = "a whole number of bytes with an optional unit: KiB, MiB, GiB (binary: 1MiB = 1048576) or KB, MB, GB (decimal: 1MB = 1000000)"
+
+// ParseSize reads a positive size such as 1048576, 512KiB, 1MiB, 4M or 2GB;
+// its error lists the forms it takes.
+func ParseSize(s string) (int64, error) {
 	t, mult := strings.TrimSpace(s), int64(1)
 	for _, u := range sizeUnits {
 		if strings.HasSuffix(t, u.suffix) {
@@ -90,7 +95,7 @@ func parseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n <= 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional unit, like 2GiB or 500MB", s)
+		return 0, fmt.Errorf("size %q: want %s", s, SizeForms)
 	}
 	return n * mult, nil
 }

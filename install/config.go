@@ -84,7 +84,7 @@ func (c Config) Validate() error {
 		return &ConfigError{"Extract", c.Extract, "the directory the package owns, not the root directory, where top-level archive entries would replace /usr, /etc and the like"}
 	}
 	if c.MaxExtractSize != "" {
-		if _, err := parseSize(c.MaxExtractSize); err != nil {
+		if _, err := ParseSize(c.MaxExtractSize); err != nil {
 			return &ConfigError{"MaxExtractSize", c.MaxExtractSize, "a positive size such as 2GiB or 500MB, or empty for the free space of the destination less a margin"}
 		}
 	}

@@ -24,7 +24,7 @@
 // Every message is one frame:
 //
 //	magic   4 bytes  "TCST"
-//	version 1 byte   protocol version, currently 3
+//	version 1 byte   protocol version, currently 4
 //	type    1 byte   message type, below
 //	length  4 bytes  payload length, big-endian
 //	payload length bytes
@@ -59,7 +59,7 @@
 //	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name, nonce (16), sealed u8
 //	2  welcome   listener → connector  node id, name, busy u8, nonce (16), sealed u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           bytes already held u64, applied u8 (this very session, before)
+//	4  accept    node → seed           bytes already held u64, applied u8 (this very session, before), up to date u8 (0)
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
@@ -151,13 +151,14 @@
 //
 //	manifest  blob
 //	key       32 bytes  the seed's ed25519 public key
-//	signature 64 bytes  ed25519 over "treecast manifest v3\x00" + manifest
+//	signature 64 bytes  ed25519 over "treecast manifest v4\x00" + manifest
 //
 // and the manifest itself:
 //
-//	version u8 (3), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
+//	version u8 (4), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
 //	a plain file name), group string (≤ 63 bytes), size u64, chunk size u32, block size u32,
-//	whole-file SHA-256 (32), chunk count u32, then count chunk hashes
+//	whole-file SHA-256 (32), flags u8 (bit 0: force; no other bit may be set),
+//	chunk count u32, then count chunk hashes
 //
 // A receiver takes only a session for its own group, and refuses one
 // created before the last it applied from the same key for the same group,

@@ -59,7 +59,7 @@
 //	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name, nonce (16), sealed u8
 //	2  welcome   listener → connector  node id, name, busy u8, nonce (16), sealed u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           bytes already held u64, applied u8 (this very session, before), up to date u8 (0)
+//	4  accept    node → seed           bytes already held u64, applied u8 (nothing to send: below), up to date u8
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
@@ -75,6 +75,15 @@
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
+//
+// An accept says applied (nothing to send or relay: the node is done) when
+// the offer is the very session the node applied last, or when it is up
+// to date: a newer session of the package it applied last from the same
+// key for the same group, under the same name and with the same actions
+// (ReceiverOptions.Actions), whose manifest does not say force; then up to
+// date is 1 too, and the session counts as the last applied from then on.
+// Nothing is fetched or applied, and the seed reports the node ok, up to
+// date.
 //
 // A control connection runs hello, welcome, (with a fleet secret: proof
 // each way), offer, then accept or refuse;
@@ -162,7 +171,9 @@
 //
 // A receiver takes only a session for its own group, and refuses one
 // created before the last it applied from the same key for the same group,
-// whatever the package is called.
+// whatever the package is called, even when its package is the one in
+// place. Force makes a receiver apply the package where it is up to date
+// (above); it overrides nothing else.
 //
 // The package is cut into blocks (16 KiB unless the chunk size is not a
 // multiple of it; a power of two from 4 to 64 KiB), block g at offset

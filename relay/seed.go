@@ -66,9 +66,10 @@ type ReportNode struct {
 	ID       string   `json:"id"`
 	Name     string   `json:"name"`
 	Addr     string   `json:"addr"`
-	Parent   string   `json:"parent"`  // the first tree's parent, as in parents[0]
-	Parents  []string `json:"parents"` // per tree, the id of the node it fetched from last, or "seed"
-	Status   string   `json:"status"`  // "ok" or "failed"
+	Parent   string   `json:"parent"`           // the first tree's parent, as in parents[0]
+	Parents  []string `json:"parents"`          // per tree, the id of the node it fetched from last, or "seed"
+	Status   string   `json:"status"`           // "ok" or "failed"
+	Detail   string   `json:"detail,omitempty"` // DetailUpToDate, or empty
 	Error    string   `json:"error,omitempty"`
 	Flushed  bool     `json:"flushed,omitempty"` // written to its target (--write) and flushed to stable storage
 	Bytes    int64    `json:"bytes"`             // bytes verified and held
@@ -87,11 +88,27 @@ func (r *Report) Failed() int {
 	return n
 }
 
+// UpToDate counts the nodes that had the package applied already.
+func (r *Report) UpToDate() int {
+	n := 0
+	for _, nd := range r.Nodes {
+		if nd.Status == StatusOK && nd.Detail == DetailUpToDate {
+			n++
+		}
+	}
+	return n
+}
+
 // Node statuses in a report.
 const (
 	StatusOK     = "ok"
 	StatusFailed = "failed"
 )
+
+// DetailUpToDate is the detail of an ok node that had applied the package
+// already, under the same name and with the same actions: nothing was sent
+// to it, and nothing run.
+const DetailUpToDate = "up to date"
 
 type nodeState int
 
@@ -118,6 +135,7 @@ type node struct {
 	lastSeen   time.Time
 	seconds    float64
 	flushed    bool
+	upToDate   bool // had the package applied already: nothing sent, nothing run
 	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
@@ -155,7 +173,8 @@ type dialed struct {
 	c        *ctrl
 	welcome  welcomeMsg
 	held     int64
-	applied  bool           // applied this very session before: nothing to send
+	applied  bool // applied this very session, or this package (upToDate), before: nothing to send
+	upToDate bool
 	seedAddr netip.AddrPort // the seed's listener, as the node reaches it
 }
 
@@ -329,7 +348,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, seedAddr: seedAddr}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr}, nil
 }
 
 // admit records the outcome of connecting to n and, on success, starts
@@ -358,8 +377,12 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	s.t.setBase(n.id, n.held)
 	if d.applied {
 		// Nothing to send, and nothing to relay: its spool is gone.
-		n.state, n.held, n.seconds = stateOK, s.m.Size, time.Since(s.start).Seconds()
-		s.opt.Log.Info("node applied this session already", "node", n.label())
+		n.state, n.held, n.seconds, n.upToDate = stateOK, s.m.Size, time.Since(s.start).Seconds(), d.upToDate
+		if d.upToDate {
+			s.opt.Log.Info("node up to date: it applied this package already", "node", n.label())
+		} else {
+			s.opt.Log.Info("node applied this session already", "node", n.label())
+		}
 	}
 	s.t.setHeld(n.id, n.held)
 	s.readers.Add(1)
@@ -729,8 +752,11 @@ func (s *seedRun) report() *Report {
 			Parents: n.parents[:s.t.stripes], Parent: n.parents[0],
 			Status: StatusOK, Error: n.err, Flushed: n.flushed, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 		}
-		if n.state != stateOK {
+		switch {
+		case n.state != stateOK:
 			rn.Status = StatusFailed
+		case n.upToDate:
+			rn.Detail = DetailUpToDate
 		}
 		r.Nodes = append(r.Nodes, rn)
 	}

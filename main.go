@@ -32,8 +32,8 @@ import (
 
 // Exit codes, a contract with scripts.
 const (
-	exitOK       = 0 // every planned node applied the package
-	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
+	exitOK       = 0 // every planned node applied the package, or had it already (up to date)
+	exitFailed   = 1 // some node failed or was busy, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
 	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
 	exitReport   = 4 // seed: the --report file could not be written
@@ -59,9 +59,11 @@ func failed(format string, a ...any) error {
 }
 
 const exitHelp = `EXIT CODES:
-   0  every planned node applied the package (seed), or this node applied it (join)
-   1  some node failed, or fewer receivers than --expect were found; or treecast could
-      not run here: seed key unreadable or unprotected, --dir in use, listen, announce
+   0  every planned node applied the package or had it already (seed), or this node
+      applied it or had it already (join)
+   1  some node failed or was busy with another session, or fewer receivers than --expect
+      were found; or treecast could not run here: seed key unreadable or unprotected,
+      --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)
    4  seed: the --report file could not be written (the table on stdout still says how
@@ -261,7 +263,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 ` + exitHelp,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "expect", Usage: "start as soon as `N` receivers are found; fewer than N is a failure (exit 1)", EnvVars: []string{"TREECAST_EXPECT"}},
-			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
+			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found; a receiver busy with another session is waited for until DURATION has passed", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
@@ -361,6 +363,7 @@ func runSeed(c *cli.Context) error {
 	}
 
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
+	waitEnds := time.Now().Add(sc.Wait) // for receivers, and for busy ones to be free
 	found, err := discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
 		Group: sc.Group, Expect: sc.Expect, Wait: sc.Wait,
 		OnPeer: func(p discover.Peer) {
@@ -405,9 +408,14 @@ func runSeed(c *cli.Context) error {
 		Path:     path,
 		Peers:    peers,
 		Late:     late,
+		WaitBusy: waitEnds,
 		Log:      log,
 		Progress: func(p relay.SeedProgress) {
-			con.progress(p.Verified, p.Total, fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed))
+			desc := fmt.Sprintf("%d/%d nodes done, %d failed", p.Done, p.Nodes, p.Failed)
+			if p.Busy > 0 {
+				desc += fmt.Sprintf(", %d busy", p.Busy)
+			}
+			con.progress(p.Verified, p.Total, desc)
 		},
 	})
 	stopWatch()

@@ -21,8 +21,8 @@ import (
 
 // Outcomes of a seed run, in the report.
 const (
-	outcomeOK          = "ok"           // every node applied the package, and at least --expect were found
-	outcomeFailed      = "failed"       // a node failed, fewer than --expect were found, or the seed failed
+	outcomeOK          = "ok"           // every node applied the package (or had it), and at least --expect were found
+	outcomeFailed      = "failed"       // a node failed or was busy, fewer than --expect were found, or the seed failed
 	outcomeNoReceivers = "no receivers" // nothing was sent
 	outcomeInterrupted = "interrupted"  // stopped by SIGINT or SIGTERM
 )
@@ -86,8 +86,8 @@ func (e *seedEnd) finish(rep *relay.Report, runErr error) error {
 		if verdict.code == exitNotFound {
 			outcome = outcomeNoReceivers
 		}
-	case rep.Failed() > 0:
-		verdict = &exitError{exitFailed, fmt.Errorf("%d of %d nodes failed", rep.Failed(), len(rep.Nodes))}
+	case rep.Failed() > 0 || rep.Busy() > 0:
+		verdict = &exitError{exitFailed, notApplied(rep)}
 	case len(rep.Nodes) < e.expect:
 		verdict = &exitError{exitFailed, fmt.Errorf("found %d receivers, expected %d", len(rep.Nodes), e.expect)}
 	default:
@@ -126,6 +126,19 @@ func errOrNil(e *exitError) error {
 	return e
 }
 
+// notApplied says how many nodes failed, and how many were busy with
+// another session and what to do about them.
+func notApplied(rep *relay.Report) error {
+	var parts []string
+	if n := rep.Failed(); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d nodes failed", n, len(rep.Nodes)))
+	}
+	if n := rep.Busy(); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d nodes busy with another session (run the seed again once it is over, or with a --wait long enough for it)", n, len(rep.Nodes)))
+	}
+	return errors.New(strings.Join(parts, "; "))
+}
+
 func printReport(w io.Writer, rep *relay.Report) {
 	names := map[string]string{"seed": "seed"}
 	for _, n := range rep.Nodes {
@@ -138,16 +151,39 @@ func printReport(w io.Writer, rep *relay.Report) {
 		for _, p := range n.Parents {
 			parents = append(parents, cmp.Or(names[p], "-"))
 		}
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, n.Error)
+		status := n.Status
+		if n.Detail != "" {
+			status += " (" + n.Detail + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", n.Name, n.ID, n.Addr, strings.Join(parents, ","), status, n.Bytes, n.Seconds, n.Error)
 	}
 	tw.Flush()
-	ok := len(rep.Nodes) - rep.Failed()
+	fmt.Fprintln(w, summary(rep))
+}
+
+// summary is the line under the table: how many nodes have the package,
+// how many had it already, were busy or failed, and the rate, if any node
+// downloaded it.
+func summary(rep *relay.Report) string {
+	busy, failed, upToDate := rep.Busy(), rep.Failed(), rep.UpToDate()
+	ok := len(rep.Nodes) - busy - failed
+	line := fmt.Sprintf("%s: %d of %d nodes ok", rep.Package.Name, ok, len(rep.Nodes))
+	if upToDate > 0 {
+		line += fmt.Sprintf(" (%d up to date)", upToDate)
+	}
+	if busy > 0 {
+		line += fmt.Sprintf(", %d busy with another session", busy)
+	}
+	line += fmt.Sprintf(", %d failed", failed)
+	if ok-upToDate == 0 {
+		// No node applied it in this session: there is no rate to show.
+		return line + fmt.Sprintf(", in %.1fs", rep.Seconds)
+	}
 	rate := 0.0
 	if rep.Seconds > 0 {
 		rate = float64(rep.Package.Size) / rep.Seconds
 	}
-	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed, %s in %.1fs (%s/s per node)\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
+	return line + fmt.Sprintf(", %s in %.1fs (%s/s per node)", relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
 }
 
 // writeReport replaces path atomically with the JSON report; on failure it

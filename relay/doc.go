@@ -76,6 +76,12 @@
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
 //
+// A receiver in another session says busy in its welcome, and refuses
+// with code 1 an offer it cannot take for that reason. The seed plans
+// such a node nowhere and reports it busy, apart from the failed; with
+// SeedOptions.WaitBusy, until then, it offers the session again each time
+// discovery finds the node idle, and the session does not end without it.
+//
 // An accept says applied (nothing to send or relay: the node is done) when
 // the offer is the very session the node applied last, or when it is up
 // to date: a newer session of the package it applied last from the same

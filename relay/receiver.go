@@ -200,7 +200,7 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 	}
 	if r.busy() {
 		c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
-		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: busyReason}.encode())
 		return
 	}
 	if err := greet(c, r.cfg.DeadAfter, r.opt.Secret, h, welcomeMsg{id: r.opt.ID, name: r.opt.Name}, proveReceiver, proveSeed); err != nil {
@@ -219,7 +219,7 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 	c.conn.until = time.Time{}
 	ps.prove()
 	if !r.handOver(offered{c: c, signed: signed}) {
-		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: busyReason}.encode())
 		return
 	}
 	// Next owns the connection now; wait for its session to end so the

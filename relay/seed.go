@@ -36,11 +36,17 @@ type SeedOptions struct {
 	Secret *Secret
 	// Compress sends with zstd the blocks that shrink by it.
 	Compress bool
+	// WaitBusy is when the seed stops waiting for receivers busy with
+	// another session: until then, one is offered the session again
+	// whenever Late delivers it idle, and the session does not end without
+	// it. Zero, or once past: a busy receiver is reported busy.
+	WaitBusy time.Time
 }
 
 // SeedProgress is the whole session at a glance.
 type SeedProgress struct {
 	Nodes, Done, Failed int
+	Busy                int   // busy with another session, and waited for or given up on
 	Verified, Total     int64 // bytes verified on all nodes, out of nodes × size
 }
 
@@ -68,7 +74,7 @@ type ReportNode struct {
 	Addr     string   `json:"addr"`
 	Parent   string   `json:"parent"`           // the first tree's parent, as in parents[0]
 	Parents  []string `json:"parents"`          // per tree, the id of the node it fetched from last, or "seed"
-	Status   string   `json:"status"`           // "ok" or "failed"
+	Status   string   `json:"status"`           // StatusOK, StatusBusy or StatusFailed
 	Detail   string   `json:"detail,omitempty"` // DetailUpToDate, or empty
 	Error    string   `json:"error,omitempty"`
 	Flushed  bool     `json:"flushed,omitempty"` // written to its target (--write) and flushed to stable storage
@@ -77,31 +83,35 @@ type ReportNode struct {
 	Seconds  float64  `json:"seconds"`
 }
 
-// Failed counts the nodes that did not apply the package.
+// Failed counts the nodes that failed: refused, lost, or failed to apply.
 func (r *Report) Failed() int {
-	n := 0
-	for _, nd := range r.Nodes {
-		if nd.Status != StatusOK {
-			n++
-		}
-	}
-	return n
+	return r.count(func(n ReportNode) bool { return n.Status == StatusFailed })
+}
+
+// Busy counts the nodes that were busy with another session throughout.
+func (r *Report) Busy() int {
+	return r.count(func(n ReportNode) bool { return n.Status == StatusBusy })
 }
 
 // UpToDate counts the nodes that had the package applied already.
 func (r *Report) UpToDate() int {
-	n := 0
-	for _, nd := range r.Nodes {
-		if nd.Status == StatusOK && nd.Detail == DetailUpToDate {
-			n++
-		}
-	}
-	return n
+	return r.count(func(n ReportNode) bool { return n.Status == StatusOK && n.Detail == DetailUpToDate })
 }
 
-// Node statuses in a report.
+func (r *Report) count(is func(ReportNode) bool) int {
+	k := 0
+	for _, n := range r.Nodes {
+		if is(n) {
+			k++
+		}
+	}
+	return k
+}
+
+// Node statuses in a report. Only StatusOK means the node has the package.
 const (
 	StatusOK     = "ok"
+	StatusBusy   = "busy" // in another session the whole time: offered nothing
 	StatusFailed = "failed"
 )
 
@@ -116,6 +126,7 @@ const (
 	stateActive nodeState = iota // receiving, relaying or applying
 	stateOK                      // applied
 	stateFailed                  // refused, lost, or failed to apply
+	stateBusy                    // busy with another session: waited for, or reported so
 )
 
 // node is the seed's view of one receiver; where it sits in the trees is
@@ -329,7 +340,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 		return fail(err)
 	}
 	if w.busy {
-		return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
+		return fail(&RefusedError{Code: int(refuseBusy), Reason: busyReason})
 	}
 	if err := prove(c, s.cfg.DeadAfter, s.keys.secret, h, w, proveSeed, proveReceiver); err != nil {
 		return fail(fmt.Errorf("not in this fleet: %w", err))
@@ -351,11 +362,36 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr}, nil
 }
 
+// busyReason is what a receiver in another session says, and the seed reports.
+const busyReason = "busy with another session"
+
+// isBusy reports whether err is a receiver's refusal for being busy: it
+// may take the session once its other one is over.
+func isBusy(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && re.Code == int(refuseBusy)
+}
+
+// waitingBusy reports whether receivers busy with another session are
+// still waited for.
+func (s *seedRun) waitingBusy(now time.Time) bool {
+	return !s.over && now.Before(s.opt.WaitBusy)
+}
+
 // admit records the outcome of connecting to n and, on success, starts
 // reading its control connection.
 func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	n.connecting = false
-	if err != nil {
+	switch {
+	case err != nil && isBusy(err) && !n.joined:
+		n.state, n.err = stateBusy, busyReason
+		if s.waitingBusy(time.Now()) {
+			s.opt.Log.Info("node busy with another session: waiting for it", "node", n.label(), "until", s.opt.WaitBusy.Format(time.TimeOnly))
+		} else {
+			s.opt.Log.Warn("node busy with another session: not taking part", "node", n.label(), "addr", n.peer.Addr)
+		}
+		return
+	case err != nil:
 		if !n.joined {
 			n.state, n.err = stateFailed, err.Error()
 		}
@@ -405,8 +441,10 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 		n = &node{id: s.t.add(), peer: p}
 		s.nodes = append(s.nodes, n)
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
+	case n.state == stateBusy && !n.connecting && !p.Busy && s.waitingBusy(time.Now()):
+		n.peer.Addr = p.Addr // busy before, idle now: offered the session again
 	case !n.joined || n.liar || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
-		return // refused or unreachable at the start, a liar, in the session, or done
+		return // refused or unreachable at the start, busy, a liar, in the session, or done
 	default:
 		n.peer.Addr = p.Addr
 	}
@@ -534,8 +572,9 @@ func (s *seedRun) finished() bool {
 	if s.pending > 0 {
 		return false
 	}
+	waiting := s.waitingBusy(time.Now())
 	for _, n := range s.nodes {
-		if n.state == stateActive {
+		if n.state == stateActive || n.state == stateBusy && waiting {
 			return false
 		}
 	}
@@ -553,6 +592,8 @@ func (s *seedRun) progress() {
 			p.Done++
 		case stateFailed:
 			p.Failed++
+		case stateBusy:
+			p.Busy++
 		}
 		p.Verified += s.heldBytes(n)
 	}
@@ -752,11 +793,15 @@ func (s *seedRun) report() *Report {
 			Parents: n.parents[:s.t.stripes], Parent: n.parents[0],
 			Status: StatusOK, Error: n.err, Flushed: n.flushed, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 		}
-		switch {
-		case n.state != stateOK:
+		switch n.state {
+		case stateOK:
+			if n.upToDate {
+				rn.Detail = DetailUpToDate
+			}
+		case stateBusy:
+			rn.Status = StatusBusy
+		default:
 			rn.Status = StatusFailed
-		case n.upToDate:
-			rn.Detail = DetailUpToDate
 		}
 		r.Nodes = append(r.Nodes, rn)
 	}

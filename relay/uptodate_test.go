@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,8 +183,8 @@ func TestSamePackageAgainIsUpToDate(t *testing.T) {
 					st.name, i, n.Detail, res.UpToDate, n.Received, n.Bytes, before[i], a.applies.Load(), len(got))
 			}
 		}
-		if rep.UpToDate() != upToDate || rep.Failed() != 0 {
-			t.Errorf("%s: report counts %d up to date, %d failed; want %d, 0", st.name, rep.UpToDate(), rep.Failed(), upToDate)
+		if rep.UpToDate() != upToDate || rep.Failed() != 0 || rep.Busy() != 0 {
+			t.Errorf("%s: report counts %d up to date, %d failed, %d busy; want %d, 0, 0", st.name, rep.UpToDate(), rep.Failed(), rep.Busy(), upToDate)
 		}
 		if (rep.Uploaded > 0) != st.want.uploaded {
 			t.Errorf("%s: the seed uploaded %d bytes", st.name, rep.Uploaded)
@@ -215,4 +216,190 @@ func TestRenamedPackageIsApplied(t *testing.T) {
 	if got := agents[0].applies.Load(); got != 2 {
 		t.Errorf("%d applies, want 2", got)
 	}
+}
+
+// otherSession runs a session of the package at path to agents, whose
+// applies wait on their gate: until then they are busy with it. It returns
+// once every agent is applying, and the session's end.
+func otherSession(t *testing.T, ctx context.Context, path string, key ed25519.PrivateKey, agents []*agent) <-chan error {
+	t.Helper()
+	over := make(chan error, 1)
+	go func() {
+		_, err := RunSeed(ctx, testConfig(), SeedOptions{Signed: newSession(t, ctx, path, key, false), Path: path, Peers: agentPeers(agents)})
+		for _, a := range agents {
+			<-a.results
+		}
+		over <- err
+	}()
+	for _, a := range agents {
+		<-a.applying
+	}
+	return over
+}
+
+// An agent in another session is reported busy, neither failed nor
+// placed in the trees, and the others go on; with every agent busy,
+// nothing fails: the "0 of 4 ok" was 4 busy.
+func TestBusyAgentIsReportedBusy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		busy int // agents 0..busy-1 are in another session
+	}{
+		{"one agent busy", 1},
+		{"every agent busy", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			first, _ := writePackage(t, 200<<10)
+			second, data := writePackage(t, 300<<10)
+			_, key, _ := ed25519.GenerateKey(rand.Reader)
+			release := make(chan struct{})
+			agents := startAgents(t, ctx, 4, "copy to out", func(i int) <-chan struct{} {
+				if i < tc.busy {
+					return release
+				}
+				return nil
+			})
+			other := otherSession(t, ctx, first, key, agents[:tc.busy])
+
+			rep, err := RunSeed(ctx, testConfig(), SeedOptions{Signed: newSession(t, ctx, second, key, false), Path: second, Peers: agentPeers(agents)})
+			close(release)
+			if err != nil {
+				t.Fatalf("seed: %v", err)
+			}
+			for i, n := range rep.Nodes {
+				if i < tc.busy {
+					if n.Status != StatusBusy || n.Error != "busy with another session" || n.Received != 0 || n.Parent != "" {
+						t.Errorf("agent %d: %+v, want busy, never placed", i, n)
+					}
+					continue
+				}
+				<-agents[i].results
+				if got, _ := os.ReadFile(agents[i].dest); n.Status != StatusOK || !bytes.Equal(got, data) {
+					t.Errorf("agent %d: %+v, want ok with the package", i, n)
+				}
+			}
+			if rep.Busy() != tc.busy || rep.Failed() != 0 {
+				t.Errorf("report counts %d busy, %d failed; want %d, 0", rep.Busy(), rep.Failed(), tc.busy)
+			}
+			if err := <-other; err != nil {
+				t.Errorf("the other session: %v", err)
+			}
+		})
+	}
+}
+
+// With WaitBusy, a busy agent is offered the session again once
+// discovery hands it back idle, and takes part; one still busy when the
+// wait ends is reported busy.
+func TestBusyAgentIsWaitedFor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, _ := writePackage(t, 200<<10)
+	second, data := writePackage(t, 300<<10)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	release := make(chan struct{})
+	agents := startAgents(t, ctx, 3, "copy to out", func(i int) <-chan struct{} {
+		if i == 0 {
+			return release
+		}
+		return nil
+	})
+	other := otherSession(t, ctx, first, key, agents[:1])
+
+	// As discovery does, hand every agent to the session each round,
+	// agent 0 as busy until its other session is over.
+	var otherOver atomic.Bool
+	late := make(chan Peer)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, a := range agents {
+				p := a.peer
+				p.Busy = a == agents[0] && !otherOver.Load()
+				select {
+				case late <- p:
+				case <-watchCtx.Done():
+					return
+				}
+			}
+			select {
+			case <-tick.C:
+			case <-watchCtx.Done():
+				return
+			}
+		}
+	}()
+	// The other session ends once this one found agent 0 busy.
+	sawBusy := make(chan struct{})
+	var once sync.Once
+	otherErr := make(chan error, 1)
+	go func() {
+		select {
+		case <-sawBusy:
+		case <-ctx.Done():
+			otherErr <- ctx.Err()
+			return
+		}
+		close(release)
+		err := <-other
+		otherOver.Store(true)
+		otherErr <- err
+	}()
+	rep, err := RunSeed(ctx, testConfig(), SeedOptions{
+		Signed: newSession(t, ctx, second, key, false), Path: second, Peers: agentPeers(agents), Late: late,
+		WaitBusy: time.Now().Add(30 * time.Second),
+		Progress: func(p SeedProgress) {
+			if p.Busy > 0 {
+				once.Do(func() { close(sawBusy) })
+			}
+		},
+	})
+	stopWatch()
+	<-watched
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-otherErr; err != nil {
+		t.Fatalf("the other session: %v", err)
+	}
+	for i, n := range rep.Nodes {
+		<-agents[i].results
+		if got, _ := os.ReadFile(agents[i].dest); n.Status != StatusOK || !bytes.Equal(got, data) || n.Received != int64(len(data)) {
+			t.Errorf("agent %d: %+v, want ok with the package, downloaded", i, n)
+		}
+	}
+
+	// Busy throughout a short wait: reported busy when it ends.
+	held := make(chan struct{})
+	busy := startAgents(t, ctx, 2, "copy to out", func(i int) <-chan struct{} {
+		if i == 0 {
+			return held
+		}
+		return nil
+	})
+	other = otherSession(t, ctx, first, key, busy[:1])
+	start := time.Now()
+	rep, err = RunSeed(ctx, testConfig(), SeedOptions{Signed: newSession(t, ctx, second, key, false), Path: second, Peers: agentPeers(busy),
+		WaitBusy: start.Add(time.Second)})
+	took := time.Since(start)
+	close(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Nodes[0].Status != StatusBusy || rep.Nodes[1].Status != StatusOK {
+		t.Errorf("report %+v, want agent 0 busy and agent 1 ok", rep.Nodes)
+	}
+	if took < time.Second {
+		t.Errorf("the session ended after %s, before its wait for the busy agent did", took)
+	}
+	if err := <-other; err != nil {
+		t.Errorf("the other session: %v", err)
+	}
+	<-busy[1].results
 }

@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -264,6 +266,7 @@ The first run creates a seed key and prints the --trust value receivers need.
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "expect", Usage: "start as soon as `N` receivers are found; fewer than N is a failure (exit 1)", EnvVars: []string{"TREECAST_EXPECT"}},
 			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found; a receiver busy with another session is waited for until DURATION has passed", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
+			&cli.BoolFlag{Name: "force", Usage: "apply FILE again on receivers that applied it already with the same actions (else they answer up to date, and nothing runs there)", EnvVars: []string{"TREECAST_FORCE"}},
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
@@ -389,7 +392,7 @@ func runSeed(c *cli.Context) error {
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
-	m.Group = sc.Group
+	m.Group, m.Force = sc.Group, c.Bool("force")
 	signed, err := sessionFor(c, m, key)
 	if err != nil {
 		return err
@@ -702,8 +705,9 @@ func runReceiver(c *cli.Context, once bool) error {
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
 		ID: id, Name: rc.Name, Dir: rc.Dir, Write: rc.Write, Log: log,
-		Apply:  applyPackage(cfg.Install),
-		Stream: streamPackage(cfg.Install),
+		Apply:   applyPackage(cfg.Install),
+		Stream:  streamPackage(cfg.Install),
+		Actions: actionsFingerprint(cfg.Install, rc.Write),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
 			if p.Applied {
@@ -857,6 +861,10 @@ func printResult(con *console, res relay.Result) {
 		con.printf("treecast: %s: this session was applied here already (sha256 %s); nothing done\n", res.Package.Name, res.Package.SHA256[:16])
 		return
 	}
+	if res.UpToDate {
+		con.printf("treecast: %s: up to date: applied here already with the same actions (sha256 %s); nothing downloaded or run (seed --force applies it again)\n", res.Package.Name, res.Package.SHA256[:16])
+		return
+	}
 	empty := ""
 	if res.Empty > 0 {
 		empty = fmt.Sprintf(", empty blocks %s (not sent)", relay.HumanBytes(res.Empty))
@@ -896,6 +904,32 @@ func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Re
 	return func(ctx context.Context, p relay.Package, in io.Reader) error {
 		return install.Stream(ctx, ic, p.Name, p.SHA256, in)
 	}
+}
+
+// actionsFingerprint is a short fingerprint of what a receiver does with a
+// package: its --to, --extract and --write places (absolute), its --exec
+// command and --stdin. The caps on extraction are left out: they decide
+// whether an apply fails, not what it does. A package applied with the
+// same fingerprint is up to date.
+func actionsFingerprint(ic install.Config, write string) string {
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return filepath.Clean(p)
+	}
+	h := sha256.New()
+	for _, f := range []struct{ key, value string }{
+		{"to", abs(ic.To)}, {"extract", abs(ic.Extract)}, {"write", abs(write)},
+		{"exec", ic.Exec}, {"stdin", strconv.FormatBool(ic.Stdin)},
+	} {
+		// Length-prefixed, so no value can pass for another's.
+		fmt.Fprintf(h, "%s %d %s\n", f.key, len(f.value), f.value)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // applyPackage is a receiver's apply: install's, with the flag that raises

@@ -641,6 +641,38 @@ func exitCodeOf(err error) int {
 	return -1
 }
 
+// The actions fingerprint changes with what a receiver does with a
+// package, and only with that: a relative place is its absolute one, and
+// the extraction caps decide whether an apply fails, not what it does.
+func TestActionsFingerprint(t *testing.T) {
+	t.Chdir(t.TempDir())
+	wd, _ := os.Getwd()
+	base := install.Config{To: "/opt/pkg", Extract: "/opt/app", Exec: "systemctl restart app"}
+	fp := actionsFingerprint(base, "")
+	for _, tc := range []struct {
+		name  string
+		ic    install.Config
+		write string
+		same  bool
+	}{
+		{"the same settings", base, "", true},
+		{"other caps", install.Config{To: base.To, Extract: base.Extract, Exec: base.Exec, MaxExtractSize: "1GiB", MaxExtractEntries: 7}, "", true},
+		{"another --to", install.Config{To: "/opt/other", Extract: base.Extract, Exec: base.Exec}, "", false},
+		{"no --extract", install.Config{To: base.To, Exec: base.Exec}, "", false},
+		{"another --exec", install.Config{To: base.To, Extract: base.Extract, Exec: "systemctl reload app"}, "", false},
+		{"--stdin", install.Config{To: base.To, Extract: base.Extract, Exec: base.Exec, Stdin: true}, "", false},
+		{"--write", base, "/dev/sdb", false},
+		{"--to as --extract", install.Config{To: base.Extract, Extract: base.To, Exec: base.Exec}, "", false},
+	} {
+		if got := actionsFingerprint(tc.ic, tc.write); (got == fp) != tc.same {
+			t.Errorf("%s: fingerprint %s, base %s: same %v, want %v", tc.name, got, fp, got == fp, tc.same)
+		}
+	}
+	if a, b := actionsFingerprint(install.Config{To: "out"}, ""), actionsFingerprint(install.Config{To: filepath.Join(wd, "out")}, ""); a != b {
+		t.Errorf("--to out and --to %s/out differ: %s, %s", wd, a, b)
+	}
+}
+
 // What the seed prints and exits with when nodes had the package already
 // or were busy with another session: counted apart from failures, no rate
 // when nothing was applied, and busy nodes fail the run saying what to do.

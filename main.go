@@ -7,12 +7,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,8 +31,8 @@ import (
 
 // Exit codes, a contract with scripts.
 const (
-	exitOK       = 0 // every planned node applied the package
-	exitFailed   = 1 // some node failed, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
+	exitOK       = 0 // every planned node applied the package, or had it already (up to date)
+	exitFailed   = 1 // some node failed or was busy, fewer receivers than expected, or treecast could not run here (key, --dir, listen, announce)
 	exitUsage    = 2 // bad flags, arguments or settings: nothing was started
 	exitNotFound = 3 // seed: no receivers; join: no session before --timeout
 	exitReport   = 4 // seed: the --report file could not be written
@@ -55,9 +58,11 @@ func failed(format string, a ...any) error {
 }
 
 const exitHelp = `EXIT CODES:
-   0  every planned node applied the package (seed), or this node applied it (join)
-   1  some node failed, or fewer receivers than --expect were found; or treecast could
-      not run here: seed key unreadable or unprotected, --dir in use, listen, announce
+   0  every planned node applied the package or had it already (seed), or this node
+      applied it or had it already (join)
+   1  some node failed or was busy with another session, or fewer receivers than --expect
+      were found; or treecast could not run here: seed key unreadable or unprotected,
+      --dir in use, listen, announce
    2  usage or configuration error: a bad flag, argument or setting (nothing started)
    3  nothing found: no receivers (seed), or no session before --timeout (join)
    4  seed: the --report file could not be written (the table still says how every
@@ -138,7 +143,8 @@ The first run creates a seed key and prints the --trust value receivers need.
 ` + exitHelp,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "expect", Usage: "start as soon as `N` receivers are found; fewer than N is a failure (exit 1)", EnvVars: []string{"TREECAST_EXPECT"}},
-			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
+			&cli.DurationFlag{Name: "wait", Usage: "look for receivers at most this `DURATION`, then start with those found; a receiver busy with another session is waited for until DURATION has passed", DefaultText: "10s", EnvVars: []string{"TREECAST_WAIT"}},
+			&cli.BoolFlag{Name: "force", Usage: "apply FILE again on receivers that applied it already with the same actions (else they answer up to date, and nothing runs there)", EnvVars: []string{"TREECAST_FORCE"}},
 			groupFlag("only receivers announcing this group `NAME`"),
 			ifaceFlag,
 			&cli.StringFlag{Name: "report", Usage: "write the outcome as JSON to `PATH`", EnvVars: []string{"TREECAST_REPORT"}},
@@ -256,6 +262,7 @@ func runSeed(c *cli.Context) error {
 		expect = max(expect-len(given), 0)
 	}
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
+	waitEnds := time.Now().Add(sc.Wait) // for receivers, and for busy ones to be free
 	var found []discover.Peer
 	if sc.Expect == 0 || expect > 0 {
 		found, err = discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
@@ -284,7 +291,7 @@ func runSeed(c *cli.Context) error {
 	}
 	con.printf("treecast: sending %s (%s, sha256 %s) to %d receivers\n", m.Name, relay.HumanBytes(m.Size), m.SumHex()[:16], len(peers))
 
-	m.Group = sc.Group
+	m.Group, m.Force = sc.Group, c.Bool("force")
 	signed, err := sessionFor(c, m, key)
 	if err != nil {
 		return err
@@ -303,6 +310,7 @@ func runSeed(c *cli.Context) error {
 		Path:     path,
 		Peers:    peers,
 		Late:     late,
+		WaitBusy: waitEnds,
 		Log:      log,
 		Progress: con.seedProgress,
 	})
@@ -596,8 +604,9 @@ func runReceiver(c *cli.Context, once bool) error {
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
 		ID: id, Name: rc.Name, Dir: rc.Dir, Write: rc.Write, Log: log,
-		Apply:  applyPackage(cfg.Install),
-		Stream: streamPackage(cfg.Install),
+		Apply:   applyPackage(cfg.Install),
+		Stream:  streamPackage(cfg.Install),
+		Actions: actionsFingerprint(cfg.Install, rc.Write),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
 			if p.Applied {
@@ -751,6 +760,10 @@ func printResult(con *console, res relay.Result) {
 		con.printf("treecast: %s: this session was applied here already (sha256 %s); nothing done\n", res.Package.Name, res.Package.SHA256[:16])
 		return
 	}
+	if res.UpToDate {
+		con.printf("treecast: %s: up to date: applied here already with the same actions (sha256 %s); nothing downloaded or run (seed --force applies it again)\n", res.Package.Name, res.Package.SHA256[:16])
+		return
+	}
 	empty := ""
 	if res.Empty > 0 {
 		empty = fmt.Sprintf(", empty blocks %s (not sent)", relay.HumanBytes(res.Empty))
@@ -790,6 +803,32 @@ func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Re
 	return func(ctx context.Context, p relay.Package, in io.Reader) error {
 		return install.Stream(ctx, ic, p.Name, p.SHA256, in, p.Output)
 	}
+}
+
+// actionsFingerprint is a short fingerprint of what a receiver does with a
+// package: its --to, --extract and --write places (absolute), its --exec
+// command and --stdin. The caps on extraction are left out: they decide
+// whether an apply fails, not what it does. A package applied with the
+// same fingerprint is up to date.
+func actionsFingerprint(ic install.Config, write string) string {
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return filepath.Clean(p)
+	}
+	h := sha256.New()
+	for _, f := range []struct{ key, value string }{
+		{"to", abs(ic.To)}, {"extract", abs(ic.Extract)}, {"write", abs(write)},
+		{"exec", ic.Exec}, {"stdin", strconv.FormatBool(ic.Stdin)},
+	} {
+		// Length-prefixed, so no value can pass for another's.
+		fmt.Fprintf(h, "%s %d %s\n", f.key, len(f.value), f.value)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // applyPackage is a receiver's apply: install's, with the flag that raises

@@ -817,3 +817,88 @@ func TestPeersJSON(t *testing.T) {
 		}
 	}
 }
+
+// The actions fingerprint changes with what a receiver does with a
+// package, and only with that: a relative place is its absolute one, and
+// the extraction caps decide whether an apply fails, not what it does.
+func TestActionsFingerprint(t *testing.T) {
+	t.Chdir(t.TempDir())
+	wd, _ := os.Getwd()
+	base := install.Config{To: "/opt/pkg", Extract: "/opt/app", Exec: "systemctl restart app"}
+	fp := actionsFingerprint(base, "")
+	for _, tc := range []struct {
+		name  string
+		ic    install.Config
+		write string
+		same  bool
+	}{
+		{"the same settings", base, "", true},
+		{"other caps", install.Config{To: base.To, Extract: base.Extract, Exec: base.Exec, MaxExtractSize: "1GiB", MaxExtractEntries: 7}, "", true},
+		{"another --to", install.Config{To: "/opt/other", Extract: base.Extract, Exec: base.Exec}, "", false},
+		{"no --extract", install.Config{To: base.To, Exec: base.Exec}, "", false},
+		{"another --exec", install.Config{To: base.To, Extract: base.Extract, Exec: "systemctl reload app"}, "", false},
+		{"--stdin", install.Config{To: base.To, Extract: base.Extract, Exec: base.Exec, Stdin: true}, "", false},
+		{"--write", base, "/dev/sdb", false},
+		{"--to as --extract", install.Config{To: base.Extract, Extract: base.To, Exec: base.Exec}, "", false},
+	} {
+		if got := actionsFingerprint(tc.ic, tc.write); (got == fp) != tc.same {
+			t.Errorf("%s: fingerprint %s, base %s: same %v, want %v", tc.name, got, fp, got == fp, tc.same)
+		}
+	}
+	if a, b := actionsFingerprint(install.Config{To: "out"}, ""), actionsFingerprint(install.Config{To: filepath.Join(wd, "out")}, ""); a != b {
+		t.Errorf("--to out and --to %s/out differ: %s, %s", wd, a, b)
+	}
+}
+
+// What the seed prints and exits with when nodes had the package already
+// or were busy with another session: counted apart from failures, no rate
+// when nothing was applied, and busy nodes fail the run saying what to do.
+func TestSeedSaysUpToDateAndBusy(t *testing.T) {
+	pkg := relay.ReportPackage{Name: "app.tar.gz", Size: 294 << 20, SHA256: strings.Repeat("ab", 32)}
+	node := func(name, status, detail, err string, received int64) relay.ReportNode {
+		return relay.ReportNode{ID: name + "0123456789abcdef", Name: name, Addr: "10.0.0.1:7000", Status: status, Detail: detail, Error: err,
+			Bytes: pkg.Size, Received: received, Parents: []string{"", ""}}
+	}
+	upToDate := func(name string) relay.ReportNode { return node(name, "ok", "up to date", "", 0) }
+	busy := func(name string) relay.ReportNode { return node(name, "busy", "", "busy with another session", 0) }
+	for _, tc := range []struct {
+		name    string
+		nodes   []relay.ReportNode
+		code    int
+		summary string
+		table   string // in the table
+		err     string // in the error
+	}{
+		{"every node up to date", []relay.ReportNode{upToDate("a"), upToDate("b"), upToDate("c"), upToDate("d")}, 0,
+			"app.tar.gz: 4 of 4 nodes ok (4 up to date), 0 failed; in 1.0s\n", "ok (up to date)", ""},
+		{"every node busy", []relay.ReportNode{busy("a"), busy("b"), busy("c"), busy("d")}, exitFailed,
+			"app.tar.gz: 0 of 4 nodes ok, 4 busy with another session, 0 failed; in 1.0s\n", "busy with another session",
+			"4 of 4 nodes busy with another session (run the seed again once it is over, or with a --wait long enough for it)"},
+		{"one applied, one up to date, one busy, one failed", []relay.ReportNode{node("a", "ok", "", "", pkg.Size), upToDate("b"), busy("c"), node("d", "failed", "", "lost: EOF", 0)}, exitFailed,
+			"app.tar.gz: 2 of 4 nodes ok (1 up to date), 1 busy with another session, 1 failed; 294.0 MiB in 1.0s (294.0 MiB/s per node)\n", "lost: EOF",
+			"1 of 4 nodes failed; 1 of 4 nodes busy with another session"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			var out, log bytes.Buffer
+			end := &seedEnd{ctx: context.Background(), con: &console{out: &log}, out: &out, report: path, reportName: "--report", start: time.Now()}
+			rep := end.emptyReport(pkg)
+			rep.Nodes, rep.Seconds = tc.nodes, 1
+			err := end.finish(rep, nil)
+			if code := exitCodeOf(err); code != tc.code || tc.err != "" && !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("exit %d (%v), want %d saying %q", code, err, tc.code, tc.err)
+			}
+			if lines := strings.SplitAfter(out.String(), "\n"); lines[len(lines)-2] != tc.summary {
+				t.Errorf("summary %q, want %q", lines[len(lines)-2], tc.summary)
+			}
+			if !strings.Contains(out.String(), tc.table) {
+				t.Errorf("table does not say %q:\n%s", tc.table, out.String())
+			}
+			b, _ := os.ReadFile(path)
+			var r struct{ Nodes []relay.ReportNode }
+			if err := json.Unmarshal(b, &r); err != nil || !reflect.DeepEqual(r.Nodes, tc.nodes) {
+				t.Errorf("report nodes %s, want %+v (%v)", b, tc.nodes, err)
+			}
+		})
+	}
+}

@@ -103,6 +103,9 @@ func (c *console) seedProgress(p relay.SeedProgress) {
 	if p.Failed > 0 {
 		desc += fmt.Sprintf(", %d failed", p.Failed)
 	}
+	if p.Busy > 0 {
+		desc += fmt.Sprintf(", %d busy", p.Busy)
+	}
 	c.show(progressView{done: avg, total: size, moved: p.Verified, left: p.Total - p.Verified, rateOf: " in all",
 		what: relay.HumanBytes(avg) + " of " + relay.HumanBytes(size) + " per node on average", desc: desc})
 }

@@ -20,8 +20,8 @@ import (
 
 // Outcomes of a seed run, in the report.
 const (
-	outcomeOK          = "ok"           // every node applied the package, and at least --expect were found
-	outcomeFailed      = "failed"       // a node failed, fewer than --expect were found, or the seed failed
+	outcomeOK          = "ok"           // every node applied the package (or had it), and at least --expect were found
+	outcomeFailed      = "failed"       // a node failed or was busy, fewer than --expect were found, or the seed failed
 	outcomeNoReceivers = "no receivers" // nothing was sent
 	outcomeInterrupted = "interrupted"  // stopped by SIGINT or SIGTERM
 )
@@ -86,7 +86,7 @@ func (e *seedEnd) finish(rep *relay.Report, runErr error) error {
 		if verdict.code == exitNotFound {
 			outcome = outcomeNoReceivers
 		}
-	case rep.Failed() > 0 || len(rep.Nodes) < e.expect:
+	case rep.Failed() > 0 || rep.Busy() > 0 || len(rep.Nodes) < e.expect:
 		verdict = &exitError{exitFailed, errors.New(shortfall(rep))}
 	default:
 		outcome = outcomeOK
@@ -154,25 +154,47 @@ func printReport(w io.Writer, rep *relay.Report) (cutErrors bool) {
 		for _, p := range n.Parents {
 			parents = append(parents, cmp.Or(names[p], "-"))
 		}
+		status := n.Status
+		if n.Detail != "" {
+			status += " (" + n.Detail + ")"
+		}
 		msg := oneLine(n.Error)
 		if c := shorten(msg, tableErrorWidth); c != msg {
 			msg, cutErrors = c, true
 		}
-		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", names[n.ID], n.ID, oneLine(n.Addr), strings.Join(parents, ","), n.Status, n.Bytes, n.Seconds, msg)
+		fmt.Fprintf(tw, "%s\t%.8s\t%s\t%s\t%s\t%d\t%.1f\t%s\n", names[n.ID], n.ID, oneLine(n.Addr), strings.Join(parents, ","), status, n.Bytes, n.Seconds, msg)
 	}
 	tw.Flush()
-	ok := len(rep.Nodes) - rep.Failed()
-	missing := ""
-	if rep.Expected > len(rep.Nodes) {
-		missing = fmt.Sprintf(", %d of %d expected not found", rep.Expected-len(rep.Nodes), rep.Expected)
-	}
-	rate := ""
-	if rep.Seconds > 0 {
-		rate = fmt.Sprintf(" (%s/s per node)", relay.HumanBytes(int64(float64(rep.Package.Size)/rep.Seconds)))
-	}
-	fmt.Fprintf(w, "%s: %d of %d nodes ok, %d failed%s; %s in %.1fs%s\n",
-		rep.Package.Name, ok, len(rep.Nodes), rep.Failed(), missing, relay.HumanBytes(rep.Package.Size), rep.Seconds, rate)
+	fmt.Fprintln(w, summary(rep))
 	return cutErrors
+}
+
+// summary is the line under the table: how many nodes have the package,
+// how many had it already, were busy, failed or were not found, and the
+// rate, if any node downloaded it.
+func summary(rep *relay.Report) string {
+	busy, failed, upToDate := rep.Busy(), rep.Failed(), rep.UpToDate()
+	ok := len(rep.Nodes) - busy - failed
+	line := fmt.Sprintf("%s: %d of %d nodes ok", rep.Package.Name, ok, len(rep.Nodes))
+	if upToDate > 0 {
+		line += fmt.Sprintf(" (%d up to date)", upToDate)
+	}
+	if busy > 0 {
+		line += fmt.Sprintf(", %d busy with another session", busy)
+	}
+	line += fmt.Sprintf(", %d failed", failed)
+	if rep.Expected > len(rep.Nodes) {
+		line += fmt.Sprintf(", %d of %d expected not found", rep.Expected-len(rep.Nodes), rep.Expected)
+	}
+	if ok-upToDate == 0 {
+		// No node applied it in this session: there is no rate to show.
+		return line + fmt.Sprintf("; in %.1fs", rep.Seconds)
+	}
+	rate := 0.0
+	if rep.Seconds > 0 {
+		rate = float64(rep.Package.Size) / rep.Seconds
+	}
+	return line + fmt.Sprintf("; %s in %.1fs (%s/s per node)", relay.HumanBytes(rep.Package.Size), rep.Seconds, relay.HumanBytes(int64(rate)))
 }
 
 // shortfall says why rep is a failure (exit 1): the nodes that failed,
@@ -181,6 +203,9 @@ func shortfall(rep *relay.Report) string {
 	var why []string
 	if f := rep.Failed(); f > 0 {
 		why = append(why, fmt.Sprintf("%d of %d nodes failed", f, len(rep.Nodes)))
+	}
+	if b := rep.Busy(); b > 0 {
+		why = append(why, fmt.Sprintf("%d of %d nodes busy with another session (run the seed again once it is over, or with a --wait long enough for it)", b, len(rep.Nodes)))
 	}
 	if rep.Expected > len(rep.Nodes) {
 		why = append(why, fmt.Sprintf("%d of %d expected were not found (found %d)", rep.Expected-len(rep.Nodes), rep.Expected, len(rep.Nodes)))

@@ -385,13 +385,16 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				return corrupt(g, "sent block %d that does not match the signed manifest", g)
 			}
 			if !sp.has(g) {
+				// Counted before it is stored: the last block stored
+				// completes the package, and the result that follows
+				// counts it.
+				received(len(data))
 				if err := sp.put(g, data); err != nil {
 					return err
 				}
 				if zipped != nil {
 					sp.wire.put(g, bytes.Clone(zipped))
 				}
-				received(len(data))
 			}
 		default:
 			return corrupt(-1, "sent an unexpected %s frame", t)

@@ -24,7 +24,7 @@
 // Every message is one frame:
 //
 //	magic   4 bytes  "TCST"
-//	version 1 byte   protocol version, currently 3
+//	version 1 byte   protocol version, currently 4
 //	type    1 byte   message type, below
 //	length  4 bytes  payload length, big-endian
 //	payload length bytes
@@ -59,7 +59,7 @@
 //	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name, nonce (16), sealed u8
 //	2  welcome   listener → connector  node id, name, busy u8, nonce (16), sealed u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           bytes already held u64, applied u8 (this very session, before)
+//	4  accept    node → seed           bytes already held u64, applied u8 (nothing to send: below), up to date u8
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
@@ -77,6 +77,21 @@
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
+//
+// A receiver in another session says busy in its welcome, and refuses
+// with code 1 an offer it cannot take for that reason. The seed plans
+// such a node nowhere and reports it busy, apart from the failed; with
+// SeedOptions.WaitBusy, until then, it offers the session again each time
+// discovery finds the node idle, and the session does not end without it.
+//
+// An accept says applied (nothing to send or relay: the node is done) when
+// the offer is the very session the node applied last, or when it is up
+// to date: a newer session of the package it applied last from the same
+// key for the same group, under the same name and with the same actions
+// (ReceiverOptions.Actions), whose manifest does not say force; then up to
+// date is 1 too, and the session counts as the last applied from then on.
+// Nothing is fetched or applied, and the seed reports the node ok, up to
+// date.
 //
 // A control connection runs hello, welcome, (with a fleet secret: proof
 // each way), offer, then accept or refuse;
@@ -153,17 +168,20 @@
 //
 //	manifest  blob
 //	key       32 bytes  the seed's ed25519 public key
-//	signature 64 bytes  ed25519 over "treecast manifest v3\x00" + manifest
+//	signature 64 bytes  ed25519 over "treecast manifest v4\x00" + manifest
 //
 // and the manifest itself:
 //
-//	version u8 (3), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
+//	version u8 (4), session id, created and expires (unix ns, int64), name string (≤ 255 bytes,
 //	a plain file name), group string (≤ 63 bytes), size u64, chunk size u32, block size u32,
-//	whole-file SHA-256 (32), chunk count u32, then count chunk hashes
+//	whole-file SHA-256 (32), flags u8 (bit 0: force; no other bit may be set),
+//	chunk count u32, then count chunk hashes
 //
 // A receiver takes only a session for its own group, and refuses one
 // created before the last it applied from the same key for the same group,
-// whatever the package is called.
+// whatever the package is called, even when its package is the one in
+// place. Force makes a receiver apply the package where it is up to date
+// (above); it overrides nothing else.
 //
 // The package is cut into blocks (16 KiB unless the chunk size is not a
 // multiple of it; a power of two from 4 to 64 KiB), block g at offset

@@ -11,7 +11,7 @@ import (
 
 // Version is the wire protocol version. Peers with a different version
 // refuse each other in the handshake.
-const Version = 3
+const Version = 4
 
 var magic = [4]byte{'T', 'C', 'S', 'T'}
 

@@ -122,12 +122,12 @@ func TestFrameWireLayout(t *testing.T) {
 		payload []byte
 		want    string
 	}{
-		{msgPing, nil, "TCST\x03\x0c\x00\x00\x00\x00"},
-		{msgEnd, nil, "TCST\x03\x0b\x00\x00\x00\x00"},
-		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x03\x04\x00\x00\x00\x09\x00\x00\x00\x00\x01\x02\x03\x04\x00"},
-		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x03\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
-		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x03\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
-		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x03\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
+		{msgPing, nil, "TCST\x04\x0c\x00\x00\x00\x00"},
+		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
+		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x04\x04\x00\x00\x00\x0a\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00"},
+		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x04\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
+		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x04\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
+		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x04\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
 	for _, tt := range tests {
 		var b bytes.Buffer
@@ -160,7 +160,7 @@ func TestReadFrameRejectsBadMagic(t *testing.T) {
 }
 
 func TestReadFrameVersionMismatch(t *testing.T) {
-	for _, v := range []byte{0, 1, 2, 4, 255} {
+	for _, v := range []byte{0, 1, 2, 3, 5, 255} {
 		in := append(frameHeader(magic, v, msgHello, 3), "abc"...)
 		_, err := readFrame(bytes.NewReader(in), nil)
 		if !IsVersionMismatch(err) {
@@ -402,6 +402,8 @@ func wireCases() []wireCase {
 		wire("welcome busy", welcomeMsg{id: id, name: "node-1", busy: true}, welcomeMsg.encode, decodeWelcome),
 		wire("accept none", acceptMsg{}, acceptMsg.encode, decodeAccept),
 		wire("accept max", acceptMsg{held: math.MaxUint64}, acceptMsg.encode, decodeAccept),
+		wire("accept applied", acceptMsg{held: 7, applied: true}, acceptMsg.encode, decodeAccept),
+		wire("accept up to date", acceptMsg{held: 7, applied: true, upToDate: true}, acceptMsg.encode, decodeAccept),
 		wire("refuse busy", refuseMsg{code: refuseBusy, reason: "busy with another session"}, refuseMsg.encode, decodeRefuse),
 		wire("refuse local, no reason", refuseMsg{code: refuseLocal}, refuseMsg.encode, decodeRefuse),
 		wire("parent seed ipv4", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}, parentMsg.encode, decodeParent),
@@ -525,6 +527,8 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"name claims more than sent", "hello", build(u8(roleData), raw(id), u32(10), raw([]byte("abc"))), "too short"},
 		{"busy is 2", "welcome", build(raw(id), str("n"), u8(2)), "bad boolean 2"},
 		{"empty accept", "accept", nil, "too short"},
+		{"accept without up to date", "accept", build(raw(make([]byte, 8)), u8(1)), "too short"},
+		{"up to date, not applied", "accept", build(raw(make([]byte, 8)), u8(0), u8(1)), "up to date, yet not applied"},
 		{"reason over the text limit", "refuse", build(u8(1), str(tooLong)), "exceeds limit"},
 		{"zero stripes", "parent", build(raw(id), str("10.0.0.1:5"), u8(0), u8(0)), "stripe 0 of 0"},
 		{"stripe equals stripes", "parent", build(raw(id), str("10.0.0.1:5"), u8(2), u8(2)), "stripe 2 of 2"},

@@ -38,6 +38,9 @@ type Manifest struct {
 	BlockSize int        // a power of two, MinBlockSize to MaxBlockSize
 	Chunks    [][32]byte // per chunk: SHA-256 of its block hashes
 	SHA256    [32]byte   // SHA-256 of the whole file
+	// Force asks receivers to apply the package even where it is up to
+	// date: applied already, under the same name and with the same actions.
+	Force bool
 
 	built *builtFrom // the seed's file, when BuildManifest made this
 }
@@ -117,7 +120,10 @@ func chunkCount(size int64, chunkSize int) int {
 	return int((size + int64(chunkSize) - 1) / int64(chunkSize))
 }
 
-const manifestVersion = 3
+const manifestVersion = 4
+
+// Manifest flags, one bit each.
+const manifestForce uint8 = 1 // apply even where the package is up to date
 
 // ErrBadManifest marks a manifest that breaks the rules in Validate.
 var ErrBadManifest = errors.New("bad manifest")
@@ -188,6 +194,11 @@ func (m *Manifest) encode() []byte {
 	e.u32(uint32(m.ChunkSize))
 	e.u32(uint32(m.BlockSize))
 	e.hash(m.SHA256)
+	var flags uint8
+	if m.Force {
+		flags |= manifestForce
+	}
+	e.u8(flags)
 	e.u32(uint32(len(m.Chunks)))
 	for _, h := range m.Chunks {
 		e.hash(h)
@@ -209,6 +220,11 @@ func decodeManifest(p []byte) (*Manifest, error) {
 	m.ChunkSize = int(d.u32())
 	m.BlockSize = int(d.u32())
 	m.SHA256 = d.hash()
+	flags := d.u8()
+	if d.err == nil && flags&^manifestForce != 0 {
+		d.fail(fmt.Errorf("unknown flags %#x", flags))
+	}
+	m.Force = flags&manifestForce != 0
 	n := d.u32()
 	if d.err == nil && (size > 1<<62 || n > maxChunks || int(n)*32 != len(d.b)) {
 		d.fail(fmt.Errorf("%d chunk hashes in %d bytes", n, len(d.b)))
@@ -228,7 +244,7 @@ func decodeManifest(p []byte) (*Manifest, error) {
 }
 
 // signContext separates treecast manifest signatures from any other use of the key.
-const signContext = "treecast manifest v3\x00"
+const signContext = "treecast manifest v4\x00"
 
 // Signed is a manifest with the seed's signature over its encoding.
 type Signed struct {

@@ -69,7 +69,7 @@ func signRaw(key ed25519.PrivateKey, raw []byte) []byte {
 func sameManifest(t *testing.T, got, want *Manifest) {
 	t.Helper()
 	if got.Session != want.Session || !got.Created.Equal(want.Created) || !got.Expires.Equal(want.Expires) ||
-		got.Name != want.Name || got.Size != want.Size || got.ChunkSize != want.ChunkSize || got.SHA256 != want.SHA256 {
+		got.Name != want.Name || got.Size != want.Size || got.ChunkSize != want.ChunkSize || got.SHA256 != want.SHA256 || got.Force != want.Force {
 		t.Fatalf("manifest header differs:\ngot  %+v\nwant %+v", *got, *want)
 	}
 	if len(got.Chunks) != len(want.Chunks) {
@@ -216,8 +216,9 @@ func TestBuildManifestRejects(t *testing.T) {
 }
 
 func TestSignedManifestRoundTrip(t *testing.T) {
-	for _, size := range []int{0, 1, 3*MinChunkSize + 123} {
+	for i, size := range []int{0, 1, 3*MinChunkSize + 123} {
 		m := testManifest(testData(size), MinChunkSize)
+		m.Force = i%2 == 1
 		key := testKey(1)
 		offer := Sign(m, key).encode()
 		s, err := decodeSigned(offer)
@@ -349,7 +350,13 @@ func TestDecodeSignedRejectsInvalidManifests(t *testing.T) {
 		{"huge size", with(func(m *Manifest) { m.Size = 1 << 62 })},
 		{"manifest version 1", rawWith(func(raw []byte) []byte { raw[0] = 1; return raw })},
 		{"manifest version 2", rawWith(func(raw []byte) []byte { raw[0] = 2; return raw })},
-		{"manifest version 4", rawWith(func(raw []byte) []byte { raw[0] = 4; return raw })},
+		{"manifest version 3", rawWith(func(raw []byte) []byte { raw[0] = 3; return raw })},
+		{"manifest version 5", rawWith(func(raw []byte) []byte { raw[0] = 5; return raw })},
+		{"unknown flag", rawWith(func(raw []byte) []byte {
+			n := len(raw) - 32*4 - 4 - 1 // the flags of a 4-chunk manifest
+			raw[n] |= 2
+			return raw
+		})},
 		{"manifest version 0", rawWith(func(raw []byte) []byte { raw[0] = 0; return raw })},
 		{"trailing bytes", rawWith(func(raw []byte) []byte { return append(raw, 0) })},
 		{"last hash cut short", rawWith(func(raw []byte) []byte { return raw[:len(raw)-1] })},

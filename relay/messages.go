@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 )
@@ -122,19 +123,26 @@ func decodeProof(p []byte) (proofMsg, error) {
 
 type acceptMsg struct {
 	held    uint64 // bytes already held from an earlier, interrupted session
-	applied bool   // this very session was applied here before: nothing to send
+	applied bool   // nothing to send: this very session, or the same package (upToDate), was applied here before
+	// upToDate: the same package, under the same name, was applied here
+	// with the same actions by an earlier session; applied is set too.
+	upToDate bool
 }
 
 func (m acceptMsg) encode() []byte {
 	var e enc
 	e.u64(m.held)
 	e.bool(m.applied)
+	e.bool(m.upToDate)
 	return e.b
 }
 
 func decodeAccept(p []byte) (acceptMsg, error) {
 	d := dec{b: p}
-	m := acceptMsg{held: d.u64(), applied: d.bool()}
+	m := acceptMsg{held: d.u64(), applied: d.bool(), upToDate: d.bool()}
+	if d.err == nil && m.upToDate && !m.applied {
+		d.fail(errors.New("up to date, yet not applied"))
+	}
 	return m, wrapDecode("accept", d.err)
 }
 

@@ -50,6 +50,12 @@ type ReceiverOptions struct {
 	// AllowDowngrade accepts a session older than the last one applied here
 	// from the same seed key for the same group.
 	AllowDowngrade bool
+	// Actions is a short fingerprint of what Apply and Stream do with a
+	// package (main hashes its install settings). A new session of the
+	// package applied here last, under the same name and with the same
+	// Actions, is up to date: nothing is fetched or applied, unless the
+	// seed forces it. Empty: no package is ever up to date here.
+	Actions string
 	// CorruptChunk, for fault-injection tests only, flips a bit in every
 	// block of each chunk it returns true for before relaying it to a child.
 	CorruptChunk func(i int) bool
@@ -81,6 +87,7 @@ type Result struct {
 	Received int64 // bytes downloaded in this session
 	Resumed  int64 // bytes already held from an earlier session
 	Already  bool  // this very session was applied here before: nothing was done
+	UpToDate bool  // the same package was applied here before with the same actions: nothing was done
 	Empty    int64 // bytes of empty blocks, held without being sent
 	Duration time.Duration
 }
@@ -198,7 +205,7 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 	}
 	if r.busy() {
 		c.send(msgWelcome, welcomeMsg{id: r.opt.ID, name: r.opt.Name, busy: true}.encode())
-		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: busyReason}.encode())
 		return
 	}
 	if err := greet(c, r.cfg.DeadAfter, r.opt.Secret, h, welcomeMsg{id: r.opt.ID, name: r.opt.Name}, proveReceiver, proveSeed); err != nil {
@@ -217,7 +224,7 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 	c.conn.until = time.Time{}
 	ps.prove()
 	if !r.handOver(offered{c: c, signed: signed}) {
-		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: "busy with another session"}.encode())
+		c.send(msgRefuse, refuseMsg{code: refuseBusy, reason: busyReason}.encode())
 		return
 	}
 	// Next owns the connection now; wait for its session to end so the

@@ -36,11 +36,17 @@ type SeedOptions struct {
 	Secret *Secret
 	// Compress sends with zstd the blocks that shrink by it.
 	Compress bool
+	// WaitBusy is when the seed stops waiting for receivers busy with
+	// another session: until then, one is offered the session again
+	// whenever Late delivers it idle, and the session does not end without
+	// it. Zero, or once past: a busy receiver is reported busy.
+	WaitBusy time.Time
 }
 
 // SeedProgress is the whole session at a glance.
 type SeedProgress struct {
 	Nodes, Done, Failed int
+	Busy                int   // busy with another session, and waited for or given up on
 	Verified, Total     int64 // bytes verified on all nodes, out of nodes × size
 }
 
@@ -67,9 +73,10 @@ type ReportNode struct {
 	ID       string   `json:"id"`
 	Name     string   `json:"name"`
 	Addr     string   `json:"addr"`
-	Parent   string   `json:"parent"`  // the first tree's parent, as in parents[0]
-	Parents  []string `json:"parents"` // per tree, the id of the node it fetched from last, or "seed"
-	Status   string   `json:"status"`  // "ok" or "failed"
+	Parent   string   `json:"parent"`           // the first tree's parent, as in parents[0]
+	Parents  []string `json:"parents"`          // per tree, the id of the node it fetched from last, or "seed"
+	Status   string   `json:"status"`           // StatusOK, StatusBusy or StatusFailed
+	Detail   string   `json:"detail,omitempty"` // DetailUpToDate, or empty
 	Error    string   `json:"error,omitempty"`
 	Flushed  bool     `json:"flushed,omitempty"` // written to its target (--write) and flushed to stable storage
 	Bytes    int64    `json:"bytes"`             // bytes verified and held
@@ -78,22 +85,42 @@ type ReportNode struct {
 	Output   string   `json:"output,omitempty"` // the end of what its apply's command wrote to stdout and stderr (at most 4 KiB)
 }
 
-// Failed counts the nodes that did not apply the package.
+// Failed counts the nodes that failed: refused, lost, or failed to apply.
 func (r *Report) Failed() int {
-	n := 0
-	for _, nd := range r.Nodes {
-		if nd.Status != StatusOK {
-			n++
-		}
-	}
-	return n
+	return r.count(func(n ReportNode) bool { return n.Status == StatusFailed })
 }
 
-// Node statuses in a report.
+// Busy counts the nodes that were busy with another session throughout.
+func (r *Report) Busy() int {
+	return r.count(func(n ReportNode) bool { return n.Status == StatusBusy })
+}
+
+// UpToDate counts the nodes that had the package applied already.
+func (r *Report) UpToDate() int {
+	return r.count(func(n ReportNode) bool { return n.Status == StatusOK && n.Detail == DetailUpToDate })
+}
+
+func (r *Report) count(is func(ReportNode) bool) int {
+	k := 0
+	for _, n := range r.Nodes {
+		if is(n) {
+			k++
+		}
+	}
+	return k
+}
+
+// Node statuses in a report. Only StatusOK means the node has the package.
 const (
 	StatusOK     = "ok"
+	StatusBusy   = "busy" // in another session the whole time: offered nothing
 	StatusFailed = "failed"
 )
+
+// DetailUpToDate is the detail of an ok node that had applied the package
+// already, under the same name and with the same actions: nothing was sent
+// to it, and nothing run.
+const DetailUpToDate = "up to date"
 
 type nodeState int
 
@@ -101,6 +128,7 @@ const (
 	stateActive nodeState = iota // receiving, relaying or applying
 	stateOK                      // applied
 	stateFailed                  // refused, lost, or failed to apply
+	stateBusy                    // busy with another session: waited for, or reported so
 )
 
 // node is the seed's view of one receiver; where it sits in the trees is
@@ -121,6 +149,7 @@ type node struct {
 	seconds    float64
 	flushed    bool
 	output     string
+	upToDate   bool // had the package applied already: nothing sent, nothing run
 	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
@@ -158,7 +187,8 @@ type dialed struct {
 	c        *ctrl
 	welcome  welcomeMsg
 	held     int64
-	applied  bool           // applied this very session before: nothing to send
+	applied  bool // applied this very session, or this package (upToDate), before: nothing to send
+	upToDate bool
 	seedAddr netip.AddrPort // the seed's listener, as the node reaches it
 }
 
@@ -313,7 +343,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 		return fail(err)
 	}
 	if w.busy {
-		return fail(&RefusedError{Code: int(refuseBusy), Reason: "busy with another session"})
+		return fail(&RefusedError{Code: int(refuseBusy), Reason: busyReason})
 	}
 	if err := prove(c, s.cfg.DeadAfter, s.keys.secret, h, w, proveSeed, proveReceiver); err != nil {
 		return fail(fmt.Errorf("not in this fleet: %w", err))
@@ -332,14 +362,39 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, seedAddr: seedAddr}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr}, nil
+}
+
+// busyReason is what a receiver in another session says, and the seed reports.
+const busyReason = "busy with another session"
+
+// isBusy reports whether err is a receiver's refusal for being busy: it
+// may take the session once its other one is over.
+func isBusy(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) && re.Code == int(refuseBusy)
+}
+
+// waitingBusy reports whether receivers busy with another session are
+// still waited for.
+func (s *seedRun) waitingBusy(now time.Time) bool {
+	return !s.over && now.Before(s.opt.WaitBusy)
 }
 
 // admit records the outcome of connecting to n and, on success, starts
 // reading its control connection.
 func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	n.connecting = false
-	if err != nil {
+	switch {
+	case err != nil && isBusy(err) && !n.joined:
+		n.state, n.err = stateBusy, busyReason
+		if s.waitingBusy(time.Now()) {
+			s.opt.Log.Info("node busy with another session: waiting for it", "node", n.label(), "until", s.opt.WaitBusy.Format(time.TimeOnly))
+		} else {
+			s.opt.Log.Warn("node busy with another session: not taking part", "node", n.label(), "addr", n.peer.Addr)
+		}
+		return
+	case err != nil:
 		if !n.joined {
 			n.state, n.err = stateFailed, err.Error()
 		}
@@ -367,8 +422,12 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	s.t.setBase(n.id, n.held)
 	if d.applied {
 		// Nothing to send, and nothing to relay: its spool is gone.
-		n.state, n.held, n.seconds = stateOK, s.m.Size, time.Since(s.start).Seconds()
-		s.opt.Log.Info("node applied this session already", "node", n.label())
+		n.state, n.held, n.seconds, n.upToDate = stateOK, s.m.Size, time.Since(s.start).Seconds(), d.upToDate
+		if d.upToDate {
+			s.opt.Log.Info("node up to date: it applied this package already", "node", n.label())
+		} else {
+			s.opt.Log.Info("node applied this session already", "node", n.label())
+		}
 	}
 	s.t.setHeld(n.id, n.held)
 	s.readers.Add(1)
@@ -391,8 +450,10 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 		n = &node{id: s.t.add(), peer: p}
 		s.nodes = append(s.nodes, n)
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
+	case n.state == stateBusy && !n.connecting && !p.Busy && s.waitingBusy(time.Now()):
+		n.peer.Addr = p.Addr // busy before, idle now: offered the session again
 	case !n.joined || n.liar || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
-		return // refused or unreachable at the start, a liar, in the session, or done
+		return // refused or unreachable at the start, busy, a liar, in the session, or done
 	default:
 		n.peer.Addr = p.Addr
 	}
@@ -520,8 +581,9 @@ func (s *seedRun) finished() bool {
 	if s.pending > 0 {
 		return false
 	}
+	waiting := s.waitingBusy(time.Now())
 	for _, n := range s.nodes {
-		if n.state == stateActive {
+		if n.state == stateActive || n.state == stateBusy && waiting {
 			return false
 		}
 	}
@@ -539,6 +601,8 @@ func (s *seedRun) progress() {
 			p.Done++
 		case stateFailed:
 			p.Failed++
+		case stateBusy:
+			p.Busy++
 		}
 		p.Verified += s.heldBytes(n)
 	}
@@ -742,7 +806,14 @@ func (s *seedRun) report() *Report {
 			Status: StatusOK, Error: n.err, Flushed: n.flushed, Bytes: s.heldBytes(n), Received: n.received, Seconds: n.seconds,
 			Output: n.output,
 		}
-		if n.state != stateOK {
+		switch n.state {
+		case stateOK:
+			if n.upToDate {
+				rn.Detail = DetailUpToDate
+			}
+		case stateBusy:
+			rn.Status = StatusBusy
+		default:
 			rn.Status = StatusFailed
 		}
 		r.Nodes = append(r.Nodes, rn)

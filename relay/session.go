@@ -42,14 +42,15 @@ func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
 
 // take checks what an offer needs of this node (no rollback, room for the
 // spool) and opens the spool. A session applied here already needs
-// nothing: take returns errApplied.
+// nothing: take returns errApplied; nor does a package applied here
+// already with the same actions: errUpToDate.
 func (r *Receiver) take(c *ctrl, signed *Signed) (*spool, error) {
 	m := signed.Manifest
 	if m.Group != r.opt.Group {
 		return nil, r.refuse(c, refuseStale, fmt.Errorf("session for %s is for %s, and this node is in %s", m.Name, groupName(m.Group), groupName(r.opt.Group)))
 	}
-	switch err := checkRollback(r.opt.Dir, signed, r.opt.AllowDowngrade); {
-	case errors.Is(err, errApplied):
+	switch err := checkApplied(r.opt.Dir, signed, r.opt.AllowDowngrade, r.opt.Actions); {
+	case errors.Is(err, errApplied), errors.Is(err, errUpToDate):
 		return nil, err
 	case err != nil:
 		return nil, r.refuse(c, refuseStale, err)
@@ -81,8 +82,8 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	c, m, conn := o.c, o.signed.Manifest, o.c.conn
 	defer c.done()
 	sp, err := r.take(c, o.signed)
-	if errors.Is(err, errApplied) {
-		return r.appliedBefore(c, m)
+	if errors.Is(err, errApplied) || errors.Is(err, errUpToDate) {
+		return r.appliedBefore(c, o.signed, errors.Is(err, errUpToDate))
 	}
 	if err != nil {
 		return Result{}, err
@@ -158,12 +159,23 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	return res, nil
 }
 
-// appliedBefore answers a session applied here already: accepted, applied,
-// nothing fetched or run again; then it waits for the seed to end it.
-func (r *Receiver) appliedBefore(c *ctrl, m *Manifest) (Result, error) {
-	r.opt.Log.Info("session applied here already", "package", m.Name, "seed", c.conn.RemoteAddr())
-	res := Result{Package: Package{Name: m.Name, Size: m.Size, SHA256: m.SumHex()}, Already: true}
-	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true}.encode()); err != nil {
+// appliedBefore answers a session applied here already, or one of the
+// package applied here already with the same actions (upToDate):
+// accepted, applied, nothing fetched or run again; then it waits for the
+// seed to end it. An up-to-date session is recorded as the last applied,
+// as if it had been: the package in place is the one it names.
+func (r *Receiver) appliedBefore(c *ctrl, signed *Signed, upToDate bool) (Result, error) {
+	m := signed.Manifest
+	res := Result{Package: Package{Name: m.Name, Size: m.Size, SHA256: m.SumHex()}, Already: !upToDate, UpToDate: upToDate}
+	if upToDate {
+		r.opt.Log.Info("package up to date: applied here already with the same actions", "package", m.Name, "seed", c.conn.RemoteAddr())
+		if err := recordApplied(r.opt.Dir, signed, r.opt.Actions); err != nil {
+			r.opt.Log.Warn("could not record the session as the last applied; an older one would not be refused", "err", err)
+		}
+	} else {
+		r.opt.Log.Info("session applied here already", "package", m.Name, "seed", c.conn.RemoteAddr())
+	}
+	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true, upToDate: upToDate}.encode()); err != nil {
 		return Result{}, fmt.Errorf("accept session: %w", err)
 	}
 	for {
@@ -410,7 +422,7 @@ func (s *session) apply() error {
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}
-	if err := recordApplied(s.opt.Dir, s.signed); err != nil {
+	if err := recordApplied(s.opt.Dir, s.signed, s.opt.Actions); err != nil {
 		s.opt.Log.Warn("could not record the applied session; a replay would not be refused", "err", err)
 	}
 	return nil

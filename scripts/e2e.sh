@@ -17,7 +17,9 @@
 # is sent (--to/--extract a file, under /proc or /sys, on a read-only
 # filesystem; --report in a missing folder; a --key that does not exist; a
 # bad size or duration) exits 2 in one line and sends nothing; flags after
-# FILE; a report on a full disk exits 4; the serve agent logs its SIGTERM;
+# FILE; the same package to the serve agent again is up to date and its
+# --exec does not run, with --force it runs again; a report on a full disk
+# exits 4; the serve agent logs its SIGTERM;
 # Ctrl-C while looking for receivers and mid-transfer exits 130 with the
 # table and the report, and the same command again resumes; `join` with no
 # session exits 3 after its --timeout; `seed` with no receivers exits 3
@@ -255,9 +257,13 @@ if lab_mcast_check >"$LOGS/mcast.log" 2>&1; then pass "lab: mDNS multicast reach
 # ---- the serve agent (h9), for runs A-D ----
 SERVE_DEST=$WORK/dest/h9/serve
 mkdir -p "$SERVE_DEST"
+# Its --exec appends the package's name here: one line per run of it.
+SERVE_EXECS=$WORK/dest/h9/execs
 host_env 9
+# shellcheck disable=SC2016 # $TREECAST_NAME is for the agent's shell
 lab_spawn 9 "$LOGS/serve-h9.log" "${HENV[@]}" timeout -k 10 600 "$BIN" serve \
-	--name h9 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --dir "$WORK/h9" "${TRUST_ARGS[@]}" --to "$SERVE_DEST"
+	--name h9 "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" --dir "$WORK/h9" "${TRUST_ARGS[@]}" --to "$SERVE_DEST" \
+	--exec "$(printf 'echo "$TREECAST_NAME" >> %q' "$SERVE_EXECS")"
 SERVE_PID=$LAB_LAST_PID
 
 # ---- run A: a .tar.gz, applied with --to, --extract and --exec ----
@@ -515,6 +521,34 @@ check_eq "flags after FILE: --expect 1 read (report expected)" "$(jq -r .expecte
 check_eq "flags after FILE: report outcome" "$(jq -r .outcome "$WORK/F.json" 2>/dev/null)" ok
 check "flags after FILE: --verbose after the command logs each receiver found" grep -q 'found receiver' "$LOGS/flags-after-seed.log"
 check_copy F "h9 serve --to $(basename "$PKG_F")" "$PKG_F" "$SERVE_DEST/$(basename "$PKG_F")"
+
+# ---- the same package again: up to date, nothing run; --force runs it again ----
+say "the same package to the serve agent again: up to date, --exec not run; --force runs it again"
+# execs NAME : how many times h9's --exec ran for package NAME.
+execs() { grep -cxF "$1" "$SERVE_EXECS" 2>/dev/null || true; }
+check_eq "same package: h9's --exec ran once for $(basename "$PKG_F")" "$(execs "$(basename "$PKG_F")")" 1
+rm -f "$SERVE_DEST/$(basename "$PKG_F")"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --expect 1 --wait 10s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/U.json" "$PKG_F" >"$LOGS/up-to-date-seed.log" 2>&1 || rc=$?
+indent <"$LOGS/up-to-date-seed.log"
+check_eq "same package again: seed exit code" "$rc" 0
+check "same package again: the table says h9 is ok (up to date)" grep -qE '^h9 +[0-9a-f]{8} .* ok \(up to date\) ' "$LOGS/up-to-date-seed.log"
+check "same package again: the summary says 1 of 1 up to date, without a rate" \
+	grep -qxE "$(basename "$PKG_F"): 1 of 1 nodes ok \(1 up to date\), 0 failed; in [0-9.]+s" "$LOGS/up-to-date-seed.log"
+check_eq "same package again: report outcome, status, detail, received" \
+	"$(jq -c '[.outcome, (.nodes[] | .status, .detail, .received)]' "$WORK/U.json" 2>/dev/null)" '["ok","ok","up to date",0]'
+check_eq "same package again: h9's --exec did not run again" "$(execs "$(basename "$PKG_F")")" 1
+check "same package again: h9 did not place it again" test ! -e "$SERVE_DEST/$(basename "$PKG_F")"
+check "same package again: h9 says up to date" grep -qF "$(basename "$PKG_F"): up to date: applied here already with the same actions" "$LOGS/serve-h9.log"
+rc=0
+lab_exec 0 "${HENV[@]}" timeout -k 10 60 "$BIN" seed --force --expect 1 --wait 10s "${IFACE_ARGS[@]}" "${GROUP_ARGS[@]}" \
+	--report "$WORK/U2.json" "$PKG_F" >"$LOGS/force-seed.log" 2>&1 || rc=$?
+check_eq "--force: seed exit code" "$rc" 0
+check_eq "--force: report status, detail, received" \
+	"$(jq -c '[.nodes[] | .status, .detail, .received]' "$WORK/U2.json" 2>/dev/null)" "[\"ok\",null,$(fsize "$PKG_F")]"
+check_eq "--force: h9's --exec ran again" "$(execs "$(basename "$PKG_F")")" 2
+check_copy U "--force: h9 serve --to $(basename "$PKG_F") placed again" "$PKG_F" "$SERVE_DEST/$(basename "$PKG_F")"
 
 mkdir -p "$WORK/full"
 if mount -t tmpfs -o size=64k tmpfs "$WORK/full"; then

@@ -810,7 +810,14 @@ func streamPackage(ic install.Config) func(context.Context, relay.Package, io.Re
 // command and --stdin. The caps on extraction are left out: they decide
 // whether an apply fails, not what it does. A package applied with the
 // same fingerprint is up to date.
+//
+// A package written to a disk with --write is never up to date: the disk
+// is the machine's own, and what was written there may have changed since
+// (a classroom PC, reimaged because it was changed).
 func actionsFingerprint(ic install.Config, write string) string {
+	if write != "" {
+		return ""
+	}
 	abs := func(p string) string {
 		if p == "" {
 			return ""

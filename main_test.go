@@ -848,6 +848,10 @@ func TestActionsFingerprint(t *testing.T) {
 	if a, b := actionsFingerprint(install.Config{To: "out"}, ""), actionsFingerprint(install.Config{To: filepath.Join(wd, "out")}, ""); a != b {
 		t.Errorf("--to out and --to %s/out differ: %s, %s", wd, a, b)
 	}
+	// A disk is the machine's own and may have changed since: never up to date.
+	if fp := actionsFingerprint(install.Config{}, "/dev/sdb"); fp != "" {
+		t.Errorf("--write /dev/sdb has the fingerprint %q: a second session would skip a disk that may have changed", fp)
+	}
 }
 
 // What the seed prints and exits with when nodes had the package already

@@ -32,7 +32,7 @@ func (p Peer) Conflicted() bool { return p.Conflict.IsValid() }
 // BrowseOptions says which peers to look for and for how long.
 type BrowseOptions struct {
 	Group  string        // only peers announcing this group; "" matches every peer, whatever its group
-	Expect int           // stop at the end of the round in which this many matching peers without conflict are found (0 = no early stop)
+	Expect int           // stop settle after this many matching peers without conflict are found (0 = no early stop)
 	Wait   time.Duration // longest time to browse, then return what was found; 0 = one round
 	OnPeer func(Peer)    // optional: called once per newly found matching peer, from the goroutine that called Browse
 }
@@ -42,8 +42,8 @@ type BrowseOptions struct {
 // has passed, or ctx ends. It returns the matching peers sorted by Instance.
 // A peer is only ever found at an address in a subnet of the interface the
 // query went out of. A node id that answers from two addresses is returned
-// once, Conflicted, with both; a round is heard to its end, so the faster of
-// two answers does not win. The error is ctx.Err() only if ctx ended before
+// once, Conflicted, with both; once enough are found the round goes on for
+// settle, so the faster of two answers does not win. The error is ctx.Err() only if ctx ended before
 // any peer was found; a peer found earlier is returned without error.
 func Browse(ctx context.Context, cfg Config, opt BrowseOptions, log *slog.Logger) ([]Peer, error) {
 	log = orDiscard(log)
@@ -82,6 +82,11 @@ type browser struct {
 	seen map[string]Peer // by ID
 }
 
+// settle is how long a round goes on once enough peers are found, for a
+// second answer for one of their ids (a twin, a spoofer): on a LAN the
+// answers to one query come within milliseconds of each other.
+const settle = 50 * time.Millisecond
+
 // enough reports whether opt.Expect peers without a conflict are found.
 func (b *browser) enough() bool {
 	if b.opt.Expect <= 0 {
@@ -99,20 +104,32 @@ func (b *browser) enough() bool {
 // round queries every link at once until deadline or ctx ends. It fails only
 // if the query failed on every link.
 func (b *browser) round(ctx context.Context, links []link, deadline time.Time, log *slog.Logger) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	found := make(chan Peer)
 	errs := make([]error, len(links))
 	var wg sync.WaitGroup
 	for i, l := range links {
-		wg.Go(func() { errs[i] = query(ctx, l, deadline, found, log) })
+		wg.Go(func() { errs[i] = query(rctx, l, deadline, found, log) })
 	}
 	go func() {
 		wg.Wait()
 		close(found)
 	}()
+	var settling *time.Timer
 	for p := range found {
 		if q, ok := b.add(p); ok {
 			log.Debug("two addresses answer for one node id", "id", q.ID, "addr", q.Addr, "other", q.Conflict)
 		}
+		if settling == nil && b.enough() {
+			// Enough found: a twin's answer, were there one, comes within
+			// settle of the first; the rest of the round need not pass.
+			settling = time.AfterFunc(settle, cancel)
+			defer settling.Stop()
+		}
+	}
+	if rctx.Err() != nil && ctx.Err() == nil {
+		return nil // cut short: enough found
 	}
 	failed := 0
 	for _, err := range errs {

@@ -923,7 +923,7 @@ func peersCommand() *cli.Command {
 				return usage("peers: --wait %s: want 0s (one query round) or longer", c.Duration("wait"))
 			}
 			con := newConsole()
-			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), Wait: c.Duration("wait")}, newLogger(c, con))
+			found, err := discover.Browse(c.Context, cfg.Discover, discover.BrowseOptions{Group: c.String("group"), AnyGroup: c.String("group") == "", Wait: c.Duration("wait")}, newLogger(c, con))
 			if err != nil && len(found) == 0 && discover.IsNoInterface(err) {
 				return usage("peers: %v", err)
 			}

@@ -31,10 +31,11 @@ func (p Peer) Conflicted() bool { return p.Conflict.IsValid() }
 
 // BrowseOptions says which peers to look for and for how long.
 type BrowseOptions struct {
-	Group  string        // only peers announcing this group; "" matches every peer, whatever its group
-	Expect int           // stop settle after this many matching peers without conflict are found (0 = no early stop)
-	Wait   time.Duration // longest time to browse, then return what was found; 0 = one round
-	OnPeer func(Peer)    // optional: called once per newly found matching peer, from the goroutine that called Browse
+	Group    string        // only peers announcing this group; "" = only peers announcing none
+	AnyGroup bool          // every peer, whatever its group (Group is not looked at)
+	Expect   int           // stop settle after this many matching peers without conflict are found (0 = no early stop)
+	Wait     time.Duration // longest time to browse, then return what was found; 0 = one round
+	OnPeer   func(Peer)    // optional: called once per newly found matching peer, from the goroutine that called Browse
 }
 
 // Browse queries for receivers in rounds, each cfg.Round long with a fresh
@@ -148,7 +149,7 @@ func (b *browser) round(ctx context.Context, links []link, deadline time.Time, l
 // was seen at another address, the peer kept for it becomes conflicted, and
 // add returns it and true the first time.
 func (b *browser) add(p Peer) (Peer, bool) {
-	if b.opt.Group != "" && p.Group != b.opt.Group {
+	if !b.opt.AnyGroup && p.Group != b.opt.Group {
 		return Peer{}, false
 	}
 	have, ok := b.seen[p.ID]

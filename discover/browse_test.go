@@ -19,11 +19,13 @@ func TestBrowserMerges(t *testing.T) {
 	}
 	alpha := peer(idA, "alpha", "red", "10.1.0.7:7000")
 	beta := peer(idB, "beta", "red", "10.1.0.8:7000")
+	gamma := peer("00112233445566778899aabbccddeeff", "gamma", "", "10.1.0.9:7000")
 	busyAlpha := alpha
 	busyAlpha.State = StateBusy
 	for _, tc := range []struct {
 		name       string
 		group      string
+		anyGroup   bool
 		expect     int
 		reports    []Peer
 		want       []Peer
@@ -32,32 +34,37 @@ func TestBrowserMerges(t *testing.T) {
 	}{
 		{
 			name:      "one id, one address",
+			anyGroup:  true,
 			reports:   []Peer{alpha, alpha, beta},
 			want:      []Peer{alpha, beta},
 			wantFound: []string{"alpha", "beta"},
 		},
 		{
 			name:      "a changed state is not a conflict",
+			anyGroup:  true,
 			reports:   []Peer{alpha, busyAlpha},
 			want:      []Peer{alpha},
 			wantFound: []string{"alpha"},
 		},
 		{
 			name:      "one id at two addresses",
+			anyGroup:  true,
 			reports:   []Peer{alpha, peer(idA, "mallory", "red", "10.1.0.66:7000"), beta},
 			want:      []Peer{conflict(alpha, "10.1.0.66:7000"), beta},
 			wantFound: []string{"alpha", "beta"},
 		},
 		{
 			name:      "one id at two ports",
+			anyGroup:  true,
 			reports:   []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.7:22")},
 			want:      []Peer{conflict(alpha, "10.1.0.7:22")},
 			wantFound: []string{"alpha"},
 		},
 		{
-			name:    "a third address changes nothing",
-			reports: []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.66:7000"), peer(idA, "alpha", "red", "10.1.0.67:7000"), alpha},
-			want:    []Peer{conflict(alpha, "10.1.0.66:7000")},
+			name:     "a third address changes nothing",
+			anyGroup: true,
+			reports:  []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.66:7000"), peer(idA, "alpha", "red", "10.1.0.67:7000"), alpha},
+			want:     []Peer{conflict(alpha, "10.1.0.66:7000")},
 		},
 		{
 			name:    "in another group, no conflict",
@@ -66,7 +73,20 @@ func TestBrowserMerges(t *testing.T) {
 			want:    []Peer{alpha},
 		},
 		{
+			name:      "no group: only peers announcing none",
+			reports:   []Peer{alpha, gamma, beta},
+			want:      []Peer{gamma},
+			wantFound: []string{"gamma"},
+		},
+		{
+			name:    "no group: peers of a group do not count towards Expect",
+			expect:  1,
+			reports: []Peer{alpha, beta},
+			want:    []Peer{},
+		},
+		{
 			name:       "expected peers found",
+			anyGroup:   true,
 			expect:     2,
 			reports:    []Peer{alpha, beta},
 			want:       []Peer{alpha, beta},
@@ -74,6 +94,7 @@ func TestBrowserMerges(t *testing.T) {
 		},
 		{
 			name:       "a conflicted peer does not count as found",
+			anyGroup:   true,
 			expect:     2,
 			reports:    []Peer{alpha, beta, peer(idA, "mallory", "red", "10.1.0.66:7000")},
 			want:       []Peer{conflict(alpha, "10.1.0.66:7000"), beta},
@@ -82,7 +103,7 @@ func TestBrowserMerges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var found []string
-			b := &browser{seen: make(map[string]Peer), opt: BrowseOptions{Group: tc.group, Expect: tc.expect,
+			b := &browser{seen: make(map[string]Peer), opt: BrowseOptions{Group: tc.group, AnyGroup: tc.anyGroup, Expect: tc.expect,
 				OnPeer: func(p Peer) { found = append(found, p.Name) }}}
 			for _, p := range tc.reports {
 				b.add(p)

@@ -55,7 +55,7 @@ func TestAnnounceBrowse(t *testing.T) {
 
 	t.Run("every group, stops at Expect", func(t *testing.T) {
 		var seen []string
-		opt := BrowseOptions{Expect: 2, Wait: 10 * time.Second, OnPeer: func(p Peer) { seen = append(seen, p.ID) }}
+		opt := BrowseOptions{AnyGroup: true, Expect: 2, Wait: 10 * time.Second, OnPeer: func(p Peer) { seen = append(seen, p.ID) }}
 		start := time.Now()
 		got := browse(t, cfg, opt, log, wantAlpha, wantBeta)
 		took := time.Since(start)
@@ -73,6 +73,7 @@ func TestAnnounceBrowse(t *testing.T) {
 		browse(t, cfg, BrowseOptions{Group: "red", Wait: time.Second}, log, wantAlpha)
 		browse(t, cfg, BrowseOptions{Group: "blue", Expect: 1, Wait: 10 * time.Second}, log, wantBeta)
 		browse(t, cfg, BrowseOptions{Group: "green", Wait: 600 * time.Millisecond}, log)
+		browse(t, cfg, BrowseOptions{Wait: 600 * time.Millisecond}, log) // no group: neither
 	})
 
 	t.Run("SetState shows in the next browse", func(t *testing.T) {
@@ -120,7 +121,7 @@ func TestAnnounceBrowse(t *testing.T) {
 		if err := beta.SetState(StateBusy); !errors.Is(err, ErrClosed) {
 			t.Fatalf("SetState after Close: err = %v, want ErrClosed", err)
 		}
-		browse(t, cfg, BrowseOptions{Expect: 2, Wait: time.Second}, log, wantAlpha)
+		browse(t, cfg, BrowseOptions{AnyGroup: true, Expect: 2, Wait: time.Second}, log, wantAlpha)
 	})
 }
 

@@ -14,6 +14,7 @@
 #   LAB_PREFIX=demo scripts/lab.sh check          # multicast + measured rate
 #   LAB_PREFIX=demo scripts/lab.sh ring           # all links busy at once
 #   LAB_PREFIX=demo scripts/lab.sh down
+#   LAB_PREFIX=demo scripts/lab.sh up 3 --subnet-b 2 --rate none   # two subnets
 #
 # As a library (e2e.sh, bench.sh, demo.sh):
 #   source scripts/lab.sh
@@ -26,6 +27,13 @@
 # the switch is ${LAB_PREFIX}-sw. Every run uses its own prefix (default
 # derived from the PID of the shell that sourced or ran this file), so two
 # labs never clash; `down` removes everything with the prefix.
+#
+# Two subnets (lab_up_routed NA NB [RATE], or `up NA --subnet-b NB`): hosts
+# h0..h(NA-1) on ${LAB_PREFIX}-sw with 10.77.0.(I+1)/24, hosts hNA.. on a
+# second bridge, ${LAB_PREFIX}-sw2, with 10.78.0.(I-NA+1)/24, and a router,
+# ${LAB_PREFIX}-rt, with a leg in each (10.77.0.254, 10.78.0.254) and IPv4
+# forwarding on: every host's default route. Unicast crosses it; multicast
+# (mDNS) does not, as between two subnets of a real site.
 
 # ---- settings (environment) ------------------------------------------------
 # LAB_PREFIX    name prefix for every namespace of this lab (default tl<PID>)
@@ -41,6 +49,7 @@ LAB_IPV6=${LAB_IPV6:-1}
 LAB_UTS=${LAB_UTS:-1}
 LAB_REGISTRY=${LAB_REGISTRY:-/run/treecast-lab}
 LAB_SUBNET_BITS=16
+LAB_SPLIT=         # routed lab: the first host on subnet B (10.78.0.0/24)
 LAB_PIDS=()        # background processes started by lab_spawn
 LAB_LAST_PID=
 
@@ -57,12 +66,20 @@ fi
 # lab_ns I -> netns name of host I
 lab_ns() { printf '%s-h%s\n' "$LAB_PREFIX" "$1"; }
 lab_sw_ns() { printf '%s-sw\n' "$LAB_PREFIX"; }
+lab_sw2_ns() { printf '%s-sw2\n' "$LAB_PREFIX"; }
+lab_router_ns() { printf '%s-rt\n' "$LAB_PREFIX"; }
+# The names `down` removes, as an extended regular expression.
+lab_ns_pattern() { printf '^%s-(sw|sw2|rt|h[0-9]+)$\n' "$LAB_PREFIX"; }
 
 # lab_addr I -> IPv4 address of host I (no prefix length)
 lab_addr() {
 	local i=$1
 	[[ $i =~ ^[0-9]+$ ]] || { lab_err "host index must be a number, got '$i'"; return 1; }
-	printf '10.77.%d.%d\n' $((i / 250)) $((i % 250 + 1))
+	if [[ -n $LAB_SPLIT ]] && ((i >= LAB_SPLIT)); then
+		printf '10.78.0.%d\n' $((i - LAB_SPLIT + 1))
+	else
+		printf '10.77.%d.%d\n' $((i / 250)) $((i % 250 + 1))
+	fi
 }
 
 # lab_hosts -> number of hosts currently up for this prefix
@@ -106,6 +123,82 @@ lab_burst() {
 	echo "$b"
 }
 
+# lab_switch_add NS: a namespace NS holding the bridge br0.
+lab_switch_add() {
+	ip netns add "$1"
+	ip -n "$1" -batch - <<-EOF
+		link set lo up
+		link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+		link set br0 up
+	EOF
+}
+
+# lab_link_add NS IF SW PORT ADDR/BITS [RATE BURST]: interface IF of NS, a veth
+# whose other end is PORT on SW's bridge, with ADDR; shaped both ways when
+# RATE is given.
+lab_link_add() {
+	local ns=$1 ifname=$2 sw=$3 port=$4 addr=$5 rate=${6:-} burst=${7:-}
+	ip -n "$ns" -batch - <<-EOF
+		link add $ifname type veth peer name $port netns $sw
+		addr add $addr brd + dev $ifname
+		link set $ifname up
+	EOF
+	ip -n "$sw" -batch - <<-EOF
+		link set $port master br0
+		link set $port up
+	EOF
+	if [[ -n $burst ]]; then
+		tc -n "$ns" qdisc add dev "$ifname" root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
+		tc -n "$sw" qdisc add dev "$port" root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
+	fi
+}
+
+# lab_ns_add NS: a namespace with lo up, set as every lab machine is.
+lab_ns_add() {
+	local ns=$1
+	ip netns add "$ns"
+	# Before any interface exists, so they inherit: no IPv6 DAD (addresses
+	# usable at once), answer pings to broadcast/multicast (for `check`).
+	if [[ $LAB_IPV6 == 1 ]]; then
+		ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0 \
+			net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+	else
+		ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0 \
+			net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	fi
+	ip -n "$ns" link set lo up
+}
+
+# lab_host_add I SW BITS ROUTE [RATE BURST]: host I with eth0 on SW's bridge
+# (port pI), its address from lab_addr with prefix length BITS, and the
+# default route ROUTE ("dev eth0", or "via GATEWAY").
+lab_host_add() {
+	local i=$1 sw=$2 bits=$3 route=$4 ns
+	ns=$(lab_ns "$i")
+	lab_ns_add "$ns"
+	lab_link_add "$ns" eth0 "$sw" "p$i" "$(lab_addr "$i")/$bits" "${@:5}"
+	# shellcheck disable=SC2086 # ROUTE is several words
+	ip -n "$ns" route add default $route
+}
+
+# lab_up_check N RATE: the checks before a lab is built; sets LAB_BURST_NOW
+# (empty: unshaped) and registers the lab.
+lab_up_check() {
+	local n=$1 rate=$2
+	[[ $EUID -eq 0 ]] || { lab_err "needs root (network namespaces)"; return 1; }
+	if ip netns list | awk '{print $1}' | grep -q -E "$(lab_ns_pattern)"; then
+		lab_err "a lab with prefix '$LAB_PREFIX' is already up: run 'LAB_PREFIX=$LAB_PREFIX $0 down' first"
+		LAB_UP_OK=1 # not ours: leave it alone
+		return 1
+	fi
+	LAB_BURST_NOW=
+	if [[ $rate != none && $rate != 0 ]]; then
+		LAB_BURST_NOW=$(lab_burst "$rate") || return 1
+	fi
+	mkdir -p "$LAB_REGISTRY"
+	printf 'hosts=%s rate=%s%s\n' "$n" "$rate" "${LAB_SPLIT:+ split=$LAB_SPLIT}" >"$LAB_REGISTRY/$LAB_PREFIX"
+}
+
 # lab_up N [RATE]  (RATE default 100mbit; "none" or "0" = unshaped)
 lab_up() {
 	local n=${1:-} rate=${2:-100mbit}
@@ -113,55 +206,45 @@ lab_up() {
 		lab_err "up: N must be 1..4000, got '${n}'"
 		return 1
 	fi
-	[[ $EUID -eq 0 ]] || { lab_err "needs root (network namespaces)"; return 1; }
-	local sw burst="" i ns
+	LAB_SPLIT=
+	lab_up_check "$n" "$rate" || return 1
+	local sw i shape=()
 	sw=$(lab_sw_ns)
-	if ip netns list | awk '{print $1}' | grep -q -E "^${LAB_PREFIX}-(sw|h[0-9]+)\$"; then
-		lab_err "a lab with prefix '$LAB_PREFIX' is already up: run 'LAB_PREFIX=$LAB_PREFIX $0 down' first"
-		LAB_UP_OK=1 # not ours: leave it alone
+	[[ -n $LAB_BURST_NOW ]] && shape=("$rate" "$LAB_BURST_NOW")
+	lab_switch_add "$sw"
+	for ((i = 0; i < n; i++)); do
+		lab_host_add "$i" "$sw" "$LAB_SUBNET_BITS" "dev eth0" "${shape[@]}"
+	done
+	lab_log "up: $n hosts (${LAB_PREFIX}-h0..h$((n - 1))), 10.77.0.0/16, links ${rate}${LAB_BURST_NOW:+ full-duplex (tbf burst ${LAB_BURST_NOW}B latency $LAB_LATENCY)}"
+}
+
+# lab_up_routed NA NB [RATE]: two subnets joined by a router (see the top of
+# this file): h0..h(NA-1) on 10.77.0.0/24, h(NA)..h(NA+NB-1) on 10.78.0.0/24.
+# Every link, the router's two included, is shaped at RATE (default none).
+lab_up_routed() {
+	local na=${1:-} nb=${2:-} rate=${3:-none}
+	if [[ ! $na =~ ^[0-9]+$ || ! $nb =~ ^[0-9]+$ ]] || ((na < 1 || na > 253 || nb < 1 || nb > 253)); then
+		lab_err "up: each subnet holds 1..253 hosts, got '${na}' and '${nb}'"
 		return 1
 	fi
-	if [[ $rate != none && $rate != 0 ]]; then
-		burst=$(lab_burst "$rate") || return 1
-	fi
-	mkdir -p "$LAB_REGISTRY"
-	printf 'hosts=%s rate=%s\n' "$n" "$rate" >"$LAB_REGISTRY/$LAB_PREFIX"
-
-	ip netns add "$sw"
-	ip -n "$sw" -batch - <<-EOF
-		link set lo up
-		link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-		link set br0 up
-	EOF
-	for ((i = 0; i < n; i++)); do
-		ns=$(lab_ns "$i")
-		ip netns add "$ns"
-		# Before eth0 exists, so it inherits: no IPv6 DAD (addresses usable at once),
-		# answer pings to broadcast/multicast (for `check`).
-		if [[ $LAB_IPV6 == 1 ]]; then
-			ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0 \
-				net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-		else
-			ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_broadcasts=0 \
-				net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-		fi
-		ip -n "$ns" -batch - <<-EOF
-			link set lo up
-			link add eth0 type veth peer name p$i netns $sw
-			addr add $(lab_addr "$i")/$LAB_SUBNET_BITS brd + dev eth0
-			link set eth0 up
-			route add default dev eth0
-		EOF
-		ip -n "$sw" -batch - <<-EOF
-			link set p$i master br0
-			link set p$i up
-		EOF
-		if [[ -n $burst ]]; then
-			tc -n "$ns" qdisc add dev eth0 root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
-			tc -n "$sw" qdisc add dev "p$i" root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
-		fi
+	LAB_SPLIT=$na
+	lab_up_check $((na + nb)) "$rate" || return 1
+	local swa swb rt i shape=()
+	swa=$(lab_sw_ns) swb=$(lab_sw2_ns) rt=$(lab_router_ns)
+	[[ -n $LAB_BURST_NOW ]] && shape=("$rate" "$LAB_BURST_NOW")
+	lab_switch_add "$swa"
+	lab_switch_add "$swb"
+	lab_ns_add "$rt"
+	ip netns exec "$rt" sysctl -qw net.ipv4.ip_forward=1
+	lab_link_add "$rt" eth0 "$swa" rt 10.77.0.254/24 "${shape[@]}"
+	lab_link_add "$rt" eth1 "$swb" rt 10.78.0.254/24 "${shape[@]}"
+	for ((i = 0; i < na; i++)); do
+		lab_host_add "$i" "$swa" 24 "via 10.77.0.254" "${shape[@]}"
 	done
-	lab_log "up: $n hosts (${LAB_PREFIX}-h0..h$((n - 1))), 10.77.0.0/16, links ${rate}${burst:+ full-duplex (tbf burst ${burst}B latency $LAB_LATENCY)}"
+	for ((i = na; i < na + nb; i++)); do
+		lab_host_add "$i" "$swb" 24 "via 10.78.0.254" "${shape[@]}"
+	done
+	lab_log "up: $na hosts (h0..h$((na - 1))) on 10.77.0.0/24 and $nb (h$na..h$((na + nb - 1))) on 10.78.0.0/24, joined by router ${rt}; links ${rate}"
 }
 
 # lab_exec I CMD... : run CMD in host I (foreground). With LAB_UTS=1 (the
@@ -219,7 +302,7 @@ lab_kill_pids() {
 # lab_down: kill every process inside this prefix's namespaces, delete them.
 lab_down() {
 	local nss ns pids
-	nss=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${LAB_PREFIX}-(sw|h[0-9]+)\$" || true)
+	nss=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "$(lab_ns_pattern)" || true)
 	for ns in $nss; do
 		pids=$(ip netns pids "$ns" 2>/dev/null || true)
 		# shellcheck disable=SC2086 # a list of pids
@@ -403,6 +486,9 @@ lab_usage() {
 		usage: LAB_PREFIX=NAME $0 COMMAND
 		  up N [--rate RATE]   N hosts h0..h(N-1) on one bridge; links full-duplex at RATE
 		                       (default 100mbit; 'none' = unshaped)
+		  up N --subnet-b M [--rate RATE]
+		                       N hosts on 10.77.0.0/24 and M more on 10.78.0.0/24,
+		                       joined by a router that passes no multicast
 		  down [--all]         remove every namespace and process of LAB_PREFIX
 		                       (--all: of every lab this script brought up)
 		  exec I CMD...        run CMD in host I
@@ -422,13 +508,14 @@ lab_main() {
 	shift
 	case $cmd in
 	up)
-		local n=${1:-} rate=100mbit
+		local n=${1:-} rate=100mbit nb=
 		[[ $n =~ ^[0-9]+$ ]] || { lab_usage >&2; return 2; }
 		shift
 		while (($#)); do
 			case $1 in
 			--rate) rate=${2:?--rate needs a value}; shift 2 ;;
 			--rate=*) rate=${1#--rate=}; shift ;;
+			--subnet-b) nb=${2:?--subnet-b needs a number of hosts}; shift 2 ;;
 			*) lab_err "up: unknown argument '$1'"; return 2 ;;
 			esac
 		done
@@ -437,7 +524,11 @@ lab_main() {
 		fi
 		# A failed `up` leaves nothing behind.
 		trap '[[ -n ${LAB_UP_OK:-} ]] || lab_down' EXIT
-		lab_up "$n" "$rate"
+		if [[ -n $nb ]]; then
+			lab_up_routed "$n" "$nb" "$rate"
+		else
+			lab_up "$n" "$rate"
+		fi
 		LAB_UP_OK=1
 		;;
 	down)
@@ -456,7 +547,10 @@ lab_main() {
 		(($# >= 2)) || { lab_usage >&2; return 2; }
 		lab_exec "$@"
 		;;
-	addr) lab_addr "${1:?addr needs a host index}" ;;
+	addr)
+		LAB_SPLIT=$(sed -n 's/.* split=\([0-9]*\).*/\1/p' "$LAB_REGISTRY/$LAB_PREFIX" 2>/dev/null || true)
+		lab_addr "${1:?addr needs a host index}"
+		;;
 	ns) lab_ns "${1:?ns needs a host index}" ;;
 	list)
 		local f

@@ -2,10 +2,11 @@
 # test.sh - the whole test suite: go vet, go test -race, the service unit
 # and installer (scripts/service_test.sh: systemd-analyze verify), every
 # release target (scripts/release.sh, SHA256SUMS checked), then on the
-# emulated LAN (needs root) the end-to-end test (scripts/e2e.sh), the attacks
-# (scripts/security.sh), a slow link (scripts/links.sh), a disk image
-# written in place (scripts/image.sh) and the faults
-# (scripts/faults.sh). Every part runs
+# emulated LAN (needs root) the end-to-end test (scripts/e2e.sh), a fleet
+# over two subnets (scripts/subnets.sh), the README's walkthroughs as written
+# (scripts/readme_test.sh), the attacks (scripts/security.sh), a slow link
+# (scripts/links.sh), a disk image written in place (scripts/image.sh) and
+# the faults (scripts/faults.sh). Every part runs
 # even if an earlier one failed; exits 1 if any failed. Fuzzing is
 # scripts/fuzz.sh. Installs what it needs first (scripts/setup.sh).
 #
@@ -114,6 +115,8 @@ rm -rf "$LOGDIR/release"
 
 if [[ -z ${SKIP_E2E:-} ]]; then
 	lab e2e 15m
+	lab subnets 3m
+	lab readme_test 3m
 	lab security 10m
 	lab links 5m
 	lab image 5m

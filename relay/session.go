@@ -25,6 +25,7 @@ type session struct {
 	spool     *spool
 	pace      *pacer         // keeps this node's children abreast
 	fetchPace *pacer         // keeps this node's stripes abreast
+	up        *uplink        // paces each child's flow
 	wg        sync.WaitGroup // every goroutine of the session, feeders included
 	c         *ctrl
 	start     time.Time
@@ -95,7 +96,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()

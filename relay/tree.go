@@ -83,6 +83,7 @@ type tnode struct {
 	failed   bool // its session failed: it takes no children
 	slow     bool // its own link is too slow to feed anyone
 	suspect  bool // children keep complaining of it: it feeds no one
+	retired  bool // applied, its children too, and let go: it feeds no one
 	held     int64
 	inStripe [maxStripes]int64 // held per stripe, as far as the node's claims are believed
 	base     int64             // what it held when it joined: its word, as nothing else can say
@@ -572,7 +573,22 @@ func (t *tree) placeSlack() int64 {
 }
 
 // canFeed reports whether n may take children at all.
-func (t *tree) canFeed(n *tnode) bool { return n.in && !n.failed && !n.slow && !n.suspect }
+func (t *tree) canFeed(n *tnode) bool {
+	return n.in && !n.failed && !n.slow && !n.suspect && !n.retired
+}
+
+// childrenOf returns id's children in every stripe.
+func (t *tree) childrenOf(id int) []int {
+	var all []int
+	for st := range t.stripes {
+		all = append(all, t.node(id).children[st]...)
+	}
+	return all
+}
+
+// retire marks id as done with the session: it takes no children again.
+// Its children, done too, keep it as their parent on record.
+func (t *tree) retire(id int) { t.node(id).retired = true }
 
 // feeds reports whether n has children in any stripe.
 func (t *tree) feeds(n *tnode) bool {

@@ -507,6 +507,41 @@ func TestTreeFailedNode(t *testing.T) {
 	}
 }
 
+// A retired node (done, its children too, let go) keeps its place on
+// record and is never given a child again: not a joiner, not an orphan.
+func TestTreeRetiredNode(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr, _ := planned(stripes, 40)
+		r := innerNode(tr)
+		kids := tr.childrenOf(r)
+		if len(kids) == 0 {
+			t.Fatalf("trees=%d: inner node %d has no children", stripes, r)
+		}
+		was := fmt.Sprint(tr.node(r).parent, tr.node(r).children)
+		tr.setHeld(r, testSize)
+		tr.retire(r)
+		if fmt.Sprint(tr.node(r).parent, tr.node(r).children) != was {
+			t.Fatalf("trees=%d: retiring %d changed its place", stripes, r)
+		}
+		for range 20 {
+			id := tr.add()
+			tr.join(id, t0)
+		}
+		for _, lost := range []int{innerNode(tr)} {
+			if lost != r {
+				tr.lose(lost, false, t0)
+			}
+		}
+		for i := range tr.nodes {
+			for st := range stripes {
+				if id := i + 1; tr.parentOf(id, st) == r && !slices.Contains(kids, id) {
+					t.Fatalf("trees=%d: node %d placed below retired node %d", stripes, id, r)
+				}
+			}
+		}
+	}
+}
+
 // A node's claims are believed only as far as its parents reach: a root
 // may hold its whole stripe, a node below an honest parent at most what
 // that parent holds (and a chunk, and what it held when it joined).

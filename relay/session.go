@@ -387,13 +387,21 @@ func (s *session) applyWhenComplete() {
 	} else {
 		streamed <- nil
 	}
+	checked := make(chan bool, 1)
+	if s.opt.ReadBack && !s.spool.target {
+		go func() { checked <- s.readBack() }()
+	} else {
+		checked <- false
+	}
 	if err := s.spool.waitComplete(s.ctx); err != nil {
 		<-streamed // stopped: the session ended before the package was whole
+		<-checked
 		return
 	}
 	err := <-streamed
+	ok := <-checked
 	if err == nil {
-		err = s.apply()
+		err = s.apply(ok)
 	}
 	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target, output: s.output.String()}
 	if err != nil {
@@ -412,14 +420,16 @@ func (s *session) applyWhenComplete() {
 	}
 }
 
-func (s *session) apply() error {
+// apply applies the complete package; checked says the file was read back
+// and matched.
+func (s *session) apply(checked bool) error {
 	if s.spool.target {
 		// Written as it came: on stable storage before it counts as applied.
 		if err := s.spool.f.Sync(); err != nil {
 			return fmt.Errorf("flush %s: %w", s.spool.path, err)
 		}
 	}
-	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Output: &s.output}
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Checked: checked, Output: &s.output}
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}

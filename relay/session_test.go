@@ -473,3 +473,33 @@ func TestDoneNodesAreLetGoBeforeTheLast(t *testing.T) {
 		}
 	}
 }
+
+// A receiver that reads the package back as it arrives hands its apply a
+// file already checked whole against the manifest's sha256.
+func TestReadBackChecksTheWholeFile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 3<<20+5)
+	checked := make([]bool, 4)
+	nodes := startNodes(t, ctx, cfg, len(checked), func(i int, o *ReceiverOptions, _ *context.Context) {
+		o.ReadBack = i%2 == 0
+		apply := o.Apply
+		o.Apply = func(ctx context.Context, p Package) error {
+			checked[i] = p.Checked
+			return apply(ctx, p)
+		}
+	})
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	for i, n := range nodes {
+		if res := <-n.applied; res.Err != nil || rep.Nodes[i].Status != StatusOK {
+			t.Fatalf("node %d: %v %s", i, res.Err, rep.Nodes[i].Error)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+		if want := i%2 == 0; checked[i] != want {
+			t.Errorf("node %d: read back %v, apply told checked %v", i, want, checked[i])
+		}
+	}
+}

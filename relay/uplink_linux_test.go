@@ -57,6 +57,7 @@ func TestTCPFlowDeliveryAndPace(t *testing.T) {
 	if r := <-got; r != n {
 		t.Fatalf("peer read %d bytes, want %d", r, n)
 	}
+	io.Copy(io.Discard, c) // until the peer's FIN, which follows its last ACK
 	// bytes_acked counts the SYN and the FIN as a byte each
 	d, ok := f.sock.delivered()
 	if !ok || d.bytes < n || d.bytes > n+2 {

@@ -146,6 +146,7 @@ type node struct {
 	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
 	received   int64
 	lastSeen   time.Time
+	pinged     time.Time // when the seed last pinged it
 	seconds    float64
 	flushed    bool
 	output     string
@@ -545,7 +546,10 @@ func (s *seedRun) loop(ctx context.Context) error {
 	return nil
 }
 
-// tick is the loop's heartbeat: it drops silent nodes and pings the rest,
+// tick is the loop's heartbeat: it drops silent nodes and pings the rest
+// (every DeadAfter/2: a node's seed timeout is at least its DeadAfter, and
+// on a large fleet a ping each heartbeat would be much of what the seed
+// sends but the package),
 // moves the children of slow relays, places the nodes whose wait for a
 // parent is over, and reports progress.
 func (s *seedRun) tick(now time.Time) {
@@ -557,7 +561,10 @@ func (s *seedRun) tick(now time.Time) {
 			s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
 			continue
 		}
-		n.c.send(msgPing, nil)
+		if now.Sub(n.pinged) >= s.cfg.DeadAfter/2 {
+			n.c.send(msgPing, nil)
+			n.pinged = now
+		}
 	}
 	moves, slow := s.t.checkRates(now)
 	for _, id := range slow {

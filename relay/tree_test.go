@@ -392,6 +392,11 @@ func TestTreeSlowRelay(t *testing.T) {
 					moves, slow := tr.checkRates(now)
 					checkMoves(t, tr, before, moves)
 					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1, twice: 2})
+					if slices.ContainsFunc(moves, func(m move) bool { return m.node == x }) {
+						// It swapped places with an idle leaf: the trees
+						// keep the plan's shape.
+						checkTree(t, tr, shape{depth: ceilLog2(n) + 1, seedKids: tr.roots})
+					}
 					for _, id := range slow {
 						if id != x {
 							t.Fatalf("node %d found slow; only %d is", id, x)

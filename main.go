@@ -604,9 +604,11 @@ func runReceiver(c *cli.Context, once bool) error {
 	var annMu sync.Mutex
 	opt := relay.ReceiverOptions{
 		ID: id, Name: rc.Name, Dir: rc.Dir, Write: rc.Write, Log: log,
-		Apply:   applyPackage(cfg.Install),
-		Stream:  streamPackage(cfg.Install),
-		Actions: actionsFingerprint(cfg.Install, rc.Write),
+		Apply:  applyPackage(cfg.Install),
+		Stream: streamPackage(cfg.Install),
+		// a copy checks the whole file: read back as it comes, it is checked by then
+		ReadBack: cfg.Install.To != "",
+		Actions:  actionsFingerprint(cfg.Install, rc.Write),
 		Progress: func(p relay.ReceiverProgress) {
 			desc := "receiving " + p.Name
 			if p.Applied {
@@ -849,7 +851,7 @@ func applyPackage(ic install.Config) func(context.Context, relay.Package) error 
 		if ic.To == "" && ic.Extract == "" && ic.Exec == "" {
 			return nil // --write alone: the package is in place already
 		}
-		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256, Output: p.Output})
+		err := install.Apply(ctx, ic, install.Package{Path: p.Path, Name: p.Name, Size: p.Size, SHA256: p.SHA256, Checked: p.Checked, Output: p.Output})
 		var le *install.LimitError
 		if errors.As(err, &le) {
 			return fmt.Errorf("%w (on the command line: --%s)", err, strings.ReplaceAll(le.Setting, "_", "-"))

@@ -15,6 +15,9 @@ type Package struct {
 	Name   string // the package name, a plain file name
 	Size   int64  // its size in bytes
 	SHA256 string // its SHA-256, 64 lowercase hex digits
+	// Checked: the caller read Path back whole and it matched SHA256;
+	// To then copies or links it without hashing it again.
+	Checked bool
 	// Output, if not nil, takes what Exec writes to its stdout and stderr,
 	// as it comes (nil: stdout is discarded).
 	Output io.Writer

@@ -58,13 +58,8 @@ func place(ctx context.Context, dir string, pkg Package) (dest string, err error
 		}
 	}()
 
-	h := sha256.New()
-	n, err := io.CopyBuffer(writerOnly{tmp}, io.TeeReader(ctxReader{ctx, src}, h), make([]byte, copyBufSize))
-	if err != nil {
+	if err := copyChecked(ctx, writerOnly{tmp}, src, pkg); err != nil {
 		return "", err // a write error names the file: "write /opt/pkg/.app.tmp-1: no space left on device"
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); n != pkg.Size || sum != pkg.SHA256 {
-		return "", fmt.Errorf("%s changed after it was verified: read %d bytes with sha256 %s, expected %d bytes with sha256 %s", pkg.Path, n, sum, pkg.Size, pkg.SHA256)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return "", err
@@ -84,10 +79,31 @@ func place(ctx context.Context, dir string, pkg Package) (dest string, err error
 	return dest, nil
 }
 
+// copyChecked copies src to w and checks that what it read is pkg: its
+// size, and its sha256 unless the caller checked that already.
+func copyChecked(ctx context.Context, w io.Writer, src *os.File, pkg Package) error {
+	h := sha256.New()
+	r := io.Reader(ctxReader{ctx, src})
+	if !pkg.Checked {
+		r = io.TeeReader(r, h)
+	}
+	n, err := io.CopyBuffer(w, r, make([]byte, copyBufSize))
+	if err != nil {
+		return err
+	}
+	if n != pkg.Size {
+		return fmt.Errorf("%s changed after it was verified: read %d bytes, expected %d", pkg.Path, n, pkg.Size)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); !pkg.Checked && sum != pkg.SHA256 {
+		return fmt.Errorf("%s changed after it was verified: read %d bytes with sha256 %s, expected sha256 %s", pkg.Path, n, sum, pkg.SHA256)
+	}
+	return nil
+}
+
 // placeLink places pkg by a hard link to its file when dir is on the same
 // filesystem: nothing is written again, which on a large package is most of
 // the apply. The file is still read once, to check it is what was
-// verified; the link is made under a temporary name, synced and renamed
+// verified (unless the caller read it back already); the link is made under a temporary name, synced and renamed
 // into place like a copy. false with a nil error means it could not be
 // linked, and the caller copies instead.
 func placeLink(ctx context.Context, dir, dest string, src *os.File, pkg Package) (bool, error) {
@@ -108,13 +124,10 @@ func placeLink(ctx context.Context, dir, dest string, src *os.File, pkg Package)
 		return false, nil
 	}
 	err := func() error {
-		h := sha256.New()
-		n, err := io.CopyBuffer(h, ctxReader{ctx, src}, make([]byte, copyBufSize))
-		if err != nil {
-			return err
-		}
-		if sum := hex.EncodeToString(h.Sum(nil)); n != pkg.Size || sum != pkg.SHA256 {
-			return fmt.Errorf("%s changed after it was verified: read %d bytes with sha256 %s, expected %d bytes with sha256 %s", pkg.Path, n, sum, pkg.Size, pkg.SHA256)
+		if !pkg.Checked {
+			if err := copyChecked(ctx, io.Discard, src, pkg); err != nil {
+				return err
+			}
 		}
 		f, err := os.Open(tmp)
 		if err != nil {

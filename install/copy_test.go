@@ -158,6 +158,25 @@ func TestCopyFailures(t *testing.T) {
 			t.Errorf("left behind: %v", n)
 		}
 	})
+	t.Run("checked by the caller", func(t *testing.T) {
+		// The caller read it back as it came: the copy does not hash it
+		// again, but still takes no file of another size.
+		data := randomBytes(100_000, 3)
+		pkg := spool(t, "app.bin", data)
+		pkg.Checked, pkg.SHA256 = true, strings.Repeat("0", 64)
+		to := t.TempDir()
+		if err := Apply(context.Background(), Config{To: to}, pkg); err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+		if got, err := os.ReadFile(filepath.Join(to, "app.bin")); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("placed %d bytes (%v), want the %d checked", len(got), err, len(data))
+		}
+		pkg.Size++
+		err := Apply(context.Background(), Config{To: t.TempDir()}, pkg)
+		if err == nil || !strings.Contains(err.Error(), "changed after it was verified") {
+			t.Fatalf("Apply of a checked file of another size: %v, want refused", err)
+		}
+	})
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()

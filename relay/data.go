@@ -27,7 +27,7 @@ const flushAt = 32 << 10
 func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manifest, w wantMsg, cfg Config, o feedOptions) (int64, error) {
 	bpc := m.blocksPerChunk()
 	f := &feeder{
-		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: o.keys.seal, cap: o.cap,
+		ctx: ctx, lc: newLiveConn(conn, cfg.DeadAfter), src: src, pace: pace, m: m, cfg: cfg, seal: o.keys.seal, cap: o.cap, up: o.up,
 		out: make([]byte, 0, flushAt+2*headerLen+4+32*bpc+blockHeaderLen+m.BlockSize+sealOverhead),
 	}
 	if o.compress {
@@ -38,6 +38,8 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 	have := bitmap(w.have)
 	f.pos = pace.join()
 	defer pace.leave(f.pos)
+	f.flow = o.up.join(conn)
+	defer o.up.leave(f.flow)
 	for i := range m.Chunks {
 		first, n := m.chunkBlocks(i)
 		lacks := false
@@ -76,6 +78,7 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 type feedOptions struct {
 	keys     keys
 	cap      *rateCap       // what this process sends to all its children, at most
+	up       *uplink        // paces each child's flow; shared by this process's feeders
 	compress bool           // compress blocks that shrink (the seed)
 	corrupt  func(int) bool // fault injection: flip a bit of every block of these chunks
 }
@@ -91,6 +94,8 @@ type feeder struct {
 	cfg  Config
 	seal *sealer  // nil: blocks go in clear
 	cap  *rateCap // shared by every feeder of this process; nil: no cap
+	up   *uplink
+	flow *upFlow // this child's flow, as up paces it; nil: not paced
 	// compress: blocks src does not hold compressed are compressed here
 	// (the seed), into zbuf, from scratch
 	compress      bool
@@ -108,6 +113,7 @@ func (f *feeder) flush() error {
 	}
 	_, err := f.lc.Write(f.out)
 	f.out = f.out[:0]
+	f.up.tick(f.flow, time.Now())
 	return err
 }
 

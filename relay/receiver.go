@@ -18,6 +18,9 @@ type Package struct {
 	Name   string
 	Size   int64
 	SHA256 string // lowercase hex
+	// Checked: Path was read back whole as it arrived and its sha256
+	// matched (ReceiverOptions.ReadBack), so Apply need not hash it again.
+	Checked bool
 	// Output takes what the apply's command writes to its stdout and
 	// stderr: the seed's report shows the last 4 KiB of it.
 	Output io.Writer
@@ -39,6 +42,11 @@ type ReceiverOptions struct {
 	// start; Apply runs once both the package is whole and Stream returned
 	// nil. Its error is this node's failure only.
 	Stream func(ctx context.Context, pkg Package, in io.Reader) error
+	// ReadBack: hash the file as its blocks arrive, in order, read back
+	// from where they are kept, and tell Apply it is Checked. An apply that
+	// hashes the whole file (a copy that checks it) is spared a pass over
+	// it once the package is complete, when the fleet waits for it.
+	ReadBack bool
 	// Secret, if set, is the fleet's: only a seed and children that prove
 	// they hold it are served, and blocks travel sealed.
 	Secret *Secret
@@ -349,7 +357,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, corrupt: r.opt.CorruptChunk})
+	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, corrupt: r.opt.CorruptChunk})
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

@@ -146,6 +146,7 @@ type node struct {
 	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
 	received   int64
 	lastSeen   time.Time
+	pinged     time.Time // when the seed last pinged it
 	seconds    float64
 	flushed    bool
 	output     string
@@ -545,7 +546,10 @@ func (s *seedRun) loop(ctx context.Context) error {
 	return nil
 }
 
-// tick is the loop's heartbeat: it drops silent nodes and pings the rest,
+// tick is the loop's heartbeat: it drops silent nodes and pings the rest
+// (every DeadAfter/2: a node's seed timeout is at least its DeadAfter, and
+// on a large fleet a ping each heartbeat would be much of what the seed
+// sends but the package),
 // moves the children of slow relays, places the nodes whose wait for a
 // parent is over, and reports progress.
 func (s *seedRun) tick(now time.Time) {
@@ -557,7 +561,10 @@ func (s *seedRun) tick(now time.Time) {
 			s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
 			continue
 		}
-		n.c.send(msgPing, nil)
+		if now.Sub(n.pinged) >= s.cfg.DeadAfter/2 {
+			n.c.send(msgPing, nil)
+			n.pinged = now
+		}
 	}
 	moves, slow := s.t.checkRates(now)
 	for _, id := range slow {
@@ -672,6 +679,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.t.setHeld(n.id, s.m.Size)
 			s.applied(time.Since(s.start))
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
+			s.releaseDone(n)
 		} else {
 			n.state, n.err = stateFailed, r.err
 			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
@@ -686,6 +694,34 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
 	}
+}
+
+// releaseDone lets n go, and each parent of n, once it and all its
+// children applied the package: nothing is left for it to relay, so a
+// join exits now, not when the last machine is done, and its machine is
+// free for the rest.
+func (s *seedRun) releaseDone(n *node) {
+	s.release(n)
+	for st := range s.t.stripes {
+		if p := s.t.parentOf(n.id, st); p != seedID && p != noParent {
+			s.release(s.nodes[p-1])
+		}
+	}
+}
+
+func (s *seedRun) release(n *node) {
+	if n.c == nil || n.state != stateOK {
+		return
+	}
+	for _, c := range s.t.childrenOf(n.id) {
+		if s.nodes[c-1].state != stateOK {
+			return
+		}
+	}
+	s.t.retire(n.id)
+	n.c.send(msgEnd, nil)
+	n.c.close()
+	n.c = nil
 }
 
 func (s *seedRun) byID(id NodeID) *node {
@@ -727,6 +763,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 	pace := newFeedPacer(s.cfg, s.m.BlockSize)
 	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
 	rcap := newRateCap(rate)
+	up := newUplink()
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -778,7 +815,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				return
 			}
 			c.conn.until = time.Time{}
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, compress: s.opt.Compress})
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, up: up, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}

@@ -25,6 +25,7 @@ type session struct {
 	spool     *spool
 	pace      *pacer         // keeps this node's children abreast
 	fetchPace *pacer         // keeps this node's stripes abreast
+	up        *uplink        // paces each child's flow
 	wg        sync.WaitGroup // every goroutine of the session, feeders included
 	c         *ctrl
 	start     time.Time
@@ -95,7 +96,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()
@@ -386,13 +387,21 @@ func (s *session) applyWhenComplete() {
 	} else {
 		streamed <- nil
 	}
+	checked := make(chan bool, 1)
+	if s.opt.ReadBack && !s.spool.target {
+		go func() { checked <- s.readBack() }()
+	} else {
+		checked <- false
+	}
 	if err := s.spool.waitComplete(s.ctx); err != nil {
 		<-streamed // stopped: the session ended before the package was whole
+		<-checked
 		return
 	}
 	err := <-streamed
+	ok := <-checked
 	if err == nil {
-		err = s.apply()
+		err = s.apply(ok)
 	}
 	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target, output: s.output.String()}
 	if err != nil {
@@ -411,14 +420,16 @@ func (s *session) applyWhenComplete() {
 	}
 }
 
-func (s *session) apply() error {
+// apply applies the complete package; checked says the file was read back
+// and matched.
+func (s *session) apply(checked bool) error {
 	if s.spool.target {
 		// Written as it came: on stable storage before it counts as applied.
 		if err := s.spool.f.Sync(); err != nil {
 			return fmt.Errorf("flush %s: %w", s.spool.path, err)
 		}
 	}
-	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Output: &s.output}
+	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Checked: checked, Output: &s.output}
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}

@@ -416,3 +416,90 @@ func TestSeedRestartResumes(t *testing.T) {
 		t.Errorf("no node resumed anything: the seed was not killed mid-transfer")
 	}
 }
+
+// A node whose children all applied the package is let go at once: while
+// one machine's install is still running, others' sessions are over (a
+// join exits), and the report still gives every node its parents.
+func TestDoneNodesAreLetGoBeforeTheLast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20+7)
+	hold := make(chan struct{})
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
+		if i == 0 {
+			apply := o.Apply
+			o.Apply = func(ctx context.Context, p Package) error {
+				select { // a long install
+				case <-hold:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return apply(ctx, p)
+			}
+		}
+	})
+	over := make(chan Result, len(nodes))
+	for _, n := range nodes[1:] {
+		go func() { over <- <-n.applied }()
+	}
+	reports := make(chan *Report, 1)
+	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes)) }()
+	// Node 0 has two parents at most: the other three are let go.
+	for range 3 {
+		select {
+		case res := <-over:
+			if res.Err != nil {
+				t.Fatalf("a node let go early: %v", res.Err)
+			}
+		case <-ctx.Done():
+			t.Fatal("no node was let go while node 0 was still applying")
+		}
+	}
+	close(hold)
+	rep := <-reports
+	for range 2 {
+		<-over
+	}
+	if res := <-nodes[0].applied; res.Err != nil {
+		t.Fatalf("node 0: %v", res.Err)
+	}
+	for i, n := range nodes {
+		if rep.Nodes[i].Status != StatusOK || len(rep.Nodes[i].Parents) != 2 || rep.Nodes[i].Parents[1] == "" {
+			t.Errorf("node %d: %s %q, parents %q", i, rep.Nodes[i].Status, rep.Nodes[i].Error, rep.Nodes[i].Parents)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+	}
+}
+
+// A receiver that reads the package back as it arrives hands its apply a
+// file already checked whole against the manifest's sha256.
+func TestReadBackChecksTheWholeFile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 3<<20+5)
+	checked := make([]bool, 4)
+	nodes := startNodes(t, ctx, cfg, len(checked), func(i int, o *ReceiverOptions, _ *context.Context) {
+		o.ReadBack = i%2 == 0
+		apply := o.Apply
+		o.Apply = func(ctx context.Context, p Package) error {
+			checked[i] = p.Checked
+			return apply(ctx, p)
+		}
+	})
+	rep := seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes))
+	for i, n := range nodes {
+		if res := <-n.applied; res.Err != nil || rep.Nodes[i].Status != StatusOK {
+			t.Fatalf("node %d: %v %s", i, res.Err, rep.Nodes[i].Error)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+		if want := i%2 == 0; checked[i] != want {
+			t.Errorf("node %d: read back %v, apply told checked %v", i, want, checked[i])
+		}
+	}
+}

@@ -83,6 +83,7 @@ type tnode struct {
 	failed   bool // its session failed: it takes no children
 	slow     bool // its own link is too slow to feed anyone
 	suspect  bool // children keep complaining of it: it feeds no one
+	retired  bool // applied, its children too, and let go: it feeds no one
 	held     int64
 	inStripe [maxStripes]int64 // held per stripe, as far as the node's claims are believed
 	base     int64             // what it held when it joined: its word, as nothing else can say
@@ -455,8 +456,9 @@ func (t *tree) retry(now time.Time) []move {
 // best seen), so a slow root that holds back all of its tree, and with it
 // every node's whole rate, is still found. A relay slow only
 // because its parents are (it holds about all they hold, stripe by stripe)
-// is not to blame, and keeps its children. It returns the moves and the
-// relays it found slow.
+// is not to blame, and keeps its children. A slow relay swaps places with
+// an idle leaf where one can take its two children (see bypass). It
+// returns the moves and the relays it found slow.
 func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	var rates []float64
 	for i := range t.nodes {
@@ -505,12 +507,41 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	}
 	for _, id := range slow {
 		for st := range t.stripes {
-			for _, c := range slices.Clone(t.node(id).children[st]) {
-				moves = t.place(c, st, now, moves)
-			}
+			moves = t.bypass(id, st, now, moves)
 		}
 	}
 	return moves, slow
+}
+
+// bypass moves slow relay id's children in stripe st to other parents.
+// With two of them and a node idle in every tree at hand, the two swap
+// places: the idle node takes id's place and children, and id the leaf's
+// place it left, so no subtree moves deeper and nobody feeds in two trees.
+// Otherwise each child is placed by the rules.
+func (t *tree) bypass(id, st int, now time.Time, moves []move) []move {
+	kids := slices.Clone(t.node(id).children[st])
+	up := t.node(id).parent[st]
+	if len(kids) == 2 && up != noParent {
+		for _, c := range kids {
+			t.unlink(c, st)
+		}
+		if sub, ok := t.substitute(up, kids, st, now); ok && !slices.Contains(kids, sub) && t.node(sub).parent[st] != noParent {
+			q := t.node(sub).parent[st]
+			moves = t.relink(id, st, q, now, moves)
+			moves = t.relink(sub, st, up, now, moves)
+			for _, c := range kids {
+				moves = t.relink(c, st, sub, now, moves)
+			}
+			return moves
+		}
+		for _, c := range kids {
+			t.link(c, st, id) // as they were, for the rules to place
+		}
+	}
+	for _, c := range kids {
+		moves = t.place(c, st, now, moves)
+	}
+	return moves
 }
 
 // distrust makes id a leaf for good: it keeps its place as a receiver, and
@@ -572,7 +603,22 @@ func (t *tree) placeSlack() int64 {
 }
 
 // canFeed reports whether n may take children at all.
-func (t *tree) canFeed(n *tnode) bool { return n.in && !n.failed && !n.slow && !n.suspect }
+func (t *tree) canFeed(n *tnode) bool {
+	return n.in && !n.failed && !n.slow && !n.suspect && !n.retired
+}
+
+// childrenOf returns id's children in every stripe.
+func (t *tree) childrenOf(id int) []int {
+	var all []int
+	for st := range t.stripes {
+		all = append(all, t.node(id).children[st]...)
+	}
+	return all
+}
+
+// retire marks id as done with the session: it takes no children again.
+// Its children, done too, keep it as their parent on record.
+func (t *tree) retire(id int) { t.node(id).retired = true }
 
 // feeds reports whether n has children in any stripe.
 func (t *tree) feeds(n *tnode) bool {

@@ -392,6 +392,11 @@ func TestTreeSlowRelay(t *testing.T) {
 					moves, slow := tr.checkRates(now)
 					checkMoves(t, tr, before, moves)
 					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1, twice: 2})
+					if slices.ContainsFunc(moves, func(m move) bool { return m.node == x }) {
+						// It swapped places with an idle leaf: the trees
+						// keep the plan's shape.
+						checkTree(t, tr, shape{depth: ceilLog2(n) + 1, seedKids: tr.roots})
+					}
 					for _, id := range slow {
 						if id != x {
 							t.Fatalf("node %d found slow; only %d is", id, x)
@@ -501,6 +506,41 @@ func TestTreeFailedNode(t *testing.T) {
 			for st := range stripes {
 				if tr.parentOf(id, st) == y {
 					t.Fatalf("trees=%d: joiner %d placed below failed node %d", stripes, id, y)
+				}
+			}
+		}
+	}
+}
+
+// A retired node (done, its children too, let go) keeps its place on
+// record and is never given a child again: not a joiner, not an orphan.
+func TestTreeRetiredNode(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr, _ := planned(stripes, 40)
+		r := innerNode(tr)
+		kids := tr.childrenOf(r)
+		if len(kids) == 0 {
+			t.Fatalf("trees=%d: inner node %d has no children", stripes, r)
+		}
+		was := fmt.Sprint(tr.node(r).parent, tr.node(r).children)
+		tr.setHeld(r, testSize)
+		tr.retire(r)
+		if fmt.Sprint(tr.node(r).parent, tr.node(r).children) != was {
+			t.Fatalf("trees=%d: retiring %d changed its place", stripes, r)
+		}
+		for range 20 {
+			id := tr.add()
+			tr.join(id, t0)
+		}
+		for _, lost := range []int{innerNode(tr)} {
+			if lost != r {
+				tr.lose(lost, false, t0)
+			}
+		}
+		for i := range tr.nodes {
+			for st := range stripes {
+				if id := i + 1; tr.parentOf(id, st) == r && !slices.Contains(kids, id) {
+					t.Fatalf("trees=%d: node %d placed below retired node %d", stripes, id, r)
 				}
 			}
 		}

@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"testing"
+	"time"
+)
+
+// fakeFlow is a flow whose delivery the test sets and whose pace it reads.
+type fakeFlow struct {
+	d     delivery
+	paced uint64
+}
+
+func (f *fakeFlow) delivered() (delivery, bool) { return f.d, true }
+func (f *fakeFlow) pace(r uint64)               { f.paced = r }
+
+// moved adds n bytes delivered in busy time.
+func (f *fakeFlow) moved(n uint64, busy time.Duration) {
+	f.d.bytes += n
+	f.d.busy += busy
+}
+
+// Every flow is paced at the headroom over the fastest busy rate any flow
+// showed; a slower window never lowers it; a flow that joins is paced at
+// once; a window that moved too little, or was busy too briefly, to
+// measure a link sets nothing (a flow waiting for its parent's data is not
+// a slow link).
+func TestUplinkPacesAtTheFastestBusyRate(t *testing.T) {
+	u := newUplink()
+	t0 := time.Now()
+	a, b := &fakeFlow{}, &fakeFlow{}
+	fa, fb := u.add(a, t0), u.add(b, t0)
+
+	a.moved(300_000, time.Second)
+	u.tick(fa, t0.Add(measureEvery/2)) // too early: the window goes on
+	if a.paced != 0 {
+		t.Fatalf("paced after half a window: %d", a.paced)
+	}
+	u.tick(fa, t0.Add(time.Second)) // 300 kB/s while busy
+	if want := uint64(300_000 * paceHeadroom); a.paced != want || b.paced != want {
+		t.Fatalf("paced %d and %d, want %d each", a.paced, b.paced, want)
+	}
+
+	b.moved(500_000, 500*time.Millisecond) // busy half the window: 1 MB/s
+	u.tick(fb, t0.Add(time.Second))
+	want := uint64(1_000_000 * paceHeadroom)
+	if a.paced != want || b.paced != want {
+		t.Fatalf("after a 1 MB/s window paced %d and %d, want %d", a.paced, b.paced, want)
+	}
+
+	a.moved(100_000, time.Second) // slower: the pace stays
+	u.tick(fa, t0.Add(2*time.Second))
+	if a.paced != want {
+		t.Fatalf("a slower window changed the pace to %d, want %d", a.paced, want)
+	}
+
+	a.moved(minBytes-1, 10*time.Millisecond) // a trickle at a high rate
+	u.tick(fa, t0.Add(3*time.Second))
+	b.moved(10<<20, minBusy-time.Millisecond) // too brief to be a link's rate
+	u.tick(fb, t0.Add(3*time.Second))
+	if a.paced != want {
+		t.Fatalf("a window too small to measure paced at %d, want %d", a.paced, want)
+	}
+
+	u.leave(fb)
+	c := &fakeFlow{}
+	u.add(c, t0.Add(3*time.Second))
+	if c.paced != want {
+		t.Fatalf("a joining flow paced at %d, want %d", c.paced, want)
+	}
+	a.moved(4_000_000, 2*time.Second)
+	u.tick(fa, t0.Add(4*time.Second))
+	if b.paced == uint64(2_000_000*paceHeadroom) {
+		t.Fatal("a flow that left was paced again")
+	}
+	if c.paced != uint64(2_000_000*paceHeadroom) {
+		t.Fatalf("c paced at %d after a 2 MB/s window, want %d", c.paced, uint64(2_000_000*paceHeadroom))
+	}
+}
+
+// A nil uplink (a process that paces nothing) takes every call.
+func TestNilUplink(t *testing.T) {
+	var u *uplink
+	f := u.join(nil)
+	u.tick(f, time.Now())
+	u.leave(f)
+}

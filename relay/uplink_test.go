@@ -85,3 +85,26 @@ func TestNilUplink(t *testing.T) {
 	u.tick(f, time.Now())
 	u.leave(f)
 }
+
+// Flows seen faster than a gigabit go unpaced: there the CPU is the limit.
+func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
+	u := newUplink()
+	t0 := time.Now()
+	a := &fakeFlow{}
+	fa := u.add(a, t0)
+	a.moved(10_000_000, time.Second)
+	u.tick(fa, t0.Add(time.Second))
+	if a.paced != 15_000_000 {
+		t.Fatalf("a 10 MB/s flow paced at %d, want 15000000", a.paced)
+	}
+	a.moved(500_000_000, time.Second)
+	u.tick(fa, t0.Add(2*time.Second))
+	if a.paced != unpaced {
+		t.Fatalf("a 500 MB/s flow paced at %d, want unpaced", a.paced)
+	}
+	b := &fakeFlow{}
+	u.add(b, t0.Add(2*time.Second))
+	if b.paced != unpaced {
+		t.Fatalf("a flow joining a fast uplink paced at %d, want unpaced", b.paced)
+	}
+}

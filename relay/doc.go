@@ -100,10 +100,10 @@
 // A control connection runs hello, welcome, (with a fleet secret: proof
 // each way), offer, then accept or refuse;
 // after accept the seed sends parent (again whenever it re-parents the
-// node), ping and finally end: to a node as soon as it and all its
-// children applied the package (it has nothing left to relay), to the
-// rest when the session is over; the node sends progress every heartbeat,
-// complain when a parent fails it, and result once it has applied the
+// node), ping (every DeadAfter/2) and finally end: to a node as soon as
+// it and all its children applied the package (it has nothing left to
+// relay), to the rest when the session is over; the node sends progress
+// every DeadAfter/4 (or heartbeat, if longer), complain when a parent fails it, and result once it has applied the
 // package (or failed to). A data connection runs hello, (with a fleet
 // secret: welcome and proof from the parent, proof from the child), want,
 // then hashes, block and ping frames until the child holds its stripe:

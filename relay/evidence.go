@@ -80,8 +80,10 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 		p.accusedBy = map[int]bool{}
 	}
 	// A parent whose own parent failed it has nothing to send: a stall
-	// counts against it only if it says it holds more than the child.
-	if c.kind != complainStalled || s.t.holdsMore(p.id, n.id, st) {
+	// counts against it only if it says it holds more than the child, or
+	// holds far less than its own parent (it is not fetching: a root that
+	// never asks the seed for its stripe starves the whole tree).
+	if c.kind != complainStalled || s.t.holdsMore(p.id, n.id, st) || s.t.lagsParent(p.id, st) {
 		p.accusedBy[n.id] = true
 	}
 	if len(p.accusedBy) == distrustAfter {

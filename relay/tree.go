@@ -588,6 +588,21 @@ func (t *tree) starved(id int) bool {
 
 // holdsMore reports whether p holds more of stripe st than id, by more
 // than the slack of starved: a parent that had data to send.
+// lagsParent reports whether id holds less of stripe st than its own
+// parent there (the seed holds it all) by more than the slack: a relay
+// that is not fetching what its parent has.
+func (t *tree) lagsParent(id, st int) bool {
+	n := t.node(id)
+	switch p := n.parent[st]; p {
+	case noParent:
+		return false
+	case seedID:
+		return t.stripeHeld(n, st) < t.stripeBytes(st)-t.starveSlack()
+	default:
+		return t.holdsMore(p, id, st)
+	}
+}
+
 func (t *tree) holdsMore(p, id, st int) bool {
 	return t.stripeHeld(t.node(p), st) > t.stripeHeld(t.node(id), st)+t.starveSlack()
 }

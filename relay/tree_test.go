@@ -547,6 +547,41 @@ func TestTreeRetiredNode(t *testing.T) {
 	}
 }
 
+// A relay lags its parent when it holds far less of a stripe than the
+// parent does (the seed holds every stripe): a root that never fetched
+// lags, one that keeps up with its parent does not.
+func TestTreeLagsParent(t *testing.T) {
+	tr, _ := planned(2, 14)
+	root, kid := tr.seed[0][0], 0
+	if kids := tr.node(root).children[0]; len(kids) > 0 {
+		kid = kids[0]
+	}
+	if kid == 0 {
+		t.Fatal("the stripe-0 root has no child")
+	}
+	half := tr.stripeBytes(0) / 2
+	tr.setStripeHeld(root, []int64{0, 0})
+	tr.setStripeHeld(kid, []int64{0, 0})
+	if !tr.lagsParent(root, 0) {
+		t.Error("a root holding none of its stripe does not lag the seed")
+	}
+	if tr.lagsParent(kid, 0) {
+		t.Error("a child holding what its empty parent holds lags it")
+	}
+	tr.setStripeHeld(root, []int64{tr.stripeBytes(0), 0})
+	if tr.lagsParent(root, 0) {
+		t.Error("a root holding its whole stripe lags the seed")
+	}
+	tr.setStripeHeld(kid, []int64{half, 0})
+	if !tr.lagsParent(kid, 0) {
+		t.Error("a child holding half of what its parent holds does not lag it")
+	}
+	tr.setStripeHeld(kid, []int64{tr.stripeBytes(0) - tr.starveSlack()/2, 0})
+	if tr.lagsParent(kid, 0) {
+		t.Error("a child within the slack of its parent lags it")
+	}
+}
+
 // A node's claims are believed only as far as its parents reach: a root
 // may hold its whole stripe, a node below an honest parent at most what
 // that parent holds (and a chunk, and what it held when it joined).

@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -580,7 +579,7 @@ func runReceiver(c *cli.Context, once bool) error {
 		return usage("%s: %v", c.Command.Name, err)
 	}
 	if rc.Write != "" {
-		if err := checkWriteTarget(rc.Write); err != nil {
+		if err := relay.CheckWriteTarget(rc.Write); err != nil {
 			return usage("%s: --write %s: %v", cmd, rc.Write, err)
 		}
 	}
@@ -595,7 +594,7 @@ func runReceiver(c *cli.Context, once bool) error {
 		return failed("%s: %v", cmd, err)
 	}
 	defer unlock()
-	id, err := nodeID(rc.Dir)
+	id, err := relay.LoadNodeID(rc.Dir)
 	if err != nil {
 		return failed("%s: %v", cmd, err)
 	}
@@ -862,38 +861,11 @@ func applyPackage(ic install.Config) func(context.Context, relay.Package) error 
 
 // lockDir makes dir this process's own; a second receiver on it is refused.
 func lockDir(dir string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	path := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	if err := tryLock(f); err != nil {
-		f.Close()
+	unlock, err := relay.LockStateDir(dir)
+	if errors.Is(err, relay.ErrStateDirInUse) {
 		return nil, fmt.Errorf("%s is in use by another treecast receiver: give this one its own --dir", dir)
 	}
-	return func() { f.Close() }, nil
-}
-
-// nodeID reads this receiver's id from dir, creating it on first use, so a
-// restarted receiver is recognised and resumes.
-func nodeID(dir string) (relay.NodeID, error) {
-	path := filepath.Join(dir, "node-id")
-	if b, err := os.ReadFile(path); err == nil {
-		if id, err := relay.ParseNodeID(strings.TrimSpace(string(b))); err == nil {
-			return id, nil
-		}
-	}
-	var id relay.NodeID
-	if _, err := rand.Read(id[:]); err != nil {
-		return id, err
-	}
-	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
-		return id, fmt.Errorf("state dir: %w", err)
-	}
-	return id, nil
+	return unlock, err
 }
 
 // --- peers, keygen, secret -----------------------------------------------

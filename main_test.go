@@ -228,11 +228,11 @@ func TestDirLockRefusesSecondReceiver(t *testing.T) {
 
 func TestNodeIDIsStable(t *testing.T) {
 	dir := t.TempDir()
-	a, err := nodeID(dir)
+	a, err := relay.LoadNodeID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := nodeID(dir)
+	b, _ := relay.LoadNodeID(dir)
 	if a != b {
 		t.Errorf("node id changed across runs: %s then %s", a, b)
 	}

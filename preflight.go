@@ -3,13 +3,11 @@ package main
 import (
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 
+	"github.com/treecast/treecast/install"
 	"github.com/treecast/treecast/relay"
 )
 
@@ -24,7 +22,7 @@ func (s *settings) checkTargets(cmd string) error {
 		if t.path == "" {
 			continue
 		}
-		if err := writableDir(t.path); err != nil {
+		if err := install.WritableDir(t.path); err != nil {
 			return usage("%s: %s %s: %v", cmd, s.name(t.key), t.path, err)
 		}
 	}
@@ -53,7 +51,7 @@ func (s *settings) checkReport(cmd string) error {
 	case !st.IsDir():
 		return usage("%s: %s %s: %s is a file, not a folder: give another path", cmd, name, path, dir)
 	}
-	if err := canWrite(dir); err != nil {
+	if err := install.WritableDir(dir); err != nil {
 		return usage("%s: %s %s: %v", cmd, name, path, err)
 	}
 	return nil
@@ -81,50 +79,4 @@ func (s *settings) seedKey(cmd string) (key ed25519.PrivateKey, path string, cre
 		return nil, path, false, failed("%s: key: %v", cmd, err)
 	}
 	return key, path, false, nil
-}
-
-// writableDir says why dir cannot be used as a directory to write into:
-// it is a file, in a kernel filesystem, or neither it nor (when missing)
-// the nearest folder above it that exists is writable.
-func writableDir(dir string) error {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	for _, k := range []string{"/proc", "/sys"} {
-		if abs == k || strings.HasPrefix(abs, k+"/") {
-			return fmt.Errorf("%s is the kernel's own filesystem, not a place for files: give a directory on a disk, such as /opt/app", k)
-		}
-	}
-	p := abs
-	for {
-		st, err := os.Stat(p)
-		if err == nil {
-			if !st.IsDir() {
-				if p == abs {
-					return fmt.Errorf("%s is a file, not a directory: give the directory to write into (it is created if missing)", p)
-				}
-				return fmt.Errorf("%s is a file, so no directory can be made under it: give another directory", p)
-			}
-			break
-		}
-		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			return err
-		}
-		if parent := filepath.Dir(p); parent != p {
-			p = parent
-			continue
-		}
-		return err
-	}
-	if fsName := kernelFS(p); fsName != "" {
-		return fmt.Errorf("%s is in the kernel's %s filesystem, not a place for files: give a directory on a disk, such as /opt/app", p, fsName)
-	}
-	if err := canWrite(p); err != nil {
-		if p != abs {
-			return fmt.Errorf("it does not exist, and cannot be created: %w", err)
-		}
-		return err
-	}
-	return nil
 }

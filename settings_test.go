@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/treecast/treecast/install"
 )
 
 // A setting out of range in the --config file exits 2 and names the key, its
@@ -187,10 +189,10 @@ func TestPlacesAreCheckedAtStart(t *testing.T) {
 		t.Errorf("refused receivers created their state folder %s", state)
 	}
 	// A target that does not exist yet, under a writable folder, is taken.
-	if err := writableDir(filepath.Join(dir, "new", "deeper")); err != nil {
+	if err := install.WritableDir(filepath.Join(dir, "new", "deeper")); err != nil {
 		t.Errorf("a creatable directory refused: %v", err)
 	}
-	if err := writableDir(dir); err != nil {
+	if err := install.WritableDir(dir); err != nil {
 		t.Errorf("a writable directory refused: %v", err)
 	}
 }
@@ -207,8 +209,8 @@ func TestUnwritableTargetIsRefused(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Chmod(ro, 0o755) })
 	for _, d := range []string{ro, filepath.Join(ro, "new")} {
-		if err := writableDir(d); err == nil || !strings.Contains(err.Error(), "not writable") {
-			t.Errorf("writableDir(%s) = %v, want not writable", d, err)
+		if err := install.WritableDir(d); err == nil || !strings.Contains(err.Error(), "not writable") {
+			t.Errorf("install.WritableDir(%s) = %v, want not writable", d, err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -125,4 +126,43 @@ func resolvePath(p string) (string, error) {
 		}
 		rest = append([]string{filepath.Base(cur)}, rest...)
 	}
+}
+
+// ErrStateDirInUse means another receiver holds the state folder.
+var ErrStateDirInUse = errors.New("in use by another treecast receiver")
+
+// LockStateDir makes the state folder dir this process's own, creating
+// it, until unlock; a second receiver on it gets ErrStateDirInUse.
+func LockStateDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := tryLock(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", dir, ErrStateDirInUse)
+	}
+	return func() { f.Close() }, nil
+}
+
+// LoadNodeID reads this receiver's id from the state folder dir, creating
+// it on first use, so a restarted receiver is recognised and resumes.
+func LoadNodeID(dir string) (NodeID, error) {
+	path := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id, err := ParseNodeID(strings.TrimSpace(string(b))); err == nil {
+			return id, nil
+		}
+	}
+	var id NodeID
+	if _, err := rand.Read(id[:]); err != nil {
+		return id, err
+	}
+	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+		return id, fmt.Errorf("state dir: %w", err)
+	}
+	return id, nil
 }

@@ -32,28 +32,47 @@ func (s *session) stream() error {
 		pr.CloseWithError(io.ErrClosedPipe) // a command that stopped reading
 		done <- err
 	}()
+	err := s.inOrder(func(b []byte) error {
+		if _, err := pw.Write(b); err != nil {
+			return errCommandDone
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errCommandDone) {
+		cancel()
+		pw.CloseWithError(err)
+		<-done
+		if errors.Is(err, errIncomplete) {
+			return err
+		}
+		return fmt.Errorf("feed the command: %w", err)
+	}
+	pw.Close() // the command exited or closed its input: its exit says how it went
+	return <-done
+}
+
+// errCommandDone stops a stream whose command no longer reads.
+var errCommandDone = errors.New("the command stopped reading")
+
+// inOrder gives use each block of the package in order, read back from
+// the spool as soon as it is held, until use fails; errIncomplete if the
+// session ends first.
+func (s *session) inOrder(use func([]byte) error) error {
 	buf := make([]byte, s.m.BlockSize)
 	for g := range s.m.Blocks() {
 		held := func() (bool, <-chan struct{}) { return s.spool.readyToRead(g) }
-		if err := waitUntil(s.ctx, 0, held); err != nil {
-			cancel()
-			pw.CloseWithError(errIncomplete)
-			<-done
+		if waitUntil(s.ctx, 0, held) != nil {
 			return errIncomplete
 		}
 		data, err := s.spool.readBlock(g, buf)
 		if err != nil {
-			cancel()
-			pw.CloseWithError(err)
-			<-done
-			return fmt.Errorf("read block %d for the command: %w", g, err)
+			return fmt.Errorf("read block %d: %w", g, err)
 		}
-		if _, err := pw.Write(data); err != nil {
-			break // the command exited or closed its input: its exit says how it went
+		if err := use(data); err != nil {
+			return err
 		}
 	}
-	pw.Close()
-	return <-done
+	return nil
 }
 
 // readyToRead reports whether block g is held, and a channel closed at
@@ -70,18 +89,15 @@ func (s *spool) readyToRead(g int) (bool, <-chan struct{}) {
 // beside the transfer, so the apply's check costs nothing at the end.
 func (s *session) readBack() bool {
 	h := sha256.New()
-	buf := make([]byte, s.m.BlockSize)
-	for g := range s.m.Blocks() {
-		held := func() (bool, <-chan struct{}) { return s.spool.readyToRead(g) }
-		if err := waitUntil(s.ctx, 0, held); err != nil {
-			return false
+	err := s.inOrder(func(b []byte) error {
+		h.Write(b)
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errIncomplete) {
+			s.opt.Log.Warn("read back", "err", err)
 		}
-		data, err := s.spool.readBlock(g, buf)
-		if err != nil {
-			s.opt.Log.Warn("read back", "block", g, "err", err)
-			return false
-		}
-		h.Write(data)
+		return false
 	}
 	return hex.EncodeToString(h.Sum(nil)) == s.m.SumHex()
 }

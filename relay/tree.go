@@ -568,19 +568,9 @@ func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 // stripe: then it is slow because they are, not because of its own link.
 // A stripe it waits for a parent in starves it too.
 func (t *tree) starved(id int) bool {
-	n := t.node(id)
-	slack := t.starveSlack()
 	for st := range t.stripes {
-		switch p := n.parent[st]; p {
-		case noParent:
-		case seedID:
-			if t.stripeHeld(n, st) < t.stripeBytes(st)-slack {
-				return false
-			}
-		default:
-			if t.stripeHeld(t.node(p), st)-t.stripeHeld(n, st) > slack {
-				return false
-			}
+		if t.lagsParent(id, st) {
+			return false
 		}
 	}
 	return true

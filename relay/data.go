@@ -155,6 +155,13 @@ func (f *feeder) hashes(i int) ([]byte, error) {
 	f.out = appendHeader(f.out, msgHashes, 4+len(leaves))
 	f.out = binary.BigEndian.AppendUint32(f.out, uint32(i))
 	f.out = append(f.out, leaves...)
+	if len(f.out) >= flushAt {
+		// A child that holds its stripe of many chunks gets only their
+		// hashes, one chunk after another.
+		if err := f.flush(); err != nil {
+			return nil, fmt.Errorf("send block hashes of chunk %d: %w", i, err)
+		}
+	}
 	return leaves, nil
 }
 
@@ -187,6 +194,12 @@ func (f *feeder) block(g int, corrupt bool) error {
 	wire := size
 	if f.seal != nil {
 		flags, wire = flags|blockFlagSealed, size+sealOverhead
+	}
+	if len(f.out)+headerLen+blockHeaderLen+wire > cap(f.out) {
+		// The block is read straight into the buffer: make room first.
+		if err := f.flush(); err != nil {
+			return fmt.Errorf("send block %d: %w", g, err)
+		}
 	}
 	f.out = appendHeader(f.out, msgBlock, blockHeaderLen+wire)
 	f.out = binary.BigEndian.AppendUint32(f.out, uint32(g))

@@ -298,37 +298,34 @@ func (t *tree) fail(id int, now time.Time) []move {
 // place, so no subtree moves deeper; otherwise each child is placed by the
 // rules.
 func (t *tree) takeOut(id int, now time.Time) []move {
+	before := t.parents()
 	n := t.node(id)
 	n.in = false
 	t.live--
-	var moves []move
 	for st := range t.stripes {
 		n.retry[st].at = time.Time{}
 		up := n.parent[st]
 		orphans := slices.Clone(n.children[st])
-		if up != noParent {
-			t.unlink(id, st)
-			moves = append(moves, move{id, st, noParent})
-		}
+		t.unlink(id, st)
 		for _, c := range orphans {
 			t.unlink(c, st)
 		}
 		if len(orphans) == 2 {
 			if sub, ok := t.substitute(up, orphans, st, now); ok {
-				moves = t.relink(sub, st, up, now, moves)
+				t.relink(sub, st, up, now, nil)
 				for _, c := range orphans {
 					if c != sub {
-						moves = t.relink(c, st, sub, now, moves)
+						t.relink(c, st, sub, now, nil)
 					}
 				}
 				continue
 			}
 		}
 		for _, c := range orphans {
-			moves = t.place(c, st, now, moves)
+			t.place(c, st, now, nil)
 		}
 	}
-	return moves
+	return t.changes(before)
 }
 
 // substitute finds a node idle in every tree that can take the place below
@@ -370,13 +367,14 @@ func (t *tree) substitute(up int, orphans []int, st int, now time.Time) (int, bo
 // first failure moves it at once to another parent; each further failure in
 // a row makes it wait twice as long first, and the parents that failed it
 // are passed over for a while, so a child and a parent that cannot get along
-// never loop. A complaint about a parent id no longer has is stale.
+// never loop. A complaint about a parent id no longer has is stale, and
+// one while it waits for a parent is about no one.
 func (t *tree) complain(id, st, parent int, now time.Time) []move {
 	if id < 1 || id > len(t.nodes) || st < 0 || st >= t.stripes {
 		return nil
 	}
 	n := t.node(id)
-	if !n.in || n.parent[st] != parent {
+	if !n.in || parent == noParent || n.parent[st] != parent {
 		return nil
 	}
 	r := &n.retry[st]
@@ -505,12 +503,40 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		p.slow = true // before any child moves, so none moves to another slow relay
 		slow = append(slow, i+1)
 	}
+	if len(slow) == 0 {
+		return nil, nil
+	}
+	before := t.parents()
 	for _, id := range slow {
 		for st := range t.stripes {
-			moves = t.bypass(id, st, now, moves)
+			t.bypass(id, st, now, nil)
 		}
 	}
-	return moves, slow
+	return t.changes(before), slow
+}
+
+// parents is every node's parent in every stripe, for changes.
+func (t *tree) parents() [][maxStripes]int {
+	out := make([][maxStripes]int, len(t.nodes))
+	for i := range t.nodes {
+		out[i] = t.nodes[i].parent
+	}
+	return out
+}
+
+// changes is the moves from before (of as many nodes) to now, one per node and stripe that
+// changed: where one slow relay's bypass moves a node that the next one
+// moves again, the node hears only where it ends up.
+func (t *tree) changes(before [][maxStripes]int) []move {
+	var moves []move
+	for i := range t.nodes {
+		for st := range t.stripes {
+			if p := t.nodes[i].parent[st]; p != before[i][st] {
+				moves = append(moves, move{i + 1, st, p})
+			}
+		}
+	}
+	return moves
 }
 
 // bypass moves slow relay id's children in stripe st to other parents.

@@ -28,15 +28,6 @@ func planned(stripes, n int) (*tree, []move) {
 // ceilLog2 is ⌈log2(n+1)⌉, so ceilLog2(n)+1 is the depth bound of n nodes.
 func ceilLog2(n int) int { return bits.Len(uint(n)) }
 
-// parents is every node's parent in every stripe.
-func parents(tr *tree) [][maxStripes]int {
-	out := make([][maxStripes]int, len(tr.nodes))
-	for i := range tr.nodes {
-		out[i] = tr.nodes[i].parent
-	}
-	return out
-}
-
 // checkMoves applies moves to before and compares with the tree: the
 // moves must be exactly the changes, each node and stripe at most once.
 func checkMoves(t *testing.T, tr *tree, before [][maxStripes]int, moves []move) {
@@ -57,7 +48,7 @@ func checkMoves(t *testing.T, tr *tree, before [][maxStripes]int, moves []move) 
 		}
 		after[m.node-1][m.stripe] = m.parent
 	}
-	if got := parents(tr); !slices.Equal(got, after) {
+	if got := tr.parents(); !slices.Equal(got, after) {
 		for i := range got {
 			if got[i] != after[i] {
 				t.Fatalf("node %d: tree has parents %v, moves give %v", i+1, got[i], after[i])
@@ -153,7 +144,7 @@ func TestTreePlan(t *testing.T) {
 		for n := 1; n <= 300; n++ {
 			tr, moves := planned(stripes, n)
 			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
-				checkMoves(t, tr, parents(newTreeLike(tr, n)), moves)
+				checkMoves(t, tr, newTreeLike(tr, n).parents(), moves)
 				checkTree(t, tr, shape{depth: ceilLog2(n) + 1, seedKids: tr.roots})
 				for st := range stripes {
 					if want := min(n, tr.roots); len(tr.seed[st]) != want {
@@ -222,7 +213,7 @@ func repairShape(tr *tree, n, lost int) shape {
 func losing(t *testing.T, tr *tree, n int, lost ...int) {
 	t.Helper()
 	for i, id := range lost {
-		before := parents(tr)
+		before := tr.parents()
 		moves := tr.lose(id, false, t0)
 		checkMoves(t, tr, before, moves)
 		checkTree(t, tr, repairShape(tr, n, i+1))
@@ -263,7 +254,7 @@ func TestTreeRepairs(t *testing.T) {
 					tr.setHeld(id, testSize/2)
 				}
 				tr.setHeld(p, testSize/3)
-				before := parents(tr)
+				before := tr.parents()
 				moves := tr.join(p, t0)
 				checkMoves(t, tr, before, moves)
 				checkTree(t, tr, repairShape(tr, n, 1))
@@ -274,13 +265,13 @@ func TestTreeRepairs(t *testing.T) {
 				}
 			})
 			run("lost for good", func(t *testing.T, tr *tree) {
-				checkMoves(t, tr, parents(tr), tr.lose(p, true, t0))
+				checkMoves(t, tr, tr.parents(), tr.lose(p, true, t0))
 				if moves := tr.join(p, t0); moves != nil || tr.node(p).in {
 					t.Fatalf("a node lost for good rejoined: %v", moves)
 				}
 				for range 5 {
 					id := tr.add()
-					checkMoves(t, tr, parents(tr), tr.join(id, t0))
+					checkMoves(t, tr, tr.parents(), tr.join(id, t0))
 				}
 				checkTree(t, tr, repairShape(tr, tr.live, 1))
 				for st := range stripes {
@@ -308,7 +299,7 @@ func TestTreeLateJoiners(t *testing.T) {
 				// One, then as many again as planned: each is placed within
 				// the bound of the grown fleet, nobody feeding in both trees.
 				for range n + 1 {
-					before := parents(tr)
+					before := tr.parents()
 					id := tr.add()
 					moves := tr.join(id, t0)
 					checkMoves(t, tr, before, moves)
@@ -388,7 +379,7 @@ func TestTreeSlowRelay(t *testing.T) {
 				for range 20 {
 					now = now.Add(500 * time.Millisecond)
 					f.step(500 * time.Millisecond)
-					before := parents(tr)
+					before := tr.parents()
 					moves, slow := tr.checkRates(now)
 					checkMoves(t, tr, before, moves)
 					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1, twice: 2})
@@ -452,13 +443,13 @@ func TestTreeComplaintsBackOff(t *testing.T) {
 					}
 				}
 				for now := t0; now.Before(t0.Add(time.Minute)); now = now.Add(time.Millisecond) {
-					before := parents(tr)
+					before := tr.parents()
 					moves := tr.retry(now)
 					checkMoves(t, tr, before, moves)
 					check(now, moves)
 					if p := tr.parentOf(c, st); p != noParent {
 						failed[p] = now
-						before := parents(tr)
+						before := tr.parents()
 						moves := tr.complain(c, st, p, now)
 						checkMoves(t, tr, before, moves)
 						check(now, moves)
@@ -488,7 +479,7 @@ func TestTreeFailedNode(t *testing.T) {
 		}
 		// Incomplete, it leaves the trees: its children wait for what it
 		// will never fetch.
-		before := parents(tr)
+		before := tr.parents()
 		checkMoves(t, tr, before, tr.fail(x, t0))
 		checkTree(t, tr, repairShape(tr, 40, 1))
 		if tr.node(x).in {
@@ -599,7 +590,7 @@ func TestTreeBelievesClaimsAsFarAsParentsReach(t *testing.T) {
 		}
 	}
 	if root == 0 || child == 0 {
-		t.Fatalf("no root with a child in stripe 0: %v", parents(tr))
+		t.Fatalf("no root with a child in stripe 0: %v", tr.parents())
 	}
 	half := tr.stripeBytes(0)
 	claim := func(id int, st0 int64) int64 {

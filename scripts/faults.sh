@@ -39,6 +39,23 @@ FAILED=0
 pass() { printf 'PASS: %s\n' "$*"; PASSED=$((PASSED + 1)); }
 fail() { printf 'FAIL: %s\n' "$*"; FAILED=$((FAILED + 1)); }
 
+# show LOG: the end of a process's log, under a failed check.
+show() { [[ -f $1 ]] && tail -n 15 "$1" | sed "s|^|    ${1##*/}: |"; }
+
+# crashes RUN: no process of the run died of a Go panic or fatal error.
+crashes() {
+	local run=$1 hit
+	hit=$(grep -l -E '^(panic:|fatal error:)|DATA RACE' "$OUT/$run"/*.log 2>/dev/null || true)
+	if [[ -z $hit ]]; then
+		pass "$run: no process crashed"
+		return
+	fi
+	for log in $hit; do
+		fail "$run: ${log##*/} crashed"
+		grep -m1 -A 12 -E '^(panic:|fatal error:)|DATA RACE' "$log" | sed 's/^/    /'
+	done
+}
+
 finish() {
 	local rc=$?
 	lab_cleanup
@@ -78,8 +95,10 @@ seed() {
 # verify RUN FAULTY: checks the report and the bytes; prints the makespan.
 verify() {
 	local run=$1 faulty=$2 rep=$OUT/$1/report.json i got ok=1
+	crashes "$run"
 	if [[ ! -s $rep ]]; then
 		fail "$run: no report"
+		show "$OUT/$run/seed.log"
 		return
 	fi
 	for ((i = 1; i <= N; i++)); do
@@ -91,6 +110,7 @@ verify() {
 		fi
 		if [[ $(jq -r --arg n "h$i" '.nodes[] | select(.name == $n) | .status' "$rep") != ok ]]; then
 			fail "$run: h$i not ok in the report: $(jq -c --arg n "h$i" '.nodes[] | select(.name == $n)' "$rep")"
+			show "$OUT/$run/h$i.log"
 			ok=0
 		fi
 	done
@@ -115,6 +135,16 @@ run_plain() {
 
 # wait_all: waits for the seed and every receiver of this run.
 wait_seed() { wait "$SEED_PID" && SEED_RC=0 || SEED_RC=$?; }
+
+# seed_exit RUN WANT WHAT: the seed of RUN exited WANT; else its log's end.
+seed_exit() {
+	if [[ $SEED_RC == "$2" ]]; then
+		pass "$1: $3"
+		return
+	fi
+	fail "$1: seed exit $SEED_RC, want $2 ($3)"
+	show "$OUT/$1/seed.log"
+}
 wait_receivers() {
 	local i
 	for ((i = 1; i <= N; i++)); do
@@ -130,7 +160,7 @@ mkdir -p "$OUT/base"
 run_plain base
 wait_seed
 wait_receivers
-[[ $SEED_RC == 0 ]] && pass "base: seed exit 0" || fail "base: seed exit $SEED_RC"
+seed_exit base 0 "seed exit 0"
 verify base ""
 T0=$MAKESPAN
 printf 'baseline: %d receivers, %d MiB at %s: %.2fs\n' "$N" "$SIZE_MB" "$RATE" "$T0"
@@ -155,7 +185,7 @@ for fault in $ONLY; do
 		esac
 		kill -TERM "${RPID[$VICTIM]}" 2>/dev/null || true
 		wait_receivers
-		[[ $SEED_RC == 1 ]] && pass "$run: seed exit 1 (a node failed)" || fail "$run: seed exit $SEED_RC, want 1"
+		seed_exit "$run" 1 "seed exit 1 (a node failed)"
 		verify "$run" "$VICTIM"
 		st=$(node_field "$run" status "$VICTIM")
 		err=$(node_field "$run" error "$VICTIM")
@@ -170,7 +200,7 @@ for fault in $ONLY; do
 		wait_receivers
 		tc -n "$(lab_ns "$VICTIM")" qdisc change dev eth0 root tbf rate "$RATE" burst "$(lab_burst "$RATE")" latency "$LAB_LATENCY"
 		tc -n "$(lab_sw_ns)" qdisc change dev "p$VICTIM" root tbf rate "$RATE" burst "$(lab_burst "$RATE")" latency "$LAB_LATENCY"
-		[[ $SEED_RC == 0 ]] && pass "$run: seed exit 0 (the slow node finishes too)" || fail "$run: seed exit $SEED_RC"
+		seed_exit "$run" 0 "seed exit 0 (the slow node finishes too)"
 		verify "$run" "$VICTIM"
 		grep -q "slow relay" "$OUT/$run/seed.log" && pass "$run: the slow relay's children were moved" ||
 			fail "$run: the seed did not move the slow relay's children"
@@ -185,7 +215,7 @@ for fault in $ONLY; do
 		start_receiver "$N" "$run"
 		wait_seed
 		wait_receivers
-		[[ $SEED_RC == 0 ]] && pass "$run: seed exit 0 with the 2 late receivers counted" || fail "$run: seed exit $SEED_RC"
+		seed_exit "$run" 0 "seed exit 0 with the 2 late receivers counted"
 		verify "$run" ""
 		n=$(jq '.nodes | length' "$OUT/$run/report.json")
 		[[ $n == "$N" ]] && pass "$run: report lists all $N nodes" || fail "$run: report lists $n nodes"
@@ -200,7 +230,7 @@ for fault in $ONLY; do
 		seed "$run" --expect "$N" --wait 20s
 		wait_seed
 		wait_receivers
-		[[ $SEED_RC == 0 ]] && pass "$run: the restarted seed exits 0" || fail "$run: restarted seed exit $SEED_RC"
+		seed_exit "$run" 0 "the restarted seed exits 0"
 		verify "$run" ""
 		resumed=$(jq --argjson s $((SIZE_MB << 20)) '[.nodes[] | select(.received < $s)] | length' "$OUT/$run/report.json")
 		((resumed == N)) && pass "$run: every node resumed from its spool (downloaded less than the package)" ||
@@ -216,7 +246,7 @@ for fault in $ONLY; do
 		start_receiver "$VICTIM" "$run"
 		wait_seed
 		wait_receivers
-		[[ $SEED_RC == 0 ]] && pass "$run: seed exit 0 (h$VICTIM came back and finished)" || fail "$run: seed exit $SEED_RC"
+		seed_exit "$run" 0 "seed exit 0 (h$VICTIM came back and finished)"
 		verify "$run" ""
 		got=$(node_field "$run" received "$VICTIM")
 		((got < SIZE_MB << 20)) && pass "$run: h$VICTIM resumed: downloaded $got of $((SIZE_MB << 20)) bytes after rejoining" ||

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -19,15 +17,7 @@ func TestFeedManyHashesThenBlocks(t *testing.T) {
 	const chunk, chunks, held = 1 << 20, 24, 20
 	data := testData(chunks * chunk)
 	m := testManifest(data, chunk)
-	path := filepath.Join(t.TempDir(), "app.bin")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	_, f := seedFile(t, data)
 	sp := mustOpenSpool(t, t.TempDir(), m)
 	for g := range held * m.blocksPerChunk() {
 		if g%2 == 0 {

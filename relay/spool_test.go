@@ -441,9 +441,10 @@ func TestSpoolWaitComplete(t *testing.T) {
 	})
 }
 
-func TestFileSourceServesTheFile(t *testing.T) {
-	data, m := spoolFixture()
-	path := filepath.Join(t.TempDir(), "app.bin")
+// seedFile writes data to a file, as the seed's package, and opens it.
+func seedFile(t *testing.T, data []byte) (path string, f *os.File) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "app.bin")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +452,13 @@ func TestFileSourceServesTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return path, f
+}
+
+func TestFileSourceServesTheFile(t *testing.T) {
+	data, m := spoolFixture()
+	path, f := seedFile(t, data)
 	src := newFileSource(f, m)
 	buf := make([]byte, m.BlockSize)
 	for i := range m.Chunks {

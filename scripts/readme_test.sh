@@ -177,6 +177,14 @@ run_in() {
 	mapfile -t env < <(machine "$1")
 	lab_exec "$1" "${env[@]}" timeout -k 5 120 bash -c "cd $(printf %q "$2") && $3"
 }
+# seed_h0 WHAT LOG N CMD: runs the seed command CMD on h0, shows its table of
+# N nodes and the summary, and checks that it exits 0.
+seed_h0() {
+	local what=$1 log=$2 n=$3 cmd=$4 rc=0
+	run_in 0 "$WORK/h0" "$cmd" >"$log" 2>&1 || rc=$?
+	tail -n $((n + 3)) "$log" | sed 's/^/    | /'
+	check_eq "$what: exit code" "$rc" 0
+}
 # spawn_in I LOG CMD: CMD in a shell on host I, in the background, its pid
 # (CMD's own: the shell execs it) in LAB_LAST_PID.
 spawn_in() {
@@ -269,10 +277,7 @@ tar -C "$SRC" -czf "$WORK/h0/app-2.4.tar.gz" app-2.4
 cmd=$SEED
 subst_re cmd "--expect [0-9]+" "--expect ${#AGENTS[@]}"
 echo "$cmd"
-rc=0
-run_in 0 "$WORK/h0" "$cmd" >"$WORK/seed1.log" 2>&1 || rc=$?
-tail -n $((${#AGENTS[@]} + 3)) "$WORK/seed1.log" | sed 's/^/    | /'
-check_eq "seed: exit code" "$rc" 0
+seed_h0 seed "$WORK/seed1.log" ${#AGENTS[@]} "$cmd"
 for i in "${AGENTS[@]}"; do
 	if diff -r "$SRC/app-2.4" "$WORK/h$i/opt/app/app-2.4" >/dev/null 2>&1 && [[ -x $WORK/h$i/opt/app/app-2.4/bin/app ]]; then
 		pass "h$i: the release is extracted in its /opt/app"
@@ -288,10 +293,7 @@ check_eq "line2.json: every machine ok" "$(jq -r '[.nodes[] | "\(.name) \(.statu
 cp "$J" "$WORK/line2-first.json" 2>/dev/null || true
 
 say "shop floor: the same release again"
-rc=0
-run_in 0 "$WORK/h0" "$cmd" >"$WORK/seed2.log" 2>&1 || rc=$?
-tail -n $((${#AGENTS[@]} + 3)) "$WORK/seed2.log" | sed 's/^/    | /'
-check_eq "seed again: exit code" "$rc" 0
+seed_h0 "seed again" "$WORK/seed2.log" ${#AGENTS[@]} "$cmd"
 for i in "${AGENTS[@]}"; do
 	if grep -qE "^h$i +[0-9a-f]{8} .* ok \(up to date\) " "$WORK/seed2.log"; then pass "h$i: its line says ok (up to date)"; else fail "h$i: its line says ok (up to date)"; fi
 	check_eq "h$i: no restart ran again" "$(cat "$WORK/h$i/restarted" 2>/dev/null)" 2.4
@@ -333,10 +335,7 @@ echo "h${PCS[-1]}: $cmd"
 cmd=$CSEED
 subst_re cmd "--expect [0-9]+" "--expect ${#PCS[@]}"
 echo "h0: $cmd"
-rc=0
-run_in 0 "$WORK/h0" "$cmd" >"$WORK/classroom-seed.log" 2>&1 || rc=$?
-tail -n $((${#PCS[@]} + 3)) "$WORK/classroom-seed.log" | sed 's/^/    | /'
-check_eq "classroom seed: exit code" "$rc" 0
+seed_h0 "classroom seed" "$WORK/classroom-seed.log" ${#PCS[@]} "$cmd"
 for i in "${PCS[@]}"; do
 	wait_exit "${JOIN_PID[i]}" 30
 	check_eq "h$i: join exit code" "$rc" 0

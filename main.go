@@ -322,15 +322,16 @@ func runSeed(c *cli.Context) error {
 		watchPeers(sctx, cfg.Discover, sc.Group, admit, late, log)
 	}()
 	rep, err := relay.RunSeed(ctx, cfg.Relay, relay.SeedOptions{
-		Secret:   secret,
-		Compress: sc.Compress == "on",
-		Signed:   signed,
-		Path:     path,
-		Peers:    peers,
-		Late:     late,
-		WaitBusy: waitEnds,
-		Log:      log,
-		Progress: con.seedProgress,
+		Secret:     secret,
+		Compress:   sc.Compress == "on",
+		Signed:     signed,
+		Path:       path,
+		Peers:      peers,
+		Late:       late,
+		WaitBusy:   waitEnds,
+		RejoinWait: rejoinWait,
+		Log:        log,
+		Progress:   con.seedProgress,
 	})
 	stopWatch()
 	<-watched
@@ -433,6 +434,11 @@ func (a *admission) peer(p discover.Peer) (relay.Peer, bool) {
 // watchWait is how long one browse of the peer watcher listens: a
 // receiver that appears mid-session waits about this long to be found.
 const watchWait = 2 * time.Second
+
+// rejoinWait is how long a seed waits for a lost receiver before it ends
+// the session without it: a receiver restarted just after one browse's
+// query is found by the next browse, and dialled once that one ends.
+const rejoinWait = 3 * watchWait
 
 // watchPeers keeps browsing while a session runs and hands every receiver
 // admit lets in to the session, which attaches new ones and lets lost ones

@@ -41,6 +41,11 @@ type SeedOptions struct {
 	// whenever Late delivers it idle, and the session does not end without
 	// it. Zero, or once past: a busy receiver is reported busy.
 	WaitBusy time.Time
+	// RejoinWait is how long after a node is lost the session waits for
+	// it to come back through Late before it ends without it: about as
+	// long as Late takes to find a receiver restarted on the same state.
+	// Zero: a lost node does not hold up the end.
+	RejoinWait time.Duration
 }
 
 // SeedProgress is the whole session at a glance.
@@ -150,8 +155,9 @@ type node struct {
 	seconds    float64
 	flushed    bool
 	output     string
-	upToDate   bool // had the package applied already: nothing sent, nothing run
-	liar       bool // relayed a corrupt chunk, or kept accusing honest relays: never taken back
+	upToDate   bool      // had the package applied already: nothing sent, nothing run
+	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
+	lostAt     time.Time // when its control connection last failed mid-session
 
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
 	falselyAccused map[int]bool // relays it said sent corrupt data that sent the seed that data intact
@@ -419,6 +425,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
+	n.lostAt = time.Time{}
 	n.held, n.lastSeen = d.held, time.Now()
 	s.t.setBase(n.id, n.held)
 	if d.applied {
@@ -588,13 +595,20 @@ func (s *seedRun) finished() bool {
 	if s.pending > 0 {
 		return false
 	}
-	waiting := s.waitingBusy(time.Now())
+	now := time.Now()
+	waiting := s.waitingBusy(now)
 	for _, n := range s.nodes {
-		if n.state == stateActive || n.state == stateBusy && waiting {
+		if n.state == stateActive || n.state == stateBusy && waiting || s.mayRejoin(n, now) {
 			return false
 		}
 	}
 	return true
+}
+
+// mayRejoin reports whether n was lost recently enough that the session
+// still waits for it to come back.
+func (s *seedRun) mayRejoin(n *node, now time.Time) bool {
+	return !s.over && n.state == stateFailed && n.c == nil && !n.liar && !n.lostAt.IsZero() && now.Sub(n.lostAt) < s.opt.RejoinWait
 }
 
 func (s *seedRun) progress() {
@@ -743,6 +757,7 @@ func (s *seedRun) lost(n *node, err error) {
 	if n.state == stateActive {
 		n.state, n.err = stateFailed, fmt.Sprintf("lost: %v", err)
 		n.seconds = time.Since(s.start).Seconds()
+		n.lostAt = time.Now()
 		s.opt.Log.Warn("node lost", "node", n.label(), "err", err)
 	}
 	n.c.close()

@@ -503,3 +503,105 @@ func TestReadBackChecksTheWholeFile(t *testing.T) {
 		}
 	}
 }
+
+// A node lost mid-transfer and started again on the same state while the
+// rest finish is waited for: it rejoins the same session, resumes from
+// what it held and ends ok, so the report shows every node ok.
+func TestLostNodeRejoinsBeforeTheEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	size := 8 << 20
+	path, data := writePackage(t, size)
+	nctx, kill := context.WithCancel(ctx)
+	var victim ReceiverOptions
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, c *context.Context) {
+		if i == 0 {
+			victim = *o
+			*c = nctx
+			o.Apply = func(ctx context.Context, _ Package) error {
+				<-ctx.Done() // dies before it finishes applying
+				return ctx.Err()
+			}
+			o.Progress = func(p ReceiverProgress) {
+				if p.Verified > int64(size)/3 {
+					kill()
+				}
+			}
+		}
+	})
+	peers := peersOf(nodes)
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	late := make(chan Peer)
+	restOver := make(chan struct{}, 1)
+	type outcome struct {
+		rep *Report
+		err error
+	}
+	reports := make(chan outcome, 1)
+	go func() {
+		rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers, Late: late, RejoinWait: 30 * time.Second,
+			Progress: func(p SeedProgress) {
+				if p.Done == len(nodes)-1 && p.Failed == 1 {
+					select {
+					case restOver <- struct{}{}:
+					default:
+					}
+				}
+			}})
+		reports <- outcome{rep, err}
+	}()
+	first := <-nodes[0].applied
+	if first.Err == nil {
+		t.Fatal("node 0 applied the package before it was killed")
+	}
+	select {
+	case <-restOver:
+	case o := <-reports:
+		t.Fatalf("the session ended before the rest finished: %v", o.err)
+	}
+	// Started again on its state, as `join` run again with the same --dir.
+	nodes[0].r.Close()
+	r, err := NewReceiver(cfg, victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	again := make(chan Result, 1)
+	go func() {
+		res, err := r.Next(ctx)
+		if err != nil && res.Err == nil {
+			res.Err = err
+		}
+		again <- res
+	}()
+	back := Peer{ID: victim.ID, Name: victim.Name, Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(r.Port()))}
+	select {
+	case late <- back:
+	case o := <-reports:
+		t.Fatalf("the session ended without waiting for the lost node: %v", o.err)
+	}
+	o := <-reports
+	if o.err != nil {
+		t.Fatalf("seed: %v", o.err)
+	}
+	res := <-again
+	if res.Err != nil || o.rep.Nodes[0].Status != StatusOK {
+		t.Fatalf("node 0 after rejoining: %v %+v", res.Err, o.rep.Nodes[0])
+	}
+	if got, _ := os.ReadFile(nodes[0].dest); !bytes.Equal(got, data) {
+		t.Error("node 0: bytes differ")
+	}
+	if res.Resumed == 0 || res.Resumed+res.Received != int64(size) {
+		t.Errorf("node 0 resumed %d and downloaded %d of %d bytes", res.Resumed, res.Received, size)
+	}
+	for i, n := range o.rep.Nodes {
+		if n.Status != StatusOK {
+			t.Errorf("node %d: %s %q", i, n.Status, n.Error)
+		}
+	}
+}

@@ -28,9 +28,12 @@ const (
 	placeSlackChunks = 8
 	placeSlackShare  = 50
 	// A relay that holds all but a hundredth of the package (at least 4
-	// chunks) of what its parents hold is starved, not slow.
-	starveSlackChunks = 4
-	starveSlackShare  = 100
+	// chunks) of what its parents hold is starved, not slow; but never all
+	// but more than a quarter of a stripe: in a package of a few chunks, a
+	// root that fetched none of its stripe lags the seed.
+	starveSlackChunks      = 4
+	starveSlackShare       = 100
+	starveSlackStripeShare = 4
 	// slowFactor: a relay at under a quarter of a healthy rate loses its children.
 	slowFactor = 4
 	// healthyPercentile: what the fastest tenth reach is what a healthy link does here.
@@ -429,9 +432,10 @@ func (r *retryState) avoids(p int, now time.Time) bool {
 	return false
 }
 
-// retry places the nodes whose wait is over.
+// retry places the nodes whose wait is over. One placed in a leaf's
+// place may move a node placed before it, so it returns the net change.
 func (t *tree) retry(now time.Time) []move {
-	var moves []move
+	var before [][maxStripes]int
 	for i := range t.nodes {
 		n := &t.nodes[i]
 		if !n.in {
@@ -439,12 +443,18 @@ func (t *tree) retry(now time.Time) []move {
 		}
 		for st := range t.stripes {
 			if r := &n.retry[st]; !r.at.IsZero() && !now.Before(r.at) {
+				if before == nil {
+					before = t.parents()
+				}
 				r.at = time.Time{}
-				moves = t.place(i+1, st, now, moves)
+				t.place(i+1, st, now, nil)
 			}
 		}
 	}
-	return moves
+	if before == nil {
+		return nil
+	}
+	return t.changes(before)
 }
 
 // checkRates samples each node's progress and moves the children of a
@@ -571,20 +581,29 @@ func (t *tree) bypass(id, st int, now time.Time, moves []move) []move {
 }
 
 // distrust makes id a leaf for good: it keeps its place as a receiver, and
-// its children move to other parents.
+// its children move to other parents. A root gives its place at the seed
+// up first, so a child can take it: below a root that feeds no one, the
+// seed's share of a stripe would reach no one either.
 func (t *tree) distrust(id int, now time.Time) []move {
 	if id < 1 || id > len(t.nodes) || t.node(id).suspect {
 		return nil
 	}
 	n := t.node(id)
 	n.suspect = true
-	var moves []move
+	before := t.parents()
 	for st := range t.stripes {
+		root := n.parent[st] == seedID
+		if root {
+			t.unlink(id, st)
+		}
 		for _, c := range slices.Clone(n.children[st]) {
-			moves = t.place(c, st, now, moves)
+			t.place(c, st, now, nil)
+		}
+		if root {
+			t.place(id, st, now, nil)
 		}
 	}
-	return moves
+	return t.changes(before)
 }
 
 // isSlow reports whether id lost its children for a slow link.
@@ -626,7 +645,8 @@ func (t *tree) holdsMore(p, id, st int) bool {
 // starveSlack is how much less than its parent a node may hold of a
 // stripe and still count as having all the parent had.
 func (t *tree) starveSlack() int64 {
-	return max(starveSlackChunks*t.chunk, t.size/starveSlackShare) / int64(t.stripes)
+	stripe := t.size / int64(t.stripes)
+	return min(max(starveSlackChunks*t.chunk, t.size/starveSlackShare)/int64(t.stripes), stripe/starveSlackStripeShare)
 }
 
 func (t *tree) placeSlack() int64 {

@@ -14,7 +14,7 @@ const (
 
 // FuzzTreeOps drives a tree through what a session does to it, in any
 // order: late joiners, losses, failures, complaints, progress, slow rates,
-// retries and retired nodes. It must never panic, every move must be a
+// retries, distrusted relays and retired nodes. It must never panic, every move must be a
 // change, and after each step every link must hold: a parent lists its
 // child once, no cycles, at most two children per node and stripe, and a
 // node out of the trees is in none.
@@ -24,6 +24,8 @@ func FuzzTreeOps(f *testing.F) {
 	f.Add([]byte{2, 40, 5, 5, 5, 5, 5, 5, 5, 5, 6, 3, 3, 1, 7, 7, 8})
 	f.Add([]byte("10!10000!"))                           // a complaint while waiting for a parent
 	f.Add([]byte("0\a70000100100100100101008000800000")) // two slow relays move one node
+	// a retry placed in a leaf's place moves a node placed by the same retry
+	f.Add([]byte("0\a20008020020020001070008000200010000020000yB00002002002000700$0800070000}0200!900102008000000!*0!Y080009"))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) < 2 || len(ops) > maxFuzzOps {
 			return // a session's worth of steps; longer adds nothing but time
@@ -77,6 +79,10 @@ func FuzzTreeOps(f *testing.F) {
 				now = now.Add(time.Duration(next(&i)) * 100 * time.Millisecond)
 				moves = tr.retry(now)
 			case 8:
+				if op&0x80 != 0 {
+					moves = tr.distrust(id, now)
+					break
+				}
 				tr.setHeld(id, testSize)
 				held[id-1] = testSize
 				tr.retire(id)

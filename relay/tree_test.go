@@ -619,3 +619,43 @@ func TestTreeBelievesClaimsAsFarAsParentsReach(t *testing.T) {
 		t.Errorf("a joiner's own word on what it holds: %d", got)
 	}
 }
+
+// A root its children keep complaining of gives its place at the seed to
+// one of them and becomes a leaf: the seed's share of its stripe reaches
+// the tree again. A small package's root that fetched none of its stripe
+// lags the seed, so such complaints count against it.
+func TestTreeDistrustedRoot(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr := newTree(stripes, 4_000_000, testChunk, 2*time.Second)
+		ids := make([]int, 9)
+		for i := range ids {
+			ids[i] = tr.add()
+		}
+		tr.plan(ids, t0)
+		st := stripes - 1
+		root := tr.seed[st][0]
+		kids := slices.Clone(tr.node(root).children[st])
+		if len(kids) == 0 {
+			t.Fatalf("trees=%d: the root has no children", stripes)
+		}
+		for _, id := range ids {
+			tr.setStripeHeld(id, make([]int64, stripes))
+		}
+		if !tr.lagsParent(root, st) {
+			t.Fatalf("trees=%d: a root holding none of a 4 MB package's stripe does not lag the seed", stripes)
+		}
+		before := tr.parents()
+		moves := tr.distrust(root, t0)
+		checkMoves(t, tr, before, moves)
+		checkTree(t, tr, shape{depth: ceilLog2(9) + 2, seedKids: tr.roots, twice: 1})
+		if slices.Contains(tr.seed[st], root) {
+			t.Errorf("trees=%d: the distrusted root keeps its place at the seed", stripes)
+		}
+		if !slices.ContainsFunc(tr.seed[st], func(c int) bool { return slices.Contains(kids, c) }) {
+			t.Errorf("trees=%d: none of the root's children %v took its place; the seed feeds %v", stripes, kids, tr.seed[st])
+		}
+		if k := tr.childrenOf(root); len(k) > 0 {
+			t.Errorf("trees=%d: the distrusted root still feeds %v", stripes, k)
+		}
+	}
+}

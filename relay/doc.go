@@ -13,7 +13,7 @@
 // verified it, so a hop costs one block's time on the link, whatever the
 // chunk size. A node feeds each child from its spool in a goroutine of its
 // own, so a slow child never holds up its parent or siblings; a pacer
-// keeps a parent's children (and the seed's two roots) abreast, so no
+// keeps a parent's children (the seed's, tree by tree) abreast, so no
 // subtree inherits a lag from an uneven split of the uplink, and each
 // child's flow is paced at 1.5 x the fastest any of the parent's flows was
 // seen to move data while busy (on Linux: TCP_INFO, SO_MAX_PACING_RATE),

@@ -142,10 +142,10 @@ const (
 	paceWindow = 8 << 20   // a child further behind catches up on its own
 )
 
-// newFeedPacer paces every feeder of one parent, whatever tree each child
-// is in: a node feeds its children, the seed feeds the roots of both trees,
-// and an uneven split of the uplink would starve one tree. Positions are
-// blocks of a stripe, which every stripe has about as many of.
+// newFeedPacer paces the feeders of one parent: a node's children, whatever
+// tree each is in (a node feeds in one tree but after repairs), and the
+// seed's children in one tree. Positions are blocks of a stripe, which
+// every stripe has about as many of.
 func newFeedPacer(cfg Config, blockSize int) *pacer {
 	hb := cfg.Heartbeat
 	return newPacer(max(1, paceLead/blockSize), paceWindow/blockSize, hb, 2*hb, 2*hb)

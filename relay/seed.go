@@ -775,7 +775,16 @@ func (s *seedRun) parentLabel(p int) string {
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
 	src := newFileSource(s.file, s.m)
-	pace := newFeedPacer(s.cfg, s.m.BlockSize)
+	// A pacer per tree: the seed's children in one tree are kept abreast,
+	// but a slow root must not hold the other tree's root to its pace.
+	// With two trees each has its own share of the seed's uplink, and a
+	// slow root, held at the seed's feed, held back the healthy tree
+	// (16 @ 100 Mbit/s, one root at 10: 2.40 x the fault-free time,
+	// against 1.61 paced by tree).
+	paces := make([]*pacer, s.t.stripes)
+	for st := range paces {
+		paces[st] = newFeedPacer(s.cfg, s.m.BlockSize)
+	}
 	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
 	rcap := newRateCap(rate)
 	up := newUplink()
@@ -830,6 +839,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				return
 			}
 			c.conn.until = time.Time{}
+			pace := paces[int(w.stripe)%len(paces)]
 			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, up: up, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)

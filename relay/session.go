@@ -15,24 +15,23 @@ var errNotTaken = errors.New("offer not taken")
 
 // session is one package being received, relayed and applied here.
 type session struct {
-	cfg       Config
-	opt       *ReceiverOptions
-	ctx       context.Context
-	applyCtx  context.Context // outlives the session: losing the seed never stops an apply
-	signed    *Signed
-	keys      keys // the fleet secret's, if any
-	m         *Manifest
-	spool     *spool
-	pace      *pacer         // keeps this node's children abreast
-	fetchPace *pacer         // keeps this node's stripes abreast
-	up        *uplink        // paces each child's flow
-	wg        sync.WaitGroup // every goroutine of the session, feeders included
-	c         *ctrl
-	start     time.Time
-	recvd     atomic.Int64
-	stripes   atomic.Int32   // how many stripes the seed splits the package into, once it said
-	result    chan resultMsg // the apply outcome, once
-	output    outputTail     // the end of what the apply's command wrote
+	cfg      Config
+	opt      *ReceiverOptions
+	ctx      context.Context
+	applyCtx context.Context // outlives the session: losing the seed never stops an apply
+	signed   *Signed
+	keys     keys // the fleet secret's, if any
+	m        *Manifest
+	spool    *spool
+	pace     *pacer         // keeps this node's children abreast
+	up       *uplink        // paces each child's flow
+	wg       sync.WaitGroup // every goroutine of the session, feeders included
+	c        *ctrl
+	start    time.Time
+	recvd    atomic.Int64
+	stripes  atomic.Int32   // how many stripes the seed splits the package into, once it said
+	result   chan resultMsg // the apply outcome, once
+	output   outputTail     // the end of what the apply's command wrote
 }
 
 func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {

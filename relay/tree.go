@@ -574,16 +574,30 @@ func (t *tree) bypass(id, st int, now time.Time, moves []move) []move {
 			t.link(c, st, id) // as they were, for the rules to place
 		}
 	}
-	for _, c := range kids {
+	return t.demote(id, st, now, moves)
+}
+
+// demote makes id a leaf of stripe st: its children get other parents by
+// the rules, and a root first gives its place at the seed up, so one of
+// them can take it, and is then placed itself. Below a root that feeds no
+// one or feeds slowly, the seed's share of a stripe would go to waste.
+func (t *tree) demote(id, st int, now time.Time, moves []move) []move {
+	n := t.node(id)
+	root := n.parent[st] == seedID
+	if root {
+		t.unlink(id, st)
+	}
+	for _, c := range slices.Clone(n.children[st]) {
 		moves = t.place(c, st, now, moves)
+	}
+	if root {
+		moves = t.place(id, st, now, moves)
 	}
 	return moves
 }
 
 // distrust makes id a leaf for good: it keeps its place as a receiver, and
-// its children move to other parents. A root gives its place at the seed
-// up first, so a child can take it: below a root that feeds no one, the
-// seed's share of a stripe would reach no one either.
+// its children move to other parents (see demote).
 func (t *tree) distrust(id int, now time.Time) []move {
 	if id < 1 || id > len(t.nodes) || t.node(id).suspect {
 		return nil
@@ -592,16 +606,7 @@ func (t *tree) distrust(id int, now time.Time) []move {
 	n.suspect = true
 	before := t.parents()
 	for st := range t.stripes {
-		root := n.parent[st] == seedID
-		if root {
-			t.unlink(id, st)
-		}
-		for _, c := range slices.Clone(n.children[st]) {
-			t.place(c, st, now, nil)
-		}
-		if root {
-			t.place(id, st, now, nil)
-		}
+		t.demote(id, st, now, nil)
 	}
 	return t.changes(before)
 }

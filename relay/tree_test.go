@@ -373,6 +373,9 @@ func TestTreeSlowRelay(t *testing.T) {
 			t.Run(fmt.Sprintf("trees=%d/N=%d", stripes, n), func(t *testing.T) {
 				tr, _ := planned(stripes, n)
 				x := innerNode(tr)
+				if n%2 == 0 {
+					x = tr.seed[0][0] // a root
+				}
 				f := newFlow(tr, 10<<20)
 				f.link[x-1] = 256 << 10 // a fortieth of the others
 				now := t0
@@ -380,10 +383,14 @@ func TestTreeSlowRelay(t *testing.T) {
 					now = now.Add(500 * time.Millisecond)
 					f.step(500 * time.Millisecond)
 					before := tr.parents()
+					root := slices.Contains(tr.seed[0], x)
 					moves, slow := tr.checkRates(now)
 					checkMoves(t, tr, before, moves)
 					checkTree(t, tr, shape{depth: 2*(ceilLog2(n)+1) - 1, seedKids: tr.roots + 1, twice: 2})
-					if slices.ContainsFunc(moves, func(m move) bool { return m.node == x }) {
+					if root && slices.Contains(slow, x) && slices.Contains(tr.seed[0], x) && len(tr.seed[0]) > tr.roots {
+						t.Fatalf("the seed feeds %v in stripe 0: the slow root kept its place, and its children took more", tr.seed[0])
+					}
+					if !root && slices.ContainsFunc(moves, func(m move) bool { return m.node == x }) {
 						// It swapped places with an idle leaf: the trees
 						// keep the plan's shape.
 						checkTree(t, tr, shape{depth: ceilLog2(n) + 1, seedKids: tr.roots})

@@ -147,7 +147,8 @@ func (b *browser) round(ctx context.Context, links []link, deadline time.Time, l
 
 // add keeps p if it matches and is new, and tells OnPeer. If p's node id
 // was seen at another address, the peer kept for it becomes conflicted, and
-// add returns it and true the first time.
+// add returns it and true the first time; at another port of the same
+// address, p replaces it.
 func (b *browser) add(p Peer) (Peer, bool) {
 	if !b.opt.AnyGroup && p.Group != b.opt.Group {
 		return Peer{}, false
@@ -159,7 +160,11 @@ func (b *browser) add(p Peer) (Peer, bool) {
 		if b.opt.OnPeer != nil {
 			b.opt.OnPeer(p)
 		}
-	case have.Addr != p.Addr && !have.Conflicted():
+	case have.Addr == p.Addr || have.Conflicted():
+	case have.Addr.Addr() == p.Addr.Addr():
+		// One machine, another port: its receiver restarted.
+		b.seen[p.ID] = p
+	default:
 		have.Conflict = p.Addr
 		b.seen[p.ID] = have
 		return have, true

@@ -54,10 +54,17 @@ func TestBrowserMerges(t *testing.T) {
 			wantFound: []string{"alpha", "beta"},
 		},
 		{
-			name:      "one id at two ports",
+			name:      "one id at two ports of one address: restarted, the later answer kept",
 			anyGroup:  true,
-			reports:   []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.7:22")},
-			want:      []Peer{conflict(alpha, "10.1.0.7:22")},
+			reports:   []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.7:22"), beta},
+			want:      []Peer{peer(idA, "alpha", "red", "10.1.0.7:22"), beta},
+			wantFound: []string{"alpha", "beta"},
+		},
+		{
+			name:      "a restart does not hide a twin",
+			anyGroup:  true,
+			reports:   []Peer{alpha, peer(idA, "alpha", "red", "10.1.0.7:22"), peer(idA, "mallory", "red", "10.1.0.66:7000")},
+			want:      []Peer{conflict(peer(idA, "alpha", "red", "10.1.0.7:22"), "10.1.0.66:7000")},
 			wantFound: []string{"alpha"},
 		},
 		{

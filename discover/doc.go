@@ -54,9 +54,11 @@
 // loopback interface), link-local ones (unless the interface has a
 // link-local subnet), unspecified, broadcast, multicast and off-subnet ones
 // are dropped and logged at debug level. A node id given at two addresses
-// (or two ports) during one browse is reported once, marked
-// [Peer.Conflicted] with both: two machines share the id, or one spoofs it,
-// and neither is to be trusted.
+// during one browse is reported once, marked [Peer.Conflicted] with both:
+// two machines share the id, or one spoofs it, and neither is to be
+// trusted. At two ports of one address it is one machine whose receiver
+// restarted (killed and run again, or restarted by its service manager)
+// while the browse ran: the later answer is kept, as the one that listens.
 //
 // On Linux every socket bound to UDP port 5353 hears queries from every
 // interface, so a receiver with several interfaces answers one query once per

@@ -9,7 +9,8 @@
 #   late     h15 and h16 start at about T0/3; the seed expects all 16
 #   seed     kill -9 the seed at about T0/3 and start it again
 #   rejoin   kill -9 h1 at about T0/3 and start its join again on the same
-#            --dir: it rejoins the session and resumes from its spool
+#            --dir: it rejoins the session and resumes from its spool (the
+#            makespan is the other nodes'; h1's own end is printed)
 # Processes run unwrapped (no timeout(1)), so signals reach treecast itself.
 # Each asserts that every other node ends ok with byte-identical bytes, that
 # the faulty node is reported, and prints the makespan of the healthy nodes
@@ -115,7 +116,12 @@ verify() {
 		fi
 	done
 	((ok)) && pass "$run: every healthy node ok and byte-identical"
-	MAKESPAN=$(jq --arg f " $faulty " '[.nodes[] | select(. as $n | $f | contains(" " + ($n.name | ltrimstr("h")) + " ") | not) | .seconds] | max' "$rep")
+	makespan "$run" "$faulty"
+}
+
+# makespan RUN FAULTY: when the last node of RUN not in FAULTY ended.
+makespan() {
+	MAKESPAN=$(jq --arg f " $2 " '[.nodes[] | select(. as $n | $f | contains(" " + ($n.name | ltrimstr("h")) + " ") | not) | .seconds] | max' "$OUT/$1/report.json")
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -251,6 +257,8 @@ for fault in $ONLY; do
 		got=$(node_field "$run" received "$VICTIM")
 		((got < SIZE_MB << 20)) && pass "$run: h$VICTIM resumed: downloaded $got of $((SIZE_MB << 20)) bytes after rejoining" ||
 			fail "$run: h$VICTIM downloaded $got bytes after rejoining, no resume"
+		printf '%-9s rejoined node h%d done in %.2fs\n' "$run" "$VICTIM" "$(node_field "$run" seconds "$VICTIM")"
+		makespan "$run" "$VICTIM"
 		report_makespan "$run"
 		;;
 	*)

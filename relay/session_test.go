@@ -220,16 +220,7 @@ func TestDeadRelayChildrenResume(t *testing.T) {
 	nctx, kill := context.WithCancel(ctx)
 	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, c *context.Context) {
 		if i == 0 { // an inner node: 2 and 3 fetch from it
-			*c = nctx
-			o.Apply = func(ctx context.Context, _ Package) error {
-				<-ctx.Done() // dies before it finishes applying
-				return ctx.Err()
-			}
-			o.Progress = func(p ReceiverProgress) {
-				if p.Verified > int64(size)/3 {
-					kill()
-				}
-			}
+			dieAtAThird(o, c, nctx, kill, size)
 		}
 	})
 	// Slow the victim's children so the kill lands mid-transfer.
@@ -251,6 +242,22 @@ func TestDeadRelayChildrenResume(t *testing.T) {
 	}
 	if rep.Nodes[0].Status != StatusFailed {
 		t.Errorf("dead relay reported %s", rep.Nodes[0].Status)
+	}
+}
+
+// dieAtAThird makes a node's session run in nctx, which kill ends once the
+// node holds a third of the size-byte package, and its apply wait for
+// that end: it dies before it applies.
+func dieAtAThird(o *ReceiverOptions, c *context.Context, nctx context.Context, kill context.CancelFunc, size int) {
+	*c = nctx
+	o.Apply = func(ctx context.Context, _ Package) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	o.Progress = func(p ReceiverProgress) {
+		if p.Verified > int64(size)/3 {
+			kill()
+		}
 	}
 }
 
@@ -518,16 +525,7 @@ func TestLostNodeRejoinsBeforeTheEnd(t *testing.T) {
 	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, c *context.Context) {
 		if i == 0 {
 			victim = *o
-			*c = nctx
-			o.Apply = func(ctx context.Context, _ Package) error {
-				<-ctx.Done() // dies before it finishes applying
-				return ctx.Err()
-			}
-			o.Progress = func(p ReceiverProgress) {
-				if p.Verified > int64(size)/3 {
-					kill()
-				}
-			}
+			dieAtAThird(o, c, nctx, kill, size)
 		}
 	})
 	peers := peersOf(nodes)

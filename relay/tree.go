@@ -99,6 +99,9 @@ type tnode struct {
 	rateHeld int64     // held at rateAt
 	rateAt   time.Time
 	rate     float64 // bytes per second over the last sample
+	// suspectAt is the end of the first sample in which its link looked
+	// slow in some stripes only; zero: not suspected.
+	suspectAt time.Time
 
 	stripeRateHeld [maxStripes]int64   // stripeHeld at rateAt
 	stripeRate     [maxStripes]float64 // bytes per second in each stripe over the last sample
@@ -205,7 +208,7 @@ func (t *tree) stripeHeld(n *tnode, st int) int64 {
 
 // resetRate starts n's rate afresh, with a new parent.
 func (t *tree) resetRate(n *tnode, now time.Time) {
-	n.started, n.rateAt, n.rateHeld, n.rate = now, now, n.held, 0
+	n.started, n.rateAt, n.rateHeld, n.rate, n.suspectAt = now, now, n.held, 0, time.Time{}
 	for st := range t.stripes {
 		n.stripeRateHeld[st], n.stripeRate[st] = t.stripeHeld(n, st), 0
 	}
@@ -462,9 +465,13 @@ func (t *tree) retry(now time.Time) []move {
 // parents, so one slow link does not set the pace of a whole subtree. A
 // relay's whole rate is held against what one healthy tree delivers (the
 // best seen), so a slow root that holds back all of its tree, and with it
-// every node's whole rate, is still found. A relay slow only
-// because its parents are (it holds about all they hold, stripe by stripe)
-// is not to blame, and keeps its children. A slow relay swaps places with
+// every node's whole rate, is still found. A relay slow only because its
+// parents are (it holds about all they hold, stripe by stripe) is not to
+// blame, and keeps its children. One that lags its parent in some stripes
+// only, starved in the others, is convicted by a second slow sample (see
+// slowLink and tnode.suspectAt): TCP splits a parent's uplink unevenly for
+// seconds at a time, and the child on the short side looks like a slow
+// link for one sample. A slow relay swaps places with
 // an idle leaf where one can take its two children (see bypass). It
 // returns the moves and the relays it found slow.
 func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
@@ -504,14 +511,19 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	}
 	for i := range t.nodes {
 		p := &t.nodes[i]
-		if p.slow || !p.in || p.held >= t.size || now.Sub(p.started) < slowWarmup*t.slowAfter {
+		if p.slow || !p.in || p.held >= t.size || now.Sub(p.started) < slowWarmup*t.slowAfter || !t.feeds(p) {
 			continue
 		}
-		if !t.feeds(p) || p.rate*slowFactor >= t.healthy || t.starved(i+1) {
-			continue
+		looks, everywhere := t.slowLink(i + 1)
+		switch {
+		case !looks:
+			p.suspectAt = time.Time{}
+		case everywhere || !p.suspectAt.IsZero() && p.suspectAt.Before(p.rateAt):
+			p.slow = true // before any child moves, so none moves to another slow relay
+			slow = append(slow, i+1)
+		case p.suspectAt.IsZero():
+			p.suspectAt = p.rateAt
 		}
-		p.slow = true // before any child moves, so none moves to another slow relay
-		slow = append(slow, i+1)
 	}
 	if len(slow) == 0 {
 		return nil, nil
@@ -523,6 +535,29 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		}
 	}
 	return t.changes(before), slow
+}
+
+// slowLink reports whether id's own link looks too slow to feed anyone
+// (looks): its whole rate in the last sample is under a quarter of what
+// one healthy tree delivers, and it lags its parent in some stripe; and
+// whether it lags in every stripe it lacks (everywhere), when none of its
+// parents gets data through to it.
+func (t *tree) slowLink(id int) (looks, everywhere bool) {
+	n := t.node(id)
+	if n.rate*slowFactor >= t.healthy {
+		return false, false
+	}
+	lagging, lacking := 0, 0
+	for st := range t.stripes {
+		if t.stripeHeld(n, st) >= t.stripeBytes(st) {
+			continue
+		}
+		lacking++
+		if t.lagsParent(id, st) {
+			lagging++
+		}
+	}
+	return lagging > 0, lagging > 0 && lagging == lacking
 }
 
 // parents is every node's parent in every stripe, for changes.

@@ -666,3 +666,53 @@ func TestTreeDistrustedRoot(t *testing.T) {
 		}
 	}
 }
+
+// A relay that lags its parent in one tree only, starved in the other by
+// a parent that crawls there, is convicted of a slow link by a second
+// slow sample, not the first: TCP gives one child of a parent less for a
+// while. One that lags in every tree is convicted by the first.
+func TestTreeSlowInOneTreeNeedsTwoSamples(t *testing.T) {
+	for _, everywhere := range []bool{false, true} {
+		tr, _ := planned(2, 14)
+		x := innerNode(tr)
+		p0 := tr.parentOf(x, 0)
+		if p0 == seedID {
+			t.Fatalf("inner node %d is a root", x)
+		}
+		const healthy, crawl = 5 << 20, 256 << 10 // bytes per second in one stripe
+		found := time.Duration(-1)
+		for step := time.Duration(1); step <= 6 && found < 0; step++ {
+			normal, slow := int64(healthy*step), int64(crawl*step)
+			held := func(id int) []int64 {
+				switch {
+				case id == x:
+					return []int64{slow, slow}
+				case id == p0 && !everywhere:
+					return []int64{slow, normal}
+				}
+				return []int64{normal, normal}
+			}
+			for range 2 { // a claim is believed as far as the parent's reaches
+				for i := range tr.nodes {
+					h := held(i + 1)
+					tr.setHeld(i+1, h[0]+h[1])
+					tr.setStripeHeld(i+1, h)
+				}
+			}
+			_, slowOnes := tr.checkRates(t0.Add(step * time.Second))
+			if slices.Contains(slowOnes, x) {
+				found = step * time.Second
+			} else if len(slowOnes) > 0 {
+				t.Fatalf("everywhere=%v: %v found slow at %s; only %d is", everywhere, slowOnes, step*time.Second, x)
+			}
+		}
+		// Samples end every 2 s; judging starts after two.
+		want := 6 * time.Second
+		if everywhere {
+			want = 4 * time.Second
+		}
+		if found != want {
+			t.Errorf("everywhere=%v: relay %d found slow at %s, want %s", everywhere, x, found, want)
+		}
+	}
+}

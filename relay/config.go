@@ -20,7 +20,8 @@ type Config struct {
 	// complementary trees, each carrying every other chunk.
 	Trees int `toml:"trees"`
 	// SlowAfter is the window over which relays' rates are compared; a relay
-	// at a quarter of the median rate loses its children to faster parents.
+	// under a quarter of what a healthy tree delivers loses its children to
+	// faster parents (see tree.checkRates).
 	SlowAfter time.Duration `toml:"slow_after"`
 	// DialTimeout bounds each TCP connection attempt.
 	DialTimeout time.Duration `toml:"dial_timeout"`

@@ -649,23 +649,11 @@ func (t *tree) distrust(id int, now time.Time) []move {
 // isSlow reports whether id lost its children for a slow link.
 func (t *tree) isSlow(id int) bool { return t.node(id).slow }
 
-// starved reports whether id holds about all its parents have in each
-// stripe: then it is slow because they are, not because of its own link.
-// A stripe it waits for a parent in starves it too.
-func (t *tree) starved(id int) bool {
-	for st := range t.stripes {
-		if t.lagsParent(id, st) {
-			return false
-		}
-	}
-	return true
-}
-
-// holdsMore reports whether p holds more of stripe st than id, by more
-// than the slack of starved: a parent that had data to send.
 // lagsParent reports whether id holds less of stripe st than its own
 // parent there (the seed holds it all) by more than the slack: a relay
-// that is not fetching what its parent has.
+// that is not fetching what its parent has. One that does not lag is
+// starved there: slow because its parent is, not because of its own link.
+// A stripe it waits for a parent in starves it too.
 func (t *tree) lagsParent(id, st int) bool {
 	n := t.node(id)
 	switch p := n.parent[st]; p {
@@ -678,6 +666,8 @@ func (t *tree) lagsParent(id, st int) bool {
 	}
 }
 
+// holdsMore reports whether p holds more of stripe st than id, by more
+// than starveSlack: a parent that had data to send.
 func (t *tree) holdsMore(p, id, st int) bool {
 	return t.stripeHeld(t.node(p), st) > t.stripeHeld(t.node(id), st)+t.starveSlack()
 }

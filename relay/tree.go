@@ -437,6 +437,7 @@ func (r *retryState) avoids(p int, now time.Time) bool {
 
 // retry places the nodes whose wait is over. One placed in a leaf's
 // place may move a node placed before it, so it returns the net change.
+// Most heartbeats place no one, and copy no parents.
 func (t *tree) retry(now time.Time) []move {
 	var before [][maxStripes]int
 	for i := range t.nodes {
@@ -528,13 +529,13 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	if len(slow) == 0 {
 		return nil, nil
 	}
-	before := t.parents()
-	for _, id := range slow {
-		for st := range t.stripes {
-			t.bypass(id, st, now, nil)
+	return t.netChange(func() {
+		for _, id := range slow {
+			for st := range t.stripes {
+				t.bypass(id, st, now)
+			}
 		}
-	}
-	return t.changes(before), slow
+	}), slow
 }
 
 // slowLink reports whether id's own link looks too slow to feed anyone
@@ -558,6 +559,14 @@ func (t *tree) slowLink(id int) (looks, everywhere bool) {
 		}
 	}
 	return lagging > 0, lagging > 0 && lagging == lacking
+}
+
+// netChange runs f, which rearranges the trees, and returns its moves as
+// the net change (see changes).
+func (t *tree) netChange(f func()) []move {
+	before := t.parents()
+	f()
+	return t.changes(before)
 }
 
 // parents is every node's parent in every stripe, for changes.
@@ -589,7 +598,7 @@ func (t *tree) changes(before [][maxStripes]int) []move {
 // places: the idle node takes id's place and children, and id the leaf's
 // place it left, so no subtree moves deeper and nobody feeds in two trees.
 // Otherwise each child is placed by the rules.
-func (t *tree) bypass(id, st int, now time.Time, moves []move) []move {
+func (t *tree) bypass(id, st int, now time.Time) {
 	kids := slices.Clone(t.node(id).children[st])
 	up := t.node(id).parent[st]
 	if len(kids) == 2 && up != noParent {
@@ -598,37 +607,36 @@ func (t *tree) bypass(id, st int, now time.Time, moves []move) []move {
 		}
 		if sub, ok := t.substitute(up, kids, st, now); ok && !slices.Contains(kids, sub) && t.node(sub).parent[st] != noParent {
 			q := t.node(sub).parent[st]
-			moves = t.relink(id, st, q, now, moves)
-			moves = t.relink(sub, st, up, now, moves)
+			t.relink(id, st, q, now, nil)
+			t.relink(sub, st, up, now, nil)
 			for _, c := range kids {
-				moves = t.relink(c, st, sub, now, moves)
+				t.relink(c, st, sub, now, nil)
 			}
-			return moves
+			return
 		}
 		for _, c := range kids {
 			t.link(c, st, id) // as they were, for the rules to place
 		}
 	}
-	return t.demote(id, st, now, moves)
+	t.demote(id, st, now)
 }
 
 // demote makes id a leaf of stripe st: its children get other parents by
 // the rules, and a root first gives its place at the seed up, so one of
 // them can take it, and is then placed itself. Below a root that feeds no
 // one or feeds slowly, the seed's share of a stripe would go to waste.
-func (t *tree) demote(id, st int, now time.Time, moves []move) []move {
+func (t *tree) demote(id, st int, now time.Time) {
 	n := t.node(id)
 	root := n.parent[st] == seedID
 	if root {
 		t.unlink(id, st)
 	}
 	for _, c := range slices.Clone(n.children[st]) {
-		moves = t.place(c, st, now, moves)
+		t.place(c, st, now, nil)
 	}
 	if root {
-		moves = t.place(id, st, now, moves)
+		t.place(id, st, now, nil)
 	}
-	return moves
 }
 
 // distrust makes id a leaf for good: it keeps its place as a receiver, and
@@ -637,13 +645,12 @@ func (t *tree) distrust(id int, now time.Time) []move {
 	if id < 1 || id > len(t.nodes) || t.node(id).suspect {
 		return nil
 	}
-	n := t.node(id)
-	n.suspect = true
-	before := t.parents()
-	for st := range t.stripes {
-		t.demote(id, st, now, nil)
-	}
-	return t.changes(before)
+	t.node(id).suspect = true
+	return t.netChange(func() {
+		for st := range t.stripes {
+			t.demote(id, st, now)
+		}
+	})
 }
 
 // isSlow reports whether id lost its children for a slow link.

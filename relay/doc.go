@@ -63,7 +63,9 @@
 //	1  hello     connector → listener  role u8 (1 control, 2 data), node id, name, nonce (16), sealed u8
 //	2  welcome   listener → connector  node id, name, busy u8, nonce (16), sealed u8
 //	3  offer     seed → node           signed manifest (below)
-//	4  accept    node → seed           bytes already held u64, applied u8 (nothing to send: below), up to date u8
+//	4  accept    node → seed           bytes already held u64, applied u8 (nothing to send: below), up to date u8,
+//	                                   seed timeout u32 (milliseconds the node waits on a silent seed;
+//	                                   a node of an earlier build ends the accept before it)
 //	5  refuse    either                code u8, reason string
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
@@ -100,7 +102,8 @@
 // A control connection runs hello, welcome, (with a fleet secret: proof
 // each way), offer, then accept or refuse;
 // after accept the seed sends parent (again whenever it re-parents the
-// node), ping (every DeadAfter/2) and finally end: to a node as soon as
+// node), ping (three times in the node's seed timeout, at most every
+// heartbeat; every DeadAfter/2 to a node that did not say it) and finally end: to a node as soon as
 // it and all its children applied the package (it has nothing left to
 // relay), to the rest when the session is over; the node sends progress
 // every DeadAfter/4 (or heartbeat, if longer), complain when a parent fails it, and result once it has applied the

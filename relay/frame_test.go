@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // allTypes is every message type the wire spec defines.
@@ -124,7 +125,7 @@ func TestFrameWireLayout(t *testing.T) {
 	}{
 		{msgPing, nil, "TCST\x04\x0c\x00\x00\x00\x00"},
 		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
-		{msgAccept, acceptMsg{held: 0x01020304}.encode(), "TCST\x04\x04\x00\x00\x00\x0a\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00"},
+		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second}.encode(), "TCST\x04\x04\x00\x00\x00\x0e\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30"},
 		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x04\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
 		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x04\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
 		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x04\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
@@ -373,8 +374,9 @@ type wireCase struct {
 	payload []byte
 	decode  func([]byte) (any, error)
 	// older is how many bytes at the end a peer of an earlier build does
-	// not send: the payload cut there decodes, with those fields empty.
-	older int
+	// not send: the payload cut there decodes as earlier, those fields empty.
+	older   int
+	earlier any
 }
 
 func wire[M any](name string, m M, encode func(M) []byte, decode func([]byte) (M, error)) wireCase {
@@ -387,7 +389,14 @@ func wire[M any](name string, m M, encode func(M) []byte, decode func([]byte) (M
 // result is the wire case of m; a node of an earlier build sends no output.
 func result(name string, m resultMsg) wireCase {
 	c := wire(name, m, resultMsg.encode, decodeResult)
-	c.older = 4 + len(m.output)
+	c.older, c.earlier = 4+len(m.output), resultMsg{ok: m.ok, err: m.err, received: m.received, millis: m.millis, flushed: m.flushed}
+	return c
+}
+
+// accept is the wire case of m; a node of an earlier build sends no seed timeout.
+func accept(name string, m acceptMsg) wireCase {
+	c := wire(name, m, acceptMsg.encode, decodeAccept)
+	c.older, c.earlier = 4, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate}
 	return c
 }
 
@@ -400,10 +409,10 @@ func wireCases() []wireCase {
 		wire("hello longest name", helloMsg{role: roleData, name: long}, helloMsg.encode, decodeHello),
 		wire("welcome idle", welcomeMsg{id: id, name: "node-1"}, welcomeMsg.encode, decodeWelcome),
 		wire("welcome busy", welcomeMsg{id: id, name: "node-1", busy: true}, welcomeMsg.encode, decodeWelcome),
-		wire("accept none", acceptMsg{}, acceptMsg.encode, decodeAccept),
-		wire("accept max", acceptMsg{held: math.MaxUint64}, acceptMsg.encode, decodeAccept),
-		wire("accept applied", acceptMsg{held: 7, applied: true}, acceptMsg.encode, decodeAccept),
-		wire("accept up to date", acceptMsg{held: 7, applied: true, upToDate: true}, acceptMsg.encode, decodeAccept),
+		accept("accept none", acceptMsg{}),
+		accept("accept max", acceptMsg{held: math.MaxUint64, seedTimeout: 24 * time.Hour}),
+		accept("accept applied", acceptMsg{held: 7, applied: true, seedTimeout: 30 * time.Second}),
+		accept("accept up to date", acceptMsg{held: 7, applied: true, upToDate: true, seedTimeout: 20 * time.Millisecond}),
 		wire("refuse busy", refuseMsg{code: refuseBusy, reason: "busy with another session"}, refuseMsg.encode, decodeRefuse),
 		wire("refuse local, no reason", refuseMsg{code: refuseLocal}, refuseMsg.encode, decodeRefuse),
 		wire("parent seed ipv4", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}, parentMsg.encode, decodeParent),
@@ -470,18 +479,17 @@ func TestMessagesRejectTruncation(t *testing.T) {
 	}
 }
 
-// A result from a node of an earlier build ends before its output: it
-// decodes, with no output, rather than failing the node.
-func TestResultFromAnEarlierBuild(t *testing.T) {
+// A message from a node of an earlier build ends before the fields
+// appended since (a result's output, an accept's seed timeout): it
+// decodes, with those fields empty, rather than failing the node.
+func TestMessagesFromAnEarlierBuild(t *testing.T) {
 	for _, tt := range wireCases() {
 		if tt.older == 0 {
 			continue
 		}
-		got, err := decodeResult(tt.payload[:len(tt.payload)-tt.older])
-		want := tt.want.(resultMsg)
-		want.output = ""
-		if err != nil || got != want {
-			t.Errorf("%s without its output: %+v, %v; want %+v", tt.name, got, err, want)
+		got, err := tt.decode(tt.payload[:len(tt.payload)-tt.older])
+		if err != nil || !reflect.DeepEqual(got, tt.earlier) {
+			t.Errorf("%s as an earlier build sends it: %+v, %v; want %+v", tt.name, got, err, tt.earlier)
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"time"
 )
 
 // NodeID identifies one receiver process; names are for people and need not be unique.
@@ -127,6 +129,10 @@ type acceptMsg struct {
 	// upToDate: the same package, under the same name, was applied here
 	// with the same actions by an earlier session; applied is set too.
 	upToDate bool
+	// seedTimeout is how long the node waits on a silent seed, so the
+	// seed pings it no more often than it needs; zero: not said (a node
+	// of an earlier build).
+	seedTimeout time.Duration
 }
 
 func (m acceptMsg) encode() []byte {
@@ -134,12 +140,16 @@ func (m acceptMsg) encode() []byte {
 	e.u64(m.held)
 	e.bool(m.applied)
 	e.bool(m.upToDate)
+	e.u32(uint32(min(m.seedTimeout.Milliseconds(), math.MaxUint32)))
 	return e.b
 }
 
 func decodeAccept(p []byte) (acceptMsg, error) {
 	d := dec{b: p}
 	m := acceptMsg{held: d.u64(), applied: d.bool(), upToDate: d.bool()}
+	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
+		m.seedTimeout = time.Duration(d.u32()) * time.Millisecond
+	}
 	if d.err == nil && m.upToDate && !m.applied {
 		d.fail(errors.New("up to date, yet not applied"))
 	}

@@ -47,7 +47,7 @@ func simSeed(n, trees int, now time.Time) *seedRun {
 		p := Peer{Name: fmt.Sprintf("n%d", i), Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 7000)}
 		rand.Read(p.ID[:])
 		nd := &node{id: s.t.add(), peer: p, c: &fakeLink{}, seedAddr: netip.MustParseAddrPort("10.255.255.254:7000"),
-			joined: true, state: stateActive, lastSeen: now}
+			joined: true, state: stateActive, lastSeen: now, pinged: now, pingEvery: pingEvery(cfg, cfg.SeedTimeout)}
 		s.nodes = append(s.nodes, nd)
 		ids[i] = nd.id
 	}
@@ -128,8 +128,19 @@ func TestSeedLoopSimulated(t *testing.T) {
 				t.Fatalf("complaining child told %+v", p)
 			}
 
-			// A tick pings every live node.
-			s.tick(now.Add(time.Second))
+			// A tick pings every live node once its ping is due: a third
+			// of its seed timeout after the last.
+			due := now.Add(pingEvery(s.cfg, s.cfg.SeedTimeout))
+			for _, n := range s.nodes {
+				n.lastSeen = due
+			}
+			s.tick(due.Add(-s.cfg.Heartbeat))
+			for _, n := range s.nodes {
+				if n.c != nil && linkOf(n).sent[msgPing] != 0 {
+					t.Fatalf("node %s pinged before its ping was due", n.label())
+				}
+			}
+			s.tick(due)
 			for _, n := range s.nodes {
 				if n.c != nil && linkOf(n).sent[msgPing] != 1 {
 					t.Fatalf("node %s pinged %d times", n.label(), linkOf(n).sent[msgPing])
@@ -230,4 +241,61 @@ func heapInUse() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
+}
+
+// pingLink records when the seed pinged a node.
+type pingLink struct {
+	fakeLink
+	now   *time.Time
+	pings []time.Time
+}
+
+func (l *pingLink) send(t msgType, p []byte) error {
+	if t == msgPing {
+		l.pings = append(l.pings, *l.now)
+	}
+	return l.fakeLink.send(t, p)
+}
+
+// The seed pings each node as often as that node's seed timeout needs
+// (so two pings may go missing), and no more: on a large fleet, pings are
+// what the seed's uplink carries beside the package. A node that does not
+// say its timeout is pinged every DeadAfter/2, as before.
+func TestSeedPingsAsOftenAsEachNodeNeeds(t *testing.T) {
+	start := time.Now()
+	now := start
+	s := simSeed(4, 2, start)
+	timeouts := []time.Duration{0, s.cfg.DeadAfter, s.cfg.SeedTimeout, 10 * time.Minute}
+	links := make([]*pingLink, len(s.nodes))
+	for i, n := range s.nodes {
+		links[i] = &pingLink{now: &now}
+		n.c, n.pingEvery = links[i], pingEvery(s.cfg, timeouts[i])
+	}
+	const span = 2 * time.Minute
+	for now = start; now.Sub(start) < span; now = now.Add(s.cfg.Heartbeat) {
+		for _, n := range s.nodes {
+			n.lastSeen = now
+		}
+		s.tick(now)
+	}
+	for i, l := range links {
+		waits := timeouts[i]
+		if waits == 0 {
+			waits = s.cfg.DeadAfter
+		}
+		last, longest := start, time.Duration(0)
+		for _, at := range append(l.pings, now) {
+			longest = max(longest, at.Sub(last))
+			last = at
+		}
+		if longest > waits/2 {
+			t.Errorf("node with seed timeout %s: %s without a ping", waits, longest)
+		}
+		if most := int(span/(waits/pingsPerTimeout)) + 1; timeouts[i] > 0 && len(l.pings) > most {
+			t.Errorf("node with seed timeout %s: %d pings in %s, want at most %d", waits, len(l.pings), span, most)
+		}
+	}
+	if old, said := len(links[0].pings), len(links[2].pings); said*5 > old {
+		t.Errorf("a node waiting %s got %d pings, one of an earlier build %d: want far fewer", s.cfg.SeedTimeout, said, old)
+	}
 }

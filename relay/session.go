@@ -101,7 +101,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
-	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed)}.encode()); err != nil {
+	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed), seedTimeout: r.cfg.SeedTimeout}.encode()); err != nil {
 		r.mu.Lock()
 		r.cur = nil
 		r.mu.Unlock()
@@ -175,7 +175,7 @@ func (r *Receiver) appliedBefore(c *ctrl, signed *Signed, upToDate bool) (Result
 	} else {
 		r.opt.Log.Info("session applied here already", "package", m.Name, "seed", c.conn.RemoteAddr())
 	}
-	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true, upToDate: upToDate}.encode()); err != nil {
+	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true, upToDate: upToDate, seedTimeout: r.cfg.SeedTimeout}.encode()); err != nil {
 		return Result{}, fmt.Errorf("accept session: %w", err)
 	}
 	for {

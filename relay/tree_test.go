@@ -716,3 +716,42 @@ func TestTreeSlowInOneTreeNeedsTwoSamples(t *testing.T) {
 		}
 	}
 }
+
+// A root on a slow link holds back its whole tree, and the seed always has
+// data for it, so it is judged after one window, not two; an inner relay
+// on the same link still gets two, for its parent's flow to settle.
+func TestTreeSlowRootFoundInTheFirstWindow(t *testing.T) {
+	for _, root := range []bool{true, false} {
+		tr, _ := planned(2, 14)
+		x := innerNode(tr)
+		if root {
+			x = tr.seed[0][0]
+		}
+		f := newFlow(tr, 10<<20)
+		f.link[x-1] = 256 << 10
+		found := time.Duration(-1)
+		for now := t0; found < 0 && now.Sub(t0) < 10*time.Second; {
+			now = now.Add(500 * time.Millisecond)
+			f.step(500 * time.Millisecond)
+			for range ceilLog2(len(tr.nodes)) + 1 { // as nodes report, stripe by stripe
+				for i := range tr.nodes {
+					tr.setStripeHeld(i+1, f.held[i][:tr.stripes])
+				}
+			}
+			_, slow := tr.checkRates(now)
+			for _, id := range slow {
+				if id != x {
+					t.Fatalf("root=%v: node %d found slow; only %d is", root, id, x)
+				}
+				found = now.Sub(t0)
+			}
+		}
+		want := 2 * tr.slowAfter
+		if root {
+			want = tr.slowAfter
+		}
+		if found != want {
+			t.Errorf("root=%v: relay %d on a slow link found at %s, want %s", root, x, found, want)
+		}
+	}
+}

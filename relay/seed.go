@@ -571,11 +571,20 @@ func pingEvery(cfg Config, nodeTimeout time.Duration) time.Duration {
 // pingsPerTimeout: a node's seed timeout spans this many pings.
 const pingsPerTimeout = 3
 
-// tick is the loop's heartbeat: it drops silent nodes and pings the rest
-// as often as each needs (see pingEvery),
+// quietShare: a node silent for this share of DeadAfter, two of its
+// progress reports (every DeadAfter/4) missed, loses its children to
+// other parents (tree.hush) before it counts as lost: a relay whose link
+// went down cost its subtree DeadAfter, now half of it.
+const quietShare = 2
+
+// tick is the loop's heartbeat: it drops silent nodes, moves the children
+// of relays silent for half as long (see quietShare), pings the rest as
+// often as each needs (see pingEvery),
 // moves the children of slow relays, places the nodes whose wait for a
 // parent is over, and reports progress.
 func (s *seedRun) tick(now time.Time) {
+	var quiet []*node
+	connected := 0
 	for _, n := range s.nodes {
 		if n.c == nil {
 			continue
@@ -584,9 +593,22 @@ func (s *seedRun) tick(now time.Time) {
 			s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
 			continue
 		}
+		connected++
+		if now.Sub(n.lastSeen) > s.cfg.DeadAfter/quietShare {
+			quiet = append(quiet, n)
+		}
 		if now.Sub(n.pinged) >= n.pingEvery {
 			n.c.send(msgPing, nil)
 			n.pinged = now
+		}
+	}
+	// When most nodes seem silent at once, the seed was slow to hear them.
+	if len(quiet)*2 <= connected {
+		for _, n := range quiet {
+			if moves := s.t.hush(n.id, now); len(moves) > 0 {
+				s.opt.Log.Warn("silent relay: moving its children", "node", n.label(), "silent", now.Sub(n.lastSeen).Round(100*time.Millisecond))
+				s.tell(moves, true)
+			}
 		}
 	}
 	moves, slow := s.t.checkRates(now)
@@ -683,6 +705,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		return
 	}
 	n.lastSeen = time.Now()
+	s.t.heard(n.id)
 	switch ev.f.typ {
 	case msgProgress:
 		if p, err := decodeProgress(ev.f.payload); err == nil {

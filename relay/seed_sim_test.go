@@ -299,3 +299,49 @@ func TestSeedPingsAsOftenAsEachNodeNeeds(t *testing.T) {
 		t.Errorf("a node waiting %s got %d pings, one of an earlier build %d: want far fewer", s.cfg.SeedTimeout, said, old)
 	}
 }
+
+// A relay silent for half the time after which it counts as lost has its
+// children told new parents, and is not dropped; if most nodes seem silent
+// at once, the seed was slow to hear them, and nobody moves.
+func TestSeedMovesASilentRelaysChildren(t *testing.T) {
+	start := time.Now()
+	s := simSeed(30, 2, start)
+	x := s.t.seed[0][0]
+	relay := s.nodes[x-1]
+	kids := s.t.childrenOf(x)
+	told := map[int]int{}
+	for _, c := range kids {
+		told[c] = len(linkOf(s.nodes[c-1]).parents)
+	}
+	at := start.Add(s.cfg.DeadAfter/quietShare + s.cfg.Heartbeat)
+	for _, n := range s.nodes {
+		if n != relay {
+			n.lastSeen = at
+		}
+	}
+	s.tick(at)
+	if relay.c == nil {
+		t.Fatalf("the silent relay was dropped after %s; DeadAfter is %s", at.Sub(start), s.cfg.DeadAfter)
+	}
+	for _, c := range kids {
+		if len(linkOf(s.nodes[c-1]).parents) == told[c] {
+			t.Errorf("child %s of the silent relay was told no new parent", s.nodes[c-1].label())
+		}
+	}
+	if k := s.t.childrenOf(x); len(k) > 0 {
+		t.Errorf("the silent relay still feeds %v", k)
+	}
+	s.handle(context.Background(), event{n: relay, f: progressFrame(0, 0)})
+	if !s.t.canFeed(s.t.node(x)) {
+		t.Errorf("the relay, heard again, may not feed")
+	}
+
+	// Everyone silent: the seed's own loop was late.
+	s = simSeed(30, 2, start)
+	s.tick(at)
+	for _, n := range s.nodes {
+		if p := len(linkOf(n).parents); p != 2 {
+			t.Fatalf("with every node silent, %s was told %d parents, want the plan's 2", n.label(), p)
+		}
+	}
+}

@@ -93,6 +93,7 @@ type tnode struct {
 	slow     bool // its own link is too slow to feed anyone
 	suspect  bool // children keep complaining of it: it feeds no one
 	retired  bool // applied, its children too, and let go: it feeds no one
+	quiet    bool // silent to the seed for a while: it feeds no one until heard again
 	held     int64
 	inStripe [maxStripes]int64 // held per stripe, as far as the node's claims are believed
 	base     int64             // what it held when it joined: its word, as nothing else can say
@@ -655,6 +656,31 @@ func (t *tree) demote(id, st int, now time.Time) {
 	}
 }
 
+// hush marks id quiet: the seed has not heard from it for a while, not yet
+// long enough to count it lost. Its children move to other parents at
+// once, as a slow relay's do (see bypass): a relay whose link went down or
+// that hangs holds its subtree until it counts as lost, and one that was
+// only slow to report loses its children and nothing else. It takes no
+// children until heard.
+func (t *tree) hush(id int, now time.Time) []move {
+	n := t.node(id)
+	if n.quiet || !n.in {
+		return nil
+	}
+	n.quiet = true
+	if !t.feeds(n) {
+		return nil
+	}
+	return t.netChange(func() {
+		for st := range t.stripes {
+			t.bypass(id, st, now)
+		}
+	})
+}
+
+// heard clears id's quiet mark: the seed heard from it.
+func (t *tree) heard(id int) { t.node(id).quiet = false }
+
 // distrust makes id a leaf for good: it keeps its place as a receiver, and
 // its children move to other parents (see demote).
 func (t *tree) distrust(id int, now time.Time) []move {
@@ -708,7 +734,7 @@ func (t *tree) placeSlack() int64 {
 
 // canFeed reports whether n may take children at all.
 func (t *tree) canFeed(n *tnode) bool {
-	return n.in && !n.failed && !n.slow && !n.suspect && !n.retired
+	return n.in && !n.failed && !n.slow && !n.suspect && !n.retired && !n.quiet
 }
 
 // childrenOf returns id's children in every stripe.

@@ -14,7 +14,7 @@ const (
 
 // FuzzTreeOps drives a tree through what a session does to it, in any
 // order: late joiners, losses, failures, complaints, progress, slow rates,
-// retries, distrusted relays and retired nodes. It must never panic, every move must be a
+// retries, distrusted, silent and retired relays. It must never panic, every move must be a
 // change, and after each step every link must hold: a parent lists its
 // child once, no cycles, at most two children per node and stripe, and a
 // node out of the trees is in none.
@@ -87,6 +87,14 @@ func FuzzTreeOps(f *testing.F) {
 				held[id-1] = testSize
 				tr.retire(id)
 			case 9:
+				if op&0x80 != 0 { // silent to the seed for a while, or heard again
+					if op&0x40 != 0 {
+						tr.heard(id)
+						break
+					}
+					moves = tr.hush(id, now)
+					break
+				}
 				moves = tr.join(id, now)
 			}
 			t.Logf("op %d node %d stripe %d at %s: moves %v", op%10, id, st, now.Sub(t0), moves)

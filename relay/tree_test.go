@@ -755,3 +755,53 @@ func TestTreeSlowRootFoundInTheFirstWindow(t *testing.T) {
 		}
 	}
 }
+
+// A relay the seed has not heard from for a while (its link went down,
+// it hangs) loses its children at once, before it counts as lost, keeps
+// its own place, takes no new children while quiet, and may feed again
+// once heard.
+func TestTreeQuietRelay(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		for _, root := range []bool{false, true} {
+			tr, _ := planned(stripes, 14)
+			x := innerNode(tr)
+			if root {
+				x = tr.seed[0][0]
+			}
+			kids := tr.childrenOf(x)
+			before := tr.parents()
+			moves := tr.hush(x, t0)
+			checkMoves(t, tr, before, moves)
+			// As for a slow relay: a root, no longer one, may end up
+			// below the seed beside its successor, as the last resort.
+			checkTree(t, tr, shape{depth: 2*(ceilLog2(14)+1) - 1, seedKids: tr.roots + 1, twice: 2})
+			if k := tr.childrenOf(x); len(k) > 0 {
+				t.Fatalf("trees=%d root=%v: quiet relay %d still feeds %v", stripes, root, x, k)
+			}
+			for _, c := range kids {
+				if !slices.ContainsFunc(moves, func(m move) bool { return m.node == c }) {
+					t.Fatalf("trees=%d root=%v: child %d of the quiet relay was not moved: %v", stripes, root, c, moves)
+				}
+			}
+			for st := range stripes {
+				if tr.parentOf(x, st) == noParent {
+					t.Fatalf("trees=%d root=%v: the quiet relay lost its own parent in stripe %d", stripes, root, st)
+				}
+			}
+			if again := tr.hush(x, t0); len(again) > 0 {
+				t.Fatalf("trees=%d root=%v: hushed twice, moved %v", stripes, root, again)
+			}
+			id := tr.add()
+			tr.join(id, t0)
+			for st := range stripes {
+				if tr.parentOf(id, st) == x {
+					t.Fatalf("trees=%d root=%v: joiner placed below the quiet relay", stripes, root)
+				}
+			}
+			tr.heard(x)
+			if !tr.canFeed(tr.node(x)) {
+				t.Fatalf("trees=%d root=%v: relay %d may not feed once heard again", stripes, root, x)
+			}
+		}
+	}
+}

@@ -558,14 +558,16 @@ func (t *tree) warm(n *tnode, now time.Time) bool {
 // slowLink reports whether id's own link looks too slow to feed anyone
 // (looks): its whole rate in the last sample is under a quarter of what
 // one healthy tree delivers, and it lags its parent in some stripe; and
-// whether it lags in every stripe it lacks (everywhere), when none of its
-// parents gets data through to it.
+// whether that is sure at once (everywhere): it lags in every stripe it
+// lacks, when none of its parents gets data through to it, or it lags the
+// seed, which always has data for it (a root whose other stripe comes
+// from a parent itself held back looks starved there).
 func (t *tree) slowLink(id int) (looks, everywhere bool) {
 	n := t.node(id)
 	if n.rate*slowFactor >= t.healthy {
 		return false, false
 	}
-	lagging, lacking := 0, 0
+	lagging, lacking, seed := 0, 0, false
 	for st := range t.stripes {
 		if t.stripeHeld(n, st) >= t.stripeBytes(st) {
 			continue
@@ -573,9 +575,10 @@ func (t *tree) slowLink(id int) (looks, everywhere bool) {
 		lacking++
 		if t.lagsParent(id, st) {
 			lagging++
+			seed = seed || n.parent[st] == seedID
 		}
 	}
-	return lagging > 0, lagging > 0 && lagging == lacking
+	return lagging > 0, lagging > 0 && (lagging == lacking || seed)
 }
 
 // netChange runs f, which rearranges the trees, and returns its moves as

@@ -805,3 +805,45 @@ func TestTreeQuietRelay(t *testing.T) {
 		}
 	}
 }
+
+// A root that lags the seed is convicted by its first slow sample even
+// where its parent in the other tree is held back too (it looks starved
+// there): the seed always has data for it.
+func TestTreeSlowRootStarvedInTheOtherTree(t *testing.T) {
+	tr, _ := planned(2, 14)
+	x := tr.seed[0][0]
+	p1 := tr.parentOf(x, 1)
+	if p1 <= seedID {
+		t.Fatalf("root %d of tree 0 is fed by the seed in tree 1 too", x)
+	}
+	const healthy, crawl = 5 << 20, 256 << 10 // bytes per second in one stripe
+	found := time.Duration(-1)
+	for step := time.Duration(1); step <= 6 && found < 0; step++ {
+		normal, slow := int64(healthy*step), int64(crawl*step)
+		held := func(id int) []int64 {
+			switch id {
+			case x:
+				return []int64{slow, slow}
+			case p1:
+				return []int64{normal, 2 * slow}
+			}
+			return []int64{normal, normal}
+		}
+		for range 2 {
+			for i := range tr.nodes {
+				h := held(i + 1)
+				tr.setHeld(i+1, h[0]+h[1])
+				tr.setStripeHeld(i+1, h)
+			}
+		}
+		_, slowOnes := tr.checkRates(t0.Add(step * time.Second))
+		if slices.Contains(slowOnes, x) {
+			found = step * time.Second
+		} else if len(slowOnes) > 0 {
+			t.Fatalf("%v found slow at %s; only %d is", slowOnes, step*time.Second, x)
+		}
+	}
+	if want := tr.slowAfter; found != want {
+		t.Errorf("root %d found slow at %s, want %s", x, found, want)
+	}
+}

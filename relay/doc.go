@@ -213,8 +213,8 @@
 //
 // Config.Heartbeat paces progress frames and pings; a parent, child or node
 // silent for Config.DeadAfter is dead to its peer, and a relay silent to
-// the seed for half of that already loses its children to other parents
-// (it may feed again once heard); a receiver gives up on a
+// the seed for three quarters of that already loses its children to other
+// parents (it may feed again once heard); a receiver gives up on a
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the
 // package's SHA-256, so the next session of the same package resumes it.
 // A successful session clears every spool, so interrupted sessions of

@@ -300,7 +300,7 @@ func TestSeedPingsAsOftenAsEachNodeNeeds(t *testing.T) {
 	}
 }
 
-// A relay silent for half the time after which it counts as lost has its
+// A relay silent for three quarters of the time after which it counts as lost has its
 // children told new parents, and is not dropped; if most nodes seem silent
 // at once, the seed was slow to hear them, and nobody moves.
 func TestSeedMovesASilentRelaysChildren(t *testing.T) {
@@ -313,7 +313,7 @@ func TestSeedMovesASilentRelaysChildren(t *testing.T) {
 	for _, c := range kids {
 		told[c] = len(linkOf(s.nodes[c-1]).parents)
 	}
-	at := start.Add(s.cfg.DeadAfter/quietShare + s.cfg.Heartbeat)
+	at := start.Add(s.cfg.DeadAfter*quietFor/4 + s.cfg.Heartbeat)
 	for _, n := range s.nodes {
 		if n != relay {
 			n.lastSeen = at

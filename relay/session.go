@@ -190,7 +190,7 @@ func (r *Receiver) appliedBefore(c *ctrl, signed *Signed, upToDate bool) (Result
 func (s *session) run() error {
 	parents := make(chan parentMsg, 8)
 	ended := make(chan error, 1)
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() {
 		defer s.wg.Done()
 		ended <- s.readControl(parents)
@@ -198,6 +198,10 @@ func (s *session) run() error {
 	go func() {
 		defer s.wg.Done()
 		s.heartbeat()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.keepDurable()
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -357,12 +361,11 @@ func (s *session) fail(err error) {
 }
 
 // heartbeat reports progress to the seed every progressEvery, which is
-// also how the seed knows this node is alive, shows it here every
-// heartbeat, and makes held blocks durable.
+// also how the seed knows this node is alive, and shows it here every
+// heartbeat.
 func (s *session) heartbeat() {
 	t := time.NewTicker(s.cfg.Heartbeat)
 	defer t.Stop()
-	lastSync := time.Now()
 	var lastSent time.Time
 	every := s.progressEvery()
 	for {
@@ -377,16 +380,32 @@ func (s *session) heartbeat() {
 		if s.opt.Progress != nil {
 			s.opt.Progress(ReceiverProgress{Name: s.m.Name, Size: s.m.Size, Verified: held, Applied: len(s.result) > 0})
 		}
-		if time.Since(lastSync) >= time.Second {
-			if err := s.spool.sync(); err != nil {
-				s.opt.Log.Warn("spool state not saved", "err", err)
-			}
-			lastSync = time.Now()
-		}
 		select {
 		case <-t.C:
 		case <-s.ctx.Done():
 			return
+		}
+	}
+}
+
+// syncEvery is how often held blocks are made durable: a crash loses at
+// most this much of the transfer.
+const syncEvery = time.Second
+
+// keepDurable makes held blocks durable every syncEvery, apart from the
+// heartbeat: on a busy disk a sync takes seconds, and a progress report
+// held up that long makes the seed take this node for silent.
+func (s *session) keepDurable() {
+	t := time.NewTicker(syncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+		if err := s.spool.sync(); err != nil {
+			s.opt.Log.Warn("spool state not saved", "err", err)
 		}
 	}
 }

@@ -579,10 +579,10 @@ const pingsPerTimeout = 3
 const quietFor = 3
 
 // tick is the loop's heartbeat: it drops silent nodes, moves the children
-// of relays silent for three quarters as long (see quietFor), pings the rest as
-// often as each needs (see pingEvery),
-// moves the children of slow relays, places the nodes whose wait for a
-// parent is over, and reports progress.
+// of relays silent for three quarters as long (see quietFor), pings the
+// rest as often as each needs (see pingEvery), moves the children of slow
+// relays, places the nodes whose wait for a parent is over, and reports
+// progress.
 func (s *seedRun) tick(now time.Time) {
 	var quiet []*node
 	connected := 0

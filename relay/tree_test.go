@@ -679,33 +679,15 @@ func TestTreeSlowInOneTreeNeedsTwoSamples(t *testing.T) {
 		if p0 == seedID {
 			t.Fatalf("inner node %d is a root", x)
 		}
-		const healthy, crawl = 5 << 20, 256 << 10 // bytes per second in one stripe
-		found := time.Duration(-1)
-		for step := time.Duration(1); step <= 6 && found < 0; step++ {
-			normal, slow := int64(healthy*step), int64(crawl*step)
-			held := func(id int) []int64 {
-				switch {
-				case id == x:
-					return []int64{slow, slow}
-				case id == p0 && !everywhere:
-					return []int64{slow, normal}
-				}
-				return []int64{normal, normal}
+		found := foundSlowAt(t, tr, x, func(id int, normal, slow int64) []int64 {
+			switch {
+			case id == x:
+				return []int64{slow, slow}
+			case id == p0 && !everywhere:
+				return []int64{slow, normal}
 			}
-			for range 2 { // a claim is believed as far as the parent's reaches
-				for i := range tr.nodes {
-					h := held(i + 1)
-					tr.setHeld(i+1, h[0]+h[1])
-					tr.setStripeHeld(i+1, h)
-				}
-			}
-			_, slowOnes := tr.checkRates(t0.Add(step * time.Second))
-			if slices.Contains(slowOnes, x) {
-				found = step * time.Second
-			} else if len(slowOnes) > 0 {
-				t.Fatalf("everywhere=%v: %v found slow at %s; only %d is", everywhere, slowOnes, step*time.Second, x)
-			}
-		}
+			return []int64{normal, normal}
+		})
 		// Samples end every 2 s; judging starts after two.
 		want := 6 * time.Second
 		if everywhere {
@@ -816,34 +798,44 @@ func TestTreeSlowRootStarvedInTheOtherTree(t *testing.T) {
 	if p1 <= seedID {
 		t.Fatalf("root %d of tree 0 is fed by the seed in tree 1 too", x)
 	}
-	const healthy, crawl = 5 << 20, 256 << 10 // bytes per second in one stripe
-	found := time.Duration(-1)
-	for step := time.Duration(1); step <= 6 && found < 0; step++ {
-		normal, slow := int64(healthy*step), int64(crawl*step)
-		held := func(id int) []int64 {
-			switch id {
-			case x:
-				return []int64{slow, slow}
-			case p1:
-				return []int64{normal, 2 * slow}
-			}
-			return []int64{normal, normal}
+	found := foundSlowAt(t, tr, x, func(id int, normal, slow int64) []int64 {
+		switch id {
+		case x:
+			return []int64{slow, slow}
+		case p1:
+			return []int64{normal, 2 * slow}
 		}
-		for range 2 {
+		return []int64{normal, normal}
+	})
+	if want := tr.slowAfter; found != want {
+		t.Errorf("root %d found slow at %s, want %s", x, found, want)
+	}
+}
+
+// foundSlowAt moves the clock a second at a time for up to 6 s, each node
+// reporting, stripe by stripe, what held says it holds when a healthy link
+// has brought normal bytes of a stripe and a crawling one slow, and
+// returns when relay x was found slow (-1: never). Any other node found
+// slow fails the test.
+func foundSlowAt(t *testing.T, tr *tree, x int, held func(id int, normal, slow int64) []int64) time.Duration {
+	t.Helper()
+	const healthy, crawl = 5 << 20, 256 << 10 // bytes per second in one stripe
+	for step := time.Duration(1); step <= 6; step++ {
+		normal, slow := int64(healthy*step), int64(crawl*step)
+		for range 2 { // a claim is believed as far as the parent's reaches
 			for i := range tr.nodes {
-				h := held(i + 1)
+				h := held(i+1, normal, slow)
 				tr.setHeld(i+1, h[0]+h[1])
 				tr.setStripeHeld(i+1, h)
 			}
 		}
 		_, slowOnes := tr.checkRates(t0.Add(step * time.Second))
 		if slices.Contains(slowOnes, x) {
-			found = step * time.Second
-		} else if len(slowOnes) > 0 {
+			return step * time.Second
+		}
+		if len(slowOnes) > 0 {
 			t.Fatalf("%v found slow at %s; only %d is", slowOnes, step*time.Second, x)
 		}
 	}
-	if want := tr.slowAfter; found != want {
-		t.Errorf("root %d found slow at %s, want %s", x, found, want)
-	}
+	return -1
 }

@@ -522,11 +522,11 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		if p.slow || !p.in || p.held >= t.size || !t.warm(p, now) || !t.feeds(p) {
 			continue
 		}
-		looks, everywhere := t.slowLink(i + 1)
+		looks, sure := t.slowLink(i + 1)
 		switch {
 		case !looks:
 			p.suspectAt = time.Time{}
-		case everywhere || !p.suspectAt.IsZero() && p.suspectAt.Before(p.rateAt):
+		case sure || !p.suspectAt.IsZero() && p.suspectAt.Before(p.rateAt):
 			p.slow = true // before any child moves, so none moves to another slow relay
 			slow = append(slow, i+1)
 		case p.suspectAt.IsZero():
@@ -538,9 +538,7 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	}
 	return t.netChange(func() {
 		for _, id := range slow {
-			for st := range t.stripes {
-				t.bypass(id, st, now)
-			}
+			t.bypassAll(id, now)
 		}
 	}), slow
 }
@@ -558,11 +556,11 @@ func (t *tree) warm(n *tnode, now time.Time) bool {
 // slowLink reports whether id's own link looks too slow to feed anyone
 // (looks): its whole rate in the last sample is under a quarter of what
 // one healthy tree delivers, and it lags its parent in some stripe; and
-// whether that is sure at once (everywhere): it lags in every stripe it
+// whether that is sure at once (sure): it lags in every stripe it
 // lacks, when none of its parents gets data through to it, or it lags the
 // seed, which always has data for it (a root whose other stripe comes
 // from a parent itself held back looks starved there).
-func (t *tree) slowLink(id int) (looks, everywhere bool) {
+func (t *tree) slowLink(id int) (looks, sure bool) {
 	n := t.node(id)
 	if n.rate*slowFactor >= t.healthy {
 		return false, false
@@ -641,6 +639,13 @@ func (t *tree) bypass(id, st int, now time.Time) {
 	t.demote(id, st, now)
 }
 
+// bypassAll moves id's children in every stripe (see bypass).
+func (t *tree) bypassAll(id int, now time.Time) {
+	for st := range t.stripes {
+		t.bypass(id, st, now)
+	}
+}
+
 // demote makes id a leaf of stripe st: its children get other parents by
 // the rules, and a root first gives its place at the seed up, so one of
 // them can take it, and is then placed itself. Below a root that feeds no
@@ -674,11 +679,7 @@ func (t *tree) hush(id int, now time.Time) []move {
 	if !t.feeds(n) {
 		return nil
 	}
-	return t.netChange(func() {
-		for st := range t.stripes {
-			t.bypass(id, st, now)
-		}
-	})
+	return t.netChange(func() { t.bypassAll(id, now) })
 }
 
 // heard clears id's quiet mark: the seed heard from it.

@@ -827,7 +827,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 	}
 	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
 	rcap := newRateCap(rate)
-	up := newUplink()
+	up := newSharedUplink(s.t.stripes)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()

@@ -108,3 +108,85 @@ func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
 		t.Fatalf("a flow joining a fast uplink paced at %d, want unpaced", b.paced)
 	}
 }
+
+// The seed's uplink holds each flow to shareHeadroom times an even share
+// of the most all flows moved together in a window: one flow cannot take
+// the uplink from the other tree's root. A slower window (a flow held back
+// by its child's link) keeps the shares; a flow's own busy rate still
+// paces it where that is lower.
+func TestSharedUplinkHoldsEachFlowToItsShare(t *testing.T) {
+	u := newSharedUplink(2)
+	t0 := time.Now()
+	a, b := &fakeFlow{}, &fakeFlow{}
+	fa, fb := u.add(a, t0), u.add(b, t0)
+
+	// 1 MB/s through the two flows together, split 3:1; each busy all the
+	// window, so the busy rates (750 and 250 kB/s) pace at 1.5 x 750.
+	at := t0.Add(time.Second)
+	a.moved(750_000, time.Second)
+	b.moved(250_000, time.Second)
+	u.tick(fa, at)
+	share := uint64(1_000_000 * shareHeadroom / 2)
+	if a.paced != share || b.paced != share {
+		t.Fatalf("paced %d and %d, want each held to %d (1.1 x half of 1 MB/s)", a.paced, b.paced, share)
+	}
+
+	// b's child slows it: together they move less, and the shares stay.
+	at = at.Add(time.Second)
+	a.moved(550_000, time.Second)
+	b.moved(100_000, time.Second)
+	u.tick(fb, at)
+	if a.paced != share || b.paced != share {
+		t.Fatalf("a slower window paced %d and %d, want %d", a.paced, b.paced, share)
+	}
+
+	// More together than ever: the shares grow with it.
+	at = at.Add(time.Second)
+	a.moved(600_000, time.Second)
+	b.moved(600_000, time.Second)
+	u.tick(fa, at)
+	share = uint64(1_200_000 * shareHeadroom / 2)
+	if a.paced != share || b.paced != share {
+		t.Fatalf("after 1.2 MB/s together paced %d and %d, want %d", a.paced, b.paced, share)
+	}
+
+	// A flow that joins is held to its share at once.
+	c := &fakeFlow{}
+	u.add(c, at)
+	if c.paced != share {
+		t.Fatalf("a joining flow paced at %d, want %d", c.paced, share)
+	}
+
+	// A window that moved too little to measure the uplink sets nothing.
+	u.leave(fb)
+	at = at.Add(time.Second)
+	a.moved(minBytes/2, 10*time.Millisecond)
+	u.tick(fa, at)
+	if a.paced != share {
+		t.Fatalf("a window of %d bytes paced at %d, want %d", minBytes/2, a.paced, share)
+	}
+}
+
+// Where the flows' own busy rates are below their shares, those pace
+// them: an uplink's share is a ceiling, not a floor.
+func TestSharedUplinkKeepsTheLowerPace(t *testing.T) {
+	u := newSharedUplink(2)
+	t0 := time.Now()
+	a := &fakeFlow{}
+	fa := u.add(a, t0)
+	// Busy a tenth of the window at 1 MB/s, 100 kB in all: the share of
+	// 100 kB/s together is lower than 1.5 x 1 MB/s.
+	a.moved(100_000, 100*time.Millisecond)
+	u.tick(fa, t0.Add(time.Second))
+	if want := uint64(100_000 * shareHeadroom / 2); a.paced != want {
+		t.Fatalf("paced at %d, want the share %d", a.paced, want)
+	}
+	v := newSharedUplink(1)
+	f := &fakeFlow{}
+	fv := v.add(f, t0)
+	f.moved(400_000, 200*time.Millisecond) // 2 MB/s busy, 400 kB/s over the second
+	v.tick(fv, t0.Add(time.Second))
+	if want := uint64(400_000 * shareHeadroom); f.paced != want {
+		t.Fatalf("one share: paced at %d, want %d", f.paced, want)
+	}
+}

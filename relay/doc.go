@@ -72,7 +72,10 @@
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
 //	8  (retired: whole chunks, version 1)
-//	9  progress  node → seed           bytes verified and held u64, bytes received u64
+//	9  progress  node → seed           bytes verified and held u64, bytes received u64, stripes u8, bytes held
+//	                                   of each stripe u64, milliseconds u64 (how long the node's session has
+//	                                   run, at least 1: the seed measures the node's rate on its clock;
+//	                                   a node of an earlier build ends the progress before it)
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64, flushed u8,
 //	                                   output string (the end of the apply command's stdout and stderr;
 //	                                   a node of an earlier build ends the result before it)

@@ -126,7 +126,7 @@ func TestFrameWireLayout(t *testing.T) {
 		{msgPing, nil, "TCST\x04\x0c\x00\x00\x00\x00"},
 		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
 		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second}.encode(), "TCST\x04\x04\x00\x00\x00\x0e\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30"},
-		{msgProgress, progressMsg{held: 1, received: 2}.encode(), "TCST\x04\x09\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00"},
+		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304}.encode(), "TCST\x04\x09\x00\x00\x00\x19\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04"},
 		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x04\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
 		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x04\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
@@ -393,6 +393,13 @@ func result(name string, m resultMsg) wireCase {
 	return c
 }
 
+// progress is the wire case of m; a node of an earlier build sends no clock.
+func progress(name string, m progressMsg) wireCase {
+	c := wire(name, m, progressMsg.encode, decodeProgress)
+	c.older, c.earlier = 8, progressMsg{held: m.held, received: m.received, stripes: m.stripes}
+	return c
+}
+
 // accept is the wire case of m; a node of an earlier build sends no seed timeout.
 func accept(name string, m acceptMsg) wireCase {
 	c := wire(name, m, acceptMsg.encode, decodeAccept)
@@ -420,8 +427,8 @@ func wireCases() []wireCase {
 		wire("parent last of 255 stripes", parentMsg{id: id, addr: netip.MustParseAddrPort("10.0.0.1:1"), stripes: 255, stripe: 254}, parentMsg.encode, decodeParent),
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
-		wire("progress", progressMsg{held: 12 << 40, received: 1 << 40}, progressMsg.encode, decodeProgress),
-		wire("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}}, progressMsg.encode, decodeProgress),
+		progress("progress", progressMsg{held: 12 << 40, received: 1 << 40, millis: 1}),
+		progress("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}, millis: math.MaxUint64}),
 		result("result ok", resultMsg{ok: true, received: 99, millis: 1234}),
 		result("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}),
 		result("result flushed, with output", resultMsg{ok: true, flushed: true, output: "restarted app\nversion 2.4"}),
@@ -480,7 +487,8 @@ func TestMessagesRejectTruncation(t *testing.T) {
 }
 
 // A message from a node of an earlier build ends before the fields
-// appended since (a result's output, an accept's seed timeout): it
+// appended since (a result's output, an accept's seed timeout, a
+// progress's clock): it
 // decodes, with those fields empty, rather than failing the node.
 func TestMessagesFromAnEarlierBuild(t *testing.T) {
 	for _, tt := range wireCases() {

@@ -137,8 +137,8 @@ func FuzzDecodeMessages(f *testing.F) {
 		checkCodec(t, "refuse", p, decodeRefuse, refuseMsg.encode, true)
 		checkCodec(t, "parent", p, decodeParent, parentMsg.encode, false)
 		checkCodec(t, "want", p, decodeWant, wantMsg.encode, true)
-		checkCodec(t, "progress", p, decodeProgress, progressMsg.encode, true)
-		checkCodec(t, "result", p, decodeResult, resultMsg.encode, false) // a result without output (an earlier build's) gains an empty one
+		checkCodec(t, "progress", p, decodeProgress, progressMsg.encode, false) // a progress without a clock (an earlier build's) gains a zero one
+		checkCodec(t, "result", p, decodeResult, resultMsg.encode, false)       // a result without output (an earlier build's) gains an empty one
 		checkCodec(t, "complain", p, decodeComplain, complainMsg.encode, true)
 		checkCodec(t, "proof", p, decodeProof, proofMsg.encode, true)
 		if !bytes.Equal(p, in) {

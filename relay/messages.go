@@ -255,6 +255,11 @@ type progressMsg struct {
 	held     uint64   // bytes verified and held
 	received uint64   // bytes downloaded in this session
 	stripes  []uint64 // bytes held of each stripe, once the node knows the stripes
+	// millis is how long the node's session had run when it wrote the
+	// report, in milliseconds, at least 1, so the seed measures its rates
+	// on the node's clock and a report late on the wire slows no sample;
+	// zero: not said (a node of an earlier build).
+	millis uint64
 }
 
 func (m progressMsg) encode() []byte {
@@ -265,6 +270,7 @@ func (m progressMsg) encode() []byte {
 	for _, h := range m.stripes {
 		e.u64(h)
 	}
+	e.u64(m.millis)
 	return e.b
 }
 
@@ -278,6 +284,9 @@ func decodeProgress(p []byte) (progressMsg, error) {
 		for i := range m.stripes {
 			m.stripes[i] = d.u64()
 		}
+	}
+	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
+		m.millis = d.u64()
 	}
 	return m, wrapDecode("progress", d.err)
 }

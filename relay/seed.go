@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -712,6 +713,11 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		if p, err := decodeProgress(ev.f.payload); err == nil {
 			n.received = int64(p.received)
 			s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
+			clock := n.lastSeen.Sub(s.start) // an earlier build's: the seed's clock
+			if p.millis > 0 {
+				clock = time.Duration(min(p.millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
+			}
+			s.t.reported(n.id, clock)
 			if len(p.stripes) == s.t.stripes {
 				held := make([]int64, len(p.stripes))
 				for st, h := range p.stripes {

@@ -371,7 +371,7 @@ func (s *session) heartbeat() {
 	for {
 		held := s.spool.heldBytes()
 		if time.Since(lastSent) >= every {
-			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load()))}
+			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load())), millis: uint64(max(time.Since(s.start).Milliseconds(), 1))}
 			if err := s.c.send(msgProgress, pm.encode()); err != nil {
 				s.opt.Log.Debug("progress", "err", err)
 			}

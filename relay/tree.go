@@ -102,10 +102,16 @@ type tnode struct {
 	parent   [maxStripes]int
 	children [maxStripes][]int
 
-	started  time.Time // when it last got a parent: its rate before says how the old one fed it
-	rateHeld int64     // held at rateAt
-	rateAt   time.Time
-	rate     float64 // bytes per second over the last sample
+	started time.Time // when it last got a parent: its rate before says how the old one fed it
+	// reportClock is the node's own clock at the last report the seed
+	// heard of what it holds. A sample of its rate runs from one report to
+	// the first at least SlowAfter later on that clock, so a report late
+	// on the wire slows no sample.
+	reportClock time.Duration
+	rateHeld    int64         // held when the current sample began
+	rateClock   time.Duration // the node's clock then
+	rateAt      time.Time     // when the last sample ended, or started
+	rate        float64       // bytes per second over the last sample
 	// suspectAt is the end of the first sample in which its link looked
 	// slow in some stripes only; zero: not suspected.
 	suspectAt time.Time
@@ -190,6 +196,9 @@ func (t *tree) setStripeHeld(id int, held []int64) {
 // heldOf is what id is believed to hold.
 func (t *tree) heldOf(id int) int64 { return t.node(id).held }
 
+// reported records that what id holds was as of clock on its own clock.
+func (t *tree) reported(id int, clock time.Duration) { t.node(id).reportClock = clock }
+
 // setBase records what id holds as it joins the session.
 func (t *tree) setBase(id int, held int64) {
 	n := t.node(id)
@@ -215,7 +224,7 @@ func (t *tree) stripeHeld(n *tnode, st int) int64 {
 
 // resetRate starts n's rate afresh, with a new parent.
 func (t *tree) resetRate(n *tnode, now time.Time) {
-	n.started, n.rateAt, n.rateHeld, n.rate, n.suspectAt = now, now, n.held, 0, time.Time{}
+	n.started, n.rateAt, n.rateHeld, n.rateClock, n.rate, n.suspectAt = now, now, n.held, n.reportClock, 0, time.Time{}
 	for st := range t.stripes {
 		n.stripeRateHeld[st], n.stripeRate[st] = t.stripeHeld(n, st), 0
 	}
@@ -489,16 +498,16 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		if !n.in || n.failed || n.held >= t.size {
 			continue
 		}
-		if dt := now.Sub(n.rateAt).Seconds(); dt >= t.slowAfter.Seconds() {
+		if dt := (n.reportClock - n.rateClock).Seconds(); dt >= t.slowAfter.Seconds() {
 			n.rate = float64(n.held-n.rateHeld) / dt
-			n.rateHeld, n.rateAt = n.held, now
+			n.rateHeld, n.rateClock, n.rateAt = n.held, n.reportClock, now
 			for st := range t.stripes {
 				h := t.stripeHeld(n, st)
 				n.stripeRate[st] = float64(h-n.stripeRateHeld[st]) / dt
 				n.stripeRateHeld[st] = h
 			}
 		}
-		if t.warm(n, now) {
+		if t.judged(n, now) {
 			for st := range t.stripes {
 				if t.stripeHeld(n, st) < t.stripeBytes(st) {
 					rates = append(rates, n.stripeRate[st])
@@ -519,7 +528,7 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	}
 	for i := range t.nodes {
 		p := &t.nodes[i]
-		if p.slow || !p.in || p.held >= t.size || !t.warm(p, now) || !t.feeds(p) {
+		if p.slow || !p.in || p.held >= t.size || !t.judged(p, now) || !t.feeds(p) {
 			continue
 		}
 		looks, sure := t.slowLink(i + 1)
@@ -543,14 +552,15 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 	}), slow
 }
 
-// warm reports whether n has had its parents long enough for its rate to
-// be judged: slowWarmup windows, or rootWarmup for a root.
-func (t *tree) warm(n *tnode, now time.Time) bool {
+// judged reports whether n's rate can be judged: it has had its parents
+// long enough (slowWarmup windows, or rootWarmup for a root), and a
+// sample of its rate with them has ended.
+func (t *tree) judged(n *tnode, now time.Time) bool {
 	windows := time.Duration(slowWarmup)
 	if slices.Contains(n.parent[:t.stripes], seedID) {
 		windows = rootWarmup
 	}
-	return now.Sub(n.started) >= windows*t.slowAfter
+	return now.Sub(n.started) >= windows*t.slowAfter && n.rateAt.After(n.started)
 }
 
 // slowLink reports whether id's own link looks too slow to feed anyone

@@ -367,6 +367,13 @@ func (f *flow) step(dt time.Duration) {
 	}
 }
 
+// reportAll has every node report its progress at now on its clock.
+func reportAll(tr *tree, now time.Time) {
+	for i := range tr.nodes {
+		tr.reported(i+1, now.Sub(t0))
+	}
+}
+
 func TestTreeSlowRelay(t *testing.T) {
 	for _, stripes := range []int{1, 2} {
 		for n := 4; n <= 300; n += 1 + n/16 {
@@ -382,6 +389,7 @@ func TestTreeSlowRelay(t *testing.T) {
 				for range 20 {
 					now = now.Add(500 * time.Millisecond)
 					f.step(500 * time.Millisecond)
+					reportAll(tr, now)
 					before := tr.parents()
 					root := slices.Contains(tr.seed[0], x)
 					moves, slow := tr.checkRates(now)
@@ -720,6 +728,7 @@ func TestTreeSlowRootFoundInTheFirstWindow(t *testing.T) {
 					tr.setStripeHeld(i+1, f.held[i][:tr.stripes])
 				}
 			}
+			reportAll(tr, now)
 			_, slow := tr.checkRates(now)
 			for _, id := range slow {
 				if id != x {
@@ -829,6 +838,7 @@ func foundSlowAt(t *testing.T, tr *tree, x int, held func(id int, normal, slow i
 				tr.setStripeHeld(i+1, h)
 			}
 		}
+		reportAll(tr, t0.Add(step*time.Second))
 		_, slowOnes := tr.checkRates(t0.Add(step * time.Second))
 		if slices.Contains(slowOnes, x) {
 			return step * time.Second
@@ -838,4 +848,54 @@ func foundSlowAt(t *testing.T, tr *tree, x int, held func(id int, normal, slow i
 		}
 	}
 	return -1
+}
+
+// A relay's progress reports held up on the wire (its uplink busy, a lost
+// segment sent again) stop for a while and then arrive late, the oldest
+// first: neither is a slow link. Its rate is measured on its own clock,
+// and a relay whose last report is stale is not judged at all: silence is
+// for hush to act on.
+func TestTreeLateReportsAreNoSlowLink(t *testing.T) {
+	tr, _ := planned(2, 14)
+	x := innerNode(tr)
+	f := newFlow(tr, 10<<20)
+	type report struct {
+		clock time.Duration
+		held  [maxStripes]int64
+	}
+	var stuck []report
+	var heard report // what the seed last heard from x
+	for now := t0; now.Sub(t0) < 10*time.Second; {
+		now = now.Add(500 * time.Millisecond)
+		f.step(500 * time.Millisecond)
+		tr.setHeld(x, heard.held[0]+heard.held[1])
+		at := now.Sub(t0)
+		for i := range tr.nodes {
+			if i+1 != x {
+				tr.setStripeHeld(i+1, f.held[i][:tr.stripes])
+				tr.reported(i+1, at)
+			}
+		}
+		// x's reports written from 2.5 s to 5 s are held up: the first
+		// arrives at 5 s, the rest at 5.5 s.
+		stuck = append(stuck, report{at, f.held[x-1]})
+		var arrive []report
+		switch {
+		case at >= 2500*time.Millisecond && at < 5*time.Second:
+		case at == 5*time.Second:
+			arrive, stuck = stuck[:1], stuck[1:]
+		default:
+			arrive, stuck = stuck, nil
+		}
+		for _, r := range arrive {
+			heard = r
+			tr.setHeld(x, r.held[0]+r.held[1])
+			tr.setStripeHeld(x, r.held[:tr.stripes])
+			tr.reported(x, r.clock)
+		}
+		moves, slow := tr.checkRates(now)
+		if len(slow) > 0 || len(moves) > 0 {
+			t.Fatalf("at %s (relay %d's reports late): %v found slow, moves %v", at, x, slow, moves)
+		}
+	}
 }

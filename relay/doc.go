@@ -105,20 +105,22 @@
 // date.
 //
 // A control connection runs hello, welcome, (with a fleet secret: proof
-// each way), offer, then accept or refuse;
-// after accept the seed sends parent (again whenever it re-parents the
-// node), ping (three times in the node's seed timeout, at most every
-// heartbeat; every DeadAfter/2 to a node that did not say it) and finally end: to a node as soon as
-// it and all its children applied the package (it has nothing left to
-// relay), to the rest when the session is over; the node sends progress
-// every DeadAfter/4 (or heartbeat, if longer), complain when a parent fails it, and result once it has applied the
-// package (or failed to). A data connection runs hello, (with a fleet
-// secret: welcome and proof from the parent, proof from the child), want,
-// then hashes, block and ping frames until the child holds its stripe:
-// before any block of a chunk the child lacks, a parent sends the chunk's
-// block hashes. A block whose hash is that of as many zero bytes is never
-// sent: the child marks it held when the hashes come, and a chunk whose
-// signed hash is that of empty blocks needs neither hashes nor blocks.
+// each way), offer, then accept or refuse; after accept the seed sends
+// parent (again whenever it re-parents the node), ping (three times in the
+// node's seed timeout, at most every heartbeat; every DeadAfter/2 to a node
+// that did not say it) and finally end: to a node as soon as it and all its
+// children applied the package (it has nothing left to relay), to the rest
+// when the session is over; the node sends progress every DeadAfter/4 (or
+// heartbeat, if longer), complain when a parent fails it, and result once
+// it has applied the package (or failed to; a node stopped while it applies
+// sends none, so the seed finds it lost and may wait for it to rejoin). A
+// data connection runs hello, (with a fleet secret: welcome and proof from
+// the parent, proof from the child), want, then hashes, block and ping
+// frames until the child holds its stripe: before any block of a chunk the
+// child lacks, a parent sends the chunk's block hashes. A block whose hash
+// is that of as many zero bytes is never sent: the child marks it held when
+// the hashes come, and a chunk whose signed hash is that of empty blocks
+// needs neither hashes nor blocks.
 //
 // # Who is believed
 //

@@ -436,6 +436,12 @@ func (s *session) applyWhenComplete() {
 	if err == nil {
 		err = s.apply(ok)
 	}
+	if err != nil && s.applyCtx.Err() != nil {
+		// Stopped here, not failed: the seed finds the node lost and may
+		// wait for it to come back and apply what it holds.
+		s.opt.Log.Info("apply stopped", "package", s.m.Name, "err", err)
+		return
+	}
 	out := resultMsg{ok: err == nil, received: uint64(s.recvd.Load()), millis: uint64(time.Since(s.start).Milliseconds()), flushed: err == nil && s.spool.target, output: s.output.String()}
 	if err != nil {
 		out.err = clip(err.Error())

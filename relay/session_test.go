@@ -261,6 +261,17 @@ func dieAtAThird(o *ReceiverOptions, c *context.Context, nctx context.Context, k
 	}
 }
 
+// dieApplying makes a node stop (its context ends) once it holds the whole
+// package and applies it.
+func dieApplying(o *ReceiverOptions, c *context.Context, nctx context.Context, kill context.CancelFunc) {
+	*c = nctx
+	o.Apply = func(ctx context.Context, _ Package) error {
+		kill()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+}
+
 // throttle forwards a TCP port at about 20 MB/s so transfers take time.
 func throttle(t *testing.T, ctx context.Context, to netip.AddrPort) netip.AddrPort {
 	return proxy(t, ctx, to, func(dst, src net.Conn, b []byte) {
@@ -511,10 +522,17 @@ func TestReadBackChecksTheWholeFile(t *testing.T) {
 	}
 }
 
-// A node lost mid-transfer and started again on the same state while the
-// rest finish is waited for: it rejoins the same session, resumes from
-// what it held and ends ok, so the report shows every node ok.
+// A node lost mid-transfer, or stopped while it applies, and started again
+// on the same state while the rest finish is waited for: it rejoins the
+// same session, resumes from what it held and ends ok, so the report shows
+// every node ok. (Stopped is not failed: it sends the seed no result.)
 func TestLostNodeRejoinsBeforeTheEnd(t *testing.T) {
+	for _, inApply := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stopped while applying=%v", inApply), func(t *testing.T) { lostNodeRejoins(t, inApply) })
+	}
+}
+
+func lostNodeRejoins(t *testing.T, inApply bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := testConfig()
@@ -525,7 +543,11 @@ func TestLostNodeRejoinsBeforeTheEnd(t *testing.T) {
 	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, c *context.Context) {
 		if i == 0 {
 			victim = *o
-			dieAtAThird(o, c, nctx, kill, size)
+			if inApply {
+				dieApplying(o, c, nctx, kill)
+			} else {
+				dieAtAThird(o, c, nctx, kill, size)
+			}
 		}
 	})
 	peers := peersOf(nodes)
@@ -581,7 +603,7 @@ func TestLostNodeRejoinsBeforeTheEnd(t *testing.T) {
 	select {
 	case late <- back:
 	case o := <-reports:
-		t.Fatalf("the session ended without waiting for the lost node: %v", o.err)
+		t.Fatalf("the session ended without waiting for the lost node: %v; node 0: %+v", o.err, o.rep.Nodes[0])
 	}
 	o := <-reports
 	if o.err != nil {

@@ -740,29 +740,19 @@ func joinOnce(ctx context.Context, r *relay.Receiver, timeout, seedTimeout time.
 			}
 		}()
 	}
-	res, err := r.Next(ctx)
+	res, err := r.Join(ctx, func(res relay.Result) {
+		con.endProgress()
+		printResult(con, res)
+		con.printf("treecast: waiting %s for the seed to come back\n", seedTimeout)
+	})
 	con.endProgress()
 	select {
 	case <-timedOut:
 		return &exitError{exitNotFound, fmt.Errorf("join: no session started within %s", timeout)}
 	default:
 	}
-	// A seed that went away may come back (or be restarted): wait for it a
-	// while, and resume from the chunks held.
-	for err == nil && errors.Is(res.Err, relay.ErrSeedLost) {
-		printResult(con, res)
-		con.printf("treecast: waiting %s for the seed to come back\n", seedTimeout)
-		wctx, cancel := context.WithTimeout(ctx, seedTimeout)
-		var again relay.Result
-		again, err = r.Next(wctx)
-		cancel()
-		con.endProgress()
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return &exitError{exitFailed, fmt.Errorf("join: the seed did not come back within %s; run join again with the same --dir to resume", seedTimeout)}
-		}
-		if err == nil {
-			res = again
-		}
+	if errors.Is(err, relay.ErrSeedGone) {
+		return &exitError{exitFailed, fmt.Errorf("join: %w; run join again with the same --dir to resume", err)}
 	}
 	if err != nil {
 		return &exitError{exitFailed, fmt.Errorf("join: %w", err)}

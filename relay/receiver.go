@@ -104,6 +104,10 @@ type Result struct {
 // saying the session was over.
 var ErrSeedLost = errors.New("lost the seed")
 
+// ErrSeedGone ends Join when a lost seed did not come back within
+// Config.SeedTimeout.
+var ErrSeedGone = errors.New("the seed did not come back")
+
 // Receiver accepts sessions from seeds and relays them to children.
 type Receiver struct {
 	cfg Config
@@ -359,6 +363,32 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	defer stop()
 	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, corrupt: r.opt.CorruptChunk})
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
+}
+
+// Join takes part in one session to its end, as a one-off receiver does:
+// when the seed is lost (ErrSeedLost), it waits Config.SeedTimeout for the
+// seed to come back or be started again, and resumes from the blocks
+// held, as often as that happens. lost, if set, hears each such result
+// before the wait. It returns the session's last result, with an error
+// wrapping ErrSeedGone if the seed did not come back.
+func (r *Receiver) Join(ctx context.Context, lost func(Result)) (Result, error) {
+	res, err := r.Next(ctx)
+	for err == nil && errors.Is(res.Err, ErrSeedLost) {
+		if lost != nil {
+			lost(res)
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.SeedTimeout)
+		again, werr := r.Next(wctx)
+		cancel()
+		switch {
+		case errors.Is(werr, context.DeadlineExceeded) && ctx.Err() == nil:
+			return res, fmt.Errorf("%w within %s", ErrSeedGone, r.cfg.SeedTimeout)
+		case werr != nil:
+			return res, werr
+		}
+		res = again
+	}
+	return res, err
 }
 
 // Next waits for one session, takes part in it until the seed ends it,

@@ -625,3 +625,92 @@ func lostNodeRejoins(t *testing.T, inApply bool) {
 		}
 	}
 }
+
+// Join, as a one-off receiver runs it, waits on a seed lost mid-session
+// for SeedTimeout: a seed that runs again within it resumes the session
+// to its end; one that does not ends it with ErrSeedGone.
+func TestJoinWaitsForALostSeed(t *testing.T) {
+	for _, back := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seed back=%v", back), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cfg := testConfig()
+			cfg.SeedTimeout = cfg.DeadAfter // the least it may be
+			size := 4 << 20
+			path, data := writePackage(t, size)
+			dest := filepath.Join(t.TempDir(), "out")
+			sctx, killSeed := context.WithCancel(ctx)
+			var once sync.Once
+			var id NodeID
+			rand.Read(id[:])
+			r, err := NewReceiver(cfg, ReceiverOptions{ID: id, Name: "n0", Dir: t.TempDir(), Apply: copyApply(dest),
+				Progress: func(p ReceiverProgress) {
+					if p.Verified > int64(size)/3 {
+						once.Do(killSeed)
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			type joined struct {
+				res  Result
+				err  error
+				lost int
+			}
+			out := make(chan joined, 1)
+			lostSeed := make(chan struct{}, 1)
+			go func() {
+				lost := 0
+				res, err := r.Join(ctx, func(res Result) {
+					if errors.Is(res.Err, ErrSeedLost) {
+						lost++
+						select {
+						case lostSeed <- struct{}{}:
+						default:
+						}
+					}
+				})
+				out <- joined{res, err, lost}
+			}()
+			peers := []Peer{{ID: id, Name: "n0", Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(r.Port()))}}
+			m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, key, _ := ed25519.GenerateKey(rand.Reader)
+			signed := Sign(m, key)
+			slow := cfg
+			slow.MaxRate = "8MB/s" // so the kill lands mid-transfer
+			if _, err := RunSeed(sctx, slow, SeedOptions{Signed: signed, Path: path, Peers: peers}); !errors.Is(err, context.Canceled) {
+				t.Fatalf("first seed: %v, want it cancelled", err)
+			}
+			if !back {
+				j := <-out
+				if !errors.Is(j.err, ErrSeedGone) || j.lost != 1 {
+					t.Fatalf("seed gone: Join returned %v after %d losses, want ErrSeedGone after 1", j.err, j.lost)
+				}
+				return
+			}
+			select {
+			case <-lostSeed:
+			case j := <-out:
+				t.Fatalf("Join returned before the seed ran again: %v, result %v", j.err, j.res.Err)
+			}
+			rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: signed, Path: path, Peers: peers})
+			if err != nil || rep.Nodes[0].Status != StatusOK {
+				t.Fatalf("second seed: %v %+v", err, rep)
+			}
+			j := <-out
+			if j.err != nil || j.res.Err != nil || j.lost != 1 {
+				t.Fatalf("Join: %v, result %v, after %d losses; want ok after 1", j.err, j.res.Err, j.lost)
+			}
+			if got, _ := os.ReadFile(dest); !bytes.Equal(got, data) {
+				t.Error("bytes differ")
+			}
+			if j.res.Resumed == 0 || j.res.Resumed+j.res.Received != int64(size) {
+				t.Errorf("resumed %d and downloaded %d of %d bytes", j.res.Resumed, j.res.Received, size)
+			}
+		})
+	}
+}

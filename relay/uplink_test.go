@@ -120,34 +120,27 @@ func TestSharedUplinkHoldsEachFlowToItsShare(t *testing.T) {
 	a, b := &fakeFlow{}, &fakeFlow{}
 	fa, fb := u.add(a, t0), u.add(b, t0)
 
-	// 1 MB/s through the two flows together, split 3:1; each busy all the
-	// window, so the busy rates (750 and 250 kB/s) pace at 1.5 x 750.
-	at := t0.Add(time.Second)
-	a.moved(750_000, time.Second)
-	b.moved(250_000, time.Second)
-	u.tick(fa, at)
-	share := uint64(1_000_000 * shareHeadroom / 2)
-	if a.paced != share || b.paced != share {
-		t.Fatalf("paced %d and %d, want each held to %d (1.1 x half of 1 MB/s)", a.paced, b.paced, share)
+	steps := []struct {
+		what     string
+		a, b     uint64 // bytes each moved in a second, busy all of it
+		together uint64 // the most both moved in a second so far
+	}{
+		// The busy rates (750 and 250 kB/s) would pace at 1.5 x 750 kB/s.
+		{"1 MB/s together, split 3:1", 750_000, 250_000, 1_000_000},
+		{"b's child slows it, and the shares stay", 550_000, 100_000, 1_000_000},
+		{"more together than ever, and the shares grow", 600_000, 600_000, 1_200_000},
 	}
-
-	// b's child slows it: together they move less, and the shares stay.
-	at = at.Add(time.Second)
-	a.moved(550_000, time.Second)
-	b.moved(100_000, time.Second)
-	u.tick(fb, at)
-	if a.paced != share || b.paced != share {
-		t.Fatalf("a slower window paced %d and %d, want %d", a.paced, b.paced, share)
-	}
-
-	// More together than ever: the shares grow with it.
-	at = at.Add(time.Second)
-	a.moved(600_000, time.Second)
-	b.moved(600_000, time.Second)
-	u.tick(fa, at)
-	share = uint64(1_200_000 * shareHeadroom / 2)
-	if a.paced != share || b.paced != share {
-		t.Fatalf("after 1.2 MB/s together paced %d and %d, want %d", a.paced, b.paced, share)
+	at := t0
+	var share uint64
+	for i, st := range steps {
+		at = at.Add(time.Second)
+		a.moved(st.a, time.Second)
+		b.moved(st.b, time.Second)
+		u.tick([]*upFlow{fa, fb}[i%2], at)
+		share = uint64(float64(st.together) * shareHeadroom / 2)
+		if a.paced != share || b.paced != share {
+			t.Fatalf("%s: paced %d and %d, want each held to %d", st.what, a.paced, b.paced, share)
+		}
 	}
 
 	// A flow that joins is held to its share at once.

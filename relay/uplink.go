@@ -25,28 +25,13 @@ type uplink struct {
 	mu    sync.Mutex
 	flows map[*upFlow]struct{}
 	best  float64 // bytes per second: the fastest busy rate seen
-
-	// shares > 0 (the seed): no flow gets more than shareHeadroom times
-	// an even share of capacity, the most all flows were seen to move
-	// together. The seed always has data for every root, so TCP alone
-	// decides their split, and it splits unevenly for a whole session:
-	// one tree then runs ahead and the other finishes late (64 @ 10
-	// Mbit/s: 800 against 450 KB/s, 1.32 x S/B; held to shares, about
-	// 600 and 600). No tree carries more than an even share anyway: each
-	// of its relays feeds two children. The most seen, not the latest: a
-	// flow held back by its child's link lowers the total, and must not
-	// lower the other flows' shares with it.
-	shares     int
-	capacity   float64   // bytes per second
-	shareStart time.Time // the current capacity window began
 }
 
-// upFlow is one child's flow and where its current windows began.
+// upFlow is one child's flow and where its current window began.
 type upFlow struct {
-	sock      flowSocket
-	start     time.Time
-	from      delivery
-	shareFrom uint64 // bytes delivered when the capacity window began
+	sock  flowSocket
+	start time.Time
+	from  delivery
 }
 
 // delivery is what a flow has delivered, and the time it spent busy
@@ -76,18 +61,6 @@ const (
 	// paceHeadroom over the fastest rate seen: room to grow, well under
 	// the many-fold bursts it stops.
 	paceHeadroom = 1.5
-	// shareEvery is the capacity window: short, so the shares hold from
-	// the session's first second, and so loose. Acknowledgements come back
-	// bunched on the roots' busy uplinks: at 128 @ 4 Mbit/s quarter-second
-	// windows read up to 1.27 x the link, one-second windows 0.95-1.05 x.
-	// The tight shares of one-second windows made that point slower
-	// (1.19-1.30 x S/B against 1.19-1.21, alternating): a flow held back
-	// by its root's downlink then leaves the seed's uplink idle.
-	shareEvery = 250 * time.Millisecond
-	// shareHeadroom over an even share: a little room to grow, as a
-	// capacity first seen below the link's is, while the flows together
-	// stay within what the uplink carries.
-	shareHeadroom = 1.1
 	// unpacedFrom: flows this fast go as the kernel sends them. Where the
 	// CPU, not a link, is the limit (loopback, fast LANs), pacing costs a
 	// quarter of the throughput, and a NIC this fast cannot burst far
@@ -98,14 +71,6 @@ const (
 
 func newUplink() *uplink {
 	return &uplink{flows: map[*upFlow]struct{}{}}
-}
-
-// newSharedUplink paces like newUplink, and holds each flow to its share
-// of shares even shares of the uplink.
-func newSharedUplink(shares int) *uplink {
-	u := newUplink()
-	u.shares = shares
-	return u
 }
 
 // join starts measuring and pacing the flow on conn; leave must follow.
@@ -126,14 +91,11 @@ func (u *uplink) add(s flowSocket, now time.Time) *upFlow {
 	if !ok {
 		return nil
 	}
-	f := &upFlow{sock: s, start: now, from: d, shareFrom: d.bytes}
+	f := &upFlow{sock: s, start: now, from: d}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.flows) == 0 {
-		u.shareStart = now
-	}
 	u.flows[f] = struct{}{}
-	if u.best > 0 || u.capacity > 0 {
+	if u.best > 0 {
 		s.pace(u.rate())
 	}
 	return f
@@ -148,83 +110,36 @@ func (u *uplink) leave(f *upFlow) {
 	delete(u.flows, f)
 }
 
-// tick ends flow f's window once it is measureEvery old, and the
-// capacity window once it is shareEvery old: if f moved data faster while
-// busy than any flow before, or all flows together moved more than ever,
-// every flow is paced anew.
+// tick ends flow f's window once it is measureEvery old: if f moved data
+// faster while busy than any flow before, every flow is paced anew.
 func (u *uplink) tick(f *upFlow, now time.Time) {
-	if u == nil || f == nil {
+	if u == nil || f == nil || now.Sub(f.start) < measureEvery {
 		return
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	faster := u.measureFlow(f, now)
-	if u.shares > 0 && now.Sub(u.shareStart) >= shareEvery {
-		faster = u.measureCapacity(now) || faster
-	}
-	if faster {
-		for g := range u.flows {
-			g.sock.pace(u.rate())
-		}
-	}
-}
-
-// measureFlow ends f's window if it is measureEvery old, and reports
-// whether f was busier than any flow before.
-func (u *uplink) measureFlow(f *upFlow, now time.Time) bool {
-	if now.Sub(f.start) < measureEvery {
-		return false
 	}
 	d, ok := f.sock.delivered()
 	if !ok {
-		return false
+		return
 	}
 	bytes, busy := d.bytes-f.from.bytes, d.busy-f.from.busy
 	f.start, f.from = now, d
 	if busy < minBusy || bytes < minBytes {
-		return false
+		return
 	}
 	r := float64(bytes) / busy.Seconds()
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	if r <= u.best {
-		return false
+		return
 	}
 	u.best = r
-	return true
-}
-
-// measureCapacity ends the capacity window, and reports whether all
-// flows together moved more than ever.
-func (u *uplink) measureCapacity(now time.Time) bool {
-	var bytes uint64
 	for g := range u.flows {
-		if d, ok := g.sock.delivered(); ok {
-			bytes += d.bytes - g.shareFrom
-			g.shareFrom = d.bytes
-		}
+		g.sock.pace(u.rate())
 	}
-	span := now.Sub(u.shareStart)
-	u.shareStart = now
-	if bytes < minBytes {
-		return false
-	}
-	r := float64(bytes) / span.Seconds()
-	if r <= u.capacity {
-		return false
-	}
-	u.capacity = r
-	return true
 }
 
 // rate is the pace of every flow, in bytes per second (unpaced: none).
 func (u *uplink) rate() uint64 {
-	r := u.best * paceHeadroom
-	if u.best == 0 {
-		r = math.Inf(1)
-	}
-	if u.capacity > 0 {
-		r = min(r, u.capacity*shareHeadroom/float64(u.shares))
-	}
-	if r < unpacedFrom {
+	if r := u.best * paceHeadroom; r < unpacedFrom {
 		return uint64(r)
 	}
 	return unpaced

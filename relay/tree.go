@@ -199,11 +199,12 @@ func (t *tree) heldOf(id int) int64 { return t.node(id).held }
 // reported records that what id holds was as of clock on its own clock.
 func (t *tree) reported(id int, clock time.Duration) { t.node(id).reportClock = clock }
 
-// setBase records what id holds as it joins the session.
+// setBase records what id holds as it joins the session. A node that joins
+// again starts its session clock again.
 func (t *tree) setBase(id int, held int64) {
 	n := t.node(id)
 	n.base = min(max(held, 0), t.size)
-	n.held = n.base
+	n.held, n.reportClock = n.base, 0
 }
 
 // stripeBytes is the size of stripe st.

@@ -899,3 +899,22 @@ func TestTreeLateReportsAreNoSlowLink(t *testing.T) {
 		}
 	}
 }
+
+// A node that joins again reports on a new session clock, from zero: its
+// rate is sampled on that clock at once, not only once the new clock has
+// passed the old one.
+func TestTreeRejoinerClockStartsAgain(t *testing.T) {
+	tr, _ := planned(2, 6)
+	x := innerNode(tr)
+	now := t0.Add(time.Minute)
+	tr.reported(x, time.Minute) // its first session's clock
+	tr.lose(x, false, now)
+	tr.setBase(x, 1<<20)
+	tr.join(x, now)
+	tr.setHeld(x, 3<<20)
+	tr.reported(x, 2*time.Second) // the new session's clock
+	tr.checkRates(now.Add(2 * time.Second))
+	if got := tr.node(x).rate; got != 1<<20 {
+		t.Fatalf("rate after rejoining %.0f B/s, want %d (2 MiB in 2 s)", got, 1<<20)
+	}
+}

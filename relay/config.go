@@ -34,7 +34,9 @@ type Config struct {
 	SessionGrace time.Duration `toml:"session_grace"`
 	// MaxRate caps what this process sends to its children, all together
 	// ("20mbit", "5MB/s"; see ParseRate), so a production line's network
-	// stays usable; "" sends as fast as the links go.
+	// stays usable; "" sends as fast as the links go. Each child's flow is
+	// paced at an even share of it from its first byte, so just under the
+	// seed's link it also keeps the seed's trees abreast.
 	MaxRate string `toml:"max_rate"`
 	// MaxNodes is the most receivers one seed takes into a session; the
 	// rest are reported as not taken.

@@ -18,7 +18,8 @@
 // child's flow is paced at 1.5 x the fastest any of the parent's flows was
 // seen to move data while busy (on Linux: TCP_INFO, SO_MAX_PACING_RATE),
 // so no burst far above the link crowds the other tree's flow out of the
-// child's switch port. When a node
+// child's switch port; under Config.MaxRate, each flow is paced at an even
+// share of it from its first byte. When a node
 // dies or stalls, the seed names a new parent for its children, which
 // resume by asking for the blocks they still lack: no verified block
 // moves twice.

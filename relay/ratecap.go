@@ -31,6 +31,14 @@ func newRateCap(bytesPerSecond int64) *rateCap {
 	return &rateCap{rate: float64(bytesPerSecond), tokens: capBurst, last: time.Now()}
 }
 
+// bytesPerSecond is the cap's rate; 0: no cap.
+func (c *rateCap) bytesPerSecond() int64 {
+	if c == nil {
+		return 0
+	}
+	return int64(c.rate)
+}
+
 // wait blocks until n bytes may be sent, or ctx ends.
 func (c *rateCap) wait(ctx context.Context, n int) error {
 	if c == nil {

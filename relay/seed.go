@@ -833,7 +833,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 	}
 	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
 	rcap := newRateCap(rate)
-	up := newUplink()
+	up := newUplink(rate)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()

@@ -95,7 +95,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()

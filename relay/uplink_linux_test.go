@@ -32,7 +32,7 @@ func TestTCPFlowDeliveryAndPace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := newUplink()
+	u := newUplink(0)
 	f := u.join(c)
 	if f == nil {
 		t.Fatal("join: a TCP flow on Linux is not measured")

@@ -26,7 +26,7 @@ func (f *fakeFlow) moved(n uint64, busy time.Duration) {
 // measure a link sets nothing (a flow waiting for its parent's data is not
 // a slow link).
 func TestUplinkPacesAtTheFastestBusyRate(t *testing.T) {
-	u := newUplink()
+	u := newUplink(0)
 	t0 := time.Now()
 	a, b := &fakeFlow{}, &fakeFlow{}
 	fa, fb := u.add(a, t0), u.add(b, t0)
@@ -88,7 +88,7 @@ func TestNilUplink(t *testing.T) {
 
 // Flows seen faster than a gigabit go unpaced: there the CPU is the limit.
 func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
-	u := newUplink()
+	u := newUplink(0)
 	t0 := time.Now()
 	a := &fakeFlow{}
 	fa := u.add(a, t0)
@@ -107,4 +107,36 @@ func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
 	if b.paced != unpaced {
 		t.Fatalf("a flow joining a fast uplink paced at %d, want unpaced", b.paced)
 	}
+}
+
+// Under a cap on all flows (max_rate), each flow is paced at an even share
+// of it from its first byte, below the busy-rate pace when that is lower;
+// shares grow when a flow leaves.
+func TestUplinkSplitsItsCapEvenly(t *testing.T) {
+	u := newUplink(1_000_000)
+	t0 := time.Now()
+	a, b := &fakeFlow{}, &fakeFlow{}
+	fa := u.add(a, t0)
+	if a.paced != 1_000_000 {
+		t.Fatalf("one flow under a 1 MB/s cap paced at %d, want 1000000", a.paced)
+	}
+	fb := u.add(b, t0)
+	if a.paced != 500_000 || b.paced != 500_000 {
+		t.Fatalf("two flows paced at %d and %d, want 500000 each", a.paced, b.paced)
+	}
+	a.moved(200_000, time.Second) // 200 kB/s while busy: its pace is lower than the share
+	u.tick(fa, t0.Add(time.Second))
+	if want := uint64(200_000 * paceHeadroom); a.paced != want || b.paced != want {
+		t.Fatalf("after a 200 kB/s window paced %d and %d, want %d", a.paced, b.paced, want)
+	}
+	b.moved(2_000_000, time.Second) // faster than the share: the share holds
+	u.tick(fb, t0.Add(time.Second))
+	if a.paced != 500_000 || b.paced != 500_000 {
+		t.Fatalf("after a 2 MB/s window paced %d and %d, want the 500000 share", a.paced, b.paced)
+	}
+	u.leave(fb)
+	if a.paced != 1_000_000 {
+		t.Fatalf("the flow left alone paced at %d, want the whole 1000000", a.paced)
+	}
+	u.leave(fa)
 }

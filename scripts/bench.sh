@@ -9,6 +9,9 @@
 #   treecast   treecast's defaults: N `treecast join --to` on h1..hN, then
 #              `treecast seed --expect N --report R.json FILE` on h0
 #   treecast1  the same with one binary tree (`[relay] trees = 1`, --config)
+#   treecast97 the defaults, and the seed told the link as udpcast is:
+#              `--max-rate` 97% of B, which paces each root at an even share
+#              of it from the first byte
 #   udpcast    multicast, Debian's udpcast package:
 #                h1..hN: udp-receiver --interface eth0 --file OUT --nokbd --exit-wait 100
 #                h0:     udp-sender --interface eth0 --file PKG --nokbd --min-receivers N
@@ -57,7 +60,7 @@
 #   BENCH_POINTS  "N:RATE:MB ..." (default "16:20mbit:20 32:20mbit:20
 #                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4 to them);
 #                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
-#   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain")
+#   BENCH_TOOLS   which tools, in order (default "treecast treecast1 treecast97 udpcast chain")
 #   BENCH_KIND    what the package is: random (default: MB of /dev/urandom);
 #                 image (an ext4 image of MB holding MB/5 of files from /usr,
 #                 receivers `join --write TARGET`); tar (a tar of MB of those
@@ -93,7 +96,7 @@ while (($#)); do
 	*) echo "bench: unknown argument '$1'; usage: scripts/bench.sh [--full] (--help says more)" >&2; exit 2 ;;
 	esac
 done
-TOOLS=${BENCH_TOOLS:-treecast treecast1 udpcast chain}
+TOOLS=${BENCH_TOOLS:-treecast treecast1 treecast97 udpcast chain}
 KIND=${BENCH_KIND:-random}
 case $KIND in
 random | image | tar) ;;
@@ -107,8 +110,8 @@ CHUNK_ARGS=()
 
 for t in $TOOLS; do
 	case $t in
-	treecast | treecast1 | udpcast | chain) ;;
-	*) echo "bench: unknown tool '$t' in BENCH_TOOLS (known: treecast treecast1 udpcast chain)" >&2; exit 2 ;;
+	treecast | treecast1 | treecast97 | udpcast | chain) ;;
+	*) echo "bench: unknown tool '$t' in BENCH_TOOLS (known: treecast treecast1 treecast97 udpcast chain)" >&2; exit 2 ;;
 	esac
 done
 for p in $POINTS; do
@@ -264,8 +267,9 @@ settle() {
 	fi
 }
 
-run_treecast() { # run_treecast TREES TAG ; TREES "" = treecast's default
+run_treecast() { # run_treecast TREES TAG [SEED FLAG...] ; TREES "" = treecast's default
 	local trees=$1 tag=$2 i jpids=() spid tx0 tx1 t0 t1 cfg=()
+	shift 2
 	local d=$WORK/$tag
 	mkdir -p "$d"
 	if [[ -n $trees ]]; then
@@ -291,7 +295,7 @@ run_treecast() { # run_treecast TREES TAG ; TREES "" = treecast's default
 	tx0=$(tx0_bytes)
 	t0=$(now)
 	spawn_timed 0 "$tag-h0" "$d/seed.log" env HOME="$d/h0/home" XDG_CONFIG_HOME="$d/h0/home/.config" \
-		"$BIN" seed --expect "$N" --wait 60s --iface eth0 --group bench "${CHUNK_ARGS[@]}" "${cfg[@]}" \
+		"$BIN" seed --expect "$N" --wait 60s --iface eth0 --group bench "${CHUNK_ARGS[@]}" "${cfg[@]}" "$@" \
 		--report "$d/report.json" "$PKG"
 	spid=$LAB_LAST_PID
 	wait_all "${jpids[@]}"
@@ -445,6 +449,7 @@ for point in $POINTS; do
 		case $tool in
 		treecast) run_treecast "" treecast ;;
 		treecast1) run_treecast 1 treecast1 ;;
+		treecast97) run_treecast "" treecast97 --max-rate "$((BITS * 97 / 100))bit" ;;
 		udpcast) run_udpcast ;;
 		chain) run_chain ;;
 		esac
@@ -457,7 +462,7 @@ for point in $POINTS; do
 		*) ratio=$R_STATUS ;;
 		esac
 		[[ $R_STATUS == failed ]] && BENCH_FAILED=1
-		printf 'bench: %-9s makespan %7.2f s = %5s x S/B, seed up %s x S, wire %s x S per receiver, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
+		printf 'bench: %-10s makespan %7.2f s = %5s x S/B, seed up %s x S, wire %s x S per receiver, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
 			"$tool" "$R_MK" "$ratio" "$R_UP" "$wire" "$cpu" "$busy" "$R_SAME" "$N" \
 			"${R_NOTE:+; $R_NOTE}" "${R_WHY:+; ${R_STATUS^^}: $R_WHY (logs in $WORK/${tool})}"
 		RESULTS+=("$N|$RATE|$MB MB $KIND|$SB|$tool|$ratio|$R_UP|$wire|$cpu|$R_SAME/$N")
@@ -472,10 +477,10 @@ echo
 echo "== results: makespan / (S/B), seed upload / S, CPU seconds of all the tool's processes, byte-identical copies"
 echo "   (N receivers + 1 seed; links full duplex at B; S in 10^6 bytes; $(nproc) cores; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
-fmt='| %4s | %-8s | %13s | %6s | %-9s | %14s | %9s | %6s | %7s | %9s |\n'
+fmt='| %4s | %-8s | %13s | %6s | %-10s | %14s | %9s | %6s | %7s | %9s |\n'
 # shellcheck disable=SC2059 # fmt is ours
 printf "$fmt" N B S 'S/B s' tool 'makespan/(S/B)' 'seed-up/S' 'wire/S' 'CPU-s' identical
-echo '|-----:|----------|--------------:|-------:|-----------|---------------:|----------:|-------:|--------:|----------:|'
+echo '|-----:|----------|--------------:|-------:|------------|---------------:|----------:|-------:|--------:|----------:|'
 for r in "${RESULTS[@]}"; do
 	IFS='|' read -r -a f <<<"$r"
 	# shellcheck disable=SC2059

@@ -10,18 +10,18 @@ import (
 // uplink paces each flow this process feeds a child at paceHeadroom times
 // the fastest any of its flows has been seen to move data while it had
 // data to move, and, under a cap on all of them (max_rate), at no more
-// than an even share of the cap. A sender is otherwise paced by its congestion control, and
-// BBR, misled by bursty acknowledgements on a shaped or virtual link,
-// paces at many times the link: the bursts overflow the switch port of the
-// child, where they crowd out the other tree's flow into the same child,
-// and that flow's whole subtree waits. Paced a little above what a flow
-// was seen to carry, every flow keeps its share: 64 hosts at 10 Mbit/s
-// went from 1.43-1.48 to 1.21-1.29 x S/B. Rates are
-// measured over the time a flow was busy (TCP's own account), so a flow
-// waiting for its parent's data does not count as a slow link; the
-// headroom lets the pace grow where it started low. A nil *uplink paces
-// nothing, and where the platform cannot measure a flow or set its pace,
-// flows go as the kernel sends them.
+// than an even share of the cap. A sender is otherwise paced by its
+// congestion control, and BBR, misled by bursty acknowledgements on a
+// shaped or virtual link, paces at many times the link: the bursts
+// overflow the switch port of the child, where they crowd out the other
+// tree's flow into the same child, and that flow's whole subtree waits.
+// Paced a little above what a flow was seen to carry, every flow keeps
+// its share: 64 hosts at 10 Mbit/s went from 1.43-1.48 to 1.21-1.29 x
+// S/B. Rates are measured over the time a flow was busy (TCP's own
+// account), so a flow waiting for its parent's data does not count as a
+// slow link; the headroom lets the pace grow where it started low. A nil
+// *uplink paces nothing, and where the platform cannot measure a flow or
+// set its pace, flows go as the kernel sends them.
 type uplink struct {
 	mu    sync.Mutex
 	flows map[*upFlow]struct{}

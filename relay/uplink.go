@@ -108,10 +108,8 @@ func (u *uplink) add(s flowSocket, now time.Time) *upFlow {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.flows[f] = struct{}{}
-	if u.all > 0 {
-		u.paceAll() // every share shrinks
-	} else if u.best > 0 {
-		s.pace(u.rate())
+	if u.all > 0 || u.best > 0 {
+		u.paceAll() // under a cap, every share shrinks
 	}
 	return f
 }
@@ -153,6 +151,7 @@ func (u *uplink) tick(f *upFlow, now time.Time) {
 	u.paceAll()
 }
 
+// paceAll sets every flow's pace to rate; u.mu is held.
 func (u *uplink) paceAll() {
 	r := u.rate()
 	for f := range u.flows {

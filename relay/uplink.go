@@ -9,8 +9,9 @@ import (
 
 // uplink paces each flow this process feeds a child at paceHeadroom times
 // the fastest any of its flows has been seen to move data while it had
-// data to move, and, under a cap on all of them (max_rate), at no more
-// than an even share of the cap. A sender is otherwise paced by its
+// data to move, and, under a cap on all of them (max_rate) or on a link
+// whose rate the platform shows (slower than unpacedFrom), at no more
+// than an even share of it. A sender is otherwise paced by its
 // congestion control, and BBR, misled by bursty acknowledgements on a
 // shaped or virtual link, paces at many times the link: the bursts
 // overflow the switch port of the child, where they crowd out the other
@@ -37,6 +38,14 @@ type uplink struct {
 	// link, 1.16-1.26 x S/B with the bucket alone, 1.13-1.16 paced at
 	// even shares (1.18-1.48 with no cap).
 	all float64
+
+	// link is linkShare of what the link under the first flow can carry
+	// (bytes per second; 0: not known), found once. Like all, it is split
+	// evenly from the first byte: the seed cannot otherwise know its link
+	// before its flows have overrun it (128 hosts at 4 Mbit/s: 1.27-1.30 x
+	// S/B unpaced, 1.15-1.17 split so, in alternating runs).
+	link  float64
+	probe sync.Once
 }
 
 // upFlow is one child's flow and where its current window began.
@@ -73,6 +82,9 @@ const (
 	// paceHeadroom over the fastest rate seen: room to grow, well under
 	// the many-fold bursts it stops.
 	paceHeadroom = 1.5
+	// linkShare of a link's rate is shared out among its flows: under the
+	// link by the acknowledgements and control messages that share it.
+	linkShare = 0.97
 	// unpacedFrom: flows this fast go as the kernel sends them. Where the
 	// CPU, not a link, is the limit (loopback, fast LANs), pacing costs a
 	// quarter of the throughput, and a NIC this fast cannot burst far
@@ -96,7 +108,27 @@ func (u *uplink) join(conn net.Conn) *upFlow {
 	if s == nil {
 		return nil
 	}
+	u.probe.Do(func() {
+		if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+			u.setLink(linkRate(a.IP))
+		}
+	})
 	return u.add(s, time.Now())
+}
+
+// setLink says the flows leave by a link of rate bytes per second (0: not
+// known). A link of unpacedFrom or faster is not split: its flows go as
+// the kernel sends them.
+func (u *uplink) setLink(rate int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.link = 0
+	if rate > 0 && rate < unpacedFrom {
+		u.link = linkShare * float64(rate)
+	}
+	if u.total() > 0 {
+		u.paceAll()
+	}
 }
 
 func (u *uplink) add(s flowSocket, now time.Time) *upFlow {
@@ -108,7 +140,7 @@ func (u *uplink) add(s flowSocket, now time.Time) *upFlow {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.flows[f] = struct{}{}
-	if u.all > 0 || u.best > 0 {
+	if u.total() > 0 || u.best > 0 {
 		u.paceAll() // under a cap, every share shrinks
 	}
 	return f
@@ -121,7 +153,7 @@ func (u *uplink) leave(f *upFlow) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	delete(u.flows, f)
-	if u.all > 0 {
+	if u.total() > 0 {
 		u.paceAll() // every share grows
 	}
 }
@@ -159,14 +191,23 @@ func (u *uplink) paceAll() {
 	}
 }
 
+// total is what all flows together may carry (bytes per second; 0: no
+// bound): the cap or the link's share, whichever is lower.
+func (u *uplink) total() float64 {
+	if u.link > 0 && (u.all == 0 || u.link < u.all) {
+		return u.link
+	}
+	return u.all
+}
+
 // rate is the pace of every flow, in bytes per second (unpaced: none).
 func (u *uplink) rate() uint64 {
 	r := u.best * paceHeadroom
 	if u.best == 0 {
 		r = math.Inf(1)
 	}
-	if u.all > 0 && len(u.flows) > 0 {
-		r = min(r, u.all/float64(len(u.flows)))
+	if all := u.total(); all > 0 && len(u.flows) > 0 {
+		r = min(r, all/float64(len(u.flows)))
 	}
 	if r < unpacedFrom {
 		return uint64(r)

@@ -140,3 +140,49 @@ func TestUplinkSplitsItsCapEvenly(t *testing.T) {
 	}
 	u.leave(fa)
 }
+
+// Where the link's rate is known, its share (linkShare) is split evenly
+// from the first byte as a cap is; the lower of the two holds.
+func TestUplinkSplitsTheLinkEvenly(t *testing.T) {
+	share := func(rate float64, n int) uint64 { return uint64(linkShare * rate / float64(n)) }
+	u := newUplink(0)
+	t0 := time.Now()
+	a, b := &fakeFlow{}, &fakeFlow{}
+	fa := u.add(a, t0)
+	if a.paced != 0 {
+		t.Fatalf("with no link rate and nothing measured, paced at %d, want unpaced (never set)", a.paced)
+	}
+	u.setLink(1_000_000)
+	if want := share(1_000_000, 1); a.paced != want {
+		t.Fatalf("one flow on a 1 MB/s link paced at %d, want %d", a.paced, want)
+	}
+	fb := u.add(b, t0)
+	if want := share(1_000_000, 2); a.paced != want || b.paced != want {
+		t.Fatalf("two flows paced at %d and %d, want %d each", a.paced, b.paced, want)
+	}
+	u.leave(fb)
+	u.leave(fa)
+
+	capped := newUplink(400_000) // a cap under the link: the cap holds
+	capped.setLink(1_000_000)
+	c := &fakeFlow{}
+	capped.leave(capped.add(c, t0))
+	if c.paced != 400_000 {
+		t.Fatalf("under a 400 kB/s cap on a 1 MB/s link paced at %d, want 400000", c.paced)
+	}
+	over := newUplink(5_000_000) // a cap over the link: the link holds
+	over.setLink(1_000_000)
+	d := &fakeFlow{}
+	over.leave(over.add(d, t0))
+	if want := share(1_000_000, 1); d.paced != want {
+		t.Fatalf("under a 5 MB/s cap on a 1 MB/s link paced at %d, want %d", d.paced, want)
+	}
+	fast := newUplink(0) // a 1 Gbit/s NIC: not split, two flows go unpaced
+	fast.setLink(125_000_000)
+	fast.add(&fakeFlow{}, t0)
+	e := &fakeFlow{}
+	fast.leave(fast.add(e, t0))
+	if e.paced != 0 {
+		t.Fatalf("on a 1 Gbit/s link paced at %d, want never paced", e.paced)
+	}
+}

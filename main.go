@@ -128,7 +128,7 @@ Sizes: 4096, 256KiB, 1MiB, 2GiB (binary) or 500KB, 1MB, 2GB (decimal: 1MB is 100
 // or variable wins over the file.
 var (
 	configFlag  = &cli.StringFlag{Name: "config", Usage: "read settings from this TOML `FILE`", EnvVars: []string{"TREECAST_CONFIG"}}
-	maxRateFlag = &cli.StringFlag{Name: "max-rate", Usage: "send at most `RATE` to all children together (20mbit, 1.5gbit, 5MB/s, 2MiB/s), so the rest of the network stays usable; each child's flow is paced at an even share of it from the first byte (on a seed, just under its link, e.g. 3.9mbit on 4 Mbit/s, this keeps both trees abreast: see README)", DefaultText: "no cap", EnvVars: []string{"TREECAST_MAX_RATE"}}
+	maxRateFlag = &cli.StringFlag{Name: "max-rate", Usage: "send at most `RATE` to all children together (20mbit, 1.5gbit, 5MB/s, 2MiB/s), so the rest of the network stays usable; each child's flow is paced at an even share of it from the first byte (without a cap: of 97% of the link, where its rate can be read)", DefaultText: "no cap", EnvVars: []string{"TREECAST_MAX_RATE"}}
 	secretFlag  = &cli.StringFlag{Name: "secret", Usage: "the fleet secret at `FILE` (make one with `treecast secret`): only hosts holding it take part, and blocks travel encrypted", EnvVars: []string{"TREECAST_SECRET"}}
 	ifaceFlag   = &cli.StringSliceFlag{Name: "iface", Usage: "use only this network interface `NAME` (repeatable, or comma-separated)", DefaultText: "every up multicast interface with a private address", EnvVars: []string{"TREECAST_IFACE"}}
 )

@@ -35,8 +35,8 @@ type Config struct {
 	// MaxRate caps what this process sends to its children, all together
 	// ("20mbit", "5MB/s"; see ParseRate), so a production line's network
 	// stays usable; "" sends as fast as the links go. Each child's flow is
-	// paced at an even share of it from its first byte, so just under the
-	// seed's link it also keeps the seed's trees abreast.
+	// paced at an even share of it from its first byte (as it is of 97 %
+	// of the link, where the link's rate can be read).
 	MaxRate string `toml:"max_rate"`
 	// MaxNodes is the most receivers one seed takes into a session; the
 	// rest are reported as not taken.

@@ -18,8 +18,10 @@
 // child's flow is paced at 1.5 x the fastest any of the parent's flows was
 // seen to move data while busy (on Linux: TCP_INFO, SO_MAX_PACING_RATE),
 // so no burst far above the link crowds the other tree's flow out of the
-// child's switch port; under Config.MaxRate, each flow is paced at an even
-// share of it from its first byte. When a node
+// child's switch port; under Config.MaxRate, or on a link under 1 Gbit/s
+// whose rate the platform shows (the NIC's speed, a tbf at the root of its
+// egress), each flow is paced at an even share of the cap, or of 97 % of
+// the link, from its first byte. When a node
 // dies or stalls, the seed names a new parent for its children, which
 // resume by asking for the blocks they still lack: no verified block
 // moves twice.

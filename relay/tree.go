@@ -911,7 +911,11 @@ func (t *tree) load(n *tnode) int {
 // can take, feeding the leaf below it: the way in when no node has room
 // within depthBound, instead of a deep place, the seed beyond its share
 // or a node in two trees. The shallowest such leaf goes one level down,
-// and must stay within the bound unless the seed is the alternative.
+// and must stay within the bound unless the seed is the alternative. A
+// leaf that holds more of the stripe than id (by over starveSlack) keeps
+// its place: it would wait for id, which gets the stripe no faster than
+// the leaf did (16 @ 100 Mbit/s, a relay killed and run again: the leaf
+// moved under it ended 1.8 s after the rest).
 func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
 	n := t.node(id)
 	if !t.canFeed(n) || t.feeds(n) {
@@ -921,7 +925,7 @@ func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
 	best, bestDepth := noParent, 0
 	for i := range t.nodes {
 		xid, x := i+1, &t.nodes[i]
-		if xid == id || !x.in || len(x.children[st]) > 0 || x.held > n.held+slack || x.retry[st].avoids(id, now) {
+		if xid == id || !x.in || len(x.children[st]) > 0 || x.held > n.held+slack || t.stripeHeld(x, st) > t.stripeHeld(n, st)+t.starveSlack() || x.retry[st].avoids(id, now) {
 			continue
 		}
 		q := x.parent[st]

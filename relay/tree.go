@@ -47,8 +47,12 @@ const (
 	// for it, so its first window is its link's, and a slow root holds
 	// back its whole tree: every window it keeps its place costs the
 	// session a window (16 @ 100 Mbit/s, a root at 10: found at 4 s,
-	// the others done at 9.5 s against 6 s without it).
+	// the others done at 9.5 s against 6 s without it). So a root's
+	// windows are also shorter, rootWindow of SlowAfter: until it is
+	// found, the whole other tree waits (all the healthy nodes took half a
+	// link for the 2.5 s it took with whole windows).
 	rootWarmup = 1
+	rootWindow = 2
 	// retryFirst is how long a parent that failed a child is passed over
 	// for it, and how long a child failing twice in a row waits for a new
 	// parent; each failure in a row doubles both, up to retryMax.
@@ -499,7 +503,7 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 		if !n.in || n.failed || n.held >= t.size {
 			continue
 		}
-		if dt := (n.reportClock - n.rateClock).Seconds(); dt >= t.slowAfter.Seconds() {
+		if dt := (n.reportClock - n.rateClock).Seconds(); dt >= t.window(n).Seconds() {
 			n.rate = float64(n.held-n.rateHeld) / dt
 			n.rateHeld, n.rateClock, n.rateAt = n.held, n.reportClock, now
 			for st := range t.stripes {
@@ -558,10 +562,22 @@ func (t *tree) checkRates(now time.Time) (moves []move, slow []int) {
 // sample of its rate with them has ended.
 func (t *tree) judged(n *tnode, now time.Time) bool {
 	windows := time.Duration(slowWarmup)
-	if slices.Contains(n.parent[:t.stripes], seedID) {
+	if t.isRoot(n) {
 		windows = rootWarmup
 	}
-	return now.Sub(n.started) >= windows*t.slowAfter && n.rateAt.After(n.started)
+	return now.Sub(n.started) >= windows*t.window(n) && n.rateAt.After(n.started)
+}
+
+// isRoot reports whether the seed feeds n in some stripe.
+func (t *tree) isRoot(n *tnode) bool { return slices.Contains(n.parent[:t.stripes], seedID) }
+
+// window is how long a sample of n's rate runs: SlowAfter, or a
+// rootWindow-th of it for a root.
+func (t *tree) window(n *tnode) time.Duration {
+	if t.isRoot(n) {
+		return t.slowAfter / rootWindow
+	}
+	return t.slowAfter
 }
 
 // slowLink reports whether id's own link looks too slow to feed anyone

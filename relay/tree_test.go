@@ -739,7 +739,7 @@ func TestTreeSlowRootFoundInTheFirstWindow(t *testing.T) {
 		}
 		want := 2 * tr.slowAfter
 		if root {
-			want = tr.slowAfter
+			want = tr.slowAfter / rootWindow
 		}
 		if found != want {
 			t.Errorf("root=%v: relay %d on a slow link found at %s, want %s", root, x, found, want)
@@ -816,7 +816,7 @@ func TestTreeSlowRootStarvedInTheOtherTree(t *testing.T) {
 		}
 		return []int64{normal, normal}
 	})
-	if want := tr.slowAfter; found != want {
+	if want := tr.slowAfter / rootWindow; found != want {
 		t.Errorf("root %d found slow at %s, want %s", x, found, want)
 	}
 }

@@ -82,8 +82,8 @@ const (
 	// paceHeadroom over the fastest rate seen: room to grow, well under
 	// the many-fold bursts it stops.
 	paceHeadroom = 1.5
-	// linkShare of a link's rate is shared out among its flows: under the
-	// link by the acknowledgements and control messages that share it.
+	// linkShare of a link's rate is shared out among its flows; the rest
+	// is left to the acknowledgements and control messages on the link.
 	linkShare = 0.97
 	// unpacedFrom: flows this fast go as the kernel sends them. Where the
 	// CPU, not a link, is the limit (loopback, fast LANs), pacing costs a

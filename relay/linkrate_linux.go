@@ -97,7 +97,7 @@ func rootTBFRate(index int) int64 {
 	for range 64 {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil || n <= 0 {
-			return 0
+			return rate // what was read before the kernel stopped answering
 		}
 		done, r := tbfInDump(buf[:n], index)
 		if r > 0 {

@@ -38,7 +38,7 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 	have := bitmap(w.have)
 	f.pos = pace.join()
 	defer pace.leave(f.pos)
-	f.flow = o.up.join(conn)
+	f.flow = o.up.join(conn, flowTo{child: o.child, stripe: w.stripe})
 	defer o.up.leave(f.flow)
 	for i := range m.Chunks {
 		first, n := m.chunkBlocks(i)
@@ -79,6 +79,7 @@ type feedOptions struct {
 	keys     keys
 	cap      *rateCap       // what this process sends to all its children, at most
 	up       *uplink        // paces each child's flow; shared by this process's feeders
+	child    NodeID         // whom this feed is for, as it said in its hello
 	compress bool           // compress blocks that shrink (the seed)
 	corrupt  func(int) bool // fault injection: flip a bit of every block of these chunks
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,7 +127,10 @@ func TestFrameWireLayout(t *testing.T) {
 		{msgPing, nil, "TCST\x04\x0c\x00\x00\x00\x00"},
 		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
 		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second}.encode(), "TCST\x04\x04\x00\x00\x00\x0e\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30"},
-		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304}.encode(), "TCST\x04\x09\x00\x00\x00\x19\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04"},
+		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304}.encode(), "TCST\x04\x09\x00\x00\x00\x1a\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04\x00"},
+		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304, stalls: []stallReport{{child: NodeID{15: 0xaa}, stripe: 1, millis: 0x0506}}}.encode(),
+			"TCST\x04\x09\x00\x00\x00\x2f\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04" +
+				"\x01" + strings.Repeat("\x00", 15) + "\xaa\x01\x00\x00\x05\x06"},
 		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x04\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
 		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x04\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
@@ -373,9 +377,14 @@ type wireCase struct {
 	want    any
 	payload []byte
 	decode  func([]byte) (any, error)
-	// older is how many bytes at the end a peer of an earlier build does
-	// not send: the payload cut there decodes as earlier, those fields empty.
-	older   int
+	// olders are the messages peers of earlier builds send: each the
+	// payload cut by so many bytes at the end, decoding as earlier, the
+	// fields since appended empty.
+	olders []older
+}
+
+type older struct {
+	cut     int
 	earlier any
 }
 
@@ -389,21 +398,26 @@ func wire[M any](name string, m M, encode func(M) []byte, decode func([]byte) (M
 // result is the wire case of m; a node of an earlier build sends no output.
 func result(name string, m resultMsg) wireCase {
 	c := wire(name, m, resultMsg.encode, decodeResult)
-	c.older, c.earlier = 4+len(m.output), resultMsg{ok: m.ok, err: m.err, received: m.received, millis: m.millis, flushed: m.flushed}
+	c.olders = []older{{4 + len(m.output), resultMsg{ok: m.ok, err: m.err, received: m.received, millis: m.millis, flushed: m.flushed}}}
 	return c
 }
 
-// progress is the wire case of m; a node of an earlier build sends no clock.
+// progress is the wire case of m; nodes of earlier builds send no stalls,
+// and before that no clock.
 func progress(name string, m progressMsg) wireCase {
 	c := wire(name, m, progressMsg.encode, decodeProgress)
-	c.older, c.earlier = 8, progressMsg{held: m.held, received: m.received, stripes: m.stripes}
+	stalls := 1 + 21*len(m.stalls)
+	c.olders = []older{
+		{stalls, progressMsg{held: m.held, received: m.received, stripes: m.stripes, millis: m.millis}},
+		{stalls + 8, progressMsg{held: m.held, received: m.received, stripes: m.stripes}},
+	}
 	return c
 }
 
 // accept is the wire case of m; a node of an earlier build sends no seed timeout.
 func accept(name string, m acceptMsg) wireCase {
 	c := wire(name, m, acceptMsg.encode, decodeAccept)
-	c.older, c.earlier = 4, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate}
+	c.olders = []older{{4, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate}}}
 	return c
 }
 
@@ -429,6 +443,7 @@ func wireCases() []wireCase {
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
 		progress("progress", progressMsg{held: 12 << 40, received: 1 << 40, millis: 1}),
 		progress("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}, millis: math.MaxUint64}),
+		progress("progress with stalls", progressMsg{held: 1, received: 1, stripes: []uint64{1, 0}, millis: 9, stalls: []stallReport{{child: id, stripe: 1, millis: 1500}, {stripe: 0, millis: math.MaxUint32}}}),
 		result("result ok", resultMsg{ok: true, received: 99, millis: 1234}),
 		result("result failed", resultMsg{err: "apply: exit status 3", received: 99, millis: math.MaxUint64}),
 		result("result flushed, with output", resultMsg{ok: true, flushed: true, output: "restarted app\nversion 2.4"}),
@@ -470,7 +485,7 @@ func TestMessagesIgnoreAppendedFields(t *testing.T) {
 func TestMessagesRejectTruncation(t *testing.T) {
 	for _, tt := range wireCases() {
 		for n := range len(tt.payload) {
-			if tt.older > 0 && n == len(tt.payload)-tt.older {
+			if slices.ContainsFunc(tt.olders, func(o older) bool { return n == len(tt.payload)-o.cut }) {
 				continue // as a peer of an earlier build sends it: below
 			}
 			got, err := tt.decode(tt.payload[:n])
@@ -492,12 +507,11 @@ func TestMessagesRejectTruncation(t *testing.T) {
 // decodes, with those fields empty, rather than failing the node.
 func TestMessagesFromAnEarlierBuild(t *testing.T) {
 	for _, tt := range wireCases() {
-		if tt.older == 0 {
-			continue
-		}
-		got, err := tt.decode(tt.payload[:len(tt.payload)-tt.older])
-		if err != nil || !reflect.DeepEqual(got, tt.earlier) {
-			t.Errorf("%s as an earlier build sends it: %+v, %v; want %+v", tt.name, got, err, tt.earlier)
+		for _, o := range tt.olders {
+			got, err := tt.decode(tt.payload[:len(tt.payload)-o.cut])
+			if err != nil || !reflect.DeepEqual(got, o.earlier) {
+				t.Errorf("%s as an earlier build sends it (%d bytes shorter): %+v, %v; want %+v", tt.name, o.cut, got, err, o.earlier)
+			}
 		}
 	}
 }
@@ -558,6 +572,8 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"bitmap over the limit", "want", build(raw(id), u8(1), u8(0), u32(maxBlocks/8+1)), "exceeds limit"},
 		{"bitmap claims 4 GiB", "want", build(raw(id), u8(1), u8(0), u32(math.MaxUint32)), "exceeds limit"},
 		{"progress cut short", "progress", build(u32(1), u32(0)), "too short"},
+		{"more stalls than a relay feeds", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(maxStalls+1)), "17 stalls"},
+		{"stalls claim more than sent", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(2), raw(id), u8(0), u32(1)), "too short"},
 		{"ok is 7", "result", build(u8(7), str(""), u64(0), u64(0)), "bad boolean 7"},
 		{"error over the text limit", "result", build(u8(0), str(tooLong), u64(0), u64(0)), "exceeds limit"},
 		{"output over the text limit", "result", build(u8(0), str(""), u64(0), u64(0), u8(0), str(tooLong)), "exceeds limit"},

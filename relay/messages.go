@@ -260,7 +260,22 @@ type progressMsg struct {
 	// on the node's clock and a report late on the wire slows no sample;
 	// zero: not said (a node of an earlier build).
 	millis uint64
+	// stalls: the node's flows to its children that have taken nothing
+	// for a while (see stallAfter), at most maxStalls of them.
+	stalls []stallReport
 }
+
+// A stallReport says a child, in a stripe, has taken nothing from this
+// node for millis milliseconds.
+type stallReport struct {
+	child  NodeID
+	stripe uint8
+	millis uint32
+}
+
+// maxStalls bounds the stalls one progress frame reports: more children
+// than a relay ever feeds at once.
+const maxStalls = 16
 
 func (m progressMsg) encode() []byte {
 	var e enc
@@ -271,6 +286,12 @@ func (m progressMsg) encode() []byte {
 		e.u64(h)
 	}
 	e.u64(m.millis)
+	e.u8(uint8(min(len(m.stalls), maxStalls)))
+	for _, r := range m.stalls[:min(len(m.stalls), maxStalls)] {
+		e.id(r.child)
+		e.u8(r.stripe)
+		e.u32(r.millis)
+	}
 	return e.b
 }
 
@@ -287,6 +308,15 @@ func decodeProgress(p []byte) (progressMsg, error) {
 	}
 	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
 		m.millis = d.u64()
+	}
+	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
+		if n := int(d.u8()); n > maxStalls {
+			d.fail(fmt.Errorf("%d stalls", n))
+		} else {
+			for range n {
+				m.stalls = append(m.stalls, stallReport{child: d.id(), stripe: d.u8(), millis: d.u32()})
+			}
+		}
 	}
 	return m, wrapDecode("progress", d.err)
 }

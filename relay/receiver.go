@@ -361,7 +361,7 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, corrupt: r.opt.CorruptChunk})
+	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, child: h.id, corrupt: r.opt.CorruptChunk})
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

@@ -161,6 +161,7 @@ type node struct {
 	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 	lostAt     time.Time // when its control connection last failed mid-session
 
+	stalls         []stall      // its flows to children that take nothing, as its last progress said
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
 	falselyAccused map[int]bool // relays it said sent corrupt data that sent the seed that data intact
 	probing        bool         // the seed is fetching a block it was accused of corrupting
@@ -225,6 +226,8 @@ type seedRun struct {
 	over      bool          // past the deadline: nothing new starts
 	refused   []Peer        // found, but beyond MaxNodes
 
+	up       *uplink // paces the seed's flows to its children, and sees them stall
+	stalls   []stall // the seed's flows that take nothing, as of the last tick
 	mu       sync.Mutex
 	uploaded int64
 	feeders  sync.WaitGroup
@@ -251,6 +254,8 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
+	rate, _ := ParseRate(cfg.MaxRate) // Validate checked it
+	s.up = newUplink(rate)
 	if s.keys, err = newKeys(opt.Secret, s.m.Session); err != nil {
 		return nil, err
 	}
@@ -576,27 +581,56 @@ const pingsPerTimeout = 3
 // reports (every DeadAfter/4) missed, loses its children to other parents
 // (tree.hush) before it counts as lost: a relay whose link went down cost
 // its subtree DeadAfter, now three quarters of it. After two missed, on a
-// lab of 16 CPU-bound hosts, healthy relays were moved too.
-const quietFor = 3
+// lab of 16 CPU-bound hosts, healthy relays were moved too. So sooner,
+// after starvedQuiet quarters, only on a parent's word as well: its flow
+// to the node has taken nothing for stallAfter (see starved).
+const (
+	quietFor     = 3
+	starvedQuiet = 2
+)
+
+// starved reports whether a parent of n says its flow to n has taken
+// nothing for stallAfter: n does not read, or its link is down. A parent
+// speaks only of its own children, so no node can say it of another's.
+func (s *seedRun) starved(n *node, now time.Time) bool {
+	for st := range s.t.stripes {
+		said := s.stalls
+		switch p := s.t.parentOf(n.id, st); {
+		case p == noParent:
+			continue
+		case p != seedID:
+			said = s.nodes[p-1].stalls
+		}
+		for _, e := range said {
+			if e.to.child == n.peer.ID && int(e.to.stripe) == st && now.Sub(e.since) >= stallAfter {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // tick is the loop's heartbeat: it drops silent nodes, moves the children
-// of relays silent for three quarters as long (see quietFor), pings the
+// of relays silent for three quarters as long, or half as long and
+// starved (see quietFor), pings the
 // rest as often as each needs (see pingEvery), moves the children of slow
 // relays, places the nodes whose wait for a parent is over, and reports
 // progress.
 func (s *seedRun) tick(now time.Time) {
 	var quiet []*node
 	connected := 0
+	s.stalls = s.up.stalls(now)
 	for _, n := range s.nodes {
 		if n.c == nil {
 			continue
 		}
-		if now.Sub(n.lastSeen) > s.cfg.DeadAfter {
-			s.lost(n, fmt.Errorf("silent for %s", now.Sub(n.lastSeen).Round(100*time.Millisecond)))
+		silent := now.Sub(n.lastSeen)
+		if silent > s.cfg.DeadAfter {
+			s.lost(n, fmt.Errorf("silent for %s", silent.Round(100*time.Millisecond)))
 			continue
 		}
 		connected++
-		if now.Sub(n.lastSeen) > s.cfg.DeadAfter*quietFor/4 {
+		if silent > s.cfg.DeadAfter*quietFor/4 || silent > s.cfg.DeadAfter*starvedQuiet/4 && s.starved(n, now) {
 			quiet = append(quiet, n)
 		}
 		if now.Sub(n.pinged) >= n.pingEvery {
@@ -726,6 +760,11 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 				s.t.setStripeHeld(n.id, held)
 			}
 			n.held = s.t.heldOf(n.id)
+			n.stalls = n.stalls[:0]
+			for _, r := range p.stalls {
+				since := n.lastSeen.Add(-time.Duration(r.millis) * time.Millisecond)
+				n.stalls = append(n.stalls, stall{to: flowTo{child: r.child, stripe: r.stripe}, since: since})
+			}
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)
@@ -833,7 +872,6 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 	}
 	rate, _ := ParseRate(s.cfg.MaxRate) // Validate checked it
 	rcap := newRateCap(rate)
-	up := newUplink(rate)
 	slots := make(chan struct{}, 4*maxConns)
 	for {
 		conn, err := s.ln.Accept()
@@ -886,7 +924,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 			}
 			c.conn.until = time.Time{}
 			pace := paces[int(w.stripe)%len(paces)]
-			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, up: up, compress: s.opt.Compress})
+			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, up: s.up, child: h.id, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {
 				s.fatal(err)
 			}

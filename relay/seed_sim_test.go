@@ -345,3 +345,75 @@ func TestSeedMovesASilentRelaysChildren(t *testing.T) {
 		}
 	}
 }
+
+// A relay silent for half the time after which it counts as lost has its
+// children moved when its parent says its flow to it has taken nothing
+// for stallAfter: a node that says so of a node it does not feed is not
+// believed, and without a parent's word the relay keeps its children
+// until it has been silent for three quarters. The seed says so of its
+// own roots from its uplink.
+func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
+	start := time.Now()
+	cfg := DefaultConfig()
+	at := start.Add(cfg.DeadAfter*starvedQuiet/4 + cfg.Heartbeat)
+	stalled := func(x *node, stripe int) []stallReport {
+		return []stallReport{{child: x.peer.ID, stripe: uint8(stripe), millis: uint32(stallAfter.Milliseconds()) + 500}}
+	}
+	// setup: a relay fed by a node in stripe 0, silent since start, and
+	// everyone else heard at.
+	setup := func() (*seedRun, *node, *node) {
+		s := simSeed(30, 2, start)
+		root := s.t.seed[0][0]
+		x := s.t.node(root).children[0][0]
+		for len(s.t.node(x).children[0]) == 0 {
+			x = s.t.node(root).children[0][1]
+		}
+		for _, n := range s.nodes {
+			if n.id != x {
+				n.lastSeen = at
+			}
+		}
+		return s, s.nodes[x-1], s.nodes[s.t.parentOf(x, 0)-1]
+	}
+	moved := func(s *seedRun, x *node) bool { return len(s.t.childrenOf(x.id)) == 0 }
+	progress := func(s *seedRun, from *node, stalls []stallReport) {
+		s.handle(context.Background(), event{n: from, f: frame{typ: msgProgress, payload: progressMsg{stalls: stalls}.encode()}})
+		from.lastSeen = at
+	}
+
+	s, x, _ := setup()
+	s.tick(at)
+	if moved(s, x) {
+		t.Fatalf("a relay silent for %s lost its children with no parent's word", at.Sub(start))
+	}
+
+	s, x, p := setup()
+	other := s.nodes[s.t.seed[1][0]-1]
+	progress(s, other, stalled(x, 0))
+	progress(s, p, stalled(x, 1)) // its parent, in the wrong stripe
+	s.tick(at)
+	if moved(s, x) {
+		t.Fatal("a relay lost its children on the word of a node that does not feed it")
+	}
+
+	progress(s, p, stalled(x, 0))
+	s.tick(at)
+	if !moved(s, x) {
+		t.Fatalf("a relay silent for %s, whose parent says it takes nothing, still feeds %v", at.Sub(start), s.t.childrenOf(x.id))
+	}
+	if x.c == nil {
+		t.Fatal("the starved relay was dropped, not only its children moved")
+	}
+
+	// A root: the seed sees its own flow stall.
+	s, _, _ = setup()
+	r := s.nodes[s.t.seed[0][0]-1]
+	r.lastSeen = start
+	s.up = newUplink(0)
+	f := &fakeFlow{d: delivery{pending: true}}
+	s.up.add(f, flowTo{child: r.peer.ID, stripe: 0}, start)
+	s.tick(at)
+	if !moved(s, r) {
+		t.Fatalf("a silent root whose flow from the seed stalled still feeds %v", s.t.childrenOf(r.id))
+	}
+}

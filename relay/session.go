@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -361,21 +362,27 @@ func (s *session) fail(err error) {
 }
 
 // heartbeat reports progress to the seed every progressEvery, which is
-// also how the seed knows this node is alive, and shows it here every
-// heartbeat.
+// also how the seed knows this node is alive, and at once when a flow to
+// a child stalls, and shows it here every heartbeat.
 func (s *session) heartbeat() {
 	t := time.NewTicker(s.cfg.Heartbeat)
 	defer t.Stop()
 	var lastSent time.Time
+	told := 0 // stalled flows the last report named
 	every := s.progressEvery()
 	for {
 		held := s.spool.heldBytes()
-		if time.Since(lastSent) >= every {
-			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load())), millis: uint64(max(time.Since(s.start).Milliseconds(), 1))}
+		now := time.Now()
+		stalls := s.up.stalls(now)
+		if now.Sub(lastSent) >= every || len(stalls) > told {
+			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load())), millis: uint64(max(now.Sub(s.start).Milliseconds(), 1))}
+			for _, st := range stalls {
+				pm.stalls = append(pm.stalls, stallReport{child: st.to.child, stripe: st.to.stripe, millis: uint32(min(now.Sub(st.since).Milliseconds(), math.MaxUint32))})
+			}
 			if err := s.c.send(msgProgress, pm.encode()); err != nil {
 				s.opt.Log.Debug("progress", "err", err)
 			}
-			lastSent = time.Now()
+			lastSent, told = now, len(stalls)
 		}
 		if s.opt.Progress != nil {
 			s.opt.Progress(ReceiverProgress{Name: s.m.Name, Size: s.m.Size, Verified: held, Applied: len(s.result) > 0})

@@ -46,13 +46,40 @@ type uplink struct {
 	// S/B unpaced, 1.15-1.17 split so, in alternating runs).
 	link  float64
 	probe sync.Once
+
+	// watched is when the flows were last looked at for a stall (see
+	// watch); stalled is how many are.
+	watched time.Time
+	stalled int
 }
 
 // upFlow is one child's flow and where its current window began.
 type upFlow struct {
 	sock  flowSocket
+	to    flowTo
 	start time.Time
 	from  delivery
+
+	// acked is the flow's delivered bytes when it was last watched, and
+	// moved when they last grew or it had nothing to send; stalled: it
+	// has had data to send and none of it acknowledged for stallAfter.
+	acked   uint64
+	moved   time.Time
+	stalled bool
+}
+
+// flowTo is whom a flow feeds: the child's node id (as it said in its
+// hello) and the stripe.
+type flowTo struct {
+	child  NodeID
+	stripe uint8
+}
+
+// A stall is a flow stalled since a time (see stallAfter): its child hangs
+// or its link is down, as far as this sender can tell.
+type stall struct {
+	to    flowTo
+	since time.Time
 }
 
 // delivery is what a flow has delivered, and the time it spent busy
@@ -60,6 +87,8 @@ type upFlow struct {
 type delivery struct {
 	bytes uint64
 	busy  time.Duration
+	// pending: data waits to be sent or acknowledged.
+	pending bool
 }
 
 // flowSocket is what the platform shows and sets of one TCP flow.
@@ -91,6 +120,15 @@ const (
 	// above the link it drives.
 	unpacedFrom = 125_000_000 // 1 Gbit/s
 	unpaced     = math.MaxUint64
+	// stallAfter without an acknowledged byte while data waits, a flow
+	// is stalled: its child hangs or its link is down. Its share of a
+	// split link goes to the flows that move until it moves again, so
+	// a hung child does not halve its siblings' pace for the DeadAfter
+	// it takes to be given up. Above TCP's retransmission timeouts on a
+	// LAN, and over 80 segments of a 1 Mbit/s link.
+	stallAfter = time.Second
+	// watchEvery is how often the flows are looked at for a stall.
+	watchEvery = 100 * time.Millisecond
 )
 
 // newUplink paces flows; all > 0 caps them together, in bytes per second.
@@ -98,9 +136,9 @@ func newUplink(all int64) *uplink {
 	return &uplink{flows: map[*upFlow]struct{}{}, all: float64(max(all, 0))}
 }
 
-// join starts measuring and pacing the flow on conn; leave must follow.
-// It returns nil when the platform cannot pace conn.
-func (u *uplink) join(conn net.Conn) *upFlow {
+// join starts measuring and pacing the flow on conn to a child; leave
+// must follow. It returns nil when the platform cannot pace conn.
+func (u *uplink) join(conn net.Conn, to flowTo) *upFlow {
 	if u == nil {
 		return nil
 	}
@@ -113,7 +151,7 @@ func (u *uplink) join(conn net.Conn) *upFlow {
 			u.setLink(linkRate(a.IP))
 		}
 	})
-	return u.add(s, time.Now())
+	return u.add(s, to, time.Now())
 }
 
 // setLink says the flows leave by a link of rate bytes per second (0: not
@@ -131,12 +169,12 @@ func (u *uplink) setLink(rate int64) {
 	}
 }
 
-func (u *uplink) add(s flowSocket, now time.Time) *upFlow {
+func (u *uplink) add(s flowSocket, to flowTo, now time.Time) *upFlow {
 	d, ok := s.delivered()
 	if !ok {
 		return nil
 	}
-	f := &upFlow{sock: s, start: now, from: d}
+	f := &upFlow{sock: s, to: to, start: now, from: d, acked: d.bytes, moved: now}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.flows[f] = struct{}{}
@@ -153,15 +191,23 @@ func (u *uplink) leave(f *upFlow) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	delete(u.flows, f)
+	if f.stalled {
+		u.stalled--
+	}
 	if u.total() > 0 {
 		u.paceAll() // every share grows
 	}
 }
 
 // tick ends flow f's window once it is measureEvery old: if f moved data
-// faster while busy than any flow before, every flow is paced anew.
+// faster while busy than any flow before, every flow is paced anew. It
+// also watches every flow for a stall.
 func (u *uplink) tick(f *upFlow, now time.Time) {
-	if u == nil || f == nil || now.Sub(f.start) < measureEvery {
+	if u == nil || f == nil {
+		return
+	}
+	u.watch(now)
+	if now.Sub(f.start) < measureEvery {
 		return
 	}
 	d, ok := f.sock.delivered()
@@ -181,6 +227,57 @@ func (u *uplink) tick(f *upFlow, now time.Time) {
 	}
 	u.best = r
 	u.paceAll()
+}
+
+// stalls returns the flows stalled now.
+func (u *uplink) stalls(now time.Time) []stall {
+	if u == nil {
+		return nil
+	}
+	u.watch(now)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []stall
+	for f := range u.flows {
+		if f.stalled {
+			out = append(out, stall{to: f.to, since: f.moved})
+		}
+	}
+	return out
+}
+
+// watch, at most every watchEvery, marks each flow stalled or moving (see
+// stallAfter) and, when that changes how many share a split link, paces
+// every flow anew. Flows paced by their own rate lose nothing to a
+// stalled sibling.
+func (u *uplink) watch(now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if now.Sub(u.watched) < watchEvery {
+		return
+	}
+	u.watched = now
+	before := u.stalled
+	for f := range u.flows {
+		d, ok := f.sock.delivered()
+		if !ok {
+			continue
+		}
+		if d.bytes != f.acked || !d.pending {
+			f.acked, f.moved = d.bytes, now
+		}
+		if stalled := now.Sub(f.moved) >= stallAfter; stalled != f.stalled {
+			f.stalled = stalled
+			if stalled {
+				u.stalled++
+			} else {
+				u.stalled--
+			}
+		}
+	}
+	if u.stalled != before && u.total() > 0 {
+		u.paceAll()
+	}
 }
 
 // paceAll sets every flow's pace to rate; u.mu is held.
@@ -207,7 +304,7 @@ func (u *uplink) rate() uint64 {
 		r = math.Inf(1)
 	}
 	if all := u.total(); all > 0 && len(u.flows) > 0 {
-		r = min(r, all/float64(len(u.flows)))
+		r = min(r, all/float64(max(len(u.flows)-u.stalled, 1)))
 	}
 	if r < unpacedFrom {
 		return uint64(r)

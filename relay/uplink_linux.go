@@ -30,7 +30,7 @@ func (s tcpSocket) delivered() (delivery, bool) {
 	cerr := s.raw.Control(func(fd uintptr) {
 		var info *unix.TCPInfo
 		if info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			d = delivery{bytes: info.Bytes_acked, busy: time.Duration(info.Busy_time) * time.Microsecond}
+			d = delivery{bytes: info.Bytes_acked, busy: time.Duration(info.Busy_time) * time.Microsecond, pending: info.Unacked > 0 || info.Notsent_bytes > 0}
 		}
 	})
 	return d, cerr == nil && err == nil

@@ -33,7 +33,7 @@ func TestTCPFlowDeliveryAndPace(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := newUplink(0)
-	f := u.join(c)
+	f := u.join(c, flowTo{})
 	if f == nil {
 		t.Fatal("join: a TCP flow on Linux is not measured")
 	}

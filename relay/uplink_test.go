@@ -29,7 +29,7 @@ func TestUplinkPacesAtTheFastestBusyRate(t *testing.T) {
 	u := newUplink(0)
 	t0 := time.Now()
 	a, b := &fakeFlow{}, &fakeFlow{}
-	fa, fb := u.add(a, t0), u.add(b, t0)
+	fa, fb := u.add(a, flowTo{}, t0), u.add(b, flowTo{}, t0)
 
 	a.moved(300_000, time.Second)
 	u.tick(fa, t0.Add(measureEvery/2)) // too early: the window goes on
@@ -64,7 +64,7 @@ func TestUplinkPacesAtTheFastestBusyRate(t *testing.T) {
 
 	u.leave(fb)
 	c := &fakeFlow{}
-	u.add(c, t0.Add(3*time.Second))
+	u.add(c, flowTo{}, t0.Add(3*time.Second))
 	if c.paced != want {
 		t.Fatalf("a joining flow paced at %d, want %d", c.paced, want)
 	}
@@ -81,7 +81,7 @@ func TestUplinkPacesAtTheFastestBusyRate(t *testing.T) {
 // A nil uplink (a process that paces nothing) takes every call.
 func TestNilUplink(t *testing.T) {
 	var u *uplink
-	f := u.join(nil)
+	f := u.join(nil, flowTo{})
 	u.tick(f, time.Now())
 	u.leave(f)
 }
@@ -91,7 +91,7 @@ func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
 	u := newUplink(0)
 	t0 := time.Now()
 	a := &fakeFlow{}
-	fa := u.add(a, t0)
+	fa := u.add(a, flowTo{}, t0)
 	a.moved(10_000_000, time.Second)
 	u.tick(fa, t0.Add(time.Second))
 	if a.paced != 15_000_000 {
@@ -103,7 +103,7 @@ func TestUplinkLeavesFastFlowsUnpaced(t *testing.T) {
 		t.Fatalf("a 500 MB/s flow paced at %d, want unpaced", a.paced)
 	}
 	b := &fakeFlow{}
-	u.add(b, t0.Add(2*time.Second))
+	u.add(b, flowTo{}, t0.Add(2*time.Second))
 	if b.paced != unpaced {
 		t.Fatalf("a flow joining a fast uplink paced at %d, want unpaced", b.paced)
 	}
@@ -116,11 +116,11 @@ func TestUplinkSplitsItsCapEvenly(t *testing.T) {
 	u := newUplink(1_000_000)
 	t0 := time.Now()
 	a, b := &fakeFlow{}, &fakeFlow{}
-	fa := u.add(a, t0)
+	fa := u.add(a, flowTo{}, t0)
 	if a.paced != 1_000_000 {
 		t.Fatalf("one flow under a 1 MB/s cap paced at %d, want 1000000", a.paced)
 	}
-	fb := u.add(b, t0)
+	fb := u.add(b, flowTo{}, t0)
 	if a.paced != 500_000 || b.paced != 500_000 {
 		t.Fatalf("two flows paced at %d and %d, want 500000 each", a.paced, b.paced)
 	}
@@ -148,7 +148,7 @@ func TestUplinkSplitsTheLinkEvenly(t *testing.T) {
 	u := newUplink(0)
 	t0 := time.Now()
 	a, b := &fakeFlow{}, &fakeFlow{}
-	fa := u.add(a, t0)
+	fa := u.add(a, flowTo{}, t0)
 	if a.paced != 0 {
 		t.Fatalf("with no link rate and nothing measured, paced at %d, want unpaced (never set)", a.paced)
 	}
@@ -156,7 +156,7 @@ func TestUplinkSplitsTheLinkEvenly(t *testing.T) {
 	if want := share(1_000_000, 1); a.paced != want {
 		t.Fatalf("one flow on a 1 MB/s link paced at %d, want %d", a.paced, want)
 	}
-	fb := u.add(b, t0)
+	fb := u.add(b, flowTo{}, t0)
 	if want := share(1_000_000, 2); a.paced != want || b.paced != want {
 		t.Fatalf("two flows paced at %d and %d, want %d each", a.paced, b.paced, want)
 	}
@@ -166,23 +166,59 @@ func TestUplinkSplitsTheLinkEvenly(t *testing.T) {
 	capped := newUplink(400_000) // a cap under the link: the cap holds
 	capped.setLink(1_000_000)
 	c := &fakeFlow{}
-	capped.leave(capped.add(c, t0))
+	capped.leave(capped.add(c, flowTo{}, t0))
 	if c.paced != 400_000 {
 		t.Fatalf("under a 400 kB/s cap on a 1 MB/s link paced at %d, want 400000", c.paced)
 	}
 	over := newUplink(5_000_000) // a cap over the link: the link holds
 	over.setLink(1_000_000)
 	d := &fakeFlow{}
-	over.leave(over.add(d, t0))
+	over.leave(over.add(d, flowTo{}, t0))
 	if want := share(1_000_000, 1); d.paced != want {
 		t.Fatalf("under a 5 MB/s cap on a 1 MB/s link paced at %d, want %d", d.paced, want)
 	}
 	fast := newUplink(0) // a 1 Gbit/s NIC: not split, two flows go unpaced
 	fast.setLink(125_000_000)
-	fast.add(&fakeFlow{}, t0)
+	fast.add(&fakeFlow{}, flowTo{}, t0)
 	e := &fakeFlow{}
-	fast.leave(fast.add(e, t0))
+	fast.leave(fast.add(e, flowTo{}, t0))
 	if e.paced != 0 {
 		t.Fatalf("on a 1 Gbit/s link paced at %d, want never paced", e.paced)
+	}
+}
+
+// A flow whose data waits unacknowledged for stallAfter (a hung child, a
+// link gone down) gives its share of a split link to the flows that move,
+// and takes it back once it moves again; a flow with nothing to send is
+// not stalled, however long it waits.
+func TestUplinkStalledFlowGivesUpItsShare(t *testing.T) {
+	u := newUplink(1_000_000)
+	t0 := time.Now()
+	a, b, c := &fakeFlow{}, &fakeFlow{}, &fakeFlow{}
+	fa, fb, _ := u.add(a, flowTo{}, t0), u.add(b, flowTo{}, t0), u.add(c, flowTo{}, t0)
+	third := uint64(1_000_000 / 3)
+	if a.paced != third {
+		t.Fatalf("three flows paced at %d, want %d", a.paced, third)
+	}
+	b.d.pending = true // b's child takes nothing; c has nothing to send
+	at := t0
+	for step := time.Duration(0); step <= stallAfter; step += watchEvery {
+		at = t0.Add(step + watchEvery)
+		a.moved(10_000, 0)
+		a.d.pending = true
+		u.tick(fa, at)
+	}
+	if a.paced != 500_000 || b.paced != 500_000 {
+		t.Fatalf("after %s of b stalled, paced %d (a) and %d (b), want 500000: a and the idle c share the link", at.Sub(t0), a.paced, b.paced)
+	}
+	b.moved(1_000, 0)
+	u.tick(fb, at.Add(watchEvery))
+	if a.paced != third || b.paced != third {
+		t.Fatalf("after b moved again paced %d and %d, want %d", a.paced, b.paced, third)
+	}
+	b.d.pending = false
+	u.leave(fb)
+	if a.paced != 500_000 {
+		t.Fatalf("after b left paced %d, want 500000", a.paced)
 	}
 }

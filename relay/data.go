@@ -255,8 +255,9 @@ const fetchBuffer = 256 << 10
 // block hashes of every chunk this node lacks a block of are known: a
 // resumed node may hold its stripe of a chunk and still need the chunk's
 // hashes to feed its children, and must not wait for the other tree to
-// bring them. received counts the bytes stored.
-func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int)) error {
+// bring them. received counts the bytes stored; heard is called each time
+// a frame comes from the parent.
+func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int), heard func()) error {
 	m := sp.m
 	need := map[int]bool{}
 	for i := range m.Chunks {
@@ -290,7 +291,7 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, need, received, cfg.DeadAfter, k.seal)
+	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, need, received, heard, cfg.DeadAfter, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -304,7 +305,7 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 // (zero: never), dead_after in a session, delivers nothing: it is given up
 // and complained of as stalled. The seed judges whether it had anything to
 // send.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
+func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), heard func(), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -320,6 +321,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
 		}
+		heard()
 		limit := 0 // a ping, or a frame of a type a parent never sends
 		switch t {
 		case msgRefuse:

@@ -78,8 +78,11 @@
 //	                                   run, at least 1: the seed measures the node's rate on its clock;
 //	                                   a node of an earlier build ends the progress before it), stalls u8
 //	                                   (at most 16), then per stall: child node id, stripe u8, milliseconds
-//	                                   u32 (a flow to a child stalled that long; sent at once when a flow
-//	                                   stalls; a node of an earlier build ends the progress before them)
+//	                                   u32 (its flow to that child has taken nothing that long), starved u8
+//	                                   (at most 16), then per stripe starved: parent node id, stripe u8,
+//	                                   milliseconds u32 (that parent has sent nothing that long); sent at
+//	                                   once when either list grows (a node of an earlier build ends the
+//	                                   progress before them)
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64, flushed u8,
 //	                                   output string (the end of the apply command's stdout and stderr;
 //	                                   a node of an earlier build ends the result before it)
@@ -225,12 +228,13 @@
 // Config.Heartbeat paces progress frames and pings; a parent, child or node
 // silent for Config.DeadAfter is dead to its peer, and a relay silent to
 // the seed for three quarters of that already loses its children to other
-// parents (it may feed again once heard), or for half of it when a parent
-// of it says (in its progress, or the seed of its own flow) its flow to
-// the relay has had data waiting and none of it acknowledged for a
-// second: the relay hangs or its link is down. A sender's flow stalled so
-// also gives up its share of a split link until it moves again. A
-// receiver gives up on a
+// parents (it may feed again once heard), or for three eighths of it when
+// a node linked to it says so too, in its progress: a parent, that its
+// flow to the relay has had data waiting and none of it acknowledged for
+// a second (the seed sees this of its own flows), or a child, that the
+// relay sent it nothing, not even a ping, for as long. The relay hangs or
+// its link is down. A sender's flow stalled so also gives up its share of
+// a split link until it moves again. A receiver gives up on a
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the
 // package's SHA-256, so the next session of the same package resumes it.
 // A successful session clears every spool, so interrupted sessions of

@@ -260,15 +260,16 @@ type progressMsg struct {
 	// on the node's clock and a report late on the wire slows no sample;
 	// zero: not said (a node of an earlier build).
 	millis uint64
-	// stalls: the node's flows to its children that have taken nothing
-	// for a while (see stallAfter), at most maxStalls of them.
-	stalls []stallReport
+	// stalls: the node's flows to children that have taken nothing for
+	// a while (see stallAfter); starved: its parents that have sent it
+	// nothing, not even a ping, for a while. At most maxStalls of each.
+	stalls, starved []stallReport
 }
 
-// A stallReport says a child, in a stripe, has taken nothing from this
-// node for millis milliseconds.
+// A stallReport says the flow between this node and peer (a child, or a
+// parent), in a stripe, has moved nothing for millis milliseconds.
 type stallReport struct {
-	child  NodeID
+	peer   NodeID
 	stripe uint8
 	millis uint32
 }
@@ -276,6 +277,29 @@ type stallReport struct {
 // maxStalls bounds the stalls one progress frame reports: more children
 // than a relay ever feeds at once.
 const maxStalls = 16
+
+func encodeStalls(e *enc, rs []stallReport) {
+	rs = rs[:min(len(rs), maxStalls)]
+	e.u8(uint8(len(rs)))
+	for _, r := range rs {
+		e.id(r.peer)
+		e.u8(r.stripe)
+		e.u32(r.millis)
+	}
+}
+
+func decodeStalls(d *dec) []stallReport {
+	n := int(d.u8())
+	if n > maxStalls {
+		d.fail(fmt.Errorf("%d stalls", n))
+		return nil
+	}
+	var rs []stallReport
+	for range n {
+		rs = append(rs, stallReport{peer: d.id(), stripe: d.u8(), millis: d.u32()})
+	}
+	return rs
+}
 
 func (m progressMsg) encode() []byte {
 	var e enc
@@ -286,12 +310,8 @@ func (m progressMsg) encode() []byte {
 		e.u64(h)
 	}
 	e.u64(m.millis)
-	e.u8(uint8(min(len(m.stalls), maxStalls)))
-	for _, r := range m.stalls[:min(len(m.stalls), maxStalls)] {
-		e.id(r.child)
-		e.u8(r.stripe)
-		e.u32(r.millis)
-	}
+	encodeStalls(&e, m.stalls)
+	encodeStalls(&e, m.starved)
 	return e.b
 }
 
@@ -310,13 +330,8 @@ func decodeProgress(p []byte) (progressMsg, error) {
 		m.millis = d.u64()
 	}
 	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
-		if n := int(d.u8()); n > maxStalls {
-			d.fail(fmt.Errorf("%d stalls", n))
-		} else {
-			for range n {
-				m.stalls = append(m.stalls, stallReport{child: d.id(), stripe: d.u8(), millis: d.u32()})
-			}
-		}
+		m.stalls = decodeStalls(&d)
+		m.starved = decodeStalls(&d)
 	}
 	return m, wrapDecode("progress", d.err)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -161,7 +162,8 @@ type node struct {
 	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 	lostAt     time.Time // when its control connection last failed mid-session
 
-	stalls         []stall      // its flows to children that take nothing, as its last progress said
+	stalls         []silence    // its flows to children that take nothing, as its last progress said
+	starved        []silence    // its parents that send it nothing, as its last progress said
 	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
 	falselyAccused map[int]bool // relays it said sent corrupt data that sent the seed that data intact
 	probing        bool         // the seed is fetching a block it was accused of corrupting
@@ -226,8 +228,8 @@ type seedRun struct {
 	over      bool          // past the deadline: nothing new starts
 	refused   []Peer        // found, but beyond MaxNodes
 
-	up       *uplink // paces the seed's flows to its children, and sees them stall
-	stalls   []stall // the seed's flows that take nothing, as of the last tick
+	up       *uplink   // paces the seed's flows to its children, and sees them stall
+	stalls   []silence // the seed's flows that take nothing, as of the last tick
 	mu       sync.Mutex
 	uploaded int64
 	feeders  sync.WaitGroup
@@ -582,27 +584,59 @@ const pingsPerTimeout = 3
 // (tree.hush) before it counts as lost: a relay whose link went down cost
 // its subtree DeadAfter, now three quarters of it. After two missed, on a
 // lab of 16 CPU-bound hosts, healthy relays were moved too. So sooner,
-// after starvedQuiet quarters, only on a parent's word as well: its flow
-// to the node has taken nothing for stallAfter (see starved).
+// after starvedQuiet eighths (one report missed, and half a period more),
+// only on the word of a node linked to it as well: it takes nothing, or
+// sends nothing, for stallAfter (see starved).
 const (
 	quietFor     = 3
-	starvedQuiet = 2
+	starvedQuiet = 3
 )
 
+// A silence is a flow between a node and peer, in a stripe, that moved
+// nothing since a time, in the node's word.
+type silence struct {
+	peer   NodeID
+	stripe uint8
+	since  time.Time
+}
+
+// silences turns a progress's stall reports, received at, into dst.
+func silences(dst []silence, rs []stallReport, at time.Time) []silence {
+	dst = dst[:0]
+	for _, r := range rs {
+		dst = append(dst, silence{peer: r.peer, stripe: r.stripe, since: at.Add(-time.Duration(r.millis) * time.Millisecond)})
+	}
+	return dst
+}
+
+// names reports whether ss says the flow with peer in stripe st has moved
+// nothing for at least d.
+func names(ss []silence, peer NodeID, st int, now time.Time, d time.Duration) bool {
+	return slices.ContainsFunc(ss, func(e silence) bool {
+		return e.peer == peer && int(e.stripe) == st && now.Sub(e.since) >= d
+	})
+}
+
 // starved reports whether a parent of n says its flow to n has taken
-// nothing for stallAfter: n does not read, or its link is down. A parent
-// speaks only of its own children, so no node can say it of another's.
+// nothing for stallAfter (n does not read, or its link is down), or a
+// child of n heard lately says n has sent it nothing for as long (n
+// hangs, or its link is down). Each speaks only of its own parent or
+// child, so no node can say it of a node it is not linked to.
 func (s *seedRun) starved(n *node, now time.Time) bool {
 	for st := range s.t.stripes {
 		said := s.stalls
 		switch p := s.t.parentOf(n.id, st); {
 		case p == noParent:
-			continue
+			said = nil
 		case p != seedID:
 			said = s.nodes[p-1].stalls
 		}
-		for _, e := range said {
-			if e.to.child == n.peer.ID && int(e.to.stripe) == st && now.Sub(e.since) >= stallAfter {
+		if names(said, n.peer.ID, st, now, stallAfter) {
+			return true
+		}
+		for _, c := range s.t.childrenIn(n.id, st) {
+			k := s.nodes[c-1]
+			if now.Sub(k.lastSeen) <= s.cfg.DeadAfter/2 && names(k.starved, n.peer.ID, st, now, stallAfter) {
 				return true
 			}
 		}
@@ -619,7 +653,10 @@ func (s *seedRun) starved(n *node, now time.Time) bool {
 func (s *seedRun) tick(now time.Time) {
 	var quiet []*node
 	connected := 0
-	s.stalls = s.up.stalls(now)
+	s.stalls = s.stalls[:0]
+	for _, st := range s.up.stalls(now) {
+		s.stalls = append(s.stalls, silence{peer: st.to.child, stripe: st.to.stripe, since: st.since})
+	}
 	for _, n := range s.nodes {
 		if n.c == nil {
 			continue
@@ -630,7 +667,7 @@ func (s *seedRun) tick(now time.Time) {
 			continue
 		}
 		connected++
-		if silent > s.cfg.DeadAfter*quietFor/4 || silent > s.cfg.DeadAfter*starvedQuiet/4 && s.starved(n, now) {
+		if silent > s.cfg.DeadAfter*quietFor/4 || silent > s.cfg.DeadAfter*starvedQuiet/8 && s.starved(n, now) {
 			quiet = append(quiet, n)
 		}
 		if now.Sub(n.pinged) >= n.pingEvery {
@@ -760,11 +797,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 				s.t.setStripeHeld(n.id, held)
 			}
 			n.held = s.t.heldOf(n.id)
-			n.stalls = n.stalls[:0]
-			for _, r := range p.stalls {
-				since := n.lastSeen.Add(-time.Duration(r.millis) * time.Millisecond)
-				n.stalls = append(n.stalls, stall{to: flowTo{child: r.child, stripe: r.stripe}, since: since})
-			}
+			n.stalls, n.starved = silences(n.stalls, p.stalls, n.lastSeen), silences(n.starved, p.starved, n.lastSeen)
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)

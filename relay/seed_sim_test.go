@@ -346,18 +346,19 @@ func TestSeedMovesASilentRelaysChildren(t *testing.T) {
 	}
 }
 
-// A relay silent for half the time after which it counts as lost has its
+// A relay silent for three eighths of the time after which it counts as lost has its
 // children moved when its parent says its flow to it has taken nothing
-// for stallAfter: a node that says so of a node it does not feed is not
-// believed, and without a parent's word the relay keeps its children
+// for stallAfter, or a child of it heard lately says the relay sent it
+// nothing for as long: a node that says so of a node it is not linked to
+// is not believed, and without such word the relay keeps its children
 // until it has been silent for three quarters. The seed says so of its
 // own roots from its uplink.
 func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
 	start := time.Now()
 	cfg := DefaultConfig()
-	at := start.Add(cfg.DeadAfter*starvedQuiet/4 + cfg.Heartbeat)
+	at := start.Add(cfg.DeadAfter*starvedQuiet/8 + cfg.Heartbeat/2)
 	stalled := func(x *node, stripe int) []stallReport {
-		return []stallReport{{child: x.peer.ID, stripe: uint8(stripe), millis: uint32(stallAfter.Milliseconds()) + 500}}
+		return []stallReport{{peer: x.peer.ID, stripe: uint8(stripe), millis: uint32(stallAfter.Milliseconds()) + 500}}
 	}
 	// setup: a relay fed by a node in stripe 0, silent since start, and
 	// everyone else heard at.
@@ -403,6 +404,26 @@ func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
 	}
 	if x.c == nil {
 		t.Fatal("the starved relay was dropped, not only its children moved")
+	}
+
+	// Its child's word: x sent it nothing, not even a ping.
+	s, x, _ = setup()
+	other = s.nodes[s.t.seed[1][0]-1]
+	starve := func(k *node, seen time.Time) {
+		s.handle(context.Background(), event{n: k, f: frame{typ: msgProgress, payload: progressMsg{starved: stalled(x, 0)}.encode()}})
+		k.lastSeen = seen
+	}
+	starve(other, at) // not its child
+	k := s.nodes[s.t.childrenIn(x.id, 0)[0]-1]
+	starve(k, at.Add(-s.cfg.DeadAfter)) // its child, heard too long ago to be believed
+	s.tick(at)
+	if moved(s, x) {
+		t.Fatal("a relay lost its children on the word of a node not its child, or of a child not heard lately")
+	}
+	starve(k, at)
+	s.tick(at)
+	if !moved(s, x) {
+		t.Fatalf("a relay silent for %s, whose child says it sends nothing, still feeds %v", at.Sub(start), s.t.childrenOf(x.id))
 	}
 
 	// A root: the seed sees its own flow stall.

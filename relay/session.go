@@ -31,6 +31,7 @@ type session struct {
 	start    time.Time
 	recvd    atomic.Int64
 	stripes  atomic.Int32   // how many stripes the seed splits the package into, once it said
+	fed      fedBy          // when each stripe's parent last sent a frame
 	result   chan resultMsg // the apply outcome, once
 	output   outputTail     // the end of what the apply's command wrote
 }
@@ -310,7 +311,9 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			wg.Add(1)
 			go func(p parentMsg) {
 				defer wg.Done()
-				err := fetch(fctx, p, self, s.spool, s.cfg, s.keys, func(n int) { s.recvd.Add(int64(n)) })
+				s.fed.start(p)
+				err := fetch(fctx, p, self, s.spool, s.cfg, s.keys, func(n int) { s.recvd.Add(int64(n)) }, func() { s.fed.heard(p.stripe) })
+				s.fed.stop(p.stripe)
 				close(f.done)
 				select {
 				case outcomes <- outcome{p, f.gen, err}:
@@ -361,28 +364,32 @@ func (s *session) fail(err error) {
 	}
 }
 
-// heartbeat reports progress to the seed every progressEvery, which is
+// heartbeat reports progress to the seed every progressEvery (on the
+// heartbeat that ends it: the seed counts a report late half a heartbeat
+// after it is due), which is
 // also how the seed knows this node is alive, and at once when a flow to
-// a child stalls, and shows it here every heartbeat.
+// a child stalls or a parent falls silent, and shows it here every
+// heartbeat.
 func (s *session) heartbeat() {
 	t := time.NewTicker(s.cfg.Heartbeat)
 	defer t.Stop()
 	var lastSent time.Time
-	told := 0 // stalled flows the last report named
+	told := 0 // stalled flows and silent parents the last report named
 	every := s.progressEvery()
 	for {
 		held := s.spool.heldBytes()
 		now := time.Now()
-		stalls := s.up.stalls(now)
-		if now.Sub(lastSent) >= every || len(stalls) > told {
+		stalls, starved := s.up.stalls(now), s.fed.starved(now, s.starvedAfter())
+		if now.Sub(lastSent) >= every-s.cfg.Heartbeat/2 || len(stalls)+len(starved) > told {
 			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load())), millis: uint64(max(now.Sub(s.start).Milliseconds(), 1))}
 			for _, st := range stalls {
-				pm.stalls = append(pm.stalls, stallReport{child: st.to.child, stripe: st.to.stripe, millis: uint32(min(now.Sub(st.since).Milliseconds(), math.MaxUint32))})
+				pm.stalls = append(pm.stalls, stallReport{peer: st.to.child, stripe: st.to.stripe, millis: millisSince(now, st.since)})
 			}
+			pm.starved = starved
 			if err := s.c.send(msgProgress, pm.encode()); err != nil {
 				s.opt.Log.Debug("progress", "err", err)
 			}
-			lastSent, told = now, len(stalls)
+			lastSent, told = now, len(stalls)+len(starved)
 		}
 		if s.opt.Progress != nil {
 			s.opt.Progress(ReceiverProgress{Name: s.m.Name, Size: s.m.Size, Verified: held, Applied: len(s.result) > 0})
@@ -394,6 +401,58 @@ func (s *session) heartbeat() {
 		}
 	}
 }
+
+func millisSince(now, t time.Time) uint32 {
+	return uint32(min(max(now.Sub(t).Milliseconds(), 0), math.MaxUint32))
+}
+
+// fedBy is, per stripe, the parent this node fetches from and when a
+// frame last came from it (zero: no fetch runs).
+type fedBy struct {
+	mu     sync.Mutex
+	parent [maxStripes]NodeID
+	at     [maxStripes]time.Time
+}
+
+func (f *fedBy) start(p parentMsg) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.parent[p.stripe], f.at[p.stripe] = p.id, time.Now()
+}
+
+func (f *fedBy) heard(stripe uint8) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at[stripe] = now
+}
+
+func (f *fedBy) stop(stripe uint8) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at[stripe] = time.Time{}
+}
+
+// starved names the parents that have sent nothing, not even a ping, for
+// after.
+func (f *fedBy) starved(now time.Time, after time.Duration) []stallReport {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []stallReport
+	for st, at := range f.at {
+		if !at.IsZero() && now.Sub(at) >= after {
+			out = append(out, stallReport{peer: f.parent[st], stripe: uint8(st), millis: millisSince(now, at)})
+		}
+	}
+	return out
+}
+
+// starvedAfter is how long a parent may send nothing, not even a ping,
+// before this node says so in its progress: a live parent sends at least a
+// ping every heartbeat, so two heartbeats, and no sooner than a sender
+// finds a flow stalled. The seed weighs it with the parent's own silence
+// (see seedRun.starved).
+func (s *session) starvedAfter() time.Duration { return max(stallAfter, 2*s.cfg.Heartbeat) }
 
 // syncEvery is how often held blocks are made durable: a crash loses at
 // most this much of the transfer.

@@ -714,3 +714,27 @@ func TestJoinWaitsForALostSeed(t *testing.T) {
 		})
 	}
 }
+
+// A node names a parent that has sent it nothing for the given time, and
+// only while it fetches from it.
+func TestFedByNamesASilentParent(t *testing.T) {
+	var f fedBy
+	p := parentMsg{id: NodeID{7}, stripes: 2, stripe: 1}
+	f.start(p)
+	t0 := time.Now()
+	if got := f.starved(t0, time.Second); len(got) != 0 {
+		t.Fatalf("a parent just named is starving us: %+v", got)
+	}
+	got := f.starved(t0.Add(1500*time.Millisecond), time.Second)
+	if len(got) != 1 || got[0].peer != p.id || got[0].stripe != 1 || got[0].millis < 1500 {
+		t.Fatalf("after 1.5 s of nothing: %+v, want parent %v in stripe 1, at least 1500 ms", got, p.id)
+	}
+	f.heard(1)
+	if got := f.starved(time.Now().Add(500*time.Millisecond), time.Second); len(got) != 0 {
+		t.Fatalf("a parent heard 0.5 s ago is starving us: %+v", got)
+	}
+	f.stop(1)
+	if got := f.starved(t0.Add(time.Hour), time.Second); len(got) != 0 {
+		t.Fatalf("a parent no longer fetched from is starving us: %+v", got)
+	}
+}

@@ -769,6 +769,9 @@ func (t *tree) canFeed(n *tnode) bool {
 	return n.in && !n.failed && !n.slow && !n.suspect && !n.retired && !n.quiet
 }
 
+// childrenIn returns id's children in stripe st.
+func (t *tree) childrenIn(id, st int) []int { return t.node(id).children[st] }
+
 // childrenOf returns id's children in every stripe.
 func (t *tree) childrenOf(id int) []int {
 	var all []int

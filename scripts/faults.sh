@@ -2,7 +2,7 @@
 # faults.sh - one fault at a time on the LAN lab: 1 seed (h0) + 16 receivers
 # (h1..h16) on shaped links. First a run without a fault gives the baseline
 # makespan T0; then, each in a fresh session:
-#   kill     kill -9 an interior relay (h1) at about T0/3
+#   kill     kill -9 an interior relay (h1, or FAULTS_VICTIM) at about T0/3
 #   stop     SIGSTOP h1 at about T0/3 (it hangs: alive, silent)
 #   linkdown take h1's link down at about T0/3
 #   slow     h1's link at a tenth of the rate from the start
@@ -19,7 +19,9 @@
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
 # Env: FAULTS_RATE (default 100mbit), FAULTS_SIZE_MB (default 64),
 #      FAULTS_ONLY (space-separated subset of the faults above),
-#      FAULTS_BIN (use this binary instead of building one).
+#      FAULTS_BIN (use this binary instead of building one),
+#      FAULTS_VICTIM (the host that fails, default 1: a root of the first
+#      tree; 10 is a relay inside it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +34,7 @@ ONLY=${FAULTS_ONLY:-kill stop linkdown slow late seed rejoin}
 OUT=${OUT:-$ROOT/scripts/out/faults-$LAB_PREFIX}
 BIN=$OUT/treecast
 N=16
-VICTIM=1
+VICTIM=${FAULTS_VICTIM:-1}
 TRUST_ARGS=(--trust-any)
 
 PASSED=0

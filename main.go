@@ -1326,8 +1326,9 @@ func (s stopSignal) name() string {
 func (s stopSignal) code() int { return 128 + int(s.sig) }
 
 // signalContext returns a context that the first SIGINT or SIGTERM cancels,
-// with a stopSignal as its cause. A second signal has its default effect,
-// ending treecast at once if stopping hangs. stop releases the signals.
+// with a stopSignal as its cause. A second signal, sameSignal or more
+// later, has its default effect, ending treecast at once if stopping
+// hangs. stop releases the signals.
 func signalContext(parent context.Context) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	ch := make(chan os.Signal, 1)
@@ -1337,9 +1338,21 @@ func signalContext(parent context.Context) (ctx context.Context, stop func()) {
 	wg.Go(func() {
 		select {
 		case s := <-ch:
-			signal.Stop(ch)
 			cancel(stopSignal{s.(syscall.Signal)})
 		case <-done:
+			return
+		}
+		t := time.NewTimer(sameSignal)
+		defer t.Stop()
+		for {
+			select {
+			case <-ch: // the same stop, sent twice
+			case <-t.C:
+				signal.Stop(ch)
+				return
+			case <-done:
+				return
+			}
 		}
 	})
 	return ctx, func() {
@@ -1349,6 +1362,12 @@ func signalContext(parent context.Context) (ctx context.Context, stop func()) {
 		cancel(nil)
 	}
 }
+
+// sameSignal: signals this close after the first are the same stop, sent
+// twice: timeout(1) sends its signal to the command and again to its
+// process group, and a terminal's Ctrl-C reaches every process of the
+// foreground group at once.
+const sameSignal = 500 * time.Millisecond
 
 // stoppedBy reports the signal that ended ctx, if one did.
 func stoppedBy(ctx context.Context) (stopSignal, bool) {

@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -38,7 +40,7 @@ func feed(ctx context.Context, conn net.Conn, src source, pace *pacer, m *Manife
 	have := bitmap(w.have)
 	f.pos = pace.join()
 	defer pace.leave(f.pos)
-	f.flow = o.up.join(conn, flowTo{child: o.child, stripe: w.stripe})
+	f.flow = o.up.join(conn, flowTo{child: o.child, addr: remoteIP(conn), stripe: w.stripe})
 	defer o.up.leave(f.flow)
 	for i := range m.Chunks {
 		first, n := m.chunkBlocks(i)
@@ -133,9 +135,12 @@ func (f *feeder) await(at int, ready func() (bool, <-chan struct{})) error {
 		if err := f.flush(); err != nil {
 			return err
 		}
+		begun := time.Now()
 		err := waitUntil(f.ctx, f.cfg.Heartbeat, ready)
 		if err == nil && at >= 0 {
-			err = f.pace.wait(f.ctx, f.pos, at)
+			// What is left of the heartbeat: the child hears from us at
+			// least that often (see session.starvedAfter).
+			err = f.pace.wait(f.ctx, f.pos, at, max(f.cfg.Heartbeat-time.Since(begun), time.Millisecond))
 		}
 		if err == nil {
 			return nil
@@ -256,7 +261,7 @@ const fetchBuffer = 256 << 10
 // resumed node may hold its stripe of a chunk and still need the chunk's
 // hashes to feed its children, and must not wait for the other tree to
 // bring them. received counts the bytes stored; heard is called each time
-// a frame comes from the parent.
+// bytes come from the parent.
 func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int), heard func()) error {
 	m := sp.m
 	need := map[int]bool{}
@@ -291,11 +296,34 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(lc, fetchBuffer), p, sp, need, received, heard, cfg.DeadAfter, k.seal)
+	err = pull(bufio.NewReaderSize(heardReader{lc, heard}, fetchBuffer), p, sp, need, received, cfg.DeadAfter, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
+}
+
+// remoteIP is the address conn comes from (IPv4 unmapped), or the zero
+// Addr.
+func remoteIP(conn net.Conn) netip.Addr {
+	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// heardReader calls heard each time bytes come.
+type heardReader struct {
+	r     io.Reader
+	heard func()
+}
+
+func (h heardReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.heard()
+	}
+	return n, err
 }
 
 // pull reads a parent's frames until every block of its stripe is held
@@ -305,7 +333,7 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 // (zero: never), dead_after in a session, delivers nothing: it is given up
 // and complained of as stalled. The seed judges whether it had anything to
 // send.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), heard func(), stall time.Duration, seal *sealer) error {
+func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -321,7 +349,6 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
 		}
-		heard()
 		limit := 0 // a ping, or a frame of a type a parent never sends
 		switch t {
 		case msgRefuse:

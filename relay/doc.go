@@ -77,12 +77,13 @@
 //	                                   of each stripe u64, milliseconds u64 (how long the node's session has
 //	                                   run, at least 1: the seed measures the node's rate on its clock;
 //	                                   a node of an earlier build ends the progress before it), stalls u8
-//	                                   (at most 16), then per stall: child node id, stripe u8, milliseconds
-//	                                   u32 (its flow to that child has taken nothing that long), starved u8
-//	                                   (at most 16), then per stripe starved: parent node id, stripe u8,
-//	                                   milliseconds u32 (that parent has sent nothing that long); sent at
-//	                                   once when either list grows (a node of an earlier build ends the
-//	                                   progress before them)
+//	                                   (at most 16, the longest first), then per stall: child node id (as its
+//	                                   hello said), its address (16 bytes, IPv4 mapped), stripe u8,
+//	                                   milliseconds u32 (the flow to it has taken nothing that long), starved
+//	                                   u8 (at most 16), then per stripe starved: parent node id, 16 zero
+//	                                   bytes, stripe u8, milliseconds u32 (that parent has sent nothing that
+//	                                   long); sent at once when either list grows (a node of an earlier
+//	                                   build ends the progress before them)
 //	10 result    node → seed           ok u8, error string, bytes received u64, milliseconds u64, flushed u8,
 //	                                   output string (the end of the apply command's stdout and stderr;
 //	                                   a node of an earlier build ends the result before it)
@@ -116,7 +117,8 @@
 // parent (again whenever it re-parents the node), ping (three times in the
 // node's seed timeout, at most every heartbeat; every DeadAfter/2 to a node
 // that did not say it) and finally end: to a node as soon as it and all its
-// children applied the package (it has nothing left to relay), to the rest
+// children applied the package (it has nothing left to relay; one the seed
+// is probing, below, once judged), to the rest
 // when the session is over; the node sends progress every DeadAfter/4 (or
 // heartbeat, if longer), complain when a parent fails it, and result once
 // it has applied the package (or failed to; a node stopped while it applies
@@ -230,9 +232,10 @@
 // the seed for three quarters of that already loses its children to other
 // parents (it may feed again once heard), or for three eighths of it when
 // a node linked to it says so too, in its progress: a parent, that its
-// flow to the relay has had data waiting and none of it acknowledged for
-// a second (the seed sees this of its own flows), or a child, that the
-// relay sent it nothing, not even a ping, for as long. The relay hangs or
+// flow to the relay's address has had data waiting and none of it
+// acknowledged for a second (the seed sees this of its own flows), or a
+// child, that the relay sent it nothing, not even a ping, for as long (a
+// node seen to report less often is given one and a half of its periods). The relay hangs or
 // its link is down. A sender's flow stalled so also gives up its share of
 // a split link until it moves again. A receiver gives up on a
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the

@@ -159,6 +159,7 @@ func (s *seedRun) judge(v *verdict) {
 	default:
 		s.opt.Log.Debug("probe of an accused relay", "relay", p.label(), "outcome", v.outcome, "err", v.err)
 	}
+	s.release(p) // held while probed: done, with its children done, it may go
 }
 
 // forgive takes back the strike a child got for a parent the seed found at

@@ -128,10 +128,10 @@ func TestFrameWireLayout(t *testing.T) {
 		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
 		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second}.encode(), "TCST\x04\x04\x00\x00\x00\x0e\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30"},
 		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304}.encode(), "TCST\x04\x09\x00\x00\x00\x1b\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04\x00\x00"},
-		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304, stalls: []stallReport{{peer: NodeID{15: 0xaa}, stripe: 1, millis: 0x0506}}, starved: []stallReport{{peer: NodeID{0: 0xbb}, millis: 7}}}.encode(),
-			"TCST\x04\x09\x00\x00\x00\x45\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04" +
-				"\x01" + strings.Repeat("\x00", 15) + "\xaa\x01\x00\x00\x05\x06" +
-				"\x01\xbb" + strings.Repeat("\x00", 15) + "\x00\x00\x00\x00\x07"},
+		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304, stalls: []stallReport{{peer: NodeID{15: 0xaa}, addr: netip.MustParseAddr("10.0.0.9"), stripe: 1, millis: 0x0506}}, starved: []stallReport{{peer: NodeID{0: 0xbb}, millis: 7}}}.encode(),
+			"TCST\x04\x09\x00\x00\x00\x65\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04" +
+				"\x01" + strings.Repeat("\x00", 15) + "\xaa" + strings.Repeat("\x00", 10) + "\xff\xff\x0a\x00\x00\x09" + "\x01\x00\x00\x05\x06" +
+				"\x01\xbb" + strings.Repeat("\x00", 15) + strings.Repeat("\x00", 16) + "\x00\x00\x00\x00\x07"},
 		{msgRefuse, refuseMsg{code: refuseBusy, reason: "busy"}.encode(), "TCST\x04\x05\x00\x00\x00\x09\x01\x00\x00\x00\x04busy"},
 		{msgBlock, []byte{0, 0, 0, 9, 0, 'x'}, "TCST\x04\x0f\x00\x00\x00\x06\x00\x00\x00\x09\x00x"},
 	}
@@ -407,7 +407,7 @@ func result(name string, m resultMsg) wireCase {
 // and before that no clock.
 func progress(name string, m progressMsg) wireCase {
 	c := wire(name, m, progressMsg.encode, decodeProgress)
-	stalls := 2 + 21*(len(m.stalls)+len(m.starved))
+	stalls := 2 + 37*(len(m.stalls)+len(m.starved))
 	c.olders = []older{
 		{stalls, progressMsg{held: m.held, received: m.received, stripes: m.stripes, millis: m.millis}},
 		{stalls + 8, progressMsg{held: m.held, received: m.received, stripes: m.stripes}},
@@ -444,7 +444,8 @@ func wireCases() []wireCase {
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
 		progress("progress", progressMsg{held: 12 << 40, received: 1 << 40, millis: 1}),
 		progress("progress by stripe", progressMsg{held: 12 << 40, received: 1 << 40, stripes: []uint64{5 << 40, 7 << 40}, millis: math.MaxUint64}),
-		progress("progress with stalls", progressMsg{held: 1, received: 1, stripes: []uint64{1, 0}, millis: 9, stalls: []stallReport{{peer: id, stripe: 1, millis: 1500}, {stripe: 0, millis: math.MaxUint32}}}),
+		progress("progress with stalls", progressMsg{held: 1, received: 1, stripes: []uint64{1, 0}, millis: 9, stalls: []stallReport{{peer: id, addr: netip.MustParseAddr("192.168.7.3"), stripe: 1, millis: 1500}, {stripe: 0, millis: math.MaxUint32}}}),
+		progress("progress with a stall from IPv6", progressMsg{held: 1, received: 1, millis: 9, stalls: []stallReport{{peer: id, addr: netip.MustParseAddr("fe80::1"), millis: 1500}}}),
 		progress("progress starved", progressMsg{held: 1, received: 1, stripes: []uint64{1, 0}, millis: 9, starved: []stallReport{{peer: id, stripe: 1, millis: 1000}}}),
 		progress("progress with both", progressMsg{held: 1, received: 1, stripes: []uint64{1, 0}, millis: 9, stalls: []stallReport{{peer: id, millis: 2000}}, starved: []stallReport{{peer: id, stripe: 1, millis: 1000}}}),
 		result("result ok", resultMsg{ok: true, received: 99, millis: 1234}),
@@ -577,7 +578,7 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"progress cut short", "progress", build(u32(1), u32(0)), "too short"},
 		{"more stalls than a relay feeds", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(maxStalls+1)), "17 stalls"},
 		{"more starved stripes than a relay has", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(0), u8(maxStalls+1)), "17 stalls"},
-		{"stalls claim more than sent", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(2), raw(id), u8(0), u32(1)), "too short"},
+		{"stalls claim more than sent", "progress", build(u64(1), u64(1), u8(0), u64(1), u8(2), raw(id), raw(make([]byte, 16)), u8(0), u32(1)), "too short"},
 		{"ok is 7", "result", build(u8(7), str(""), u64(0), u64(0)), "bad boolean 7"},
 		{"error over the text limit", "result", build(u8(0), str(tooLong), u64(0), u64(0)), "exceeds limit"},
 		{"output over the text limit", "result", build(u8(0), str(""), u64(0), u64(0), u8(0), str(tooLong)), "exceeds limit"},

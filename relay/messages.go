@@ -267,9 +267,10 @@ type progressMsg struct {
 }
 
 // A stallReport says the flow between this node and peer (a child, or a
-// parent), in a stripe, has moved nothing for millis milliseconds.
+// parent) at addr, in a stripe, has moved nothing for millis milliseconds.
 type stallReport struct {
 	peer   NodeID
+	addr   netip.Addr
 	stripe uint8
 	millis uint32
 }
@@ -283,6 +284,7 @@ func encodeStalls(e *enc, rs []stallReport) {
 	e.u8(uint8(len(rs)))
 	for _, r := range rs {
 		e.id(r.peer)
+		e.raw(asIP16(r.addr))
 		e.u8(r.stripe)
 		e.u32(r.millis)
 	}
@@ -296,9 +298,25 @@ func decodeStalls(d *dec) []stallReport {
 	}
 	var rs []stallReport
 	for range n {
-		rs = append(rs, stallReport{peer: d.id(), stripe: d.u8(), millis: d.u32()})
+		peer := d.id()
+		var a [16]byte
+		copy(a[:], d.take(16))
+		var addr netip.Addr // all zeros: not said
+		if a != [16]byte{} {
+			addr = netip.AddrFrom16(a).Unmap()
+		}
+		rs = append(rs, stallReport{peer: peer, addr: addr, stripe: d.u8(), millis: d.u32()})
 	}
 	return rs
+}
+
+// asIP16 is a as 16 bytes, IPv4 mapped; the zero Addr is all zeros.
+func asIP16(a netip.Addr) []byte {
+	if !a.IsValid() {
+		return make([]byte, 16)
+	}
+	b := a.As16()
+	return b[:]
 }
 
 func (m progressMsg) encode() []byte {

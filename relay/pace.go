@@ -103,10 +103,11 @@ func (p *pacer) charge(f *paced, d time.Duration, now time.Time) {
 }
 
 // wait blocks until feeder f may send chunk i, ctx ends, or idle passes
-// (errIdle).
-func (p *pacer) wait(ctx context.Context, f *paced, i int) error {
+// (errIdle; at most the pacer's idle).
+func (p *pacer) wait(ctx context.Context, f *paced, i int, idle time.Duration) error {
+	idle = min(idle, p.idle)
 	start := time.Now()
-	err := waitUntil(ctx, p.idle, func() (bool, <-chan struct{}) {
+	err := waitUntil(ctx, idle, func() (bool, <-chan struct{}) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.clear(f, i, time.Now()), p.changed

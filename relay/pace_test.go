@@ -30,7 +30,7 @@ func TestPacerKeepsSiblingsAbreast(t *testing.T) {
 			if tc.sibling >= 0 {
 				p.advance(p.join(), tc.sibling)
 			}
-			err := p.wait(ctx, me, tc.next)
+			err := p.wait(ctx, me, tc.next, p.idle)
 			if got := err == nil; got != tc.mayGo {
 				t.Errorf("wait = %v, want may go %v", err, tc.mayGo)
 			}
@@ -49,7 +49,7 @@ func TestPacerReleasesWhenSiblingAdvancesOrLeaves(t *testing.T) {
 		me, sib := p.join(), p.join()
 		p.advance(sib, 3)
 		got := make(chan error, 1)
-		go func() { got <- p.wait(ctx, me, 6) }()
+		go func() { got <- p.wait(ctx, me, 6, p.idle) }()
 		if release == "advance" {
 			p.advance(sib, 5)
 		} else {
@@ -68,7 +68,7 @@ func TestPacerIgnoresAStalledSibling(t *testing.T) {
 	me, hung := p.join(), p.join()
 	p.advance(hung, 3)
 	for {
-		err := p.wait(ctx, me, 6)
+		err := p.wait(ctx, me, 6, p.idle)
 		if err == nil {
 			return // released once the sibling had not moved for the stall time
 		}
@@ -87,7 +87,7 @@ func TestPacerLetsGoOfASlowSibling(t *testing.T) {
 	p.advance(me, 6) // trailing from here on, though it keeps moving
 	for {
 		p.advance(slow, 3) // moving, but never catching up
-		err := p.wait(ctx, me, 6)
+		err := p.wait(ctx, me, 6, p.idle)
 		if err == nil {
 			return
 		}
@@ -109,7 +109,7 @@ func TestPacerLetsGoOfASiblingThatOnlyCatchesUpWhenHeld(t *testing.T) {
 	for i := 0; i < 400; i++ {
 		p.advance(fast, i)
 		for {
-			err := p.wait(ctx, fast, i)
+			err := p.wait(ctx, fast, i, p.idle)
 			if err == nil {
 				break
 			}

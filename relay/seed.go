@@ -162,11 +162,13 @@ type node struct {
 	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
 	lostAt     time.Time // when its control connection last failed mid-session
 
-	stalls         []silence    // its flows to children that take nothing, as its last progress said
-	starved        []silence    // its parents that send it nothing, as its last progress said
-	accusedBy      map[int]bool // nodes that complained of it (corrupt data, a stall)
-	falselyAccused map[int]bool // relays it said sent corrupt data that sent the seed that data intact
-	probing        bool         // the seed is fetching a block it was accused of corrupting
+	reported       time.Time     // when its last progress came
+	every          time.Duration // how often it reports, about: the longest recent gap
+	stalls         []silence     // its flows to children that take nothing, as its last progress said
+	starved        []silence     // its parents that send it nothing, as its last progress said
+	accusedBy      map[int]bool  // nodes that complained of it (corrupt data, a stall)
+	falselyAccused map[int]bool  // relays it said sent corrupt data that sent the seed that data intact
+	probing        bool          // the seed is fetching a block it was accused of corrupting
 }
 
 // link is the seed's end of a node's control connection, all the session
@@ -584,7 +586,8 @@ const pingsPerTimeout = 3
 // (tree.hush) before it counts as lost: a relay whose link went down cost
 // its subtree DeadAfter, now three quarters of it. After two missed, on a
 // lab of 16 CPU-bound hosts, healthy relays were moved too. So sooner,
-// after starvedQuiet eighths (one report missed, and half a period more),
+// after starvedQuiet eighths (one report missed, and half a period more;
+// longer for a node seen to report less often),
 // only on the word of a node linked to it as well: it takes nothing, or
 // sends nothing, for stallAfter (see starved).
 const (
@@ -592,10 +595,11 @@ const (
 	starvedQuiet = 3
 )
 
-// A silence is a flow between a node and peer, in a stripe, that moved
-// nothing since a time, in the node's word.
+// A silence is a flow between a node and peer (at addr), in a stripe,
+// that moved nothing since a time, in the node's word.
 type silence struct {
 	peer   NodeID
+	addr   netip.Addr
 	stripe uint8
 	since  time.Time
 }
@@ -604,22 +608,24 @@ type silence struct {
 func silences(dst []silence, rs []stallReport, at time.Time) []silence {
 	dst = dst[:0]
 	for _, r := range rs {
-		dst = append(dst, silence{peer: r.peer, stripe: r.stripe, since: at.Add(-time.Duration(r.millis) * time.Millisecond)})
+		dst = append(dst, silence{peer: r.peer, addr: r.addr, stripe: r.stripe, since: at.Add(-time.Duration(r.millis) * time.Millisecond)})
 	}
 	return dst
 }
 
-// names reports whether ss says the flow with peer in stripe st has moved
-// nothing for at least d.
-func names(ss []silence, peer NodeID, st int, now time.Time, d time.Duration) bool {
+// names reports whether ss says the flow with n in stripe st has moved
+// nothing for at least d; with addrs, only a flow from n's own address
+// counts (a node id in a hello is only a claim).
+func names(ss []silence, n *node, addrs bool, st int, now time.Time, d time.Duration) bool {
 	return slices.ContainsFunc(ss, func(e silence) bool {
-		return e.peer == peer && int(e.stripe) == st && now.Sub(e.since) >= d
+		return e.peer == n.peer.ID && int(e.stripe) == st && now.Sub(e.since) >= d &&
+			(!addrs || e.addr == n.peer.Addr.Addr().Unmap())
 	})
 }
 
-// starved reports whether a parent of n says its flow to n has taken
-// nothing for stallAfter (n does not read, or its link is down), or a
-// child of n heard lately says n has sent it nothing for as long (n
+// starved reports whether a parent of n says its flow to n's address has
+// taken nothing for stallAfter (n does not read, or its link is down), or
+// a child of n heard lately says n has sent it nothing for as long (n
 // hangs, or its link is down). Each speaks only of its own parent or
 // child, so no node can say it of a node it is not linked to.
 func (s *seedRun) starved(n *node, now time.Time) bool {
@@ -631,12 +637,12 @@ func (s *seedRun) starved(n *node, now time.Time) bool {
 		case p != seedID:
 			said = s.nodes[p-1].stalls
 		}
-		if names(said, n.peer.ID, st, now, stallAfter) {
+		if names(said, n, true, st, now, stallAfter) {
 			return true
 		}
 		for _, c := range s.t.childrenIn(n.id, st) {
 			k := s.nodes[c-1]
-			if now.Sub(k.lastSeen) <= s.cfg.DeadAfter/2 && names(k.starved, n.peer.ID, st, now, stallAfter) {
+			if now.Sub(k.lastSeen) <= s.cfg.DeadAfter/2 && names(k.starved, n, false, st, now, stallAfter) {
 				return true
 			}
 		}
@@ -655,7 +661,7 @@ func (s *seedRun) tick(now time.Time) {
 	connected := 0
 	s.stalls = s.stalls[:0]
 	for _, st := range s.up.stalls(now) {
-		s.stalls = append(s.stalls, silence{peer: st.to.child, stripe: st.to.stripe, since: st.since})
+		s.stalls = append(s.stalls, silence{peer: st.to.child, addr: st.to.addr, stripe: st.to.stripe, since: st.since})
 	}
 	for _, n := range s.nodes {
 		if n.c == nil {
@@ -667,7 +673,7 @@ func (s *seedRun) tick(now time.Time) {
 			continue
 		}
 		connected++
-		if silent > s.cfg.DeadAfter*quietFor/4 || silent > s.cfg.DeadAfter*starvedQuiet/8 && s.starved(n, now) {
+		if silent > s.cfg.DeadAfter*quietFor/4 || silent > max(s.cfg.DeadAfter*starvedQuiet/8, n.every*3/2) && s.starved(n, now) {
 			quiet = append(quiet, n)
 		}
 		if now.Sub(n.pinged) >= n.pingEvery {
@@ -798,6 +804,10 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			}
 			n.held = s.t.heldOf(n.id)
 			n.stalls, n.starved = silences(n.stalls, p.stalls, n.lastSeen), silences(n.starved, p.starved, n.lastSeen)
+			if !n.reported.IsZero() {
+				n.every = max(n.lastSeen.Sub(n.reported), n.every*7/8)
+			}
+			n.reported = n.lastSeen
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)
@@ -842,8 +852,8 @@ func (s *seedRun) releaseDone(n *node) {
 }
 
 func (s *seedRun) release(n *node) {
-	if n.c == nil || n.state != stateOK {
-		return
+	if n.c == nil || n.state != stateOK || n.probing {
+		return // a relay the seed is probing keeps its session until judged
 	}
 	for _, c := range s.t.childrenOf(n.id) {
 		if s.nodes[c-1].state != stateOK {

@@ -358,7 +358,7 @@ func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
 	cfg := DefaultConfig()
 	at := start.Add(cfg.DeadAfter*starvedQuiet/8 + cfg.Heartbeat/2)
 	stalled := func(x *node, stripe int) []stallReport {
-		return []stallReport{{peer: x.peer.ID, stripe: uint8(stripe), millis: uint32(stallAfter.Milliseconds()) + 500}}
+		return []stallReport{{peer: x.peer.ID, addr: x.peer.Addr.Addr(), stripe: uint8(stripe), millis: uint32(stallAfter.Milliseconds()) + 500}}
 	}
 	// setup: a relay fed by a node in stripe 0, silent since start, and
 	// everyone else heard at.
@@ -396,6 +396,13 @@ func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
 	if moved(s, x) {
 		t.Fatal("a relay lost its children on the word of a node that does not feed it")
 	}
+	impostor := stalled(x, 0)
+	impostor[0].addr = netip.MustParseAddr("10.99.0.1") // a flow that only claims x's id
+	progress(s, p, impostor)
+	s.tick(at)
+	if moved(s, x) {
+		t.Fatal("a relay lost its children for a flow from another address that claimed its id")
+	}
 
 	progress(s, p, stalled(x, 0))
 	s.tick(at)
@@ -432,9 +439,38 @@ func TestSeedMovesAStarvedRelaysChildrenSooner(t *testing.T) {
 	r.lastSeen = start
 	s.up = newUplink(0)
 	f := &fakeFlow{d: delivery{pending: true}}
-	s.up.add(f, flowTo{child: r.peer.ID, stripe: 0}, start)
+	s.up.add(f, flowTo{child: r.peer.ID, addr: r.peer.Addr.Addr(), stripe: 0}, start)
 	s.tick(at)
 	if !moved(s, r) {
 		t.Fatalf("a silent root whose flow from the seed stalled still feeds %v", s.t.childrenOf(r.id))
+	}
+}
+
+// A node seen to report less often than every DeadAfter/4 (a longer
+// heartbeat of its own) is not taken for silent between two reports,
+// whatever its parent says.
+func TestSeedWaitsOnANodesOwnReportGap(t *testing.T) {
+	start := time.Now()
+	s := simSeed(30, 2, start)
+	every := s.cfg.DeadAfter / 2
+	root := s.t.seed[0][0]
+	x := s.t.node(root).children[0][0]
+	for len(s.t.node(x).children[0]) == 0 {
+		x = s.t.node(root).children[0][1]
+	}
+	relay := s.nodes[x-1]
+	relay.reported, relay.every = start.Add(-every), every
+	at := start.Add(every - 100*time.Millisecond)
+	for _, n := range s.nodes {
+		n.lastSeen = at
+	}
+	relay.lastSeen = start
+	p := s.nodes[s.t.parentOf(x, 0)-1]
+	s.handle(context.Background(), event{n: p, f: frame{typ: msgProgress, payload: progressMsg{
+		stalls: []stallReport{{peer: relay.peer.ID, addr: relay.peer.Addr.Addr(), millis: 1500}}}.encode()}})
+	p.lastSeen = at
+	s.tick(at)
+	if len(s.t.childrenOf(x)) == 0 {
+		t.Fatalf("a relay that reports every %s, last heard %s ago, lost its children", every, at.Sub(start))
 	}
 }

@@ -383,7 +383,7 @@ func (s *session) heartbeat() {
 		if now.Sub(lastSent) >= every-s.cfg.Heartbeat/2 || len(stalls)+len(starved) > told {
 			pm := progressMsg{held: uint64(held), received: uint64(s.recvd.Load()), stripes: s.spool.stripeHeld(int(s.stripes.Load())), millis: uint64(max(now.Sub(s.start).Milliseconds(), 1))}
 			for _, st := range stalls {
-				pm.stalls = append(pm.stalls, stallReport{peer: st.to.child, stripe: st.to.stripe, millis: millisSince(now, st.since)})
+				pm.stalls = append(pm.stalls, stallReport{peer: st.to.child, addr: st.to.addr, stripe: st.to.stripe, millis: millisSince(now, st.since)})
 			}
 			pm.starved = starved
 			if err := s.c.send(msgProgress, pm.encode()); err != nil {
@@ -415,12 +415,18 @@ type fedBy struct {
 }
 
 func (f *fedBy) start(p parentMsg) {
+	if int(p.stripe) >= maxStripes {
+		return // a layout this build does not split into: nothing to say of it
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.parent[p.stripe], f.at[p.stripe] = p.id, time.Now()
 }
 
 func (f *fedBy) heard(stripe uint8) {
+	if int(stripe) >= maxStripes {
+		return
+	}
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -428,6 +434,9 @@ func (f *fedBy) heard(stripe uint8) {
 }
 
 func (f *fedBy) stop(stripe uint8) {
+	if int(stripe) >= maxStripes {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.at[stripe] = time.Time{}

@@ -737,4 +737,8 @@ func TestFedByNamesASilentParent(t *testing.T) {
 	if got := f.starved(t0.Add(time.Hour), time.Second); len(got) != 0 {
 		t.Fatalf("a parent no longer fetched from is starving us: %+v", got)
 	}
+	far := parentMsg{id: NodeID{8}, stripes: 255, stripe: 254} // a layout this build does not split into
+	f.start(far)
+	f.heard(far.stripe)
+	f.stop(far.stripe)
 }

@@ -3,6 +3,8 @@ package relay
 import (
 	"math"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -69,9 +71,10 @@ type upFlow struct {
 }
 
 // flowTo is whom a flow feeds: the child's node id (as it said in its
-// hello) and the stripe.
+// hello), its address, and the stripe.
 type flowTo struct {
 	child  NodeID
+	addr   netip.Addr
 	stripe uint8
 }
 
@@ -243,6 +246,8 @@ func (u *uplink) stalls(now time.Time) []stall {
 			out = append(out, stall{to: f.to, since: f.moved})
 		}
 	}
+	// The longest first: a report names at most maxStalls.
+	slices.SortFunc(out, func(a, b stall) int { return a.since.Compare(b.since) })
 	return out
 }
 

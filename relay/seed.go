@@ -587,9 +587,9 @@ const pingsPerTimeout = 3
 // its subtree DeadAfter, now three quarters of it. After two missed, on a
 // lab of 16 CPU-bound hosts, healthy relays were moved too. So sooner,
 // after starvedQuiet eighths (one report missed, and half a period more;
-// longer for a node seen to report less often),
-// only on the word of a node linked to it as well: it takes nothing, or
-// sends nothing, for stallAfter (see starved).
+// longer for a node seen to report less often), on the word of a node
+// linked to it as well: it takes nothing, or sends nothing, for
+// stallAfter (see starved).
 const (
 	quietFor     = 3
 	starvedQuiet = 3

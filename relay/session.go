@@ -31,7 +31,7 @@ type session struct {
 	start    time.Time
 	recvd    atomic.Int64
 	stripes  atomic.Int32   // how many stripes the seed splits the package into, once it said
-	fed      fedBy          // when each stripe's parent last sent a frame
+	fed      fedBy          // when each stripe's parent last sent bytes
 	result   chan resultMsg // the apply outcome, once
 	output   outputTail     // the end of what the apply's command wrote
 }
@@ -364,12 +364,11 @@ func (s *session) fail(err error) {
 	}
 }
 
-// heartbeat reports progress to the seed every progressEvery (on the
-// heartbeat that ends it: the seed counts a report late half a heartbeat
-// after it is due), which is
-// also how the seed knows this node is alive, and at once when a flow to
-// a child stalls or a parent falls silent, and shows it here every
-// heartbeat.
+// heartbeat reports progress to the seed every progressEvery, on the
+// heartbeat that ends it (the seed counts a report late half a heartbeat
+// after it is due), and at once when a flow to a child stalls or a parent
+// falls silent; that is also how the seed knows this node is alive. It
+// shows progress here every heartbeat.
 func (s *session) heartbeat() {
 	t := time.NewTicker(s.cfg.Heartbeat)
 	defer t.Stop()
@@ -406,8 +405,8 @@ func millisSince(now, t time.Time) uint32 {
 	return uint32(min(max(now.Sub(t).Milliseconds(), 0), math.MaxUint32))
 }
 
-// fedBy is, per stripe, the parent this node fetches from and when a
-// frame last came from it (zero: no fetch runs).
+// fedBy is, per stripe, the parent this node fetches from and when bytes
+// last came from it (zero: no fetch runs).
 type fedBy struct {
 	mu     sync.Mutex
 	parent [maxStripes]NodeID

@@ -255,15 +255,21 @@ func (t *tree) plan(ids []int, now time.Time) []move {
 			order = append(order, id)
 		}
 	}
-	var moves []move
-	for st := range t.stripes {
-		o := order
+	orders := make([][]int, t.stripes)
+	for st := range orders {
+		orders[st] = order
 		if st == 1 {
-			o = slices.Clone(order)
-			slices.Reverse(o)
+			orders[st] = slices.Clone(order)
+			slices.Reverse(orders[st])
 		}
-		for i, id := range o {
-			p := seedID
+	}
+	// Level by level across the trees: the seed tells the roots of both
+	// first, so no tree starts later for the other's many parent frames
+	// (128 nodes: the second root was told 0.11 s after the first).
+	var moves []move
+	for i := range order {
+		for st, o := range orders {
+			id, p := o[i], seedID
 			if i >= t.roots {
 				p = o[(i-t.roots)/2]
 			}

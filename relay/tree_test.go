@@ -955,3 +955,31 @@ func TestTreeRejoinerFeedsNoOneAhead(t *testing.T) {
 	}
 	t.Logf("moves under the rejoined node: %d", inserted)
 }
+
+// A plan's moves go level by level across the trees: the roots of every
+// tree first, and no node before its parent, so the seed tells the nodes
+// that start the trees before the many that wait deep in them.
+func TestPlanTellsLevelByLevel(t *testing.T) {
+	for _, stripes := range []int{1, 2} {
+		tr, moves := planned(stripes, 128)
+		roots := 0
+		for _, m := range moves {
+			if m.parent == seedID {
+				roots++
+			}
+		}
+		told := map[[2]int]bool{}
+		for i, m := range moves {
+			if i < roots && m.parent != seedID {
+				t.Fatalf("stripes=%d: move %d (%+v) comes before a root is told", stripes, i, m)
+			}
+			if m.parent != seedID && !told[[2]int{m.parent, m.stripe}] {
+				t.Fatalf("stripes=%d: node %d told its parent %d in stripe %d before that parent was told its own", stripes, m.node, m.parent, m.stripe)
+			}
+			told[[2]int{m.node, m.stripe}] = true
+		}
+		if len(told) != 128*tr.stripes {
+			t.Fatalf("stripes=%d: %d nodes and stripes told, want %d", stripes, len(told), 128*tr.stripes)
+		}
+	}
+}

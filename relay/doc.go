@@ -137,7 +137,9 @@
 // trusted, valid offer, a child by a want for the running session, each
 // within 5 s; until then it holds one of 64 unproven slots, 8 per source
 // address, and never makes the receiver busy. The seed believes a node's
-// progress only as far as its parents can have given it. A complaint
+// progress only as far as its parents can have given it, and does not
+// judge a node slow while it claims more than that (its believed rate is
+// then its parents', as of their last reports). A complaint
 // moves the complainer; for a corrupt block the seed fetches that block
 // from the accused itself, as a child would, and fails the relay only if
 // its copy is bad, while a node whose accusations it found false twice is

@@ -983,3 +983,42 @@ func TestPlanTellsLevelByLevel(t *testing.T) {
 		}
 	}
 }
+
+// A relay is believed to hold no more than its parents were believed to
+// hold at their last reports. When those come late, a fast relay's claims
+// are capped below what it holds, its believed rate drops, and once its
+// parents' reports land it lags them: that is not a slow link, and a relay
+// whose last claim was capped is not judged.
+func TestTreeCappedClaimIsNotJudged(t *testing.T) {
+	tr, _ := planned(2, 14)
+	x := innerNode(tr)
+	var parents []int
+	for st := range tr.stripes {
+		if p := tr.parentOf(x, st); p > seedID {
+			parents = append(parents, p)
+		}
+	}
+	f := newFlow(tr, 10<<20)
+	now := t0
+	for step := range 24 {
+		now = now.Add(500 * time.Millisecond)
+		f.step(500 * time.Millisecond)
+		report := func(id int) {
+			tr.setStripeHeld(id, f.held[id-1][:tr.stripes])
+			tr.reported(id, now.Sub(t0))
+		}
+		for id := 1; id <= len(tr.nodes); id++ {
+			if !slices.Contains(parents, id) {
+				report(id)
+			}
+		}
+		if step%6 == 5 { // x's parents' reports come late, six at once, after x's
+			for _, p := range parents {
+				report(p)
+			}
+		}
+		if _, slow := tr.checkRates(now); len(slow) > 0 {
+			t.Fatalf("at %s: %v found slow; every link is as fast (x = %d, its parents %v report late)", now.Sub(t0), slow, x, parents)
+		}
+	}
+}

@@ -252,25 +252,6 @@ func runSeed(c *cli.Context) error {
 		}
 	}
 
-	// From here on, every outcome is printed and written to the report.
-	ctx := c.Context
-	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
-	if c.Bool("json") {
-		end.out, end.json = con, os.Stdout
-	}
-	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
-		if st.Size() > 256<<20 {
-			con.progress(done, st.Size(), "hashing "+st.Name())
-		}
-	})
-	con.endProgress()
-	if err != nil {
-		return end.finish(end.emptyReport(relay.ReportPackage{Name: st.Name(), Size: st.Size()}), failed("seed: %v", err))
-	}
-	nothingSent := func() *relay.Report {
-		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
-	}
-
 	given, err := givenPeers(sc.Peers, sc.PeersFile)
 	if err != nil {
 		return usage("seed: %v", err)
@@ -279,17 +260,48 @@ func runSeed(c *cli.Context) error {
 	if expect > 0 {
 		expect = max(expect-len(given), 0)
 	}
+
+	// From here on, every outcome is printed and written to the report.
+	ctx := c.Context
+	end := &seedEnd{ctx: ctx, con: con, out: os.Stdout, report: sc.Report, reportName: cfg.name("seed.report"), expect: sc.Expect, start: time.Now()}
+	if c.Bool("json") {
+		end.out, end.json = con, os.Stdout
+	}
+	// The package is hashed while receivers are looked for: a session
+	// starts after the longer of the two, not after both.
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
 	waitEnds := time.Now().Add(sc.Wait) // for receivers, and for busy ones to be free
-	var found []discover.Peer
-	if sc.Expect == 0 || expect > 0 {
-		found, err = discover.Browse(ctx, cfg.Discover, discover.BrowseOptions{
-			Group: sc.Group, Expect: expect, Wait: sc.Wait,
-			OnPeer: func(p discover.Peer) {
-				log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
-			},
-		}, log)
+	bctx, stopBrowse := context.WithCancel(ctx)
+	defer stopBrowse()
+	browsed := make(chan browseResult, 1)
+	go func() {
+		var r browseResult
+		if sc.Expect == 0 || expect > 0 {
+			r.found, r.err = discover.Browse(bctx, cfg.Discover, discover.BrowseOptions{
+				Group: sc.Group, Expect: expect, Wait: sc.Wait,
+				OnPeer: func(p discover.Peer) {
+					log.Info("found receiver", "name", p.Name, "addr", p.Addr, "state", p.State)
+				},
+			}, log)
+		}
+		browsed <- r
+	}()
+	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
+		if st.Size() > 256<<20 {
+			con.progress(done, st.Size(), "hashing "+st.Name())
+		}
+	})
+	con.endProgress()
+	if err != nil {
+		stopBrowse()
+		<-browsed
+		return end.finish(end.emptyReport(relay.ReportPackage{Name: st.Name(), Size: st.Size()}), failed("seed: %v", err))
 	}
+	nothingSent := func() *relay.Report {
+		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
+	}
+	br := <-browsed
+	found, err := br.found, br.err
 	if ctx.Err() != nil {
 		return end.finish(nothingSent(), ctx.Err())
 	}
@@ -343,6 +355,12 @@ func runSeed(c *cli.Context) error {
 		err = failed("seed: %v", err)
 	}
 	return end.finish(rep, err)
+}
+
+// browseResult is what looking for receivers found.
+type browseResult struct {
+	found []discover.Peer
+	err   error
 }
 
 // sessionFor signs m, unless a lab test replays a saved session.

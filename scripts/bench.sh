@@ -9,6 +9,8 @@
 #   treecast   treecast's defaults: N `treecast join --to` on h1..hN, then
 #              `treecast seed --expect N --report R.json FILE` on h0
 #   treecast1  the same with one binary tree (`[relay] trees = 1`, --config)
+#   base       (only when BENCH_TOOLS names it) the defaults, run by the
+#              binary BENCH_BASE: another build, side by side in one lab
 #   treecast97 (only when BENCH_TOOLS names it) the defaults, and the seed
 #              told the link as udpcast is: `--max-rate` 97% of B. The
 #              defaults read the same from the link, so the two should match
@@ -60,7 +62,9 @@
 #   BENCH_POINTS  "N:RATE:MB ..." (default "16:20mbit:20 32:20mbit:20
 #                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4 to them);
 #                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
-#   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain"; treecast97 too on request)
+#   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain"; base and
+#                 treecast97 too on request; a tool named twice runs twice)
+#   BENCH_BASE    the treecast binary the tool "base" runs
 #   BENCH_KIND    what the package is: random (default: MB of /dev/urandom);
 #                 image (an ext4 image of MB holding MB/5 of files from /usr,
 #                 receivers `join --write TARGET`); tar (a tar of MB of those
@@ -111,7 +115,8 @@ CHUNK_ARGS=()
 for t in $TOOLS; do
 	case $t in
 	treecast | treecast1 | treecast97 | udpcast | chain) ;;
-	*) echo "bench: unknown tool '$t' in BENCH_TOOLS (known: treecast treecast1 treecast97 udpcast chain)" >&2; exit 2 ;;
+	base) [[ -x ${BENCH_BASE:-} ]] || { echo "bench: the tool base runs BENCH_BASE, which is not an executable: '${BENCH_BASE:-}'" >&2; exit 2; } ;;
+	*) echo "bench: unknown tool '$t' in BENCH_TOOLS (known: treecast treecast1 base treecast97 udpcast chain)" >&2; exit 2 ;;
 	esac
 done
 for p in $POINTS; do
@@ -176,6 +181,9 @@ if [[ " $TOOLS " == *" treecast"* ]]; then
 		echo "bench: building treecast"
 		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" .) || die "go build failed"
 	fi
+fi
+if [[ " $TOOLS " == *" base "* ]]; then
+	cp "$BENCH_BASE" "$OUT/base" || die "cannot copy BENCH_BASE '$BENCH_BASE'"
 fi
 
 # ---- one run -----------------------------------------------------------------
@@ -284,7 +292,7 @@ run_treecast() { # run_treecast TREES TAG [SEED FLAG...] ; TREES "" = treecast's
 		tar) act=(--exec "mkdir -p $d/h$i/x && tar -x -C $d/h$i/x" --stdin) ;;
 		esac
 		spawn_timed "$i" "$tag-h$i" "$d/join-h$i.log" env HOME="$d/h$i/home" XDG_CONFIG_HOME="$d/h$i/home/.config" \
-			"$BIN" join --name "h$i" --iface eth0 --group bench --trust-any \
+			"${RUN_BIN:-$BIN}" join --name "h$i" --iface eth0 --group bench --trust-any \
 			--timeout 120s --dir "$d/h$i/spool" "${act[@]}"
 		jpids+=("$LAB_LAST_PID")
 	done
@@ -295,7 +303,7 @@ run_treecast() { # run_treecast TREES TAG [SEED FLAG...] ; TREES "" = treecast's
 	tx0=$(tx0_bytes)
 	t0=$(now)
 	spawn_timed 0 "$tag-h0" "$d/seed.log" env HOME="$d/h0/home" XDG_CONFIG_HOME="$d/h0/home/.config" \
-		"$BIN" seed --expect "$N" --wait 60s --iface eth0 --group bench "${CHUNK_ARGS[@]}" "${cfg[@]}" "$@" \
+		"${RUN_BIN:-$BIN}" seed --expect "$N" --wait 60s --iface eth0 --group bench "${CHUNK_ARGS[@]}" "${cfg[@]}" "$@" \
 		--report "$d/report.json" "$PKG"
 	spid=$LAB_LAST_PID
 	wait_all "${jpids[@]}"
@@ -448,6 +456,7 @@ for point in $POINTS; do
 		w0=$(tx_all)
 		case $tool in
 		treecast) run_treecast "" treecast ;;
+		base) RUN_BIN=$OUT/base run_treecast "" base ;;
 		treecast1) run_treecast 1 treecast1 ;;
 		treecast97) run_treecast "" treecast97 --max-rate "$((BITS * 97 / 100))bit" ;;
 		udpcast) run_udpcast ;;

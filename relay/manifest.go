@@ -9,9 +9,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -351,44 +353,101 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 	if _, err := rand.Read(m.Session[:]); err != nil {
 		return nil, err
 	}
-	whole := sha256.New()
-	buf := make([]byte, chunkSize)
 	m.built = &builtFrom{size: st.Size(), modTime: st.ModTime()}
 	keep := int64(m.Blocks())*32 <= seedLeafBudget
 	var leaves []byte
 	var done int64
-	for {
+	h := newHashing(f, chunkSize)
+	for buf := range h.hashed {
 		if err := ctx.Err(); err != nil {
+			h.stop()
 			return nil, err
 		}
-		k, err := io.ReadFull(f, buf)
-		if k > 0 {
-			leaves = hashBlocks(leaves[:0], buf[:k], m.BlockSize)
-			m.Chunks = append(m.Chunks, sha256.Sum256(leaves))
-			m.built.empty += m.zeroBytes(len(m.Chunks)-1, leaves)
-			if keep {
-				m.built.leaves = append(m.built.leaves, leaves...)
-			}
-			whole.Write(buf[:k])
-			done += int64(k)
-			if progress != nil {
-				progress(done)
-			}
+		leaves = hashBlocks(leaves[:0], buf, m.BlockSize)
+		m.Chunks = append(m.Chunks, sha256.Sum256(leaves))
+		m.built.empty += m.zeroBytes(len(m.Chunks)-1, leaves)
+		if keep {
+			m.built.leaves = append(m.built.leaves, leaves...)
 		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
+		done += int64(len(buf))
+		if progress != nil {
+			progress(done)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
+		h.free <- buf[:cap(buf)]
+	}
+	if h.err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, h.err)
 	}
 	if done != st.Size() {
 		return nil, fmt.Errorf("%s changed while it was read (%d bytes, expected %d)", path, done, st.Size())
 	}
-	copy(m.SHA256[:], whole.Sum(nil))
+	copy(m.SHA256[:], h.whole.Sum(nil))
 	m.Created = time.Now()
 	m.Expires = m.Created.Add(ttl)
 	return m, nil
+}
+
+// hashing reads a file chunk by chunk and hashes it whole as it goes, in
+// goroutines of its own, so that the caller's block hashes of a chunk run
+// beside the whole-file hash of the next, on another core: 1 GB took 1.9 s
+// in one goroutine on a 2-core machine.
+type hashing struct {
+	free   chan []byte   // buffers to read into
+	hashed chan []byte   // chunks in order, in the whole-file hash; closed after the last or an error
+	whole  hash.Hash     // the file's SHA-256, once hashed is closed
+	err    error         // why reading stopped early, once hashed is closed
+	quit   chan struct{} // closed by stop
+	wg     sync.WaitGroup
+}
+
+// hashAhead is how many chunks may be read and not yet block-hashed. Each
+// channel holds them all, so no send ever blocks.
+const hashAhead = 3
+
+func newHashing(r io.Reader, chunkSize int) *hashing {
+	h := &hashing{free: make(chan []byte, hashAhead), hashed: make(chan []byte, hashAhead), whole: sha256.New(), quit: make(chan struct{})}
+	for range hashAhead {
+		h.free <- make([]byte, chunkSize)
+	}
+	read := make(chan []byte, hashAhead)
+	h.wg.Go(func() {
+		defer close(read)
+		for {
+			var buf []byte
+			select {
+			case buf = <-h.free:
+			case <-h.quit:
+				return
+			}
+			k, err := io.ReadFull(r, buf)
+			if k > 0 {
+				read <- buf[:k]
+			}
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return
+			}
+			if err != nil {
+				h.err = err
+				return
+			}
+		}
+	})
+	h.wg.Go(func() {
+		defer close(h.hashed)
+		for buf := range read {
+			h.whole.Write(buf)
+			h.hashed <- buf
+		}
+	})
+	return h
+}
+
+// stop ends the reading early and waits for the goroutines.
+func (h *hashing) stop() {
+	close(h.quit)
+	for range h.hashed {
+	}
+	h.wg.Wait()
 }
 
 // seedLeafBudget bounds the block hashes a seed keeps from hashing its

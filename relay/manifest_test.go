@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,6 +95,7 @@ func TestBuildManifest(t *testing.T) {
 		{"one byte", 1, 1, 1},
 		{"exactly three chunks", 3 * cs, 3, cs},
 		{"three chunks and 123 bytes", 3*cs + 123, 4, 123},
+		{"more chunks than are read ahead", 40*cs + 7, 41, 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +149,29 @@ func TestBuildManifest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Stopped mid-file, hashing returns the context's error and leaves no
+// goroutine reading the file behind.
+func TestBuildManifestStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pkg.bin")
+	if err := os.WriteFile(path, testData(64*MinChunkSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := BuildManifest(ctx, path, MinChunkSize, time.Hour, func(done int64) {
+		if done >= 5*MinChunkSize {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("BuildManifest stopped mid-file: %v, want context.Canceled", err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after hashing stopped, %d before", n, before)
 	}
 }
 

@@ -329,10 +329,11 @@ func (h heardReader) Read(p []byte) (int, error) {
 // pull reads a parent's frames until every block of its stripe is held
 // (stored, or empty and marked so by its chunk's hashes) and the block
 // hashes of every chunk in need have come. Nothing it
-// has not verified is stored. A parent that sends only pings for stall
-// (zero: never), dead_after in a session, delivers nothing: it is given up
-// and complained of as stalled. The seed judges whether it had anything to
-// send.
+// has not verified is stored. A parent that sends nothing new for stall
+// (zero: never), dead_after in a session, only pings, blocks held here
+// already or hashes with no block after them, delivers nothing: it is given
+// up and complained of as stalled. The seed judges whether it had anything
+// to send.
 func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
@@ -368,14 +369,9 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, noEOF(err)))
 		}
-		if t != msgPing {
-			lastData = time.Now()
-		}
+		progress := false
 		switch t {
 		case msgPing:
-			if idle := time.Since(lastData); stall > 0 && idle > stall {
-				return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), sp.stripeMissing(stripes, stripe), stripe)}
-			}
 		case msgRefuse:
 			r, err := decodeRefuse(payload)
 			if err != nil {
@@ -398,6 +394,9 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 			if err := sp.putLeaves(i, leaves); err != nil {
 				return err
 			}
+			// Hashes alone are progress only where no block is to
+			// follow them: else the blocks are.
+			progress = need[i] && !missingIn(sp, first, count, stripes, stripe)
 			delete(need, i)
 		case msgBlock:
 			if n < blockHeaderLen {
@@ -434,6 +433,7 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				return corrupt(g, "sent block %d that does not match the signed manifest", g)
 			}
 			if !sp.has(g) {
+				progress = true
 				// Counted before it is stored: the last block stored
 				// completes the package, and the result that follows
 				// counts it.
@@ -448,7 +448,23 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 		default:
 			return corrupt(-1, "sent an unexpected %s frame", t)
 		}
+		if progress {
+			lastData = time.Now()
+		} else if idle := time.Since(lastData); stall > 0 && idle > stall {
+			return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), sp.stripeMissing(stripes, stripe), stripe)}
+		}
 		br.Discard(n)
 	}
 	return nil
+}
+
+// missingIn reports whether sp lacks a block of stripe among the count
+// blocks from first.
+func missingIn(sp *spool, first, count, stripes, stripe int) bool {
+	for g := first; g < first+count; g++ {
+		if g%stripes == stripe && !sp.has(g) {
+			return true
+		}
+	}
+	return false
 }

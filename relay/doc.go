@@ -52,7 +52,9 @@
 //
 // Liveness is judged by progress: a peer is dead when no bytes move on its
 // connection for Config.DeadAfter, however long a frame takes, so a
-// healthy link at any rate and any chunk size stays up.
+// healthy link at any rate and any chunk size stays up. A parent that sends
+// nothing new for as long (pings, blocks the child holds, block hashes with
+// no block after them) is given up on as stalled.
 //
 // Integers are big-endian. A string or blob is a uint32 length and its
 // bytes, with a per-field limit (4 KiB for texts). An id is 16 bytes.
@@ -139,15 +141,21 @@
 // address, and never makes the receiver busy. The seed believes a node's
 // progress only as far as its parents can have given it, and does not
 // judge a node slow while it claims more than that (its believed rate is
-// then its parents', as of their last reports). A complaint
+// then its parents', as of their last reports). It measures rates on each
+// node's clock, but what a healthy tree delivers on its own clock too, at
+// the longer of the two, so a node whose clock stands still while its
+// claims grow sets no rate the others are held to. A complaint
 // moves the complainer; for a corrupt block the seed fetches that block
 // from the accused itself, as a child would, and fails the relay only if
 // its copy is bad, while a node whose accusations it found false twice is
 // dropped; a relay that refuses the seed's own fetch, or that two children
-// complained of, feeds no one from then on. Every session ends: nodes
+// complained of, feeds no one from then on, and each node's complaints
+// count so against one relay at most. Every session ends: nodes
 // still at work 4 × the time the first node took plus SessionGrace after
 // the start (before any finished: the package at 1 Mbit/s plus
-// SessionGrace) are failed.
+// SessionGrace) are failed; that time counts from no sooner than the seed
+// had read every block of the package to send it, so a node that says it
+// applied the package before it can have narrows nothing.
 //
 // # Fleet secret
 //

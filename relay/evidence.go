@@ -20,6 +20,13 @@ const (
 	// children make it a leaf, since they may all be right even when it
 	// sends the seed good data.
 	distrustAfter = 2
+
+	// wordBudget: a node's complaints help make at most this many relays
+	// feed no one. Two receivers that complain of every parent they are
+	// given (one host may answer as two) cost the tree one relay, not
+	// every relay they meet; complaints past it still move the
+	// complainer, and the seed's probes still judge.
+	wordBudget = 1
 	// falseAccusations: a node whose corrupt-data complaints against this
 	// many different relays the seed found false is dropped.
 	falseAccusations = 2
@@ -83,11 +90,14 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	// counts against it only if it says it holds more than the child, or
 	// holds far less than its own parent (it is not fetching: a root that
 	// never asks the seed for its stripe starves the whole tree).
-	if c.kind != complainStalled || s.t.holdsMore(p.id, n.id, st) || s.t.lagsParent(p.id, st) {
+	if (c.kind != complainStalled || s.t.holdsMore(p.id, n.id, st) || s.t.lagsParent(p.id, st)) && n.distrusted < wordBudget {
 		p.accusedBy[n.id] = true
 	}
 	if len(p.accusedBy) == distrustAfter {
 		s.opt.Log.Warn("children keep complaining of a relay: it feeds no one now", "node", p.label())
+		for id := range p.accusedBy {
+			s.nodes[id-1].distrusted++
+		}
 		s.tell(s.t.distrust(p.id, time.Now()), true)
 	}
 	if p.probing {
@@ -301,14 +311,31 @@ func (s *seedRun) checkDeadline(now time.Time) {
 	s.over = true
 }
 
-// applied narrows the deadline once the first node applied the package:
-// the others are given deadlineFactor times as long, and SessionGrace more.
+// applied notes that a node applied the package after this long, and
+// narrows the deadline: the others are given deadlineFactor times as long
+// as the first took, and SessionGrace more. What the first took is counted
+// from what the seed saw itself: no node holds the package before the
+// seed read each of its blocks to send it, so a node that says it applied
+// sooner (one that lies, to have the rest failed) narrows nothing until
+// then (the tick narrows it once it has).
 func (s *seedRun) applied(after time.Duration) {
-	if s.firstDone != 0 {
+	if s.firstOK == 0 {
+		s.firstOK = after
+	}
+	s.narrow()
+}
+
+// narrow narrows the deadline as applied says, once it can.
+func (s *seedRun) narrow() {
+	if s.firstDone != 0 || s.firstOK == 0 {
 		return
 	}
-	s.firstDone = after
-	end := s.start.Add(deadlineFactor*after + s.cfg.SessionGrace)
+	sent, ok := s.src.readOnce()
+	if !ok {
+		return
+	}
+	s.firstDone = max(s.firstOK, sent.Sub(s.start))
+	end := s.start.Add(deadlineFactor*s.firstDone + s.cfg.SessionGrace)
 	if s.deadline.IsZero() || end.Before(s.deadline) {
 		s.deadline = end
 	}

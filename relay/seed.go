@@ -168,6 +168,7 @@ type node struct {
 	starved        []silence     // its parents that send it nothing, as its last progress said
 	accusedBy      map[int]bool  // nodes that complained of it (corrupt data, a stall)
 	falselyAccused map[int]bool  // relays it said sent corrupt data that sent the seed that data intact
+	distrusted     int           // relays made to feed no one on its complaints (see wordBudget)
 	probing        bool          // the seed is fetching a block it was accused of corrupting
 }
 
@@ -226,12 +227,14 @@ type seedRun struct {
 	readers sync.WaitGroup // control readers and connects
 
 	deadline  time.Time     // when nodes still at work are failed; zero: not yet set
-	firstDone time.Duration // when the first node applied the package
+	firstOK   time.Duration // when the first node said it applied the package
+	firstDone time.Duration // when the first node applied it, in what the seed saw itself (see applied)
 	over      bool          // past the deadline: nothing new starts
 	refused   []Peer        // found, but beyond MaxNodes
 
-	up       *uplink   // paces the seed's flows to its children, and sees them stall
-	stalls   []silence // the seed's flows that take nothing, as of the last tick
+	src      *fileSource // the package, as the seed's feeders read it
+	up       *uplink     // paces the seed's flows to its children, and sees them stall
+	stalls   []silence   // the seed's flows that take nothing, as of the last tick
 	mu       sync.Mutex
 	uploaded int64
 	feeders  sync.WaitGroup
@@ -258,6 +261,7 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		return nil, fmt.Errorf("listen for children: %w", err)
 	}
 	s := &seedRun{cfg: cfg, opt: opt, m: opt.Signed.Manifest, offer: opt.Signed.encode(), file: f, ln: ln, start: time.Now(), events: make(chan event, 64), fatals: make(chan error, 1)}
+	s.src = newFileSource(f, s.m)
 	rate, _ := ParseRate(cfg.MaxRate) // Validate checked it
 	s.up = newUplink(rate)
 	if s.keys, err = newKeys(opt.Secret, s.m.Session); err != nil {
@@ -696,6 +700,7 @@ func (s *seedRun) tick(now time.Time) {
 	}
 	s.tell(moves, true)
 	s.tell(s.t.retry(now), true)
+	s.narrow()
 	s.checkDeadline(now)
 	s.progress()
 }
@@ -794,7 +799,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			if p.millis > 0 {
 				clock = time.Duration(min(p.millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
 			}
-			s.t.reported(n.id, clock)
+			s.t.reported(n.id, clock, n.lastSeen)
 			if len(p.stripes) == s.t.stripes {
 				held := make([]int64, len(p.stripes))
 				for st, h := range p.stripes {
@@ -902,7 +907,7 @@ func (s *seedRun) parentLabel(p int) string {
 
 // acceptChildren serves the nodes whose parent is the seed.
 func (s *seedRun) acceptChildren(ctx context.Context) {
-	src := newFileSource(s.file, s.m)
+	src := s.src
 	// A pacer per tree: the seed's children in one tree are kept abreast,
 	// but a slow root must not hold the other tree's root to its pace.
 	// With two trees each has its own share of the seed's uplink, and a

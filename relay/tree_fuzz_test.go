@@ -72,7 +72,7 @@ func FuzzTreeOps(f *testing.F) {
 					per[s] = held[id-1] / int64(stripes)
 				}
 				tr.setStripeHeld(id, per)
-				tr.reported(id, now.Sub(t0))
+				tr.reported(id, now.Sub(t0), now)
 			case 6:
 				now = now.Add(time.Duration(next(&i)) * 100 * time.Millisecond)
 				moves, _ = tr.checkRates(now)

@@ -370,7 +370,7 @@ func (f *flow) step(dt time.Duration) {
 // reportAll has every node report its progress at now on its clock.
 func reportAll(tr *tree, now time.Time) {
 	for i := range tr.nodes {
-		tr.reported(i+1, now.Sub(t0))
+		tr.reported(i+1, now.Sub(t0), now)
 	}
 }
 
@@ -873,7 +873,7 @@ func TestTreeLateReportsAreNoSlowLink(t *testing.T) {
 		for i := range tr.nodes {
 			if i+1 != x {
 				tr.setStripeHeld(i+1, f.held[i][:tr.stripes])
-				tr.reported(i+1, at)
+				tr.reported(i+1, at, now)
 			}
 		}
 		// x's reports written from 2.5 s to 5 s are held up: the first
@@ -891,7 +891,7 @@ func TestTreeLateReportsAreNoSlowLink(t *testing.T) {
 			heard = r
 			tr.setHeld(x, r.held[0]+r.held[1])
 			tr.setStripeHeld(x, r.held[:tr.stripes])
-			tr.reported(x, r.clock)
+			tr.reported(x, r.clock, now)
 		}
 		moves, slow := tr.checkRates(now)
 		if len(slow) > 0 || len(moves) > 0 {
@@ -907,12 +907,12 @@ func TestTreeRejoinerClockStartsAgain(t *testing.T) {
 	tr, _ := planned(2, 6)
 	x := innerNode(tr)
 	now := t0.Add(time.Minute)
-	tr.reported(x, time.Minute) // its first session's clock
+	tr.reported(x, time.Minute, now) // its first session's clock
 	tr.lose(x, false, now)
 	tr.setBase(x, 1<<20)
 	tr.join(x, now)
 	tr.setHeld(x, 3<<20)
-	tr.reported(x, 2*time.Second) // the new session's clock
+	tr.reported(x, 2*time.Second, now.Add(2*time.Second)) // the new session's clock
 	tr.checkRates(now.Add(2 * time.Second))
 	if got := tr.node(x).rate; got != 1<<20 {
 		t.Fatalf("rate after rejoining %.0f B/s, want %d (2 MiB in 2 s)", got, 1<<20)
@@ -1005,7 +1005,7 @@ func TestTreeCappedClaimIsNotJudged(t *testing.T) {
 		f.step(500 * time.Millisecond)
 		report := func(id int) {
 			tr.setStripeHeld(id, f.held[id-1][:tr.stripes])
-			tr.reported(id, now.Sub(t0))
+			tr.reported(id, now.Sub(t0), now)
 		}
 		for id := 1; id <= len(tr.nodes); id++ {
 			if !slices.Contains(parents, id) {

@@ -40,6 +40,9 @@
 # LAB_LATENCY   tbf queue length expressed as time (default 20ms)
 # LAB_BURST     tbf bucket size in bytes; default max(80 KiB, 1 ms of RATE)
 #               (see lab_burst for the measurements behind it)
+# LAB_LOSS      random loss of what each host sends, e.g. 1% (iptables'
+#               statistic match, iptables-legacy), and no GSO on its link, so
+#               that each loss is one frame
 # LAB_IPV6      1 (default) keeps IPv6 link-local on (DAD off); 0 disables IPv6
 # LAB_UTS       1 (default): commands run by lab_exec/lab_spawn see hostname hI
 LAB_PREFIX_SET=${LAB_PREFIX:+1}
@@ -151,6 +154,21 @@ lab_link_add() {
 		tc -n "$ns" qdisc add dev "$ifname" root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
 		tc -n "$sw" qdisc add dev "$port" root tbf rate "$rate" burst "$burst" latency "$LAB_LATENCY"
 	fi
+	if [[ -n ${LAB_LOSS:-} ]]; then
+		# One frame per packet, so that a loss is one frame's, as on a wire.
+		ip -n "$ns" link set "$ifname" gso_max_segs 1
+		ip -n "$sw" link set "$port" gso_max_segs 1
+		ip netns exec "$ns" iptables-legacy -A OUTPUT -o "$ifname" -m statistic --mode random --probability "$(lab_loss_p)" -j DROP
+	fi
+}
+
+# lab_loss_p: LAB_LOSS as a probability (1% -> 0.01).
+lab_loss_p() {
+	if [[ ! $LAB_LOSS =~ ^([0-9]+(\.[0-9]+)?)%$ ]]; then
+		lab_err "bad LAB_LOSS '$LAB_LOSS': want a percentage, e.g. 1% or 0.5%"
+		return 1
+	fi
+	awk "BEGIN { print ${BASH_REMATCH[1]} / 100 }"
 }
 
 # lab_ns_add NS: a namespace with lo up, set as every lab machine is.
@@ -195,6 +213,10 @@ lab_up_check() {
 	if [[ $rate != none && $rate != 0 ]]; then
 		LAB_BURST_NOW=$(lab_burst "$rate") || return 1
 	fi
+	if [[ -n ${LAB_LOSS:-} ]]; then
+		lab_loss_p >/dev/null || return 1
+		command -v iptables-legacy >/dev/null || { lab_err "LAB_LOSS needs iptables-legacy: apt-get install iptables"; return 1; }
+	fi
 	mkdir -p "$LAB_REGISTRY"
 	printf 'hosts=%s rate=%s%s\n' "$n" "$rate" "${LAB_SPLIT:+ split=$LAB_SPLIT}" >"$LAB_REGISTRY/$LAB_PREFIX"
 }
@@ -215,7 +237,7 @@ lab_up() {
 	for ((i = 0; i < n; i++)); do
 		lab_host_add "$i" "$sw" "$LAB_SUBNET_BITS" "dev eth0" "${shape[@]}"
 	done
-	lab_log "up: $n hosts (${LAB_PREFIX}-h0..h$((n - 1))), 10.77.0.0/16, links ${rate}${LAB_BURST_NOW:+ full-duplex (tbf burst ${LAB_BURST_NOW}B latency $LAB_LATENCY)}"
+	lab_log "up: $n hosts (${LAB_PREFIX}-h0..h$((n - 1))), 10.77.0.0/16, links ${rate}${LAB_BURST_NOW:+ full-duplex (tbf burst ${LAB_BURST_NOW}B latency $LAB_LATENCY)}${LAB_LOSS:+, $LAB_LOSS loss each way}"
 }
 
 # lab_up_routed NA NB [RATE]: two subnets joined by a router (see the top of

@@ -330,7 +330,7 @@ func (s *seedRun) narrow() {
 	if s.firstDone != 0 || s.firstOK == 0 {
 		return
 	}
-	sent, ok := s.src.readOnce()
+	sent, ok := s.src.copyRead()
 	if !ok {
 		return
 	}

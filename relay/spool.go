@@ -111,19 +111,19 @@ type fileSource struct {
 	mu    sync.Mutex
 	cache *leafCache
 	wire  *wireCache // blocks compressed for one child, for the next
-	once  readOnce
+	first firstReads
 }
 
-// readOnce keeps which blocks were read to be sent, and when the last
+// firstReads keeps which blocks were read to be sent, and when the last
 // block not yet read was: from then on the seed has sent a whole copy.
-type readOnce struct {
+type firstReads struct {
 	mu   sync.Mutex
 	read []uint64  // bitmap by block
 	left int64     // bytes of non-empty blocks not read yet
 	at   time.Time // when left reached 0
 }
 
-func (o *readOnce) mark(g, n int) {
+func (o *firstReads) mark(g, n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.read[g/64]&(1<<(g%64)) != 0 {
@@ -135,21 +135,21 @@ func (o *readOnce) mark(g, n int) {
 	}
 }
 
-// readOnce reports when every block (but empty ones, never sent) had been
+// copyRead reports when every block (but empty ones, never sent) had been
 // read to be sent, if they have.
-func (s *fileSource) readOnce() (time.Time, bool) {
-	s.once.mu.Lock()
-	defer s.once.mu.Unlock()
-	return s.once.at, !s.once.at.IsZero()
+func (s *fileSource) copyRead() (time.Time, bool) {
+	s.first.mu.Lock()
+	defer s.first.mu.Unlock()
+	return s.first.at, !s.first.at.IsZero()
 }
 
 func (s *fileSource) wires() *wireCache { return s.wire }
 
 func newFileSource(f *os.File, m *Manifest) *fileSource {
 	s := &fileSource{f: f, m: m, cache: newLeafCache(leafBudget), wire: newWireCache()}
-	s.once.read = make([]uint64, (m.Blocks()+63)/64)
-	if s.once.left = m.Size - m.Empty(); s.once.left <= 0 {
-		s.once.at = time.Now()
+	s.first.read = make([]uint64, (m.Blocks()+63)/64)
+	if s.first.left = m.Size - m.Empty(); s.first.left <= 0 {
+		s.first.at = time.Now()
 	}
 	return s
 }
@@ -161,7 +161,7 @@ func (s *fileSource) hashesReady(int) (bool, <-chan struct{}) { return true, nil
 func (s *fileSource) readBlock(g int, buf []byte) ([]byte, error) {
 	data, err := readBlockAt(s.f, s.m, g, buf)
 	if err == nil {
-		s.once.mark(g, len(data))
+		s.first.mark(g, len(data))
 	}
 	return data, err
 }

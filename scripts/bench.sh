@@ -77,6 +77,7 @@
 #   BENCH_BIN     use this treecast binary instead of building one
 #   BENCH_KEEP=1  keep $OUT (kept anyway when a run broke)
 #   OUT           work directory (default scripts/out/bench-$LAB_PREFIX)
+#   LAB_*         shape every lab as scripts/lab.sh says, e.g. LAB_LOSS=1%
 # Each run is bounded (BENCH_LIMIT); one that hits the bound shows "timeout".
 # Timing never fails the script; a run that breaks (a tool exits non-zero, a
 # copy differs) makes it exit 1 after the table. Missing packages (udpcast,

@@ -40,7 +40,7 @@
 # LAB_LATENCY   tbf queue length expressed as time (default 20ms)
 # LAB_BURST     tbf bucket size in bytes; default max(80 KiB, 1 ms of RATE)
 #               (see lab_burst for the measurements behind it)
-# LAB_LOSS      random loss of what each host sends, e.g. 1% (iptables'
+# LAB_LOSS      random loss of what each host receives, e.g. 1% (iptables'
 #               statistic match, iptables-legacy), and no GSO on its link, so
 #               that each loss is one frame
 # LAB_IPV6      1 (default) keeps IPv6 link-local on (DAD off); 0 disables IPv6
@@ -158,7 +158,9 @@ lab_link_add() {
 		# One frame per packet, so that a loss is one frame's, as on a wire.
 		ip -n "$ns" link set "$ifname" gso_max_segs 1
 		ip -n "$sw" link set "$port" gso_max_segs 1
-		ip netns exec "$ns" iptables-legacy -A OUTPUT -o "$ifname" -m statistic --mode random --probability "$(lab_loss_p)" -j DROP
+		# Dropped as they arrive: a sender's own netfilter drop is a local
+		# congestion signal to its TCP, not a loss on the wire.
+		ip netns exec "$ns" iptables-legacy -A INPUT -i "$ifname" -m statistic --mode random --probability "$(lab_loss_p)" -j DROP
 	fi
 }
 

@@ -270,7 +270,6 @@ func runSeed(c *cli.Context) error {
 	// The package is hashed while receivers are looked for: a session
 	// starts after the longer of the two, not after both.
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
-	waitEnds := time.Now().Add(sc.Wait) // for receivers, and for busy ones to be free
 	bctx, stopBrowse := context.WithCancel(ctx)
 	defer stopBrowse()
 	browsed := make(chan browseResult, 1)
@@ -300,6 +299,9 @@ func runSeed(c *cli.Context) error {
 	nothingSent := func() *relay.Report {
 		return end.emptyReport(relay.ReportPackage{Name: m.Name, Size: m.Size, SHA256: m.SumHex()})
 	}
+	// Busy receivers are waited for as long as --wait from the end of
+	// the hashing, however long that took.
+	waitEnds := time.Now().Add(sc.Wait)
 	br := <-browsed
 	found, err := br.found, br.err
 	if ctx.Err() != nil {

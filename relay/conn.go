@@ -79,10 +79,24 @@ func (c *ctrl) done() {
 	})
 }
 
-func (c *ctrl) send(t msgType, p []byte) error {
+func (c *ctrl) send(t msgType, ps ...[]byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := writeFrame(c.conn, t, p); err != nil {
+	var err error
+	if len(ps) == 1 {
+		err = writeFrame(c.conn, t, ps[0])
+	} else {
+		// Several frames in one write: one packet, not one each.
+		var b []byte
+		for _, p := range ps {
+			if len(p) > maxPayload(t) {
+				return fmt.Errorf("send %s to %s: %d bytes: %w", t, c.conn.RemoteAddr(), len(p), ErrFrameTooLarge)
+			}
+			b = append(appendHeader(b, t, len(p)), p...)
+		}
+		_, err = c.conn.Write(b)
+	}
+	if err != nil {
 		return fmt.Errorf("send %s to %s: %w", t, c.conn.RemoteAddr(), err)
 	}
 	return nil

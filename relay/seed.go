@@ -175,7 +175,7 @@ type node struct {
 // link is the seed's end of a node's control connection, all the session
 // loop uses of it, so the loop can be driven without sockets.
 type link interface {
-	send(t msgType, p []byte) error
+	send(t msgType, ps ...[]byte) error // each p a frame of type t, all in one write
 	close()
 }
 
@@ -501,6 +501,16 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 // of the session or done with it, or one left waiting for a parent, is
 // told nothing. Repairs are logged, the first plan is not.
 func (s *seedRun) tell(moves []move, repair bool) {
+	// A node's parents go in one write: a packet for all its trees.
+	var told []*node
+	frames := map[*node][][]byte{}
+	defer func() {
+		for _, n := range told {
+			if err := n.c.send(msgParent, frames[n]...); err != nil {
+				s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
+			}
+		}
+	}()
 	for _, m := range moves {
 		n := s.nodes[m.node-1]
 		if n.c == nil || n.state != stateActive {
@@ -520,9 +530,10 @@ func (s *seedRun) tell(moves []move, repair bool) {
 			pm.id, pm.addr = p.peer.ID, p.peer.Addr
 			n.parents[m.stripe] = p.peer.ID.String()
 		}
-		if err := n.c.send(msgParent, pm.encode()); err != nil {
-			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
+		if _, ok := frames[n]; !ok {
+			told = append(told, n)
 		}
+		frames[n] = append(frames[n], pm.encode())
 	}
 }
 

@@ -20,14 +20,16 @@ type fakeLink struct {
 	closed  bool
 }
 
-func (l *fakeLink) send(t msgType, p []byte) error {
-	l.sent[int(t)%len(l.sent)]++
-	if t == msgParent {
-		pm, err := decodeParent(p)
-		if err != nil {
-			return err
+func (l *fakeLink) send(t msgType, ps ...[]byte) error {
+	for _, p := range ps {
+		l.sent[int(t)%len(l.sent)]++
+		if t == msgParent {
+			pm, err := decodeParent(p)
+			if err != nil {
+				return err
+			}
+			l.parents = append(l.parents, pm)
 		}
-		l.parents = append(l.parents, pm)
 	}
 	return nil
 }
@@ -250,11 +252,11 @@ type pingLink struct {
 	pings []time.Time
 }
 
-func (l *pingLink) send(t msgType, p []byte) error {
+func (l *pingLink) send(t msgType, ps ...[]byte) error {
 	if t == msgPing {
 		l.pings = append(l.pings, *l.now)
 	}
-	return l.fakeLink.send(t, p)
+	return l.fakeLink.send(t, ps...)
 }
 
 // The seed pings each node as often as that node's seed timeout needs

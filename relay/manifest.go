@@ -375,6 +375,7 @@ func BuildManifest(ctx context.Context, path string, chunkSize int, ttl time.Dur
 		}
 		h.free <- buf[:cap(buf)]
 	}
+	h.wg.Wait()
 	if h.err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, h.err)
 	}

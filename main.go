@@ -272,6 +272,8 @@ func runSeed(c *cli.Context) error {
 	con.printf("treecast: looking for receivers (%s)\n", lookingFor(sc, cfg.Discover))
 	bctx, stopBrowse := context.WithCancel(ctx)
 	defer stopBrowse()
+	hctx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
 	browsed := make(chan browseResult, 1)
 	go func() {
 		var r browseResult
@@ -283,9 +285,12 @@ func runSeed(c *cli.Context) error {
 				},
 			}, log)
 		}
+		if discover.IsNoInterface(r.err) && len(given) == 0 {
+			stopHash() // a setting to fix: say so now, not after the hashing
+		}
 		browsed <- r
 	}()
-	m, err := relay.BuildManifest(ctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
+	m, err := relay.BuildManifest(hctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
 		}
@@ -293,7 +298,10 @@ func runSeed(c *cli.Context) error {
 	con.endProgress()
 	if err != nil {
 		stopBrowse()
-		<-browsed
+		br := <-browsed
+		if ctx.Err() == nil && discover.IsNoInterface(br.err) && len(given) == 0 {
+			return usage("seed: %v", br.err)
+		}
 		return end.finish(end.emptyReport(relay.ReportPackage{Name: st.Name(), Size: st.Size()}), failed("seed: %v", err))
 	}
 	nothingSent := func() *relay.Report {

@@ -139,6 +139,12 @@ func TestPrecedenceFlagEnvFileDefault(t *testing.T) {
 
 func TestUsageErrorsExit2(t *testing.T) {
 	empty := writeFile(t, "empty.bin", "")
+	// A large file: an interface that is not there is said at once, not
+	// after the hashing.
+	large := filepath.Join(t.TempDir(), "large.img")
+	if f, err := os.Create(large); err != nil || f.Truncate(1<<30) != nil || f.Close() != nil {
+		t.Fatal("make a sparse file")
+	}
 	dir := t.TempDir()
 	state := filepath.Join(t.TempDir(), "state")
 	linked := t.TempDir()
@@ -161,6 +167,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"seed flag after --", []string{"seed", empty, "--", "--expect", "3"}, `unexpected argument "--expect"`},
 		{"seed bad chunk size", []string{"seed", "--chunk-size", "1KiB", empty}, "chunk-size"},
 		{"seed junk chunk size", []string{"seed", "--chunk-size", "lots", empty}, "chunk-size"},
+		{"seed no such interface", []string{"seed", "--iface", "nosuch0", "--wait", "1s", large}, `no interface named "nosuch0"`},
 		{"join without action", []string{"join", "--trust-any", "--dir", dir}, "--to"},
 		{"join without trust", []string{"join", "--to", dir, "--dir", dir}, "--trust"},
 		{"join bad trust", []string{"join", "--to", dir, "--dir", dir, "--trust", "nonsense"}, "fingerprint"},

@@ -52,7 +52,8 @@
 // found only at an IPv4 unicast address inside a subnet of the interface the
 // query went out of: loopback addresses (unless the query went out of the
 // loopback interface), link-local ones (unless the interface has a
-// link-local subnet), unspecified, broadcast, multicast and off-subnet ones
+// link-local subnet), unspecified, broadcast (a subnet's too, and its
+// network address), multicast and off-subnet ones
 // are dropped and logged at debug level. A node id given at two addresses
 // during one browse is reported once, marked [Peer.Conflicted] with both:
 // two machines share the id, or one spoofs it, and neither is to be

@@ -72,6 +72,26 @@ func (l link) onLink(a netip.Addr) bool {
 
 var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
+// subnetEnd reports whether a is the network or the broadcast address of
+// one of l's subnets (of those with more than two addresses): no host's.
+func (l link) subnetEnd(a netip.Addr) bool {
+	for _, p := range l.prefixes {
+		if p.Bits() >= 31 || !p.Masked().Contains(a) {
+			continue
+		}
+		first := p.Masked().Addr().As4()
+		last := first
+		host := uint32(1)<<(32-p.Bits()) - 1
+		for i := range 4 {
+			last[i] |= byte(host >> (8 * (3 - i)))
+		}
+		if a == netip.AddrFrom4(first) || a == netip.AddrFrom4(last) {
+			return true
+		}
+	}
+	return false
+}
+
 // refuse says why a peer at address a, learnt from an answer to a query sent
 // out of l, must not be dialled, or "" if it may: a must be an IPv4 unicast
 // address in one of l's subnets. A loopback address passes only when l is the
@@ -80,7 +100,7 @@ func (l link) refuse(a netip.Addr) string {
 	switch {
 	case !a.Is4():
 		return "not an IPv4 address"
-	case a.IsUnspecified(), a == limitedBroadcast:
+	case a.IsUnspecified(), a == limitedBroadcast, l.subnetEnd(a):
 		return "not a host's address"
 	case a.IsMulticast():
 		return "a multicast address"

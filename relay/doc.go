@@ -72,7 +72,7 @@
 //	                                   seed timeout u32 (milliseconds the node waits on a silent seed;
 //	                                   a node of an earlier build ends the accept before it)
 //	5  refuse    either                code u8, reason string
-//	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8, stripe u8
+//	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8 (1 or 2), stripe u8
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
 //	8  (retired: whole chunks, version 1)
 //	9  progress  node → seed           bytes verified and held u64, bytes received u64, stripes u8, bytes held
@@ -112,7 +112,10 @@
 // (ReceiverOptions.Actions), whose manifest does not say force; then up to
 // date is 1 too, and the session counts as the last applied from then on.
 // Nothing is fetched or applied, and the seed reports the node ok, up to
-// date.
+// date. A session that begins to change what was applied (a write target
+// written as blocks come, a stream, an apply) first withdraws that record
+// but for its creation time (the rule against older sessions stays), so
+// one stopped part-way leaves nothing applied or up to date.
 //
 // A control connection runs hello, welcome, (with a fleet secret: proof
 // each way), offer, then accept or refuse; after accept the seed sends
@@ -249,7 +252,8 @@
 // its link is down. A sender's flow stalled so also gives up its share of
 // a split link until it moves again. A receiver gives up on a
 // silent seed after Config.SeedTimeout and keeps its spool, keyed by the
-// package's SHA-256, so the next session of the same package resumes it.
+// package's SHA-256, so the next session of the same package resumes it;
+// what it resumes is read back and checked against the manifest first.
 // A successful session clears every spool, so interrupted sessions of
 // packages that never come back do not pile up: in <dir>/spool, the regular
 // files named <sha256>.part, .have and .have.tmp, and nothing else. The

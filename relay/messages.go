@@ -207,8 +207,8 @@ func decodeParent(p []byte) (parentMsg, error) {
 		}
 		m.addr = a
 	}
-	if d.err == nil && (m.stripes == 0 || m.stripe >= m.stripes) {
-		d.fail(fmt.Errorf("stripe %d of %d", m.stripe, m.stripes))
+	if d.err == nil && (m.stripes == 0 || m.stripes > maxStripes || m.stripe >= m.stripes) {
+		d.fail(fmt.Errorf("stripe %d of %d (this build splits into at most %d)", m.stripe, m.stripes, maxStripes))
 	}
 	return m, wrapDecode("parent", d.err)
 }

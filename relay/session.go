@@ -61,6 +61,12 @@ func (r *Receiver) take(c *ctrl, signed *Signed) (*spool, error) {
 	if r.opt.Write != "" {
 		open = func(dir string, m *Manifest) (*spool, error) { return openTarget(dir, r.opt.Write, m) }
 	}
+	if r.opt.Write != "" || r.opt.Stream != nil {
+		// Blocks land on the target, or in the command, as they come.
+		if err := recordChanging(r.opt.Dir, signed); err != nil {
+			return nil, r.refuse(c, refuseLocal, err)
+		}
+	}
 	sp, err := open(r.opt.Dir, m)
 	var ns *noSpaceError
 	if errors.As(err, &ns) || errors.Is(err, ErrTargetTooSmall) {
@@ -543,6 +549,9 @@ func (s *session) apply(checked bool) error {
 		}
 	}
 	pkg := Package{Path: s.spool.path, Name: s.m.Name, Size: s.m.Size, SHA256: s.m.SumHex(), Checked: checked, Output: &s.output}
+	if err := recordChanging(s.opt.Dir, s.signed); err != nil {
+		return err
+	}
 	if err := s.opt.Apply(s.applyCtx, pkg); err != nil {
 		return err
 	}

@@ -245,19 +245,18 @@ func openSpool(dir string, m *Manifest) (*spool, error) {
 	s := &spool{m: m, f: f, path: data, statePath: state, have: newBitmap(m.Blocks()), chunks: make([]uint16, len(m.Chunks)),
 		cache: newLeafCache(leafBudget), wire: newWireCache(), changed: make(chan struct{})}
 	// Blocks are only claimed while the data file is whole: a state file
-	// beside a missing or resized data file is stale.
+	// beside a missing or resized data file is stale. Those it claims are
+	// read back and checked against the manifest, as a write target's
+	// are: a disk that corrupted them, or a hand that changed them, has
+	// them fetched again, not applied.
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	if prev, err := readNoFollow(state); err == nil && st.Size() == m.Size {
-		if have, _, ok := s.parseState(prev); ok {
-			for g := range m.Blocks() {
-				if have.has(g) {
-					s.mark(g)
-				}
-			}
+		if have, partial, ok := s.parseState(prev); ok {
+			s.verifyHeld(have, partial)
 		}
 	}
 	if err := s.markEmptyChunks(); err != nil {
@@ -292,24 +291,21 @@ func (e *noSpaceError) Error() string {
 
 // The state file: block size (4), block count (4), package SHA-256 (32), bitmap.
 // stateBytes is what the state file holds: block size, block count and
-// package hash, the bitmap of held blocks, and for a write target the
-// block hashes of each chunk held in part, so a resume can check those
-// blocks one by one.
+// package hash, the bitmap of held blocks, and the block hashes of each
+// chunk held in part, so a resume can check those blocks one by one.
 func (s *spool) stateBytes() []byte {
 	var e enc
 	e.u32(uint32(s.m.BlockSize))
 	e.u32(uint32(s.m.Blocks()))
 	e.hash(s.m.SHA256)
 	e.raw(s.have)
-	if s.target {
-		for i, held := range s.chunks {
-			if _, n := s.m.chunkBlocks(i); held == 0 || int(held) == n {
-				continue
-			}
-			if l, ok := s.cache.get(i); ok {
-				e.u32(uint32(i))
-				e.raw(l)
-			}
+	for i, held := range s.chunks {
+		if _, n := s.m.chunkBlocks(i); held == 0 || int(held) == n {
+			continue
+		}
+		if l, ok := s.cache.get(i); ok {
+			e.u32(uint32(i))
+			e.raw(l)
 		}
 	}
 	return e.b

@@ -63,6 +63,29 @@ func recordApplied(dir string, s *Signed, actions string) error {
 	return writeStateFile(appliedPath(dir), b)
 }
 
+// recordChanging notes that s is about to change what its line applied
+// here (a write target written, a stream or an apply begun): until it is
+// applied, nothing of the line counts as applied or up to date, since what
+// was applied may be half overwritten. The last session's creation time
+// stays, for the rule against older ones.
+func recordChanging(dir string, s *Signed) error {
+	recs, err := loadApplied(dir)
+	if err != nil {
+		return err
+	}
+	prev, ok := recs[lineOf(s)]
+	if !ok || prev.Session == "" && prev.Actions == "" {
+		return nil
+	}
+	prev.Session, prev.Actions = "", ""
+	recs[lineOf(s)] = prev
+	b, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeStateFile(appliedPath(dir), b)
+}
+
 // errApplied means the offer is the very session applied here last: it is
 // answered "applied" without a byte sent or anything run again.
 var errApplied = errors.New("this session was applied here already")

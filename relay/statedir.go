@@ -71,13 +71,29 @@ func writeStateFile(path string, b []byte) error {
 		return err
 	}
 	_, err = f.Write(b)
+	if err == nil {
+		// On disk before it replaces the old one: a power cut leaves one
+		// or the other whole, never an empty file in its place.
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
+	if err == nil {
+		syncDir(filepath.Dir(path))
+	}
 	return err
+}
+
+// syncDir makes a rename in dir durable, where the platform can.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }
 
 // readNoFollow reads the file at path, unless it is a symlink.

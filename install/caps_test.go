@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -269,5 +270,44 @@ func TestExtractRefusesABusyDestination(t *testing.T) {
 	assertUntouched(t, parent, dir)
 	if err := Apply(context.Background(), Config{Extract: dir}, spool(t, "p.tar", buildTar(t, goodEntries))); err != nil {
 		t.Errorf("once released: %v", err)
+	}
+}
+
+// The count a zip's end record gives is read before any entry is: a plain
+// end record, one behind a comment, and a zip64 one (over 65,535 entries).
+func TestZipCount(t *testing.T) {
+	build := func(n int, comment string) []byte {
+		var buf bytes.Buffer
+		zw := zip.NewWriter(&buf)
+		for i := range n {
+			if _, err := zw.CreateRaw(&zip.FileHeader{Name: strconv.Itoa(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		zw.SetComment(comment)
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		name string
+		zip  []byte
+		want uint64
+		ok   bool
+	}{
+		{"empty", build(0, ""), 0, true},
+		{"three", build(3, ""), 3, true},
+		{"three and a comment", build(3, strings.Repeat("PK", 30000)), 3, true},
+		{"a comment that holds an end record", build(3, "PK\x05\x06"+strings.Repeat("\x09", 18)), 3, true},
+		{"zip64", build(70000, ""), 70000, true},
+		{"not a zip", []byte("no end record here"), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, ok := zipCount(bytes.NewReader(tc.zip), int64(len(tc.zip)))
+			if n != tc.want || ok != tc.ok {
+				t.Errorf("zipCount = %d, %v; want %d, %v", n, ok, tc.want, tc.ok)
+			}
+		})
 	}
 }

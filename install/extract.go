@@ -92,6 +92,11 @@ func extract(ctx context.Context, cfg Config, pkg Package) (err error) {
 	if err != nil {
 		return err
 	}
+	if format == formatZip {
+		if n, ok := zipCount(f, pkg.Size); ok && n > uint64(caps.entries) {
+			return &LimitError{Setting: "max_extract_entries", Max: int64(caps.entries)}
+		}
+	}
 	if err := validate(walk, caps); err != nil {
 		return err
 	}

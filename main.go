@@ -518,6 +518,7 @@ func receiverFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "stdin", Usage: "with --exec: run CMD once, from the start, and feed it the verified package on its stdin in order as it arrives (e.g. --exec 'tar x -C /opt/app' --stdin); a slow CMD never slows the relaying", EnvVars: []string{"TREECAST_STDIN"}},
 		&cli.StringFlag{Name: "write", Usage: "write the package straight to `TARGET`, a disk (/dev/sda) or an image file, block by block as it arrives: nothing is spooled, empty blocks are not sent, and resuming continues from what TARGET holds; a mounted disk is refused", EnvVars: []string{"TREECAST_WRITE"}},
 		&cli.StringFlag{Name: "exec", Usage: "run `CMD` with sh -c; env TREECAST_FILE, TREECAST_NAME, TREECAST_SHA256; non-zero exit fails", EnvVars: []string{"TREECAST_EXEC"}},
+		&cli.DurationFlag{Name: "exec-timeout", Usage: "kill --exec's CMD, and all it started, if it still runs this `DURATION` after it had the whole package (with --stdin: after its stdin ended); the apply then fails; 0: no limit", DefaultText: "1h", EnvVars: []string{"TREECAST_EXEC_TIMEOUT"}},
 		&cli.StringFlag{Name: "max-extract-size", Usage: "fail an --extract archive that unpacks to more than `SIZE` (e.g. 2GiB), before writing any of it", DefaultText: "the free space of the --extract DIR less 1/20", EnvVars: []string{"TREECAST_MAX_EXTRACT_SIZE"}},
 		&cli.IntFlag{Name: "max-extract-entries", Usage: "fail an --extract archive of more than `N` entries, before writing any of it", DefaultText: "100000", EnvVars: []string{"TREECAST_MAX_EXTRACT_ENTRIES"}},
 		&cli.StringFlag{Name: "name", Usage: "`NAME` shown in the seed's report (default: host name)", EnvVars: []string{"TREECAST_NODE_NAME"}},
@@ -594,6 +595,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	fromFlag(cfg, c, "extract", "install.extract", &cfg.Install.Extract, c.String)
 	fromFlag(cfg, c, "exec", "install.exec", &cfg.Install.Exec, c.String)
 	fromFlag(cfg, c, "stdin", "install.stdin", &cfg.Install.Stdin, c.Bool)
+	fromFlag(cfg, c, "exec-timeout", "install.exec_timeout", &cfg.Install.ExecTimeout, c.Duration)
 	fromFlag(cfg, c, "max-extract-size", "install.max_extract_size", &cfg.Install.MaxExtractSize, c.String)
 	fromFlag(cfg, c, "max-extract-entries", "install.max_extract_entries", &cfg.Install.MaxExtractEntries, c.Int)
 	fromFlag(cfg, c, "name", "receiver.name", &rc.Name, c.String)

@@ -56,7 +56,7 @@ func Apply(ctx context.Context, cfg Config, pkg Package) error {
 			"TREECAST_NAME=" + pkg.Name,
 			"TREECAST_SHA256=" + pkg.SHA256,
 		}
-		if err := run(ctx, cfg.Exec, env, pkg.Output); err != nil {
+		if err := run(ctx, cfg.Exec, env, pkg.Output, cfg.ExecTimeout); err != nil {
 			return fmt.Errorf("run `%s`: %w", cfg.Exec, err)
 		}
 	}
@@ -73,7 +73,7 @@ func Stream(ctx context.Context, cfg Config, name, sha256 string, in io.Reader, 
 		return ErrNothingToApply
 	}
 	env := []string{"TREECAST_NAME=" + name, "TREECAST_SHA256=" + sha256}
-	if err := runFed(ctx, cfg.Exec, env, in, out); err != nil {
+	if err := runFed(ctx, cfg.Exec, env, in, out, cfg.ExecTimeout); err != nil {
 		return fmt.Errorf("run `%s` on the package streamed: %w", cfg.Exec, err)
 	}
 	return nil

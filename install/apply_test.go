@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // spool writes data as a verified package called name, in a directory of its
@@ -75,6 +76,7 @@ func TestValidate(t *testing.T) {
 		{Config{Extract: "/a", MaxExtractSize: "9000000TiB"}, "MaxExtractSize", "a positive size"},
 		{Config{Extract: "/a", MaxExtractEntries: -1}, "MaxExtractEntries", "1 to 1048576"},
 		{Config{Extract: "/a", MaxExtractEntries: 1<<20 + 1}, "MaxExtractEntries", "1 to 1048576"},
+		{Config{Exec: "true", ExecTimeout: -time.Second}, "ExecTimeout", "or 0 for no bound"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Config says what Apply does with a verified package. Any combination of the
@@ -41,6 +42,11 @@ type Config struct {
 	// verified package on its stdin, in order (Stream), instead of running
 	// it on the whole file at the end.
 	Stdin bool `toml:"stdin"`
+	// ExecTimeout bounds how long Exec may run once it has the whole
+	// package (with Stdin, once its stdin has ended): past it, the command
+	// and every process it started are killed and the apply fails. 0: no
+	// bound.
+	ExecTimeout time.Duration `toml:"exec_timeout"`
 }
 
 // DefaultConfig returns a Config that applies nothing; Validate rejects it
@@ -53,6 +59,7 @@ func DefaultConfig() Config {
 
 		MaxExtractSize:    "",                // the free space of the destination, less a margin: a bomb fails before the disk is full
 		MaxExtractEntries: defaultMaxEntries, // more files than a Linux source tree; each costs an inode and checker memory
+		ExecTimeout:       time.Hour,         // a restart hook or installer still running after an hour hangs, and holds an agent from every session after
 	}
 }
 
@@ -90,6 +97,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxExtractEntries < 0 || c.MaxExtractEntries > maxEntries {
 		return &ConfigError{"MaxExtractEntries", fmt.Sprint(c.MaxExtractEntries), fmt.Sprintf("1 to %d (0 for the default, %d): the checker keeps every name in memory", maxEntries, defaultMaxEntries)}
+	}
+	if c.ExecTimeout < 0 {
+		return &ConfigError{"ExecTimeout", c.ExecTimeout.String(), "a duration such as 30m, or 0 for no bound"}
 	}
 	if c.Stdin && c.Exec == "" {
 		return &ConfigError{"Stdin", "true", "Exec set too: it is the command the package is fed to"}

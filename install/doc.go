@@ -92,7 +92,10 @@
 // Package.Output as they come, if it is set (else stdout is discarded). It runs in its own process
 // group: when the context ends, the whole group is killed with SIGKILL and the
 // context's error is returned. A non-zero exit or a fatal signal is an
-// [*ExecError] carrying the last lines of stderr. Background processes it
+// [*ExecError] carrying the last lines of stderr. A command still running
+// Config.ExecTimeout after it had the whole package (with Stdin, after its
+// stdin ended) is killed the same way, process group and all, and Apply
+// or Stream fails with an [*ExecTimeoutError]. Background processes it
 // leaves holding stderr open are waited for at most two seconds.
 //
 // On Windows the command runs as `%ComSpec% /d /s /c "CMD"` (cmd.exe, which

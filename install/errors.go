@@ -3,6 +3,7 @@ package install
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrUnknownFormat is returned (wrapped, naming the package) when Extract is
@@ -58,6 +59,16 @@ func (e *ExecError) Error() string {
 		return msg + " (no stderr output)"
 	}
 	return msg + ": " + e.StderrTail
+}
+
+// ExecTimeoutError reports a command still running when its time was up
+// (Config.ExecTimeout): it and every process it started were killed.
+type ExecTimeoutError struct {
+	Timeout time.Duration
+}
+
+func (e *ExecTimeoutError) Error() string {
+	return fmt.Sprintf("command still running %s after it had the whole package: killed (the limit is exec_timeout; raise it if the command is meant to run longer)", e.Timeout)
 }
 
 // IsNoSpace reports whether err was caused by a full disk or an exhausted

@@ -30,17 +30,41 @@ const pipeGrace = 2 * time.Second
 // stderr go to out, if it is not nil, as they come; the tail of stderr goes
 // into an *ExecError when the command fails. When ctx ends, the whole
 // process group is killed and the context's error is returned.
-func run(ctx context.Context, command string, extraEnv []string, out io.Writer) error {
-	return runFed(ctx, command, extraEnv, nil, out)
+// With a timeout, the process group is killed that long after the command
+// started, and an *ExecTimeoutError returned.
+func run(ctx context.Context, command string, extraEnv []string, out io.Writer, timeout time.Duration) error {
+	return runFed(ctx, command, extraEnv, nil, out, timeout)
 }
 
-// runFed is run with stdin fed from in, when in is not nil. A command
-// that exits 0 without reading all of in is taken at its word.
-func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader, out io.Writer) error {
+// runFed is run with stdin fed from in, when in is not nil; the timeout
+// then runs from the end of in. A command that exits 0 without reading all
+// of in is taken at its word.
+func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader, out io.Writer, timeout time.Duration) error {
+	parent := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var timer *time.Timer
+	var timerMu sync.Mutex
+	startTimer := func() {
+		timerMu.Lock()
+		defer timerMu.Unlock()
+		if timeout > 0 && timer == nil {
+			timer = time.AfterFunc(timeout, func() { stop(&ExecTimeoutError{Timeout: timeout}) })
+		}
+	}
+	defer func() {
+		timerMu.Lock()
+		defer timerMu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	cmd := shellCommand(ctx, command)
 	cmd.Env = append(os.Environ(), extraEnv...) // later entries win over inherited ones
 	if in != nil {
-		cmd.Stdin = in
+		cmd.Stdin = &endReader{r: in, end: startTimer}
+	} else {
+		startTimer()
 	}
 	tail := &tailWriter{}
 	cmd.Stderr = tail
@@ -54,14 +78,33 @@ func runFed(ctx context.Context, command string, extraEnv []string, in io.Reader
 	if err == nil || errors.Is(err, exec.ErrWaitDelay) { // exited 0; a background child kept stderr open
 		return nil
 	}
-	if ctxErr := ctx.Err(); ctxErr != nil {
+	if ctxErr := parent.Err(); ctxErr != nil {
 		return fmt.Errorf("command stopped: %w", ctxErr)
+	}
+	var te *ExecTimeoutError
+	if errors.As(context.Cause(ctx), &te) {
+		return te
 	}
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) {
 		return err // it did not start: no shell, a bad environment
 	}
 	return &ExecError{ExitCode: exitErr.ExitCode(), Signal: killSignal(exitErr), StderrTail: tail.String()}
+}
+
+// endReader calls end once r has ended (EOF, or an error).
+type endReader struct {
+	r    io.Reader
+	end  func()
+	once sync.Once
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.once.Do(e.end)
+	}
+	return n, err
 }
 
 // outputWriter passes a command's stdout and stderr, copied by two

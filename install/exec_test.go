@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -262,4 +263,60 @@ func TestExecBackgroundChildDoesNotBlock(t *testing.T) {
 	if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// A command still running at its exec_timeout is killed, with all it
+// started, and the apply fails saying so; one that ends in time succeeds.
+func TestExecTimeout(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	err := Apply(context.Background(), Config{Exec: "sleep 30 & echo $! > " + pidFile + "; wait", ExecTimeout: 300 * time.Millisecond}, spool(t, "a", nil))
+	var te *ExecTimeoutError
+	if !errors.As(err, &te) || te.Timeout != 300*time.Millisecond || !strings.Contains(err.Error(), "exec_timeout") {
+		t.Fatalf("Apply of a command that outlives its timeout: %v, want an *ExecTimeoutError naming exec_timeout", err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+		deadline := time.Now().Add(20 * time.Second)
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("background sleep %d survived the timeout", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := Apply(context.Background(), Config{Exec: "true", ExecTimeout: 10 * time.Second}, spool(t, "a", nil)); err != nil {
+		t.Errorf("a command that ends in time: %v", err)
+	}
+}
+
+// Streamed, the timeout runs from the end of the command's stdin: a slow
+// transfer longer than it does not kill a command that ends once it has
+// read everything; one that hangs after the end is killed.
+func TestStreamTimeoutRunsFromTheEnd(t *testing.T) {
+	slow := func() *slowReader { return &slowReader{left: 6, every: 100 * time.Millisecond} }
+	cfg := Config{Exec: "cat >/dev/null", Stdin: true, ExecTimeout: 300 * time.Millisecond}
+	if err := Stream(context.Background(), cfg, "a", strings.Repeat("0", 64), slow(), nil); err != nil {
+		t.Errorf("a command fed for 600 ms, done at once after: %v", err)
+	}
+	cfg.Exec = "cat >/dev/null; sleep 30"
+	var te *ExecTimeoutError
+	if err := Stream(context.Background(), cfg, "a", strings.Repeat("0", 64), slow(), nil); !errors.As(err, &te) {
+		t.Errorf("a command that hangs after its stdin ended: %v, want an *ExecTimeoutError", err)
+	}
+}
+
+// slowReader gives a byte every so often, left times, then EOF.
+type slowReader struct {
+	left  int
+	every time.Duration
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(r.every)
+	r.left--
+	p[0] = 'x'
+	return 1, nil
 }

@@ -290,12 +290,16 @@ func runSeed(c *cli.Context) error {
 		}
 		browsed <- r
 	}()
-	m, err := relay.BuildManifest(hctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
+	hashes := relay.HashCache{Dir: hashCacheDir()}
+	m, cached, err := hashes.Build(hctx, path, chunk, cfg.Relay.SessionTTL, func(done int64) {
 		if st.Size() > 256<<20 {
 			con.progress(done, st.Size(), "hashing "+st.Name())
 		}
 	})
 	con.endProgress()
+	if cached {
+		log.Info("hashes from the cache: the file is unchanged since it was hashed", "package", st.Name(), "cache", hashes.Dir)
+	}
 	if err != nil {
 		stopBrowse()
 		br := <-browsed
@@ -358,6 +362,9 @@ func runSeed(c *cli.Context) error {
 	stopWatch()
 	<-watched
 	con.endProgress()
+	if errors.Is(err, relay.ErrSourceChanged) {
+		hashes.Forget(path) // the next seed hashes it afresh
+	}
 	if rep == nil {
 		rep = nothingSent()
 	}
@@ -365,6 +372,16 @@ func runSeed(c *cli.Context) error {
 		err = failed("seed: %v", err)
 	}
 	return end.finish(rep, err)
+}
+
+// hashCacheDir is where the seed keeps the hashes of large files it sent
+// (see relay.HashCache), or "" where the platform names no cache folder.
+func hashCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "treecast", "hashes")
 }
 
 // browseResult is what looking for receivers found.

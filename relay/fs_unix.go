@@ -27,3 +27,12 @@ func openNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
 // ownerOnly reports whether permission bits let no one but the file's owner
 // read or write it.
 func ownerOnly(perm fs.FileMode) bool { return perm&0o077 == 0 }
+
+// statID is the device, inode and change time of the file st describes.
+func statID(st fs.FileInfo) (fileID, bool) {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{Dev: uint64(sys.Dev), Ino: uint64(sys.Ino), Ctime: ctimeOf(sys)}, true
+}

@@ -50,3 +50,6 @@ func openNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
 // profile (keygen's default, %AppData%\treecast) inherits an ACL that
 // admits only the user, administrators and SYSTEM.
 func ownerOnly(fs.FileMode) bool { return true }
+
+// statID: a file's change time is not at hand here, so nothing is kept.
+func statID(fs.FileInfo) (fileID, bool) { return fileID{}, false }

@@ -1,0 +1,5 @@
+package relay
+
+import "syscall"
+
+func ctimeOf(s *syscall.Stat_t) int64 { return s.Ctim.Nano() }

@@ -193,9 +193,12 @@
 // then an idle one, then the shallowest, then the one holding most. A
 // node with no children and no such parent takes the place of a shallow
 // leaf and feeds it; failing that, a node that feeds in the other tree
-// (within the depth bound), and the seed beyond its share last. Late
-// and returning receivers are placed the same way. After a complain the
-// node gets a new parent at once, never the one it complained of for a
+// (within the depth bound), and the seed beyond its share last: before
+// it, any such parent though it holds less than the child (the child waits
+// for its lag, and only its subtree does, where a third flow on the seed's
+// uplink slows every node). Late and returning receivers are placed the
+// same way. After a complain the node gets a new parent at once, never the
+// one it complained of for a
 // second; complaining again in a row, it waits 1 s, doubling to 30 s,
 // before the seed names its next parent. A complaint about a parent the
 // node no longer has is ignored.

@@ -1022,3 +1022,37 @@ func TestTreeCappedClaimIsNotJudged(t *testing.T) {
 		}
 	}
 }
+
+// When a root is lost and its children hold more than every node with room
+// for a child, the seed does not take both: fed three flows, its uplink
+// would give the other tree's root a third, and every node would slow to
+// the end. The second child goes under a node that lags it instead.
+func TestTreeLostRootDoesNotOverloadTheSeed(t *testing.T) {
+	for _, n := range []int{8, 16, 31, 64} {
+		t.Run(fmt.Sprintf("N=%d", n), func(t *testing.T) {
+			tr, _ := planned(2, n)
+			root := tr.seed[0][0]
+			orphans := slices.Clone(tr.node(root).children[0])
+			for id := 1; id <= n; id++ {
+				held := int64(64 << 20)
+				if slices.Contains(orphans, id) {
+					held += 4 * tr.placeSlack()
+				}
+				tr.setHeld(id, held)
+			}
+			tr.lose(root, false, t0.Add(time.Second))
+			for st := range tr.stripes {
+				if len(tr.seed[st]) > tr.roots {
+					t.Errorf("stripe %d: the seed feeds %v, more than its %d", st, tr.seed[st], tr.roots)
+				}
+			}
+			for id := 1; id <= n; id++ {
+				for st := range tr.stripes {
+					if id != root && tr.parentOf(id, st) == noParent {
+						t.Errorf("node %d has no parent in stripe %d", id, st)
+					}
+				}
+			}
+		})
+	}
+}

@@ -56,6 +56,11 @@ func recordApplied(dir string, s *Signed, actions string) error {
 	}
 	m := s.Manifest
 	recs[lineOf(s)] = applied{Session: fmt.Sprintf("%x", m.Session), Created: m.Created.UTC(), Name: m.Name, SHA256: m.SumHex(), Actions: actions}
+	return saveApplied(dir, recs)
+}
+
+// saveApplied replaces what the receiver remembers with recs.
+func saveApplied(dir string, recs map[string]applied) error {
 	b, err := json.MarshalIndent(recs, "", "  ")
 	if err != nil {
 		return err
@@ -79,11 +84,7 @@ func recordChanging(dir string, s *Signed) error {
 	}
 	prev.Session, prev.Actions = "", ""
 	recs[lineOf(s)] = prev
-	b, err := json.MarshalIndent(recs, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeStateFile(appliedPath(dir), b)
+	return saveApplied(dir, recs)
 }
 
 // errApplied means the offer is the very session applied here last: it is

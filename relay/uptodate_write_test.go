@@ -81,7 +81,6 @@ func TestInterruptedWriteIsNotUpToDate(t *testing.T) {
 	t.Logf("B: err %v", res.Err)
 
 	phase.Store(3)
-	time.Sleep(200 * time.Millisecond)
 	rep := run(ctx, pathA, cfg)
 	res = <-results
 	t.Logf("A again: err %v up to date %v status %s", res.Err, res.UpToDate, rep.Nodes[0].Status)

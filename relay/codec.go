@@ -13,6 +13,7 @@ var errShort = errors.New("payload too short")
 type enc struct{ b []byte }
 
 func (e *enc) u8(v uint8)      { e.b = append(e.b, v) }
+func (e *enc) u16(v uint16)    { e.b = binary.BigEndian.AppendUint16(e.b, v) }
 func (e *enc) u32(v uint32)    { e.b = binary.BigEndian.AppendUint32(e.b, v) }
 func (e *enc) u64(v uint64)    { e.b = binary.BigEndian.AppendUint64(e.b, v) }
 func (e *enc) raw(p []byte)    { e.b = append(e.b, p...) }
@@ -55,6 +56,14 @@ func (d *dec) u8() uint8 {
 		return 0
 	}
 	return p[0]
+}
+
+func (d *dec) u16() uint16 {
+	p := d.take(2)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint16(p)
 }
 
 func (d *dec) u32() uint32 {

@@ -29,8 +29,14 @@ func (c *liveConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// noIdleLimit is an idle time without limit: a peer judged otherwise.
+const noIdleLimit time.Duration = -1
+
 // deadline is idle from now, or until if that comes first.
 func (c *liveConn) deadline(idle time.Duration) time.Time {
+	if idle == noIdleLimit {
+		return c.until
+	}
 	d := time.Now().Add(idle)
 	if !c.until.IsZero() && c.until.Before(d) {
 		return c.until
@@ -80,26 +86,50 @@ func (c *ctrl) done() {
 }
 
 func (c *ctrl) send(t msgType, ps ...[]byte) error {
+	if len(ps) != 1 {
+		fs := make([]frame, len(ps))
+		for i, p := range ps {
+			fs[i] = frame{typ: t, payload: p}
+		}
+		return c.sendFrames(fs...)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var err error
-	if len(ps) == 1 {
-		err = writeFrame(c.conn, t, ps[0])
-	} else {
-		// Several frames in one write: one packet, not one each.
-		var b []byte
-		for _, p := range ps {
-			if len(p) > maxPayload(t) {
-				return fmt.Errorf("send %s to %s: %d bytes: %w", t, c.conn.RemoteAddr(), len(p), ErrFrameTooLarge)
-			}
-			b = append(appendHeader(b, t, len(p)), p...)
-		}
-		_, err = c.conn.Write(b)
-	}
-	if err != nil {
+	if err := writeFrame(c.conn, t, ps[0]); err != nil {
 		return fmt.Errorf("send %s to %s: %w", t, c.conn.RemoteAddr(), err)
 	}
 	return nil
+}
+
+// sendFrames sends fs in one write: one packet, not one each.
+func (c *ctrl) sendFrames(fs ...frame) error {
+	var b []byte
+	for _, f := range fs {
+		if len(f.payload) > maxPayload(f.typ) {
+			return fmt.Errorf("send %s to %s: %d bytes: %w", f.typ, c.conn.RemoteAddr(), len(f.payload), ErrFrameTooLarge)
+		}
+		b = append(appendHeader(b, f.typ, len(f.payload)), f.payload...)
+	}
+	if len(fs) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.conn.Write(b); err != nil {
+		return fmt.Errorf("send %s to %s: %w", fs[0].typ, c.conn.RemoteAddr(), err)
+	}
+	return nil
+}
+
+// end sends the seed's end frame and closes the connection, in one
+// packet where the platform allows (the end and the FIN): at 128 nodes
+// and 4 Mbit/s a packet each is 0.2 % of the seed's upload.
+func (c *ctrl) end() {
+	c.mu.Lock()
+	cork(c.conn.Conn)
+	writeFrame(c.conn, msgEnd, nil)
+	c.mu.Unlock()
+	c.conn.Close()
 }
 
 // recv reads one frame; the peer may be silent for at most d at a time.

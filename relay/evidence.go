@@ -302,9 +302,9 @@ func (s *seedRun) checkDeadline(now time.Time) {
 		n.err = fmt.Sprintf("timed out: held %s of %s when the session ended after %s; run the seed again to resume", HumanBytes(n.held), HumanBytes(s.m.Size), now.Sub(s.start).Round(time.Second))
 		s.opt.Log.Warn("node timed out", "node", n.label())
 		if n.c != nil {
-			n.c.send(msgEnd, nil)
-			n.c.close()
+			n.c.end()
 			n.c = nil
+			s.stopReports(n)
 			s.tell(s.t.lose(n.id, false, now), true)
 		}
 	}

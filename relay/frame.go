@@ -37,6 +37,7 @@ const (
 	msgHashes   msgType = 14 // parent -> child: a chunk's block hashes
 	msgBlock    msgType = 15 // parent -> child: one block
 	msgProof    msgType = 16 // either way: "I hold the fleet secret"
+	msgReport   msgType = 17 // seed -> node: where to send progress datagrams
 )
 
 func (t msgType) String() string {
@@ -45,6 +46,7 @@ func (t msgType) String() string {
 		msgRefuse: "refuse", msgParent: "parent", msgWant: "want", msgChunk: "chunk",
 		msgProgress: "progress", msgResult: "result", msgEnd: "end", msgPing: "ping",
 		msgComplain: "complain", msgHashes: "hashes", msgBlock: "block", msgProof: "proof",
+		msgReport: "report",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -126,7 +126,8 @@ func TestFrameWireLayout(t *testing.T) {
 	}{
 		{msgPing, nil, "TCST\x04\x0c\x00\x00\x00\x00"},
 		{msgEnd, nil, "TCST\x04\x0b\x00\x00\x00\x00"},
-		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second}.encode(), "TCST\x04\x04\x00\x00\x00\x0e\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30"},
+		{msgAccept, acceptMsg{held: 0x01020304, seedTimeout: 30 * time.Second, datagrams: true}.encode(), "TCST\x04\x04\x00\x00\x00\x0f\x00\x00\x00\x00\x01\x02\x03\x04\x00\x00\x00\x00\x75\x30\x01"},
+		{msgReport, reportMsg{port: 0x1f90, token: [16]byte{0: 0xaa, 15: 0xbb}}.encode(), "TCST\x04\x11\x00\x00\x00\x12\x1f\x90\xaa" + strings.Repeat("\x00", 14) + "\xbb"},
 		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304}.encode(), "TCST\x04\x09\x00\x00\x00\x1b\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04\x00\x00"},
 		{msgProgress, progressMsg{held: 1, received: 2, millis: 0x0304, stalls: []stallReport{{peer: NodeID{15: 0xaa}, addr: netip.MustParseAddr("10.0.0.9"), stripe: 1, millis: 0x0506}}, starved: []stallReport{{peer: NodeID{0: 0xbb}, millis: 7}}}.encode(),
 			"TCST\x04\x09\x00\x00\x00\x65\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x03\x04" +
@@ -415,10 +416,14 @@ func progress(name string, m progressMsg) wireCase {
 	return c
 }
 
-// accept is the wire case of m; a node of an earlier build sends no seed timeout.
+// accept is the wire case of m; nodes of earlier builds do not say they
+// take datagrams, and before that send no seed timeout.
 func accept(name string, m acceptMsg) wireCase {
 	c := wire(name, m, acceptMsg.encode, decodeAccept)
-	c.olders = []older{{4, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate}}}
+	c.olders = []older{
+		{1, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate, seedTimeout: m.seedTimeout}},
+		{5, acceptMsg{held: m.held, applied: m.applied, upToDate: m.upToDate}},
+	}
 	return c
 }
 
@@ -432,13 +437,15 @@ func wireCases() []wireCase {
 		wire("welcome idle", welcomeMsg{id: id, name: "node-1"}, welcomeMsg.encode, decodeWelcome),
 		wire("welcome busy", welcomeMsg{id: id, name: "node-1", busy: true}, welcomeMsg.encode, decodeWelcome),
 		accept("accept none", acceptMsg{}),
-		accept("accept max", acceptMsg{held: math.MaxUint64, seedTimeout: 24 * time.Hour}),
-		accept("accept applied", acceptMsg{held: 7, applied: true, seedTimeout: 30 * time.Second}),
+		accept("accept max", acceptMsg{held: math.MaxUint64, seedTimeout: 24 * time.Hour, datagrams: true}),
+		accept("accept applied", acceptMsg{held: 7, applied: true, seedTimeout: 30 * time.Second, datagrams: true}),
 		accept("accept up to date", acceptMsg{held: 7, applied: true, upToDate: true, seedTimeout: 20 * time.Millisecond}),
 		wire("refuse busy", refuseMsg{code: refuseBusy, reason: "busy with another session"}, refuseMsg.encode, decodeRefuse),
 		wire("refuse local, no reason", refuseMsg{code: refuseLocal}, refuseMsg.encode, decodeRefuse),
 		wire("parent seed ipv4", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}, parentMsg.encode, decodeParent),
 		wire("parent node ipv6", parentMsg{id: id, addr: netip.MustParseAddrPort("[fe80::1%eth0]:65535"), stripes: 2, stripe: 1}, parentMsg.encode, decodeParent),
+		wire("report by datagram", reportMsg{port: 65535, token: [16]byte(id)}, reportMsg.encode, decodeReport),
+		wire("report over the connection", reportMsg{}, reportMsg.encode, decodeReport),
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),
 		wire("want some held", wantMsg{session: [16]byte{1}, stripes: 2, stripe: 1, have: []byte{0b1010_0101, 0xff, 0}}, wantMsg.encode, decodeWant),
 		progress("progress", progressMsg{held: 12 << 40, received: 1 << 40, millis: 1}),
@@ -545,6 +552,7 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		"progress": func(p []byte) error { _, err := decodeProgress(p); return err },
 		"result":   func(p []byte) error { _, err := decodeResult(p); return err },
 		"complain": func(p []byte) error { _, err := decodeComplain(p); return err },
+		"report":   func(p []byte) error { _, err := decodeReport(p); return err },
 	}
 	tests := []struct {
 		name    string
@@ -562,6 +570,8 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"empty accept", "accept", nil, "too short"},
 		{"accept without up to date", "accept", build(raw(make([]byte, 8)), u8(1)), "too short"},
 		{"up to date, not applied", "accept", build(raw(make([]byte, 8)), u8(0), u8(1)), "up to date, yet not applied"},
+		{"datagrams is 2", "accept", build(raw(make([]byte, 8)), u8(0), u8(0), u32(0), u8(2)), "bad boolean 2"},
+		{"report without its token", "report", build(u8(0x1f), u8(0x90), raw(id[:15])), "too short"},
 		{"reason over the text limit", "refuse", build(u8(1), str(tooLong)), "exceeds limit"},
 		{"zero stripes", "parent", build(raw(id), str("10.0.0.1:5"), u8(0), u8(0)), "stripe 0 of 0"},
 		{"stripe equals stripes", "parent", build(raw(id), str("10.0.0.1:5"), u8(2), u8(2)), "stripe 2 of 2"},

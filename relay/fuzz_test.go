@@ -128,6 +128,8 @@ func FuzzDecodeMessages(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add(bytes.Repeat([]byte{0xff}, 64))
+	token := [16]byte{1}
+	f.Add(appendDatagram(nil, reportKey(nil, token), token, progressMsg{held: 1, millis: 2}.encode()))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		p := bytes.Clone(in)
@@ -141,6 +143,10 @@ func FuzzDecodeMessages(f *testing.F) {
 		checkCodec(t, "result", p, decodeResult, resultMsg.encode, false)       // a result without output (an earlier build's) gains an empty one
 		checkCodec(t, "complain", p, decodeComplain, complainMsg.encode, true)
 		checkCodec(t, "proof", p, decodeProof, proofMsg.encode, true)
+		checkCodec(t, "report", p, decodeReport, reportMsg.encode, true)
+		if tok, ok := datagramToken(p); ok {
+			openDatagram(p, reportKey(nil, tok))
+		}
 		if !bytes.Equal(p, in) {
 			t.Fatalf("a decoder changed its input")
 		}

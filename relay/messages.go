@@ -133,6 +133,10 @@ type acceptMsg struct {
 	// seed pings it no more often than it needs; zero: not said (a node
 	// of an earlier build).
 	seedTimeout time.Duration
+	// datagrams: the node takes report frames, and sends its progress
+	// by datagram where one says so; false from a node of an earlier
+	// build.
+	datagrams bool
 }
 
 func (m acceptMsg) encode() []byte {
@@ -141,6 +145,7 @@ func (m acceptMsg) encode() []byte {
 	e.bool(m.applied)
 	e.bool(m.upToDate)
 	e.u32(uint32(min(m.seedTimeout.Milliseconds(), math.MaxUint32)))
+	e.bool(m.datagrams)
 	return e.b
 }
 
@@ -149,6 +154,9 @@ func decodeAccept(p []byte) (acceptMsg, error) {
 	m := acceptMsg{held: d.u64(), applied: d.bool(), upToDate: d.bool()}
 	if d.err == nil && len(d.b) > 0 { // absent from a node of an earlier build
 		m.seedTimeout = time.Duration(d.u32()) * time.Millisecond
+	}
+	if d.err == nil && len(d.b) > 0 {
+		m.datagrams = d.bool()
 	}
 	if d.err == nil && m.upToDate && !m.applied {
 		d.fail(errors.New("up to date, yet not applied"))
@@ -211,6 +219,28 @@ func decodeParent(p []byte) (parentMsg, error) {
 		d.fail(fmt.Errorf("stripe %d of %d (this build splits into at most %d)", m.stripe, m.stripes, maxStripes))
 	}
 	return m, wrapDecode("parent", d.err)
+}
+
+// reportMsg tells a node where to send its progress: by datagram to the
+// seed's address at port, each datagram carrying token and sealed with a
+// key derived from it (see datagram); port zero: over the control
+// connection, from now on.
+type reportMsg struct {
+	port  uint16
+	token [16]byte
+}
+
+func (m reportMsg) encode() []byte {
+	var e enc
+	e.u16(m.port)
+	e.id(m.token)
+	return e.b
+}
+
+func decodeReport(p []byte) (reportMsg, error) {
+	d := dec{b: p}
+	m := reportMsg{port: d.u16(), token: d.id()}
+	return m, wrapDecode("report", d.err)
 }
 
 // wantMsg asks a parent for every block of a stripe the child does not hold.

@@ -170,12 +170,20 @@ type node struct {
 	falselyAccused map[int]bool  // relays it said sent corrupt data that sent the seed that data intact
 	distrusted     int           // relays made to feed no one on its complaints (see wordBudget)
 	probing        bool          // the seed is fetching a block it was accused of corrupting
+
+	datagrams  bool      // may be told to send its progress by datagram: it takes report frames, and none of its went missing
+	token      [16]byte  // its datagrams' token, while byDatagram
+	byDatagram bool      // told to send its progress by datagram, and not told otherwise since
+	toldAt     time.Time // when it was told so
+	clock      uint64    // its session clock at the newest progress taken, in milliseconds
 }
 
 // link is the seed's end of a node's control connection, all the session
 // loop uses of it, so the loop can be driven without sockets.
 type link interface {
 	send(t msgType, ps ...[]byte) error // each p a frame of type t, all in one write
+	sendFrames(fs ...frame) error       // all in one write
+	end()                               // an end frame, then close
 	close()
 }
 
@@ -196,6 +204,7 @@ type event struct {
 	connected bool // the outcome of a connect: dial or err
 	dial      *dialed
 	verdict   *verdict // the outcome of probing a relay accused of corrupt data
+	token     [16]byte // f came by datagram with this token (see inbox)
 }
 
 type dialed struct {
@@ -206,6 +215,7 @@ type dialed struct {
 	upToDate  bool
 	seedAddr  netip.AddrPort // the seed's listener, as the node reaches it
 	pingEvery time.Duration  // how often the node needs a frame from the seed
+	datagrams bool           // the node takes report frames
 }
 
 // seedRun is one session at the seed. Its nodes belong to the goroutine
@@ -217,6 +227,7 @@ type seedRun struct {
 	offer   []byte
 	file    *os.File
 	ln      net.Listener
+	in      *inbox // where nodes send progress datagrams; nil: none do
 	start   time.Time
 	nodes   []*node // node id i at nodes[i-1]
 	t       *tree   // who feeds whom
@@ -280,9 +291,21 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 		defer acceptWG.Done()
 		s.acceptChildren(ctx)
 	}()
+	if s.in, err = listenInbox(opt.Secret); err != nil {
+		opt.Log.Warn("nodes report over their connections", "err", err)
+	} else {
+		acceptWG.Add(1)
+		go func() {
+			defer acceptWG.Done()
+			s.in.run(ctx, s.events)
+		}()
+	}
 	stopFeeding := func() {
 		cancel()
 		ln.Close()
+		if s.in != nil {
+			s.in.close()
+		}
 		acceptWG.Wait()
 		s.feeders.Wait()
 	}
@@ -302,9 +325,10 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 			continue
 		}
 		if err == nil {
-			n.c.send(msgEnd, nil)
+			n.c.end()
+		} else {
+			n.c.close()
 		}
-		n.c.close()
 	}
 	stopFeeding()
 	s.readers.Wait()
@@ -385,7 +409,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout)}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams}, nil
 }
 
 // busyReason is what a receiver in another session says, and the seed reports.
@@ -442,6 +466,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
+	n.datagrams, n.clock = d.datagrams, 0
 	n.held, n.lastSeen = d.held, time.Now()
 	s.t.setBase(n.id, n.held)
 	if d.applied {
@@ -503,10 +528,10 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 func (s *seedRun) tell(moves []move, repair bool) {
 	// A node's parents go in one write: a packet for all its trees.
 	var told []*node
-	frames := map[*node][][]byte{}
+	frames := map[*node][]frame{}
 	defer func() {
 		for _, n := range told {
-			if err := n.c.send(msgParent, frames[n]...); err != nil {
+			if err := n.c.sendFrames(frames[n]...); err != nil {
 				s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
 			}
 		}
@@ -532,8 +557,9 @@ func (s *seedRun) tell(moves []move, repair bool) {
 		}
 		if _, ok := frames[n]; !ok {
 			told = append(told, n)
+			frames[n] = s.reportFrames(n, time.Now()) // with its first parent, where to report
 		}
-		frames[n] = append(frames[n], pm.encode())
+		frames[n] = append(frames[n], frame{typ: msgParent, payload: pm.encode()})
 	}
 }
 
@@ -541,10 +567,12 @@ func (s *seedRun) tell(moves []move, repair bool) {
 // progress, a complaint or a result, with at most a few KiB of text.
 const nodeFrameLimit = 16 << 10
 
-// readNode forwards n's control frames to the loop.
+// readNode forwards n's control frames to the loop. A node reporting by
+// datagram may say nothing here all session: the loop judges it by what
+// it hears of it either way (see tick), and closes the connection.
 func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
 	for {
-		f, err := c.recvOnly(s.cfg.SeedTimeout, nodeFrameLimit, msgProgress, msgResult, msgComplain, msgPing)
+		f, err := c.recvOnly(noIdleLimit, nodeFrameLimit, msgProgress, msgResult, msgComplain, msgPing)
 		select {
 		case s.events <- event{n: n, f: f, err: err}:
 		case <-ctx.Done():
@@ -691,6 +719,7 @@ func (s *seedRun) tick(now time.Time) {
 		if silent > s.cfg.DeadAfter*quietFor/4 || silent > max(s.cfg.DeadAfter*starvedQuiet/8, n.every*3/2) && s.starved(n, now) {
 			quiet = append(quiet, n)
 		}
+		s.checkReports(n, now)
 		if now.Sub(n.pinged) >= n.pingEvery {
 			n.c.send(msgPing, nil)
 			n.pinged = now
@@ -779,8 +808,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	if ev.connected {
 		s.pending--
 		if s.over && ev.err == nil {
-			ev.dial.c.send(msgEnd, nil)
-			ev.dial.c.conn.Close()
+			ev.dial.c.end()
 			if n.state == stateActive {
 				n.state, n.err = stateFailed, "timed out: came back after the session ended"
 			}
@@ -799,11 +827,15 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		s.lost(n, ev.err)
 		return
 	}
+	if ev.token != ([16]byte{}) && !s.takeDatagram(n, ev) {
+		return
+	}
 	n.lastSeen = time.Now()
 	s.t.heard(n.id)
 	switch ev.f.typ {
 	case msgProgress:
-		if p, err := decodeProgress(ev.f.payload); err == nil {
+		if p, err := decodeProgress(ev.f.payload); err == nil && (p.millis == 0 || p.millis > n.clock) {
+			n.clock = p.millis
 			n.received = int64(p.received)
 			s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
 			clock := n.lastSeen.Sub(s.start) // an earlier build's: the seed's clock
@@ -877,9 +909,9 @@ func (s *seedRun) release(n *node) {
 		}
 	}
 	s.t.retire(n.id)
-	n.c.send(msgEnd, nil)
-	n.c.close()
+	n.c.end()
 	n.c = nil
+	s.stopReports(n)
 }
 
 func (s *seedRun) byID(id NodeID) *node {
@@ -906,6 +938,7 @@ func (s *seedRun) lost(n *node, err error) {
 	}
 	n.c.close()
 	n.c = nil
+	s.stopReports(n)
 	s.tell(s.t.lose(n.id, n.liar, time.Now()), true)
 }
 

@@ -17,6 +17,7 @@ import (
 type fakeLink struct {
 	sent    [32]int // by message type
 	parents []parentMsg
+	reports []reportMsg
 	closed  bool
 }
 
@@ -30,8 +31,29 @@ func (l *fakeLink) send(t msgType, ps ...[]byte) error {
 			}
 			l.parents = append(l.parents, pm)
 		}
+		if t == msgReport {
+			rm, err := decodeReport(p)
+			if err != nil {
+				return err
+			}
+			l.reports = append(l.reports, rm)
+		}
 	}
 	return nil
+}
+
+func (l *fakeLink) sendFrames(fs ...frame) error {
+	for _, f := range fs {
+		if err := l.send(f.typ, f.payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *fakeLink) end() {
+	l.sent[msgEnd]++
+	l.closed = true
 }
 
 func (l *fakeLink) close() { l.closed = true }

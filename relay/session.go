@@ -33,6 +33,7 @@ type session struct {
 	stripes  atomic.Int32   // how many stripes the seed splits the package into, once it said
 	fed      fedBy          // when each stripe's parent last sent bytes
 	result   chan resultMsg // the apply outcome, once
+	reports  chan reportMsg // where the seed says to send progress, for heartbeat
 	output   outputTail     // the end of what the apply's command wrote
 }
 
@@ -103,13 +104,13 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1), reports: make(chan reportMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()
 	r.cur = s
 	r.mu.Unlock()
-	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed), seedTimeout: r.cfg.SeedTimeout}.encode()); err != nil {
+	if err := c.send(msgAccept, acceptMsg{held: uint64(resumed), seedTimeout: r.cfg.SeedTimeout, datagrams: true}.encode()); err != nil {
 		r.mu.Lock()
 		r.cur = nil
 		r.mu.Unlock()
@@ -241,7 +242,7 @@ func (s *session) run() error {
 // readControl handles the seed's messages; it returns nil on end.
 func (s *session) readControl(parents chan<- parentMsg) error {
 	for {
-		f, err := s.c.recvOnly(s.cfg.SeedTimeout, maxControlLen, msgPing, msgEnd, msgParent)
+		f, err := s.c.recvOnly(s.cfg.SeedTimeout, maxControlLen, msgPing, msgEnd, msgParent, msgReport)
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return s.ctx.Err()
@@ -264,6 +265,16 @@ func (s *session) readControl(parents chan<- parentMsg) error {
 			s.stripes.Store(int32(p.stripes))
 			select {
 			case parents <- p:
+			case <-s.ctx.Done():
+				return s.ctx.Err()
+			}
+		case msgReport:
+			m, err := decodeReport(f.payload)
+			if err != nil {
+				return err
+			}
+			select {
+			case s.reports <- m:
 			case <-s.ctx.Done():
 				return s.ctx.Err()
 			}
@@ -373,12 +384,22 @@ func (s *session) fail(err error) {
 // heartbeat reports progress to the seed every progressEvery, on the
 // heartbeat that ends it (the seed counts a report late half a heartbeat
 // after it is due), and at once when a flow to a child stalls or a parent
-// falls silent; that is also how the seed knows this node is alive. It
-// shows progress here every heartbeat.
+// falls silent, or the seed says where to report; that is also how the
+// seed knows this node is alive. Reports go by datagram where the seed
+// says so (see outbox), else over the control connection. It shows
+// progress here every heartbeat.
 func (s *session) heartbeat() {
 	t := time.NewTicker(s.cfg.Heartbeat)
 	defer t.Stop()
-	var lastSent time.Time
+	var out *outbox
+	defer func() {
+		if out != nil {
+			out.close()
+		}
+	}()
+	// The accept said what this node holds: the first report is due a
+	// period on, by when the seed has said where to send it.
+	lastSent := time.Now()
 	told := 0 // stalled flows and silent parents the last report named
 	every := s.progressEvery()
 	for {
@@ -391,7 +412,7 @@ func (s *session) heartbeat() {
 				pm.stalls = append(pm.stalls, stallReport{peer: st.to.child, addr: st.to.addr, stripe: st.to.stripe, millis: millisSince(now, st.since)})
 			}
 			pm.starved = starved
-			if err := s.c.send(msgProgress, pm.encode()); err != nil {
+			if err := s.report(&out, pm.encode()); err != nil {
 				s.opt.Log.Debug("progress", "err", err)
 			}
 			lastSent, told = now, len(stalls)+len(starved)
@@ -401,10 +422,37 @@ func (s *session) heartbeat() {
 		}
 		select {
 		case <-t.C:
+		case m := <-s.reports:
+			if out != nil {
+				out.close()
+				out = nil
+			}
+			if m.port != 0 {
+				o, err := dialOutbox(s.c.conn, m, s.keys.secret)
+				if err != nil {
+					s.opt.Log.Warn("progress goes over the seed's connection", "err", err)
+				}
+				out, lastSent = o, time.Time{} // the seed hears at once whether datagrams come through
+			}
 		case <-s.ctx.Done():
 			return
 		}
 	}
+}
+
+// report sends a progress payload by *out, or over the control connection
+// when there is none or it fails (then for good).
+func (s *session) report(out **outbox, p []byte) error {
+	if *out != nil {
+		err := (*out).send(p)
+		if err == nil {
+			return nil
+		}
+		s.opt.Log.Warn("progress goes over the seed's connection", "err", err)
+		(*out).close()
+		*out = nil
+	}
+	return s.c.send(msgProgress, p)
 }
 
 func millisSince(now, t time.Time) uint32 {

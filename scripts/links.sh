@@ -9,7 +9,8 @@
 # Then the seed with --max-rate 400kbit: it sends at most the cap (and the
 # token bucket's 64 KiB), and at least 90% of it over the session.
 # Then a receiver that mDNS does not reach (it announces on lo only),
-# given to the seed with --peer HOST:PORT.
+# given to the seed with --peer HOST:PORT. Then progress datagrams that do
+# not come through: nodes report over their connections instead.
 # Prints PASS/FAIL per check and ends with "N passed, N failed".
 # Env: LINKS_RATE (1mbit), LINKS_BIN (use this binary), LINKS_VERBOSE=1 (receivers
 # log every step), LINKS_KEEP=1 (keep OUT), OUT (work dir).
@@ -118,4 +119,43 @@ if ((rc == 0)) && cmp -s "$OUT/pkg/given.bin" "$OUT/h1/given/given.bin" && [[ $(
 	pass "--peer $(lab_addr 1):7171: a receiver mDNS does not reach gets the package"
 else
 	fail "--peer: seed exit $rc ($(tail -n 2 "$OUT/peer-seed.log" | tr '\n' ' '))"
+fi
+
+# Progress datagrams that do not come through: the seed's host drops every
+# datagram but mDNS's as it comes in (silently: a firewall), and h1 may not
+# send any (its sends fail). Nodes report over their control connections
+# instead, the seed's after it missed them, h1's at once: every node applies
+# the package and none is taken for lost.
+head -c 1000000 /dev/urandom >"$OUT/pkg/nodgram.bin"
+lab_exec 0 ip rule add pref 100 iif eth0 ipproto udp sport 5353 goto 1000
+lab_exec 0 ip rule add pref 101 iif eth0 ipproto udp blackhole
+lab_exec 0 ip rule add pref 1000 lookup local
+lab_exec 0 ip rule del pref 0
+lab_exec 1 ip rule add pref 100 ipproto udp sport 5353 lookup main
+lab_exec 1 ip rule add pref 101 ipproto udp prohibit
+pids=()
+for ((i = 1; i <= N; i++)); do
+	lab_spawn "$i" "$OUT/nodgram-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 120 "$BIN" join --name "h$i" \
+		--iface eth0 --group links --trust-any --timeout 60s --dir "$OUT/h$i/state" --to "$OUT/h$i/nodgram"
+	pids+=("$LAB_LAST_PID")
+done
+rc=0
+lab_exec 0 env HOME="$OUT/h0/home" timeout -k 5 120 "$BIN" seed --verbose --expect "$N" --wait 30s --iface eth0 --group links \
+	--report "$OUT/nodgram.json" "$OUT/pkg/nodgram.bin" >"$OUT/nodgram-seed.log" 2>&1 || rc=$?
+for p in "${pids[@]}"; do wait "$p" || true; done
+identical=0
+for ((i = 1; i <= N; i++)); do cmp -s "$OUT/pkg/nodgram.bin" "$OUT/h$i/nodgram/nodgram.bin" && identical=$((identical + 1)); done
+errors=$(jq -r '[.nodes[] | select(.error != null and .error != "")] | length' "$OUT/nodgram.json" 2>/dev/null || echo "no report")
+missed=$(grep -c "no progress datagrams from node" "$OUT/nodgram-seed.log" || true)
+lost=$(grep -c "node lost" "$OUT/nodgram-seed.log" || true)
+if ((rc == 0 && identical == N && lost == 0)) && [[ $errors == 0 ]]; then
+	pass "datagrams dropped at the seed, none sent by h1: $identical/$N identical, no node lost, the seed missed $missed nodes' datagrams"
+else
+	fail "datagrams dropped: seed exit $rc, $identical/$N identical, $lost nodes lost, nodes with errors: $errors (log: $OUT/nodgram-seed.log)"
+fi
+if ((missed == N - 1)); then pass "the seed told the $missed nodes whose datagrams it missed to report over their connections"; else fail "the seed missed datagrams of $missed nodes, want $((N - 1))"; fi
+if grep -q "progress goes over the seed's connection" "$OUT/nodgram-h1.log"; then
+	pass "h1, which cannot send datagrams, reports over its connection"
+else
+	fail "h1 did not say it reports over its connection (log: $OUT/nodgram-h1.log)"
 fi

@@ -2,6 +2,9 @@ package relay
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -193,4 +196,88 @@ func TestSeedHearsNodesByDatagram(t *testing.T) {
 	if l := linkOf(b); len(l.reports) != 2 {
 		t.Fatalf("b was told to report by datagram again: %+v", l.reports)
 	}
+}
+
+// A node sends its progress where its seed's report frame says: sealed
+// datagrams to the port named, at once and then every period, and over the
+// control connection again, at once, when told port 0.
+func TestNodeReportsWhereTheSeedSays(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, _ := writePackage(t, 300<<10)
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	r, err := NewReceiver(cfg, ReceiverOptions{Name: "n", Dir: t.TempDir(), Apply: func(context.Context, Package) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Next(ctx)
+		done <- err
+	}()
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := newCtrl(conn, 5*time.Second)
+	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.expect(5*time.Second, msgWelcome); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.send(msgOffer, Sign(m, key).encode()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.expect(5*time.Second, msgAccept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := decodeAccept(b); err != nil || !a.datagrams {
+		t.Fatalf("accept %+v, %v: does not say it takes report frames", a, err)
+	}
+
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	token := [16]byte{0: 0x5e, 15: 0xed}
+	if err := c.send(msgReport, reportMsg{port: uint16(udp.LocalAddr().(*net.UDPAddr).Port), token: token}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	udp.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64<<10)
+	for i := range 2 {
+		n, from, err := udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		tok, ok := datagramToken(buf[:n])
+		p, opened := openDatagram(buf[:n], reportKey(nil, token))
+		pm, perr := decodeProgress(p)
+		if !ok || tok != token || !opened || perr != nil || pm.millis == 0 || from.Addr().Unmap() != netip.MustParseAddr("127.0.0.1") {
+			t.Fatalf("datagram %d from %s: token %x %v, opened %v, progress %+v %v", i, from, tok, ok, opened, pm, perr)
+		}
+	}
+
+	if err := c.send(msgReport, reportMsg{}.encode()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.recvOnly(300*time.Millisecond, nodeFrameLimit, msgProgress) // at once, not a period (500 ms) on
+	if err != nil {
+		t.Fatalf("no progress over the connection after port 0: %v", err)
+	}
+	if _, err := decodeProgress(f.payload); err != nil {
+		t.Fatal(err)
+	}
+	c.send(msgEnd, nil)
+	<-done
 }

@@ -432,8 +432,9 @@ func (s *session) heartbeat() {
 				if err != nil {
 					s.opt.Log.Warn("progress goes over the seed's connection", "err", err)
 				}
-				out, lastSent = o, time.Time{} // the seed hears at once whether datagrams come through
+				out = o
 			}
+			lastSent = time.Time{} // report at once, the new way: the seed is waiting to hear
 		case <-s.ctx.Done():
 			return
 		}

@@ -430,7 +430,7 @@ func (s *session) heartbeat() {
 			if m.port != 0 {
 				o, err := dialOutbox(s.c.conn, m, s.keys.secret)
 				if err != nil {
-					s.opt.Log.Warn("progress goes over the seed's connection", "err", err)
+					s.opt.Log.Info("progress goes over the seed's connection", "err", err)
 				}
 				out = o
 			}
@@ -449,7 +449,7 @@ func (s *session) report(out **outbox, p []byte) error {
 		if err == nil {
 			return nil
 		}
-		s.opt.Log.Warn("progress goes over the seed's connection", "err", err)
+		s.opt.Log.Info("progress goes over the seed's connection", "err", err)
 		(*out).close()
 		*out = nil
 	}

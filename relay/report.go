@@ -75,7 +75,8 @@ type inbox struct {
 }
 
 // A mailbox is what the seed knows of a token: whose it is, the address
-// its datagrams must come from, and the key that seals them.
+// its datagrams must come from (its zone aside), and the key that seals
+// them.
 type mailbox struct {
 	n    *node
 	addr netip.Addr
@@ -97,7 +98,7 @@ func (b *inbox) open(n *node, addr netip.Addr) [16]byte {
 	var t [16]byte
 	rand.Read(t[:])
 	b.mu.Lock()
-	b.to[t] = mailbox{n: n, addr: addr.Unmap(), key: reportKey(b.sec, t)}
+	b.to[t] = mailbox{n: n, addr: addr.Unmap().WithZone(""), key: reportKey(b.sec, t)}
 	b.mu.Unlock()
 	return t
 }
@@ -131,7 +132,7 @@ func (b *inbox) run(ctx context.Context, events chan<- event) {
 		b.mu.Lock()
 		m, ok := b.to[tok]
 		b.mu.Unlock()
-		if !ok || from.Addr().Unmap() != m.addr {
+		if !ok || from.Addr().Unmap().WithZone("") != m.addr {
 			continue
 		}
 		p, ok := openDatagram(buf[:k], m.key)

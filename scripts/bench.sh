@@ -61,7 +61,8 @@
 # Env:
 #   BENCH_POINTS  "N:RATE:MB ..." (default "16:20mbit:20 32:20mbit:20
 #                 64:10mbit:10 16:100mbit:50"; --full adds 128:4mbit:4 to them);
-#                 MB is 10^6 bytes of /dev/urandom. E.g. "8:100mbit:50".
+#                 MB is 10^6 bytes of /dev/urandom, or nKB 10^3 bytes. E.g.
+#                 "8:100mbit:50", "15:100mbit:1KB".
 #   BENCH_TOOLS   which tools, in order (default "treecast treecast1 udpcast chain"; base and
 #                 treecast97 too on request; a tool named twice runs twice)
 #   BENCH_BASE    the treecast binary the tool "base" runs
@@ -121,8 +122,8 @@ for t in $TOOLS; do
 	esac
 done
 for p in $POINTS; do
-	if [[ ! $p =~ ^[0-9]+:[0-9]+(bit|kbit|mbit|gbit):[0-9]+$ ]]; then
-		echo "bench: bad point '$p' in BENCH_POINTS: want N:RATE:MB, e.g. 16:20mbit:20" >&2
+	if [[ ! $p =~ ^[0-9]+:[0-9]+(bit|kbit|mbit|gbit):[0-9]+(KB)?$ ]]; then
+		echo "bench: bad point '$p' in BENCH_POINTS: want N:RATE:MB, e.g. 16:20mbit:20 (or N:RATE:nKB, e.g. 15:100mbit:1KB)" >&2
 		exit 2
 	fi
 done
@@ -436,16 +437,20 @@ RESULTS=() # "N|RATE|MB|SB|tool|ratio|up|cpu|identical"
 for point in $POINTS; do
 	IFS=: read -r N RATE MB <<<"$point"
 	BITS=$(lab_rate_bits "$RATE")
-	S=$((MB * 1000000))
+	if [[ $MB == *KB ]]; then
+		S=$((${MB%KB} * 1000)) SIZE="${MB%KB} KB"
+	else
+		S=$((MB * 1000000)) SIZE="$MB MB"
+	fi
 	SB=$(calc %.2f "$S * 8 / $BITS")
 	LIMIT=${BENCH_LIMIT:-$(calc %.0f "10 * $SB + 60")}
-	WORK=$OUT/n$N-$RATE-${MB}MB
+	WORK=$OUT/n$N-$RATE-${SIZE// /}
 	PKG=$WORK/pkg/bench.bin
 	mkdir -p "$WORK/pkg"
 	make_package
 	S=$(stat -c %s "$PKG")
 	echo
-	echo "== $N receivers + 1 seed, links $RATE, S = $MB MB: S/B = $SB s; each run at most ${LIMIT}s"
+	echo "== $N receivers + 1 seed, links $RATE, S = $SIZE: S/B = $SB s; each run at most ${LIMIT}s"
 	agg=$(((N + 1) * BITS / 1000000))
 	((agg > 1500)) && echo "bench: note: the links add up to $agg Mbit/s, past the ~1500 lab.sh suggests for 2 cores"
 	lab_up $((N + 1)) "$RATE"
@@ -475,7 +480,7 @@ for point in $POINTS; do
 		printf 'bench: %-10s makespan %7.2f s = %5s x S/B, seed up %s x S, wire %s x S per receiver, CPU %5s s (machine %3s%% busy), identical %d/%d%s%s\n' \
 			"$tool" "$R_MK" "$ratio" "$R_UP" "$wire" "$cpu" "$busy" "$R_SAME" "$N" \
 			"${R_NOTE:+; $R_NOTE}" "${R_WHY:+; ${R_STATUS^^}: $R_WHY (logs in $WORK/${tool})}"
-		RESULTS+=("$N|$RATE|$MB MB $KIND|$SB|$tool|$ratio|$R_UP|$wire|$cpu|$R_SAME/$N")
+		RESULTS+=("$N|$RATE|$SIZE $KIND|$SB|$tool|$ratio|$R_UP|$wire|$cpu|$R_SAME/$N")
 		rm -rf "$WORK/$tool"/h*/to "$WORK/$tool"/h*/spool "$WORK/$tool"/h*/disk.img "$WORK/$tool"/h*/x
 	done
 	lab_kill_pids

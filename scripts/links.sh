@@ -135,7 +135,7 @@ lab_exec 1 ip rule add pref 100 ipproto udp sport 5353 lookup main
 lab_exec 1 ip rule add pref 101 ipproto udp prohibit
 pids=()
 for ((i = 1; i <= N; i++)); do
-	lab_spawn "$i" "$OUT/nodgram-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 120 "$BIN" join --name "h$i" \
+	lab_spawn "$i" "$OUT/nodgram-h$i.log" env HOME="$OUT/h$i/home" timeout -k 5 120 "$BIN" --verbose join --name "h$i" \
 		--iface eth0 --group links --trust-any --timeout 60s --dir "$OUT/h$i/state" --to "$OUT/h$i/nodgram"
 	pids+=("$LAB_LAST_PID")
 done

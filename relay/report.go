@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -75,30 +76,40 @@ type inbox struct {
 }
 
 // A mailbox is what the seed knows of a token: whose it is, the address
-// its datagrams must come from (its zone aside), and the key that seals
-// them.
+// its datagrams must come from (its zone aside), the key that seals them,
+// when the node's session clock started (about: zero, not known), and that
+// clock in the newest datagram it passed on.
 type mailbox struct {
-	n    *node
-	addr netip.Addr
-	key  []byte
+	n       *node
+	addr    netip.Addr
+	key     []byte
+	started time.Time
+	clock   uint64
 }
+
+// inboxBuffer is what the inbox's socket holds while the loop is busy:
+// 4,096 nodes' reports (about 100 bytes each) for the 80-200 ms a loop on
+// a loaded machine was seen to lag. The system may grant less.
+const inboxBuffer = 4 << 20
 
 func listenInbox(sec *Secret) (*inbox, error) {
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{})
 	if err != nil {
 		return nil, fmt.Errorf("listen for progress datagrams: %w", err)
 	}
+	conn.SetReadBuffer(inboxBuffer)
 	return &inbox{conn: conn, sec: sec, to: map[[16]byte]mailbox{}}, nil
 }
 
 func (b *inbox) port() uint16 { return uint16(b.conn.LocalAddr().(*net.UDPAddr).Port) }
 
-// open makes a new token for n's datagrams from addr.
-func (b *inbox) open(n *node, addr netip.Addr) [16]byte {
+// open makes a new token for n's datagrams from addr; n's session clock
+// started at about started.
+func (b *inbox) open(n *node, addr netip.Addr, started time.Time) [16]byte {
 	var t [16]byte
 	rand.Read(t[:])
 	b.mu.Lock()
-	b.to[t] = mailbox{n: n, addr: addr.Unmap().WithZone(""), key: reportKey(b.sec, t)}
+	b.to[t] = mailbox{n: n, addr: addr.Unmap().WithZone(""), key: reportKey(b.sec, t), started: started}
 	b.mu.Unlock()
 	return t
 }
@@ -110,11 +121,27 @@ func (b *inbox) shut(token [16]byte) {
 	b.mu.Unlock()
 }
 
+// newer reports whether clock is past the last passed on for token, and
+// no later than the node's session can have run (see seedRun.fresh), and
+// makes it the last.
+func (b *inbox) newer(token [16]byte, clock uint64, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m, ok := b.to[token]
+	if !ok || !inTime(clock, m.clock, m.started, now) {
+		return false
+	}
+	m.clock = clock
+	b.to[token] = m
+	return true
+}
+
 func (b *inbox) close() { b.conn.Close() }
 
 // run passes each sound datagram from a node's own address to events, as
-// a progress frame of that node, until the socket is closed. Anything else
-// is dropped unanswered.
+// a progress frame of that node, until the socket is closed, if it is
+// newer than the last it passed on for the token (a copy sent again costs
+// the loop nothing). Anything else is dropped unanswered.
 func (b *inbox) run(ctx context.Context, events chan<- event) {
 	buf := make([]byte, headerLen+nodeFrameLimit+1)
 	for {
@@ -137,6 +164,10 @@ func (b *inbox) run(ctx context.Context, events chan<- event) {
 		}
 		p, ok := openDatagram(buf[:k], m.key)
 		if !ok {
+			continue
+		}
+		pm, err := decodeProgress(p)
+		if err != nil || !b.newer(tok, pm.millis, time.Now()) {
 			continue
 		}
 		select {
@@ -187,19 +218,37 @@ func (s *seedRun) reportFrames(n *node, now time.Time) []frame {
 	if s.in == nil || !n.datagrams || n.byDatagram {
 		return nil
 	}
-	n.token, n.byDatagram, n.toldAt = s.in.open(n, n.peer.Addr.Addr()), true, now
+	n.token, n.byDatagram, n.viaDatagram, n.toldAt = s.in.open(n, n.peer.Addr.Addr(), n.accepted), true, false, now
 	return []frame{{typ: msgReport, payload: reportMsg{port: s.in.port(), token: n.token}.encode()}}
 }
 
 // takeDatagram reports whether a progress datagram is one to take from n:
-// sealed with its current token and newer than any progress taken from it,
-// so a datagram sent again, late or by another keeps no node alive.
-func (s *seedRun) takeDatagram(n *node, ev event) bool {
+// sealed with its current token and fresh (see fresh), so a datagram sent
+// again, late or by another keeps no node alive.
+func (s *seedRun) takeDatagram(n *node, ev event, now time.Time) bool {
 	if !n.byDatagram || ev.token != n.token {
 		return false
 	}
 	p, err := decodeProgress(ev.f.payload)
-	return err == nil && p.millis > n.clock
+	return err == nil && p.millis > 0 && s.fresh(n, p.millis, now)
+}
+
+// fresh reports whether a progress n wrote at clock (its session's
+// milliseconds) is newer than any taken from it, and no later than its
+// session can have run: a clock from the future (one forged datagram
+// without a fleet secret) would have every later report refused.
+func (s *seedRun) fresh(n *node, clock uint64, now time.Time) bool {
+	return inTime(clock, n.clock, n.accepted, now)
+}
+
+// inTime reports whether clock, a session's milliseconds, is past last
+// and no later than a session started at started (zero: not known) can
+// have run by now.
+func inTime(clock, last uint64, started, now time.Time) bool {
+	if clock <= last {
+		return false
+	}
+	return started.IsZero() || time.Duration(min(clock, math.MaxInt64/uint64(time.Millisecond)))*time.Millisecond <= now.Sub(started)+clockSlack
 }
 
 // stopReports takes no more datagrams from n.
@@ -207,25 +256,56 @@ func (s *seedRun) stopReports(n *node) {
 	if n.byDatagram {
 		s.in.shut(n.token)
 	}
-	n.byDatagram, n.token = false, [16]byte{}
+	n.byDatagram, n.viaDatagram, n.token = false, false, [16]byte{}
 }
 
-// checkReports tells a node reporting by datagram that the seed has not
-// heard from for two of its periods to report over its connection from
-// then on: its datagrams do not come through (a firewall, say). A hung
-// node goes on to be found silent as before.
-func (s *seedRun) checkReports(n *node, now time.Time) {
-	heard := n.lastSeen
-	if n.toldAt.After(heard) {
-		heard = n.toldAt
+// unheard reports whether n, told to report by datagram, has not been
+// heard from for half of DeadAfter since it was told or last heard: two
+// of its reports, before it could count as silent.
+func (s *seedRun) unheard(n *node, now time.Time) bool {
+	return n.byDatagram && now.Sub(n.heardSinceTold()) > s.cfg.DeadAfter/2
+}
+
+// heardSinceTold is when the seed last heard from n, or told it where to
+// report, if later.
+func (n *node) heardSinceTold() time.Time {
+	if n.toldAt.After(n.lastSeen) {
+		return n.toldAt
 	}
-	if !n.byDatagram || now.Sub(heard) <= 2*max(n.every, s.cfg.DeadAfter/4) {
-		return
+	return n.lastSeen
+}
+
+// checkReports tells the nodes reporting by datagram that the seed has
+// not heard from (see unheard) to report over their connections from then
+// on: their datagrams do not come through (a firewall, say). A node whose
+// datagrams did come is told so only when few are unheard at once: when
+// most are, the seed was slow to hear them (its loop or its link), as in
+// tick. A hung node goes on to be found silent as before.
+func (s *seedRun) checkReports(now time.Time) {
+	var came, never []*node
+	connected := 0
+	for _, n := range s.nodes {
+		if n.c == nil {
+			continue
+		}
+		connected++
+		switch {
+		case !s.unheard(n, now):
+		case n.viaDatagram:
+			came = append(came, n)
+		default:
+			never = append(never, n)
+		}
 	}
-	s.opt.Log.Info("no progress datagrams from node: it reports over its connection", "node", n.label(), "silent", now.Sub(heard).Round(100*time.Millisecond))
-	s.stopReports(n)
-	n.datagrams = false
-	if err := n.c.send(msgReport, reportMsg{}.encode()); err != nil {
-		s.opt.Log.Debug("send report", "node", n.label(), "err", err)
+	if (len(came)+len(never))*2 > connected {
+		came = nil
+	}
+	for _, n := range append(never, came...) {
+		s.opt.Log.Info("no progress datagrams from node: it reports over its connection", "node", n.label(), "silent", now.Sub(n.heardSinceTold()).Round(100*time.Millisecond))
+		s.stopReports(n)
+		n.datagrams = false
+		if err := n.c.send(msgReport, reportMsg{}.encode()); err != nil {
+			s.opt.Log.Debug("send report", "node", n.label(), "err", err)
+		}
 	}
 }

@@ -73,7 +73,7 @@ func TestInboxTakesOnlyTheNodesOwnDatagrams(t *testing.T) {
 		<-done
 	}()
 	n, other := &node{id: 1}, &node{id: 2}
-	token := in.open(n, netip.MustParseAddr("127.0.0.1"))
+	token := in.open(n, netip.MustParseAddr("127.0.0.1"), time.Time{})
 	send := func(from string, m reportMsg, millis uint64) {
 		t.Helper()
 		seed, err := net.Listen("tcp", "127.0.0.1:0")
@@ -116,7 +116,7 @@ func TestInboxTakesOnlyTheNodesOwnDatagrams(t *testing.T) {
 	next(n, token, 3)
 
 	in.shut(token)
-	otherToken := in.open(other, netip.MustParseAddr("127.0.0.1"))
+	otherToken := in.open(other, netip.MustParseAddr("127.0.0.1"), time.Time{})
 	send("127.0.0.1", reportMsg{port: in.port(), token: token}, 4) // shut
 	send("127.0.0.1", reportMsg{port: in.port(), token: otherToken}, 5)
 	next(other, otherToken, 5)

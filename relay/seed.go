@@ -171,11 +171,13 @@ type node struct {
 	distrusted     int           // relays made to feed no one on its complaints (see wordBudget)
 	probing        bool          // the seed is fetching a block it was accused of corrupting
 
-	datagrams  bool      // may be told to send its progress by datagram: it takes report frames, and none of its went missing
-	token      [16]byte  // its datagrams' token, while byDatagram
-	byDatagram bool      // told to send its progress by datagram, and not told otherwise since
-	toldAt     time.Time // when it was told so
-	clock      uint64    // its session clock at the newest progress taken, in milliseconds
+	datagrams   bool      // may be told to send its progress by datagram: it takes report frames, and none of its went missing
+	token       [16]byte  // its datagrams' token, while byDatagram
+	byDatagram  bool      // told to send its progress by datagram, and not told otherwise since
+	toldAt      time.Time // when it was told so
+	viaDatagram bool      // a datagram of its came since
+	clock       uint64    // its session clock at the newest progress or result taken, in milliseconds
+	accepted    time.Time // when its accept came: its session clock started just before
 }
 
 // link is the seed's end of a node's control connection, all the session
@@ -216,6 +218,7 @@ type dialed struct {
 	seedAddr  netip.AddrPort // the seed's listener, as the node reaches it
 	pingEvery time.Duration  // how often the node needs a frame from the seed
 	datagrams bool           // the node takes report frames
+	accepted  time.Time      // when its accept came
 }
 
 // seedRun is one session at the seed. Its nodes belong to the goroutine
@@ -372,6 +375,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	giveUpAfter(conn, s.cfg.DeadAfter)
 	c := newCtrl(conn, s.cfg.DeadAfter)
 	fail := func(err error) (*dialed, error) {
 		conn.Close()
@@ -403,13 +407,14 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return fail(err)
 	}
+	accepted := time.Now() // the node's session clock started just before
 	a, err := decodeAccept(b)
 	if err != nil {
 		return fail(err)
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams, accepted: accepted}, nil
 }
 
 // busyReason is what a receiver in another session says, and the seed reports.
@@ -466,7 +471,10 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
-	n.datagrams, n.clock = d.datagrams, 0
+	n.datagrams, n.clock, n.accepted = d.datagrams, 0, d.accepted
+	// A node that comes back starts its reports afresh: its gap is not
+	// the time it was away.
+	n.reported, n.every, n.stalls, n.starved = time.Time{}, 0, nil, nil
 	n.held, n.lastSeen = d.held, time.Now()
 	s.t.setBase(n.id, n.held)
 	if d.applied {
@@ -719,12 +727,12 @@ func (s *seedRun) tick(now time.Time) {
 		if silent > s.cfg.DeadAfter*quietFor/4 || silent > max(s.cfg.DeadAfter*starvedQuiet/8, n.every*3/2) && s.starved(n, now) {
 			quiet = append(quiet, n)
 		}
-		s.checkReports(n, now)
 		if now.Sub(n.pinged) >= n.pingEvery {
 			n.c.send(msgPing, nil)
 			n.pinged = now
 		}
 	}
+	s.checkReports(now)
 	// When most nodes seem silent at once, the seed was slow to hear them.
 	if len(quiet)*2 <= connected {
 		for _, n := range quiet {
@@ -827,14 +835,17 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		s.lost(n, ev.err)
 		return
 	}
-	if ev.token != ([16]byte{}) && !s.takeDatagram(n, ev) {
-		return
+	if ev.token != ([16]byte{}) {
+		if !s.takeDatagram(n, ev, time.Now()) {
+			return
+		}
+		n.viaDatagram = true
 	}
 	n.lastSeen = time.Now()
 	s.t.heard(n.id)
 	switch ev.f.typ {
 	case msgProgress:
-		if p, err := decodeProgress(ev.f.payload); err == nil && (p.millis == 0 || p.millis > n.clock) {
+		if p, err := decodeProgress(ev.f.payload); err == nil && (p.millis == 0 || s.fresh(n, p.millis, n.lastSeen)) {
 			n.clock = p.millis
 			n.received = int64(p.received)
 			s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
@@ -864,6 +875,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			return
 		}
 		n.received, n.seconds, n.output = int64(r.received), time.Since(s.start).Seconds(), r.output
+		n.clock = max(n.clock, r.millis) // a progress written before it, handled after, is older
 		if r.ok {
 			n.state, n.held, n.flushed = stateOK, s.m.Size, r.flushed
 			s.t.setHeld(n.id, s.m.Size)

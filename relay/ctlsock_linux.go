@@ -1,0 +1,42 @@
+package relay
+
+import (
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options of the seed's control connections.
+
+// cork holds what is written to c until it closes, so a last frame and
+// the close go out as one packet (see ctrl.end); false where it cannot.
+func cork(c net.Conn) bool {
+	return setsockopt(c, unix.TCP_CORK, 1)
+}
+
+// giveUpAfter has the kernel drop c when what was sent on it goes
+// unacknowledged for d: a node heard by datagram is otherwise kept while
+// the seed's frames to it go nowhere (its side of the link down).
+func giveUpAfter(c net.Conn, d time.Duration) bool {
+	return setsockopt(c, unix.TCP_USER_TIMEOUT, int(min(d.Milliseconds(), 1<<31-1)))
+}
+
+func setsockopt(c net.Conn, opt, v int) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, opt, v)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}

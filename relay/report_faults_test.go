@@ -14,32 +14,6 @@ import (
 // What goes wrong around progress datagrams, and what the seed does then:
 // one lost, one late, one forged, one sent again, a loop that was late.
 
-// datagramSeed is a simulated seed of n nodes, each told to report by
-// datagram, with a real inbox (never run: events are handed to handle).
-func datagramSeed(t *testing.T, n int, now time.Time) *seedRun {
-	t.Helper()
-	s := simSeed(n, 2, now)
-	var err error
-	if s.in, err = listenInbox(nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.in.close)
-	var moves []move
-	for _, nd := range s.nodes {
-		nd.datagrams = true
-		for st := range s.t.stripes {
-			moves = append(moves, move{node: nd.id, stripe: st, parent: s.t.parentOf(nd.id, st)})
-		}
-	}
-	s.tell(moves, false)
-	for _, nd := range s.nodes {
-		if !nd.byDatagram {
-			t.Fatalf("node %s was not told to report by datagram", nd.label())
-		}
-	}
-	return s
-}
-
 // datagramEvent is what the inbox passes on for a sound datagram of n.
 func datagramEvent(n *node, token [16]byte, p progressMsg) event {
 	return event{n: n, f: frame{typ: msgProgress, payload: p.encode()}, token: token}
@@ -196,18 +170,7 @@ func TestDatagramSentBeforeResultDoesNotRewind(t *testing.T) {
 func TestForgedFutureClockDoesNotFreezeANode(t *testing.T) {
 	ctx := context.Background()
 	s := simSeed(8, 2, time.Now())
-	var err error
-	if s.in, err = listenInbox(nil); err != nil {
-		t.Fatal(err)
-	}
-	defer s.in.close()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.in.run(rctx, s.events)
-	}()
-	defer func() { cancel(); s.in.close(); <-done }()
+	s.in = runInbox(t, s.events)
 
 	x := s.nodes[3]
 	x.peer.Addr = netip.MustParseAddrPort("127.0.0.1:7000")
@@ -287,18 +250,8 @@ func TestLateLoopKeepsNodesOnDatagrams(t *testing.T) {
 // the control readers and connects share, and leave the other nodes'
 // datagrams to overflow the socket.
 func TestInboxDropsReplaysItself(t *testing.T) {
-	in, err := listenInbox(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan event, 1024)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		in.run(ctx, events)
-	}()
-	defer func() { cancel(); in.close(); <-done }()
+	in := runInbox(t, events)
 	n := &node{id: 1}
 	token := in.open(n, netip.MustParseAddr("127.0.0.1"), time.Time{})
 	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(in.port())})

@@ -11,6 +11,28 @@ import (
 	"time"
 )
 
+// runInbox starts a seed's inbox that passes datagrams to events until the
+// test ends.
+func runInbox(t *testing.T, events chan<- event) *inbox {
+	t.Helper()
+	in, err := listenInbox(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in.run(ctx, events)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		in.close()
+		<-done
+	})
+	return in
+}
+
 // A progress datagram opens under its own key only, whole and unaltered.
 func TestDatagramSeal(t *testing.T) {
 	sec, err := NewSecret([]byte("a fleet secret of enough bytes"))
@@ -56,22 +78,8 @@ func TestDatagramSeal(t *testing.T) {
 // address, and drops those from any other address or under an unknown
 // token, over real UDP on loopback.
 func TestInboxTakesOnlyTheNodesOwnDatagrams(t *testing.T) {
-	in, err := listenInbox(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan event, 8)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		in.run(ctx, events)
-	}()
-	defer func() {
-		cancel()
-		in.close()
-		<-done
-	}()
+	in := runInbox(t, events)
 	n, other := &node{id: 1}, &node{id: 2}
 	token := in.open(n, netip.MustParseAddr("127.0.0.1"), time.Time{})
 	send := func(from string, m reportMsg, millis uint64) {
@@ -122,6 +130,32 @@ func TestInboxTakesOnlyTheNodesOwnDatagrams(t *testing.T) {
 	next(other, otherToken, 5)
 }
 
+// datagramSeed is a simulated seed of n nodes, each told to report by
+// datagram, with a real inbox (never run: events are handed to handle).
+func datagramSeed(t *testing.T, n int, now time.Time) *seedRun {
+	t.Helper()
+	s := simSeed(n, 2, now)
+	var err error
+	if s.in, err = listenInbox(nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.in.close)
+	var moves []move
+	for _, nd := range s.nodes {
+		nd.datagrams = true
+		for st := range s.t.stripes {
+			moves = append(moves, move{node: nd.id, stripe: st, parent: s.t.parentOf(nd.id, st)})
+		}
+	}
+	s.tell(moves, false)
+	for _, nd := range s.nodes {
+		if !nd.byDatagram {
+			t.Fatalf("node %s was not told to report by datagram", nd.label())
+		}
+	}
+	return s
+}
+
 // The seed tells each node where to send its progress with its parents,
 // in one write; takes a node's datagram only under its token and newer
 // than what it took before (a datagram sent again keeps no dead node
@@ -129,20 +163,7 @@ func TestInboxTakesOnlyTheNodesOwnDatagrams(t *testing.T) {
 // its connection, for good.
 func TestSeedHearsNodesByDatagram(t *testing.T) {
 	ctx := context.Background()
-	s := simSeed(4, 2, time.Now())
-	var err error
-	if s.in, err = listenInbox(nil); err != nil {
-		t.Fatal(err)
-	}
-	defer s.in.close()
-	var moves []move
-	for _, n := range s.nodes {
-		n.datagrams = true
-		for st := range s.t.stripes {
-			moves = append(moves, move{node: n.id, stripe: st, parent: s.t.parentOf(n.id, st)})
-		}
-	}
-	s.tell(moves, false)
+	s := datagramSeed(t, 4, time.Now())
 	for _, n := range s.nodes {
 		l := linkOf(n)
 		if len(l.reports) != 1 || l.reports[0].port != s.in.port() || l.reports[0].token != n.token || !n.byDatagram {
@@ -221,27 +242,10 @@ func TestNodeReportsWhereTheSeedSays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", r.Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := newCtrl(conn, 5*time.Second)
-	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.expect(5*time.Second, msgWelcome); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.send(msgOffer, Sign(m, key).encode()); err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.expect(5*time.Second, msgAccept)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, err := decodeAccept(b); err != nil || !a.datagrams {
-		t.Fatalf("accept %+v, %v: does not say it takes report frames", a, err)
+	c, a := offerAccepted(t, fmt.Sprintf("127.0.0.1:%d", r.Port()), Sign(m, key))
+	defer c.conn.Close()
+	if !a.datagrams {
+		t.Fatalf("accept %+v: does not say it takes report frames", a)
 	}
 
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

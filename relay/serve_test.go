@@ -21,28 +21,46 @@ func openFDs(t *testing.T) int {
 	return len(fds)
 }
 
-// abortSession offers signed to addr, waits for the accept, and hangs up:
-// a seed that dies right after starting.
-func abortSession(t *testing.T, addr string, signed *Signed) {
+// offerAccepted offers signed to the receiver at addr as a seed would
+// (hello, welcome, offer) and returns the control connection and the
+// receiver's accept.
+func offerAccepted(t *testing.T, addr string, signed *Signed) (*ctrl, acceptMsg) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
 	c := newCtrl(conn, 5*time.Second)
-	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
+	fail := func(err error) {
+		conn.Close()
 		t.Fatal(err)
+	}
+	if err := c.send(msgHello, helloMsg{role: roleControl}.encode()); err != nil {
+		fail(err)
 	}
 	if _, err := c.expect(5*time.Second, msgWelcome); err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	if err := c.send(msgOffer, signed.encode()); err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
-	if _, err := c.expect(5*time.Second, msgAccept); err != nil {
-		t.Fatal(err)
+	b, err := c.expect(5*time.Second, msgAccept)
+	if err != nil {
+		fail(err)
 	}
+	a, err := decodeAccept(b)
+	if err != nil {
+		fail(err)
+	}
+	return c, a
+}
+
+// abortSession offers signed to addr, waits for the accept, and hangs up:
+// a seed that dies right after starting.
+func abortSession(t *testing.T, addr string, signed *Signed) {
+	t.Helper()
+	c, _ := offerAccepted(t, addr, signed)
+	c.conn.Close()
 }
 
 // A serve agent takes hundreds of sessions, some aborted, without leaking

@@ -3,7 +3,6 @@ package relay
 import (
 	"net"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,13 +13,6 @@ import (
 // the close go out as one packet (see ctrl.end); false where it cannot.
 func cork(c net.Conn) bool {
 	return setsockopt(c, unix.TCP_CORK, 1)
-}
-
-// giveUpAfter has the kernel drop c when what was sent on it goes
-// unacknowledged for d: a node heard by datagram is otherwise kept while
-// the seed's frames to it go nowhere (its side of the link down).
-func giveUpAfter(c net.Conn, d time.Duration) bool {
-	return setsockopt(c, unix.TCP_USER_TIMEOUT, int(min(d.Milliseconds(), 1<<31-1)))
 }
 
 func setsockopt(c net.Conn, opt, v int) bool {

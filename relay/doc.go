@@ -163,9 +163,9 @@
 // takes a datagram only from the node's own address, under its current
 // token, sealed, newer (by the node's session clock) than the last
 // progress or result it took from the node, and no later than the node's
-// session can have run since its accept came (with 500 ms to spare), so
-// one sent again, late, or forged with a clock far ahead keeps no node
-// alive and freezes none; anything else is dropped unanswered, before it
+// session can have run since the seed sent its offer (with 500 ms to
+// spare: the clocks of two machines), so one sent again, late, or forged
+// with a clock far ahead keeps no node alive and freezes none; anything else is dropped unanswered, before it
 // reaches the session's loop. A node the seed has not heard from for half
 // of DeadAfter (two reports) is told (a report frame with port 0) to
 // report over its connection from then on: its datagrams do not come
@@ -173,10 +173,7 @@
 // those whose datagrams did come are not (the seed was slow to hear
 // them). A node that cannot send one does so by itself. The seed judges
 // every node by when it last heard of it, on either path, and sets no
-// read deadline on control connections; on Linux the kernel gives one up
-// when what the seed sent on it goes unacknowledged for DeadAfter
-// (TCP_USER_TIMEOUT), so a node heard by datagram whose side of the link
-// is down is not kept.
+// read deadline on control connections.
 //
 // # Who is believed
 //

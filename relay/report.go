@@ -218,7 +218,7 @@ func (s *seedRun) reportFrames(n *node, now time.Time) []frame {
 	if s.in == nil || !n.datagrams || n.byDatagram {
 		return nil
 	}
-	n.token, n.byDatagram, n.viaDatagram, n.toldAt = s.in.open(n, n.peer.Addr.Addr(), n.accepted), true, false, now
+	n.token, n.byDatagram, n.viaDatagram, n.toldAt = s.in.open(n, n.peer.Addr.Addr(), n.offered), true, false, now
 	return []frame{{typ: msgReport, payload: reportMsg{port: s.in.port(), token: n.token}.encode()}}
 }
 
@@ -238,7 +238,7 @@ func (s *seedRun) takeDatagram(n *node, ev event, now time.Time) bool {
 // session can have run: a clock from the future (one forged datagram
 // without a fleet secret) would have every later report refused.
 func (s *seedRun) fresh(n *node, clock uint64, now time.Time) bool {
-	return inTime(clock, n.clock, n.accepted, now)
+	return inTime(clock, n.clock, n.offered, now)
 }
 
 // inTime reports whether clock, a session's milliseconds, is past last

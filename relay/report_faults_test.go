@@ -174,7 +174,7 @@ func TestForgedFutureClockDoesNotFreezeANode(t *testing.T) {
 
 	x := s.nodes[3]
 	x.peer.Addr = netip.MustParseAddrPort("127.0.0.1:7000")
-	x.datagrams, x.accepted = true, time.Now().Add(-5*time.Second) // its clock: 5 s
+	x.datagrams, x.offered = true, time.Now().Add(-5*time.Second) // its clock: under 5 s
 	s.tell([]move{{node: x.id, stripe: 0, parent: s.t.parentOf(x.id, 0)}}, true)
 	if !x.byDatagram {
 		t.Fatal("setup: not told to report by datagram")

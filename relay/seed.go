@@ -177,7 +177,7 @@ type node struct {
 	toldAt      time.Time // when it was told so
 	viaDatagram bool      // a datagram of its came since
 	clock       uint64    // its session clock at the newest progress or result taken, in milliseconds
-	accepted    time.Time // when its accept came: its session clock started just before
+	offered     time.Time // when the seed sent it the offer: its session clock started after
 }
 
 // link is the seed's end of a node's control connection, all the session
@@ -218,7 +218,7 @@ type dialed struct {
 	seedAddr  netip.AddrPort // the seed's listener, as the node reaches it
 	pingEvery time.Duration  // how often the node needs a frame from the seed
 	datagrams bool           // the node takes report frames
-	accepted  time.Time      // when its accept came
+	offered   time.Time      // when the offer went: the node's session clock started after
 }
 
 // seedRun is one session at the seed. Its nodes belong to the goroutine
@@ -375,7 +375,6 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	giveUpAfter(conn, s.cfg.DeadAfter)
 	c := newCtrl(conn, s.cfg.DeadAfter)
 	fail := func(err error) (*dialed, error) {
 		conn.Close()
@@ -399,6 +398,7 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err := prove(c, s.cfg.DeadAfter, s.keys.secret, h, w, proveSeed, proveReceiver); err != nil {
 		return fail(fmt.Errorf("not in this fleet: %w", err))
 	}
+	offered := time.Now()
 	if err := c.send(msgOffer, s.offer); err != nil {
 		return fail(err)
 	}
@@ -407,14 +407,13 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return fail(err)
 	}
-	accepted := time.Now() // the node's session clock started just before
 	a, err := decodeAccept(b)
 	if err != nil {
 		return fail(err)
 	}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
-	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams, accepted: accepted}, nil
+	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams, offered: offered}, nil
 }
 
 // busyReason is what a receiver in another session says, and the seed reports.
@@ -471,7 +470,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
-	n.datagrams, n.clock, n.accepted = d.datagrams, 0, d.accepted
+	n.datagrams, n.clock, n.offered = d.datagrams, 0, d.offered
 	// A node that comes back starts its reports afresh: its gap is not
 	// the time it was away.
 	n.reported, n.every, n.stalls, n.starved = time.Time{}, 0, nil, nil

@@ -222,17 +222,6 @@ func (s *seedRun) reportFrames(n *node, now time.Time) []frame {
 	return []frame{{typ: msgReport, payload: reportMsg{port: s.in.port(), token: n.token}.encode()}}
 }
 
-// takeDatagram reports whether a progress datagram is one to take from n:
-// sealed with its current token and fresh (see fresh), so a datagram sent
-// again, late or by another keeps no node alive.
-func (s *seedRun) takeDatagram(n *node, ev event, now time.Time) bool {
-	if !n.byDatagram || ev.token != n.token {
-		return false
-	}
-	p, err := decodeProgress(ev.f.payload)
-	return err == nil && p.millis > 0 && s.fresh(n, p.millis, now)
-}
-
 // fresh reports whether a progress n wrote at clock (its session's
 // milliseconds) is newer than any taken from it, and no later than its
 // session can have run: a clock from the future (one forged datagram

@@ -834,38 +834,28 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		s.lost(n, ev.err)
 		return
 	}
+	now := time.Now()
+	var p progressMsg
+	newer := false // a sound progress, fresh (see fresh); an earlier build's over TCP has no clock
+	if ev.f.typ == msgProgress {
+		var err error
+		p, err = decodeProgress(ev.f.payload)
+		newer = err == nil && (p.millis == 0 && ev.token == ([16]byte{}) || s.fresh(n, p.millis, now))
+	}
 	if ev.token != ([16]byte{}) {
-		if !s.takeDatagram(n, ev, time.Now()) {
+		// A datagram under another token, or not the newest, keeps
+		// nothing alive: it may be sent again, late, or by another.
+		if !n.byDatagram || ev.token != n.token || !newer {
 			return
 		}
 		n.viaDatagram = true
 	}
-	n.lastSeen = time.Now()
+	n.lastSeen = now
 	s.t.heard(n.id)
 	switch ev.f.typ {
 	case msgProgress:
-		if p, err := decodeProgress(ev.f.payload); err == nil && (p.millis == 0 || s.fresh(n, p.millis, n.lastSeen)) {
-			n.clock = p.millis
-			n.received = int64(p.received)
-			s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
-			clock := n.lastSeen.Sub(s.start) // an earlier build's: the seed's clock
-			if p.millis > 0 {
-				clock = time.Duration(min(p.millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
-			}
-			s.t.reported(n.id, clock, n.lastSeen)
-			if len(p.stripes) == s.t.stripes {
-				held := make([]int64, len(p.stripes))
-				for st, h := range p.stripes {
-					held[st] = int64(h)
-				}
-				s.t.setStripeHeld(n.id, held)
-			}
-			n.held = s.t.heldOf(n.id)
-			n.stalls, n.starved = silences(n.stalls, p.stalls, n.lastSeen), silences(n.starved, p.starved, n.lastSeen)
-			if !n.reported.IsZero() {
-				n.every = max(n.lastSeen.Sub(n.reported), n.every*7/8)
-			}
-			n.reported = n.lastSeen
+		if newer {
+			s.progressFrom(n, p)
 		}
 	case msgResult:
 		r, err := decodeResult(ev.f.payload)
@@ -895,6 +885,31 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	default:
 		s.lost(n, fmt.Errorf("sent an unexpected %s frame", ev.f.typ))
 	}
+}
+
+// progressFrom takes p, fresh from n, as what n holds and how fast.
+func (s *seedRun) progressFrom(n *node, p progressMsg) {
+	n.clock = p.millis
+	n.received = int64(p.received)
+	s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
+	clock := n.lastSeen.Sub(s.start) // an earlier build's: the seed's clock
+	if p.millis > 0 {
+		clock = time.Duration(min(p.millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
+	}
+	s.t.reported(n.id, clock, n.lastSeen)
+	if len(p.stripes) == s.t.stripes {
+		held := make([]int64, len(p.stripes))
+		for st, h := range p.stripes {
+			held[st] = int64(h)
+		}
+		s.t.setStripeHeld(n.id, held)
+	}
+	n.held = s.t.heldOf(n.id)
+	n.stalls, n.starved = silences(n.stalls, p.stalls, n.lastSeen), silences(n.starved, p.starved, n.lastSeen)
+	if !n.reported.IsZero() {
+		n.every = max(n.lastSeen.Sub(n.reported), n.every*7/8)
+	}
+	n.reported = n.lastSeen
 }
 
 // releaseDone lets n go, and each parent of n, once it and all its

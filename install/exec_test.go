@@ -275,14 +275,16 @@ func TestExecTimeout(t *testing.T) {
 		t.Fatalf("Apply of a command that outlives its timeout: %v, want an *ExecTimeoutError naming exec_timeout", err)
 	}
 	b, _ := os.ReadFile(pidFile)
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-		deadline := time.Now().Add(20 * time.Second)
-		for alive(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("background sleep %d survived the timeout", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("the command's background child wrote no pid: %q", b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for alive(pid) { // polled: the kernel reaps it when it will
+		if time.Now().After(deadline) {
+			t.Fatalf("background sleep %d survived the timeout", pid)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := Apply(context.Background(), Config{Exec: "true", ExecTimeout: 10 * time.Second}, spool(t, "a", nil)); err != nil {
 		t.Errorf("a command that ends in time: %v", err)

@@ -173,7 +173,12 @@
 // those whose datagrams did come are not (the seed was slow to hear
 // them). A node that cannot send one does so by itself. The seed judges
 // every node by when it last heard of it, on either path, and sets no
-// read deadline on control connections.
+// read deadline on control connections. A datagram shows a node alive one
+// way only, so the seed also drops a node whose end of the control
+// connection has acknowledged nothing of what waits there (a ping, a
+// parent) for DeadAfter, where the platform shows it (Linux: TCP_INFO):
+// datagrams that still come, its own or sealed by a host that read its
+// token, keep no node in the session that the seed can no longer reach.
 //
 // # Who is believed
 //

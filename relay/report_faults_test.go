@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/netip"
@@ -276,5 +277,73 @@ func TestInboxDropsReplaysItself(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("datagram %d was not passed on", want)
 		}
+	}
+}
+
+// A node heard by datagram to the end, its own or forged by a host that
+// read its token, while nothing the seed sends it is acknowledged any
+// more (its end of the control connection is gone one way): it is lost
+// once that has lasted DeadAfter, as a silent node would be, and its
+// children go to other parents. A node whose end takes what the seed
+// sends stays, however long it runs.
+func TestDeafNodeIsLostThoughItsDatagramsCome(t *testing.T) {
+	for _, deaf := range []bool{true, false} {
+		t.Run(fmt.Sprintf("deaf=%v", deaf), func(t *testing.T) {
+			from := time.Now()
+			s := datagramSeed(t, 15, from)
+			x := s.nodes[innerNode(s.t)-1]
+			children := map[*node]bool{}
+			for st := range s.t.stripes {
+				for _, c := range s.t.node(x.id).children[st] {
+					children[s.nodes[c-1]] = true
+				}
+			}
+			if len(children) == 0 {
+				t.Fatal("setup: the watched node relays to no one")
+			}
+			s.tick(from) // the seed looks at its links from the start
+			linkOf(x).deaf = deaf
+			told := map[*node]int{}
+			for c := range children {
+				told[c] = len(linkOf(c).parents)
+			}
+			var lostAfter time.Duration
+			for at := from.Add(s.cfg.Heartbeat); at.Sub(from) <= 3*s.cfg.DeadAfter; at = at.Add(s.cfg.Heartbeat) {
+				for _, n := range s.nodes {
+					n.lastSeen = at // as each fresh datagram does
+				}
+				s.tick(at)
+				if x.c == nil {
+					lostAfter = at.Sub(from)
+					break
+				}
+			}
+			if !deaf {
+				if x.c == nil || x.state != stateActive {
+					t.Fatalf("a node whose end acknowledges what the seed sends was dropped: %s", x.err)
+				}
+				return
+			}
+			if x.c == nil {
+				for _, n := range s.nodes {
+					if n != x && n.c == nil {
+						t.Errorf("node %s was dropped too: %s", n.label(), n.err)
+					}
+				}
+			}
+			switch {
+			case x.c != nil:
+				t.Fatalf("a node deaf to the seed for %s, heard by datagram throughout, is still in the session", 3*s.cfg.DeadAfter)
+			case lostAfter <= s.cfg.DeadAfter || lostAfter > s.cfg.DeadAfter+2*s.cfg.Heartbeat:
+				t.Errorf("the deaf node was lost after %s, want just over DeadAfter (%s)", lostAfter, s.cfg.DeadAfter)
+			case !strings.Contains(x.err, "took nothing the seed sent"):
+				t.Errorf("the deaf node's error says %q, not why it was lost", x.err)
+			}
+			for c := range children {
+				if len(linkOf(c).parents) == told[c] {
+					t.Errorf("child %s of the deaf node was not told a new parent", c.label())
+				}
+			}
+		})
 	}
 }

@@ -178,6 +178,12 @@ type node struct {
 	viaDatagram bool      // a datagram of its came since
 	clock       uint64    // its session clock at the newest progress or result taken, in milliseconds
 	offered     time.Time // when the seed sent it the offer: its session clock started after
+
+	// acked is how much of what the seed sent it its end had acknowledged
+	// when last looked at, and ackedAt when that last grew or nothing
+	// waited (see deaf).
+	acked   uint64
+	ackedAt time.Time
 }
 
 // link is the seed's end of a node's control connection, all the session
@@ -187,12 +193,42 @@ type link interface {
 	sendFrames(fs ...frame) error       // all in one write
 	end()                               // an end frame, then close
 	close()
+	// delivered is how much of what the seed sent the node's end has
+	// acknowledged, and whether some waits; false: the platform cannot tell.
+	delivered() (delivery, bool)
 }
 
 // ctrlLink is a link over a real control connection.
-type ctrlLink struct{ *ctrl }
+type ctrlLink struct {
+	*ctrl
+	sock flowSocket // nil: the platform shows no delivery
+}
+
+func newCtrlLink(c *ctrl) ctrlLink { return ctrlLink{ctrl: c, sock: newFlowSocket(c.conn.Conn)} }
+
+func (l ctrlLink) delivered() (delivery, bool) {
+	if l.sock == nil {
+		return delivery{}, false
+	}
+	return l.sock.delivered()
+}
 
 func (l ctrlLink) close() { l.conn.Close() }
+
+// deaf is how long what the seed sent n has waited with none of it
+// acknowledged, as of now (zero: nothing waits, or the platform cannot
+// tell). Progress datagrams say a node is alive only one way: a node whose
+// datagrams keep coming, its own or forged by a host that read its token,
+// while the seed's frames reach it no more (pings, parents, its end) is
+// lost all the same.
+func (n *node) deaf(now time.Time) time.Duration {
+	d, ok := n.c.delivered()
+	if !ok || !d.pending || d.bytes != n.acked || n.ackedAt.IsZero() {
+		n.acked, n.ackedAt = d.bytes, now
+		return 0
+	}
+	return now.Sub(n.ackedAt)
+}
 
 func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
 
@@ -468,8 +504,9 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	if n.joined {
 		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
-	n.c, n.seedAddr, n.joined, n.state, n.err = ctrlLink{d.c}, d.seedAddr, true, stateActive, ""
+	n.c, n.seedAddr, n.joined, n.state, n.err = newCtrlLink(d.c), d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
+	n.acked, n.ackedAt = 0, time.Now()
 	n.datagrams, n.clock, n.offered = d.datagrams, 0, d.offered
 	// A node that comes back starts its reports afresh: its gap is not
 	// the time it was away.
@@ -720,6 +757,10 @@ func (s *seedRun) tick(now time.Time) {
 		silent := now.Sub(n.lastSeen)
 		if silent > s.cfg.DeadAfter {
 			s.lost(n, fmt.Errorf("silent for %s", silent.Round(100*time.Millisecond)))
+			continue
+		}
+		if deaf := n.deaf(now); deaf > s.cfg.DeadAfter {
+			s.lost(n, fmt.Errorf("took nothing the seed sent it for %s", deaf.Round(100*time.Millisecond)))
 			continue
 		}
 		connected++

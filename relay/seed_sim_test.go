@@ -19,6 +19,10 @@ type fakeLink struct {
 	parents []parentMsg
 	reports []reportMsg
 	closed  bool
+	// took is what the node's end acknowledged; deaf: what the seed sends
+	// waits unacknowledged
+	took uint64
+	deaf bool
 }
 
 func (l *fakeLink) send(t msgType, ps ...[]byte) error {
@@ -57,6 +61,18 @@ func (l *fakeLink) end() {
 }
 
 func (l *fakeLink) close() { l.closed = true }
+
+// delivered counts each frame sent as one byte, acknowledged at once
+// unless the link is deaf.
+func (l *fakeLink) delivered() (delivery, bool) {
+	if !l.deaf {
+		l.took = 0
+		for _, c := range l.sent {
+			l.took += uint64(c)
+		}
+	}
+	return delivery{bytes: l.took, pending: l.deaf}, true
+}
 
 // simSeed is a seed's session with n simulated nodes, all accepted and
 // planned, as RunSeed leaves it before its loop starts; no sockets.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,4 +66,73 @@ func TestTCPFlowDeliveryAndPace(t *testing.T) {
 	}
 	u.leave(f)
 	c.Close()
+}
+
+// The seed sees on a real control connection whether the node's end takes
+// what it sends: a node that reads is never deaf, and one whose buffers are
+// full with what it does not read is deaf from when its end stopped taking.
+func TestControlLinkShowsADeafNode(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, reads := range []bool{true, false} {
+		peer := make(chan net.Conn, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				peer <- nil
+				return
+			}
+			peer <- c
+			if reads {
+				io.Copy(io.Discard, c)
+			}
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := <-peer
+		if p == nil {
+			t.Fatal("accept failed")
+		}
+		n := &node{c: newCtrlLink(newCtrl(c, time.Minute))}
+		written := make(chan struct{})
+		go func() {
+			defer close(written)
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			c.Write(make([]byte, 64<<20)) // a node that does not read takes a few MiB at most
+		}()
+		// Wait until the flow settles: all of it acknowledged, or the
+		// node's end took nothing more for a while.
+		var last delivery
+		still := 0
+		for i := 0; i < 500 && still < 20; i++ {
+			d, ok := n.c.delivered()
+			if !ok {
+				t.Fatal("a TCP control connection on Linux shows no delivery")
+			}
+			if d.bytes == last.bytes && d.pending == last.pending {
+				still++
+			} else {
+				still = 0
+			}
+			last = d
+			time.Sleep(10 * time.Millisecond)
+		}
+		now := time.Now()
+		n.deaf(now)
+		deaf := n.deaf(now.Add(10 * time.Second))
+		switch {
+		case reads && deaf != 0:
+			t.Errorf("a node that reads what the seed sends: deaf %s (delivered %+v)", deaf, last)
+		case !reads && deaf != 10*time.Second:
+			t.Errorf("a node whose end takes nothing more: deaf %s after 10 s, want 10 s (delivered %+v)", deaf, last)
+		}
+		c.Close()
+		p.Close()
+		<-written
+	}
 }

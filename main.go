@@ -488,8 +488,8 @@ const rejoinWait = 6 * time.Second
 // so a receiver that appears mid-session is dialled within a round of its
 // first answer. Browses of four rounds handed their peers over after the
 // fourth (2 s): in faults.sh's late fault (2 of 16 receivers started a third
-// of the way in) every node was done 1.16-1.17 x the fault-free time, now
-// 0.91 x (two runs each).
+// of the way in) every node was done 1.14-1.18 x the fault-free time, now
+// 0.91-0.97 x (four runs each).
 func watchPeers(ctx context.Context, dc discover.Config, group string, admit *admission, late chan<- relay.Peer, log *slog.Logger) {
 	discover.Watch(ctx, dc, discover.BrowseOptions{Group: group}, func(found []discover.Peer) {
 		for _, rp := range admit.peers(found) {

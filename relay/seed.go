@@ -179,8 +179,8 @@ type node struct {
 	clock       uint64    // its session clock at the newest progress or result taken, in milliseconds
 	offered     time.Time // when the seed sent it the offer: its session clock started after
 
-	// acked is how much of what the seed sent it its end had acknowledged
-	// when last looked at, and ackedAt when that last grew or nothing
+	// acked: the bytes the seed sent it that its end had acknowledged
+	// when last looked at; ackedAt: when that last grew, or nothing
 	// waited (see deaf).
 	acked   uint64
 	ackedAt time.Time

@@ -956,6 +956,48 @@ func TestTreeRejoinerFeedsNoOneAhead(t *testing.T) {
 	t.Logf("moves under the rejoined node: %d", inserted)
 }
 
+// Nor the place of a leaf it is even with in that stripe but behind in
+// all, or behind by now: it has more to download, and would complete the
+// stripe later than the leaf does.
+func TestTreeRejoinerBehindInAllFeedsNoOne(t *testing.T) {
+	now := t0.Add(10 * time.Second)
+	for _, stale := range []bool{false, true} {
+		inserted := 0
+		for n := 3; n <= 64; n++ {
+			tr, _ := planned(2, n)
+			p := innerNode(tr)
+			if p == 0 {
+				continue
+			}
+			losing(t, tr, n, p)
+			h, ahead := int64(testSize/8), tr.placeSlack()/2
+			if stale {
+				ahead = 0 // even when they reported, a second ago, 9 s into their session
+			}
+			for range 2 { // a second pass: parents' holdings bound their children's
+				for id := 1; id <= n; id++ {
+					if id != p {
+						tr.setHeld(id, 2*h+ahead)
+						tr.setStripeHeld(id, []int64{h + ahead, h})
+						tr.reported(id, 9*time.Second, now.Add(-time.Second))
+					}
+				}
+			}
+			tr.setBase(p, 2*h)
+			for _, m := range tr.join(p, now) {
+				if m.parent != p {
+					continue
+				}
+				inserted++
+				if by := tr.heldBy(tr.node(m.node), now); by > tr.heldOf(p) {
+					t.Errorf("stale=%v N=%d: rejoined %d, holding %d in all, feeds %d, which holds %d by now", stale, n, p, tr.heldOf(p), m.node, by)
+				}
+			}
+		}
+		t.Logf("stale=%v: moves under the rejoined node: %d", stale, inserted)
+	}
+}
+
 // A plan's moves go level by level across the trees: the roots of every
 // tree first, and no node before its parent, so the seed tells the nodes
 // that start the trees before the many that wait deep in them.

@@ -1005,8 +1005,7 @@ func (t *tree) load(n *tnode) int {
 // runs: a leaf even with it in the stripe, ahead in all, was moved under
 // it in 4 of 4 runs and ended with it, every node done 1.26-1.27 x the
 // fault-free time; never so since, 1.00-1.01 in 3 of 4, and 1.28 where
-// the leaf moved under it was one of its own children, starved while it
-// was away and behind it in all).
+// the leaf moved under it was far behind it in all already).
 func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
 	n := t.node(id)
 	if !t.canFeed(n) || t.feeds(n) {

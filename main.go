@@ -432,10 +432,26 @@ type admission struct {
 	group  string // receivers of another group refuse the session: skipped
 	log    *slog.Logger
 	warned map[discover.Peer]bool // skipped receivers, with State cleared
+	// seen is where each node id last answered, and when: a browse flags
+	// a node id that answers from two addresses, and the watch browses
+	// one round at a time, so an id that answered from another address
+	// within conflictWindow is flagged here as it would be in one browse.
+	seen map[string]sighting
+	now  func() time.Time
 }
 
+// sighting is where a node id answered, and when.
+type sighting struct {
+	addr netip.AddrPort
+	at   time.Time
+}
+
+// conflictWindow: four of discover's rounds, as one browse of the watch
+// was; a twin whose answer to one query was lost still meets its sibling.
+const conflictWindow = 2 * time.Second
+
 func newAdmission(group string, log *slog.Logger) *admission {
-	return &admission{group: group, log: log, warned: make(map[discover.Peer]bool)}
+	return &admission{group: group, log: log, warned: make(map[discover.Peer]bool), seen: make(map[string]sighting), now: time.Now}
 }
 
 func (a *admission) peers(found []discover.Peer) []relay.Peer {
@@ -453,6 +469,18 @@ func (a *admission) peer(p discover.Peer) (relay.Peer, bool) {
 		// Its agent refuses a session for another group.
 		a.log.Debug("skipping receiver of another group", "name", p.Name, "addr", p.Addr, "group", p.Group)
 		return relay.Peer{}, false
+	}
+	if !p.Conflicted() {
+		now := a.now()
+		// At another port of the same address it is one machine whose
+		// receiver restarted, as a browse judges it.
+		if last, ok := a.seen[p.ID]; ok && last.addr.Addr() != p.Addr.Addr() && now.Sub(last.at) < conflictWindow {
+			p.Conflict = last.addr
+		}
+		if len(a.seen) >= maxWarned {
+			clear(a.seen)
+		}
+		a.seen[p.ID] = sighting{addr: p.Addr, at: now}
 	}
 	id, err := relay.ParseNodeID(p.ID)
 	if err == nil && p.Version == relay.Version && !p.Conflicted() {

@@ -393,6 +393,43 @@ func TestSeedSkipsConflicts(t *testing.T) {
 	}
 }
 
+// The watch browses one round at a time: a node id that answers from two
+// addresses in rounds under conflictWindow apart is skipped as a conflict,
+// as within one browse; from another port of its address (its receiver
+// restarted) or from a new address once the old one is quiet, it is taken.
+func TestSeedSkipsConflictsAcrossRounds(t *testing.T) {
+	var logs bytes.Buffer
+	admit := newAdmission("red", slog.New(slog.NewTextHandler(&logs, nil)))
+	now := time.Unix(1e9, 0)
+	admit.now = func() time.Time { return now }
+	at := func(addr string) discover.Peer {
+		p := alphaFound
+		p.Addr = netip.MustParseAddrPort(addr)
+		return p
+	}
+	for i, step := range []struct {
+		after time.Duration
+		addr  string
+		taken bool
+	}{
+		{0, "10.1.0.7:7000", true},
+		{500 * time.Millisecond, "10.1.0.7:7000", true},
+		{500 * time.Millisecond, "10.1.0.66:7000", false}, // a twin, or a spoofer
+		{500 * time.Millisecond, "10.1.0.7:7000", false},  // and its sibling, answering again
+		{500 * time.Millisecond, "10.1.0.7:7001", true},   // the same machine, its receiver restarted
+		{conflictWindow, "10.1.0.9:7000", true},           // moved, the old address quiet since
+	} {
+		now = now.Add(step.after)
+		got := admit.peers([]discover.Peer{at(step.addr)})
+		if taken := len(got) == 1; taken != step.taken {
+			t.Fatalf("step %d: %s taken = %v, want %v (%+v)", i, step.addr, taken, step.taken, got)
+		}
+	}
+	if !strings.Contains(logs.String(), "two machines share the node id") || !strings.Contains(logs.String(), "10.1.0.66:7000") {
+		t.Errorf("the conflict is not in the warnings:\n%s", logs.String())
+	}
+}
+
 func mustNodeID(t *testing.T, s string) relay.NodeID {
 	t.Helper()
 	id, err := relay.ParseNodeID(s)

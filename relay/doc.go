@@ -176,9 +176,13 @@
 // read deadline on control connections. A datagram shows a node alive one
 // way only, so the seed also drops a node whose end of the control
 // connection has acknowledged nothing of what waits there (a ping, a
-// parent) for DeadAfter, where the platform shows it (Linux: TCP_INFO):
-// datagrams that still come, its own or sealed by a host that read its
-// token, keep no node in the session that the seed can no longer reach.
+// parent) for twice DeadAfter and a second (a link out for just under
+// DeadAfter delays an acknowledgement that long, as TCP backs off), where
+// the platform shows it (Linux: TCP_INFO): datagrams that still come, its
+// own or sealed by a host that read its token, keep no node in the
+// session that the seed can no longer reach, unless that host also forges
+// the node's TCP acknowledgements, which takes reading and injecting on
+// the control connection itself.
 //
 // # Who is believed
 //

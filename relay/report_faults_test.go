@@ -283,9 +283,8 @@ func TestInboxDropsReplaysItself(t *testing.T) {
 // A node heard by datagram to the end, its own or forged by a host that
 // read its token, while nothing the seed sends it is acknowledged any
 // more (its end of the control connection is gone one way): it is lost
-// once that has lasted DeadAfter, as a silent node would be, and its
-// children go to other parents. A node whose end takes what the seed
-// sends stays, however long it runs.
+// once that has lasted deafAfter, and its children go to other parents.
+// A node whose end takes what the seed sends stays, however long it runs.
 func TestDeafNodeIsLostThoughItsDatagramsCome(t *testing.T) {
 	for _, deaf := range []bool{true, false} {
 		t.Run(fmt.Sprintf("deaf=%v", deaf), func(t *testing.T) {
@@ -334,8 +333,8 @@ func TestDeafNodeIsLostThoughItsDatagramsCome(t *testing.T) {
 			switch {
 			case x.c != nil:
 				t.Fatalf("a node deaf to the seed for %s, heard by datagram throughout, is still in the session", 3*s.cfg.DeadAfter)
-			case lostAfter <= s.cfg.DeadAfter || lostAfter > s.cfg.DeadAfter+2*s.cfg.Heartbeat:
-				t.Errorf("the deaf node was lost after %s, want just over DeadAfter (%s)", lostAfter, s.cfg.DeadAfter)
+			case lostAfter <= deafAfter(s.cfg) || lostAfter > deafAfter(s.cfg)+2*s.cfg.Heartbeat:
+				t.Errorf("the deaf node was lost after %s, want just over %s", lostAfter, deafAfter(s.cfg))
 			case !strings.Contains(x.err, "took nothing the seed sent"):
 				t.Errorf("the deaf node's error says %q, not why it was lost", x.err)
 			}
@@ -345,5 +344,55 @@ func TestDeafNodeIsLostThoughItsDatagramsCome(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A node whose link drops out for 3.3 s, under DeadAfter (4 s), just as the
+// seed sent it a frame: TCP retransmits that frame 0.2, 0.6, 1.4 and 3.0 s
+// after it went (all in the outage), then at 6.2 s (RTO doubling from its
+// 200 ms floor), so the seed's frame waits 6.2 s unacknowledged though the
+// node was away 3.3 s and its datagrams come again after it. The silence
+// rule keeps such a node; the deaf rule must too.
+func TestShortOutageIsNotDeafness(t *testing.T) {
+	from := time.Now()
+	s := datagramSeed(t, 15, from)
+	x := s.nodes[innerNode(s.t)-1]
+	s.tick(from) // nothing waits: the link is seen idle
+	outage := [2]time.Time{from.Add(100 * time.Millisecond), from.Add(3400 * time.Millisecond)}
+	sent := from.Add(250 * time.Millisecond)   // a frame to x, in the outage
+	acked := sent.Add(6200 * time.Millisecond) // its first retransmission after the outage
+	for at := from.Add(s.cfg.Heartbeat); at.Sub(from) <= 8*time.Second; at = at.Add(s.cfg.Heartbeat) {
+		for _, n := range s.nodes {
+			if n != x || at.Before(outage[0]) || !at.Before(outage[1]) {
+				n.lastSeen = at
+			}
+		}
+		if x.c == nil {
+			break
+		}
+		linkOf(x).deaf = !at.Before(sent) && at.Before(acked)
+		s.tick(at)
+	}
+	if x.c == nil {
+		t.Fatalf("a node away 3.3 s (DeadAfter %s), heard again after, was dropped: %s", s.cfg.DeadAfter, x.err)
+	}
+}
+
+// The seed's loop is late (no tick for 10 s); a frame goes to x 0.1 s
+// before the late tick, and is not yet acknowledged: what the seed sent
+// has waited 0.1 s, not the 10 s since the link was last seen idle.
+func TestLateLoopIsNotDeafness(t *testing.T) {
+	from := time.Now()
+	s := datagramSeed(t, 15, from)
+	x := s.nodes[innerNode(s.t)-1]
+	s.tick(from)
+	late := from.Add(10 * time.Second)
+	for _, n := range s.nodes {
+		n.lastSeen = late // events handled before the tick
+	}
+	linkOf(x).deaf = true // a parent frame sent at late-0.1 s, in flight
+	s.tick(late)
+	if x.c == nil {
+		t.Fatalf("a node whose frame waited 0.1 s was dropped after a late tick: %s", x.err)
 	}
 }

@@ -180,8 +180,8 @@ type node struct {
 	offered     time.Time // when the seed sent it the offer: its session clock started after
 
 	// acked: the bytes the seed sent it that its end had acknowledged
-	// when last looked at; ackedAt: when that last grew, or nothing
-	// waited (see deaf).
+	// when last looked at; ackedAt: since when what waits has waited with
+	// none of it acknowledged, zero while nothing waits (see deaf).
 	acked   uint64
 	ackedAt time.Time
 }
@@ -223,12 +223,25 @@ func (l ctrlLink) close() { l.conn.Close() }
 // lost all the same.
 func (n *node) deaf(now time.Time) time.Duration {
 	d, ok := n.c.delivered()
-	if !ok || !d.pending || d.bytes != n.acked || n.ackedAt.IsZero() {
+	switch {
+	case !ok || !d.pending:
+		// Nothing waits: the clock starts when the loop first sees
+		// something wait, so a late loop counts no delay of its own.
+		n.acked, n.ackedAt = d.bytes, time.Time{}
+		return 0
+	case d.bytes != n.acked || n.ackedAt.IsZero():
 		n.acked, n.ackedAt = d.bytes, now
 		return 0
 	}
 	return now.Sub(n.ackedAt)
 }
+
+// deafAfter is how long what the seed sent a node may wait unacknowledged
+// before the node is lost: a link out for just under DeadAfter (a node the
+// silence rule keeps) delays the acknowledgement of a frame sent as it
+// went by up to twice that and TCP's first retransmission timeout, as the
+// retransmissions back off (out 3.3 s: acknowledged after 6.2 s).
+func deafAfter(cfg Config) time.Duration { return 2*cfg.DeadAfter + time.Second }
 
 func (n *node) label() string { return fmt.Sprintf("%s (%s)", n.peer.Name, n.peer.ID.Short()) }
 
@@ -506,7 +519,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	}
 	n.c, n.seedAddr, n.joined, n.state, n.err = newCtrlLink(d.c), d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
-	n.acked, n.ackedAt = 0, time.Now()
+	n.acked, n.ackedAt = 0, time.Time{}
 	n.datagrams, n.clock, n.offered = d.datagrams, 0, d.offered
 	// A node that comes back starts its reports afresh: its gap is not
 	// the time it was away.
@@ -759,7 +772,7 @@ func (s *seedRun) tick(now time.Time) {
 			s.lost(n, fmt.Errorf("silent for %s", silent.Round(100*time.Millisecond)))
 			continue
 		}
-		if deaf := n.deaf(now); deaf > s.cfg.DeadAfter {
+		if deaf := n.deaf(now); deaf > deafAfter(s.cfg) {
 			s.lost(n, fmt.Errorf("took nothing the seed sent it for %s", deaf.Round(100*time.Millisecond)))
 			continue
 		}

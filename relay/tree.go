@@ -244,11 +244,12 @@ func (t *tree) stripeHeld(n *tnode, st int) int64 {
 
 // heldBy is what n may hold by now: what it last reported, and what it
 // gets at its rate (before its first sample, its average over its session
-// so far) since the seed heard it.
+// so far, over a sample's window at least: its clock is its word) since
+// the seed heard it.
 func (t *tree) heldBy(n *tnode, now time.Time) int64 {
 	rate := n.rate
 	if rate <= 0 && n.reportClock > 0 {
-		rate = float64(n.held-n.base) / n.reportClock.Seconds()
+		rate = float64(n.held-n.base) / max(n.reportClock, t.window(n)).Seconds()
 	}
 	if n.reportAt.IsZero() || !now.After(n.reportAt) || rate <= 0 {
 		return n.held
@@ -1015,7 +1016,7 @@ func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
 	best, bestDepth := noParent, 0
 	for i := range t.nodes {
 		xid, x := i+1, &t.nodes[i]
-		if xid == id || !x.in || len(x.children[st]) > 0 || t.heldBy(x, now) > n.held || t.stripeHeld(x, st) > t.stripeHeld(n, st)+t.starveSlack() || x.retry[st].avoids(id, now) {
+		if xid == id || !x.in || len(x.children[st]) > 0 || t.heldBy(x, now) > t.heldBy(n, now) || t.stripeHeld(x, st) > t.stripeHeld(n, st)+t.starveSlack() || x.retry[st].avoids(id, now) {
 			continue
 		}
 		q := x.parent[st]

@@ -998,6 +998,91 @@ func TestTreeRejoinerBehindInAllFeedsNoOne(t *testing.T) {
 	}
 }
 
+// holdAll sets every node but skip to held, reported at clock, at.
+func holdAll(tr *tree, skip int, held int64, clock time.Duration, at time.Time) {
+	for id := 1; id <= len(tr.nodes); id++ {
+		if id != skip {
+			tr.setHeld(id, held)
+			tr.reported(id, clock, at)
+		}
+	}
+}
+
+// A leaf re-placed mid-session (its parent lost, no room within the depth
+// bound) that is even with every other leaf (same holdings, reported at
+// the same time, at the same rate) is behind none of them by now, so it
+// may take a leaf's place, instead of going deep or onto the seed beyond
+// its share: both are reckoned as of now.
+func TestTreeEvenNodeTakesALeafsPlace(t *testing.T) {
+	now := t0.Add(10 * time.Second)
+	for n := 4; n <= 32; n++ {
+		tr, _ := planned(1, n)
+		holdAll(tr, 0, testSize/4, 9*time.Second, now.Add(-time.Second))
+		c := 0
+		for id := 1; id <= n; id++ {
+			if !tr.feeds(tr.node(id)) && tr.parentOf(id, 0) != seedID {
+				c = id
+				break
+			}
+		}
+		if c == 0 {
+			continue
+		}
+		want := false // another leaf whose place c may take
+		for id := 1; id <= n; id++ {
+			if id != c && !tr.feeds(tr.node(id)) {
+				if _, ok := tr.depth(id, 0, c); ok {
+					want = true
+				}
+			}
+		}
+		if _, _, ok := tr.insert(c, 0, now); want && !ok {
+			t.Errorf("N=%d: leaf %d, even with every leaf, takes no leaf's place", n, c)
+		}
+	}
+}
+
+// A leaf that says it got what it holds in 1 ms of its session (its clock
+// is its word; the seed only bounds it from above) is not reckoned to
+// hold the whole package a second later: it keeps no place from a node
+// that comes back holding twice what it does.
+func TestTreeLeafClockOfAMillisecondKeepsNoPlace(t *testing.T) {
+	now := t0.Add(10 * time.Second)
+	found := false
+	for n := 6; n <= 32; n++ {
+		tr, _ := planned(2, n)
+		p := innerNode(tr)
+		if p == 0 {
+			continue
+		}
+		losing(t, tr, n, p)
+		h := int64(testSize / 8)
+		holdAll(tr, p, 3*h, 9*time.Second, now.Add(-time.Second)) // ahead of p
+		x := 0
+		for id := 1; id <= n; id++ {
+			if id != p && len(tr.node(id).children[0]) == 0 && tr.parentOf(id, 0) != noParent {
+				x = id
+				break
+			}
+		}
+		if x == 0 {
+			continue
+		}
+		tr.setHeld(x, h)
+		tr.reported(x, time.Millisecond, now.Add(-time.Second)) // the liar
+		tr.setBase(p, 2*h)
+		tr.enter(p, now)
+		found = true
+		if got, _, ok := tr.insert(p, 0, now); !ok || got != x {
+			t.Errorf("N=%d: returning node %d (holding %d) may not take the place of leaf %d (holding %d, by now %d on its 1 ms clock): got %d %v",
+				n, p, tr.heldOf(p), x, tr.heldOf(x), tr.heldBy(tr.node(x), now), got, ok)
+		}
+	}
+	if !found {
+		t.Fatal("setup: no case")
+	}
+}
+
 // A plan's moves go level by level across the trees: the roots of every
 // tree first, and no node before its parent, so the seed tells the nodes
 // that start the trees before the many that wait deep in them.

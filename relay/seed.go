@@ -281,10 +281,11 @@ type seedRun struct {
 	ln      net.Listener
 	in      *inbox // where nodes send progress datagrams; nil: none do
 	start   time.Time
-	nodes   []*node // node id i at nodes[i-1]
-	t       *tree   // who feeds whom
-	keys    keys    // the fleet secret's, if any
-	pending int     // connects in flight
+	nodes   []*node          // node id i at nodes[i-1]
+	ids     map[NodeID]*node // the first node with each receiver's id (see byID)
+	t       *tree            // who feeds whom
+	keys    keys             // the fleet secret's, if any
+	pending int              // connects in flight
 	events  chan event
 	fatals  chan error     // what ends the whole session: the file changed
 	readers sync.WaitGroup // control readers and connects
@@ -402,6 +403,7 @@ func (s *seedRun) connectAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		s.nodes[i] = &node{id: s.t.add(), peer: p}
+		s.index(s.nodes[i])
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -509,7 +511,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 			return
 		}
 		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", d.welcome.id)
-		n.peer.ID = d.welcome.id
+		s.rename(n, d.welcome.id)
 	}
 	if d.welcome.name != "" {
 		n.peer.Name = d.welcome.name
@@ -555,6 +557,7 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 	case n == nil:
 		n = &node{id: s.t.add(), peer: p}
 		s.nodes = append(s.nodes, n)
+		s.index(n)
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
 	case n.state == stateBusy && !n.connecting && !p.Busy && s.waitingBusy(time.Now()):
 		n.peer.Addr = p.Addr // busy before, idle now: offered the session again
@@ -994,16 +997,38 @@ func (s *seedRun) release(n *node) {
 	s.stopReports(n)
 }
 
-func (s *seedRun) byID(id NodeID) *node {
-	if id == (NodeID{}) {
-		return nil
+// byID is the first node (in s.nodes) with receiver id id, or nil. The
+// watch hands every receiver it finds to join twice a second, so this is
+// a map, not a search of every node.
+func (s *seedRun) byID(id NodeID) *node { return s.ids[id] }
+
+// index lets byID find n, unless a node before it has its id.
+func (s *seedRun) index(n *node) {
+	if n.peer.ID == (NodeID{}) {
+		return
 	}
-	for _, n := range s.nodes {
-		if n.peer.ID == id {
-			return n
+	if s.ids == nil {
+		s.ids = make(map[NodeID]*node)
+	}
+	if _, ok := s.ids[n.peer.ID]; !ok {
+		s.ids[n.peer.ID] = n
+	}
+}
+
+// rename gives n the receiver id id, where no other node has it.
+func (s *seedRun) rename(n *node, id NodeID) {
+	old := n.peer.ID
+	n.peer.ID = id
+	if s.ids[old] == n {
+		delete(s.ids, old)
+		for _, m := range s.nodes {
+			if m.peer.ID == old { // the first other node with n's old id
+				s.ids[old] = m
+				break
+			}
 		}
 	}
-	return nil
+	s.index(n)
 }
 
 // lost drops a node whose control connection failed or went silent, and

@@ -89,6 +89,7 @@ func simSeed(n, trees int, now time.Time) *seedRun {
 		nd := &node{id: s.t.add(), peer: p, c: &fakeLink{}, seedAddr: netip.MustParseAddrPort("10.255.255.254:7000"),
 			joined: true, state: stateActive, lastSeen: now, pinged: now, pingEvery: pingEvery(cfg, cfg.SeedTimeout)}
 		s.nodes = append(s.nodes, nd)
+		s.index(nd)
 		ids[i] = nd.id
 	}
 	s.tell(s.t.plan(ids, now), false)
@@ -512,5 +513,31 @@ func TestSeedWaitsOnANodesOwnReportGap(t *testing.T) {
 	s.tick(at)
 	if len(s.t.childrenOf(x)) == 0 {
 		t.Fatalf("a relay that reports every %s, last heard %s ago, lost its children", every, at.Sub(start))
+	}
+}
+
+// byID finds the first node with a receiver id, also after a node's id
+// turned out other than it was announced as.
+func TestSeedFindsNodesByID(t *testing.T) {
+	s := simSeed(4, 2, time.Now())
+	a, b := s.nodes[1], s.nodes[2]
+	if s.byID(a.peer.ID) != a || s.byID(NodeID{}) != nil {
+		t.Fatal("byID does not find a planned node, or finds one for the zero id")
+	}
+	// b was announced with a's id (a copy, say), and says it is c.
+	announced := a.peer.ID
+	b.peer.ID = announced
+	var c NodeID
+	c[0] = 0xcc
+	s.rename(b, c)
+	if s.byID(c) != b || s.byID(announced) != a {
+		t.Fatalf("after b turned out to be c: byID(c) = %v, byID(a's id) = %v", s.byID(c), s.byID(announced))
+	}
+	// a turns out to be another still: its old id is nobody's now.
+	var d NodeID
+	d[0] = 0xdd
+	s.rename(a, d)
+	if s.byID(d) != a || s.byID(announced) != nil {
+		t.Fatalf("after a turned out to be d: byID(d) = %v, byID(a's old id) = %v", s.byID(d), s.byID(announced))
 	}
 }

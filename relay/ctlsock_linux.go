@@ -7,28 +7,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Options of the seed's control connections.
+// Options of TCP sockets: the seed's control connections here, the
+// uplink's flows in uplink_linux.go, both through rawConn.
 
 // cork holds what is written to c until it closes, so a last frame and
 // the close go out as one packet (see ctrl.end); false where it cannot.
 func cork(c net.Conn) bool {
-	return setsockopt(c, unix.TCP_CORK, 1)
-}
-
-func setsockopt(c net.Conn, opt, v int) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := rawConn(c)
+	if raw == nil {
 		return false
 	}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, opt, v)
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1)
 	}); err != nil {
 		return false
 	}
 	return serr == nil
+}
+
+// rawConn is c's socket, or nil where c has none (a pipe, say).
+func rawConn(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }

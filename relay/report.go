@@ -237,7 +237,13 @@ func inTime(clock, last uint64, started, now time.Time) bool {
 	if clock <= last {
 		return false
 	}
-	return started.IsZero() || time.Duration(min(clock, math.MaxInt64/uint64(time.Millisecond)))*time.Millisecond <= now.Sub(started)+clockSlack
+	return started.IsZero() || sessionTime(clock) <= now.Sub(started)+clockSlack
+}
+
+// sessionTime is a node's session clock, millis as it reports it, as a
+// duration (capped where a duration ends).
+func sessionTime(millis uint64) time.Duration {
+	return time.Duration(min(millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
 }
 
 // stopReports takes no more datagrams from n.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -951,7 +950,7 @@ func (s *seedRun) progressFrom(n *node, p progressMsg) {
 	s.t.setHeld(n.id, min(int64(p.held), s.m.Size))
 	clock := n.lastSeen.Sub(s.start) // an earlier build's: the seed's clock
 	if p.millis > 0 {
-		clock = time.Duration(min(p.millis, math.MaxInt64/uint64(time.Millisecond))) * time.Millisecond
+		clock = sessionTime(p.millis)
 	}
 	s.t.reported(n.id, clock, n.lastSeen)
 	if len(p.stripes) == s.t.stripes {

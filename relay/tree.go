@@ -1014,9 +1014,10 @@ func (t *tree) insert(id, st int, now time.Time) (leaf, depth int, ok bool) {
 	}
 	slack := t.placeSlack()
 	best, bestDepth := noParent, 0
+	held := t.heldBy(n, now)
 	for i := range t.nodes {
 		xid, x := i+1, &t.nodes[i]
-		if xid == id || !x.in || len(x.children[st]) > 0 || t.heldBy(x, now) > t.heldBy(n, now) || t.stripeHeld(x, st) > t.stripeHeld(n, st)+t.starveSlack() || x.retry[st].avoids(id, now) {
+		if xid == id || !x.in || len(x.children[st]) > 0 || t.heldBy(x, now) > held || t.stripeHeld(x, st) > t.stripeHeld(n, st)+t.starveSlack() || x.retry[st].avoids(id, now) {
 			continue
 		}
 		q := x.parent[st]

@@ -210,6 +210,18 @@ func repairShape(tr *tree, n, lost int) shape {
 
 // losing runs the tree's lose for each of lost, checking the moves and
 // the trees after each.
+// lostInner plans n nodes in stripes trees and loses an inner node,
+// which it returns (0: the plan has none, and nothing is lost).
+func lostInner(t *testing.T, stripes, n int) (*tree, int) {
+	t.Helper()
+	tr, _ := planned(stripes, n)
+	p := innerNode(tr)
+	if p != 0 {
+		losing(t, tr, n, p)
+	}
+	return tr, p
+}
+
 func losing(t *testing.T, tr *tree, n int, lost ...int) {
 	t.Helper()
 	for i, id := range lost {
@@ -927,12 +939,10 @@ func TestTreeRejoinerFeedsNoOneAhead(t *testing.T) {
 	inserted := 0
 	for _, stripes := range []int{1, 2} {
 		for n := 3; n <= 64; n++ {
-			tr, _ := planned(stripes, n)
-			p := innerNode(tr)
+			tr, p := lostInner(t, stripes, n)
 			if p == 0 {
 				continue
 			}
-			losing(t, tr, n, p)
 			// Behind by less than placeSlack in all, more than
 			// starveSlack in each stripe.
 			for id := 1; id <= n; id++ {
@@ -964,12 +974,10 @@ func TestTreeRejoinerBehindInAllFeedsNoOne(t *testing.T) {
 	for _, stale := range []bool{false, true} {
 		inserted := 0
 		for n := 3; n <= 64; n++ {
-			tr, _ := planned(2, n)
-			p := innerNode(tr)
+			tr, p := lostInner(t, 2, n)
 			if p == 0 {
 				continue
 			}
-			losing(t, tr, n, p)
 			h, ahead := int64(testSize/8), tr.placeSlack()/2
 			if stale {
 				ahead = 0 // even when they reported, a second ago, 9 s into their session
@@ -1050,12 +1058,10 @@ func TestTreeLeafClockOfAMillisecondKeepsNoPlace(t *testing.T) {
 	now := t0.Add(10 * time.Second)
 	found := false
 	for n := 6; n <= 32; n++ {
-		tr, _ := planned(2, n)
-		p := innerNode(tr)
+		tr, p := lostInner(t, 2, n)
 		if p == 0 {
 			continue
 		}
-		losing(t, tr, n, p)
 		h := int64(testSize / 8)
 		holdAll(tr, p, 3*h, 9*time.Second, now.Add(-time.Second)) // ahead of p
 		x := 0

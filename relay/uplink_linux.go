@@ -13,12 +13,8 @@ import (
 type tcpSocket struct{ raw syscall.RawConn }
 
 func newFlowSocket(c net.Conn) flowSocket {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := rawConn(c)
+	if raw == nil {
 		return nil
 	}
 	return tcpSocket{raw}

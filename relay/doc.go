@@ -291,6 +291,10 @@
 //
 // # Timing
 //
+// The seed plans the trees once every handshake has ended, or once none
+// has for 500 ms: a receiver whose handshake ends later (a host that takes
+// the connection and says nothing, one sizing a large spool) joins the
+// running session as a late receiver does, and holds no other back.
 // Config.Heartbeat paces progress frames and pings; a parent, child or node
 // silent for Config.DeadAfter is dead to its peer, and a relay silent to
 // the seed for three quarters of that already loses its children to other

@@ -389,6 +389,11 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 
 // connectAll opens a control connection to every peer and makes the
 // offer; peers that cannot be reached or refuse are failed with the reason.
+// It returns once every handshake is over, or once none has ended for
+// startQuiet after one did: a peer still at it then (a host that takes the
+// connection and says nothing, a receiver sizing a large spool) joins the
+// running session when its handshake ends, as a late receiver does, and
+// holds no other back.
 func (s *seedRun) connectAll(ctx context.Context) {
 	peers := s.opt.Peers
 	if s.cfg.MaxNodes > 0 && len(peers) > s.cfg.MaxNodes {
@@ -397,23 +402,61 @@ func (s *seedRun) connectAll(ctx context.Context) {
 		peers = peers[:s.cfg.MaxNodes]
 	}
 	s.nodes = make([]*node, len(peers))
-	results := make([]*dialed, len(peers))
-	errs := make([]error, len(peers))
-	var wg sync.WaitGroup
+	dials := make(chan event, len(peers)) // never blocks a connect
 	for i, p := range peers {
-		s.nodes[i] = &node{id: s.t.add(), peer: p}
-		s.index(s.nodes[i])
-		wg.Add(1)
+		n := &node{id: s.t.add(), peer: p, connecting: true}
+		s.nodes[i] = n
+		s.index(n)
+		s.pending++
+		s.readers.Add(1)
 		go func() {
-			defer wg.Done()
-			results[i], errs[i] = s.connect(ctx, p)
+			defer s.readers.Done()
+			d, err := s.connect(ctx, p)
+			dials <- event{n: n, err: err, connected: true, dial: d}
 		}()
 	}
-	wg.Wait()
-	for i, n := range s.nodes {
-		s.admit(ctx, n, results[i], errs[i])
+	quiet := time.NewTimer(time.Hour)
+	defer quiet.Stop()
+wait:
+	for s.pending > 0 {
+		select {
+		case ev := <-dials:
+			s.pending--
+			s.admit(ctx, ev.n, ev.dial, ev.err)
+			quiet.Reset(startQuiet)
+		case <-quiet.C:
+			s.opt.Log.Info("receivers still answering join the running session when they do", "receivers", s.pending)
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
+	if s.pending == 0 {
+		return
+	}
+	late := s.pending
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		for range late {
+			ev := <-dials
+			select {
+			case s.events <- ev:
+			case <-ctx.Done():
+				if ev.dial != nil {
+					ev.dial.c.conn.Close()
+				}
+			}
+		}
+	}()
 }
+
+// startQuiet is how long the first plan waits for one more receiver to
+// answer: on a LAN the answers come within milliseconds of each other
+// (128 at once on 2 loaded cores: within 86 ms, never 4 ms apart), while
+// a handshake that stalls lasts the dial timeout, DeadAfter, or 30 s more
+// for an accept. A receiver that answers later still takes part.
+const startQuiet = 500 * time.Millisecond
 
 // overCap reports whether the session has all the nodes it takes.
 func (s *seedRun) overCap() bool { return s.cfg.MaxNodes > 0 && len(s.nodes) >= s.cfg.MaxNodes }
@@ -425,6 +468,9 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	// A session that ends, or is stopped, waits for no handshake.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	c := newCtrl(conn, s.cfg.DeadAfter)
 	fail := func(err error) (*dialed, error) {
 		conn.Close()

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -207,6 +208,84 @@ func TestRefusedOfferIsReported(t *testing.T) {
 	if _, err := os.Stat(nodes[1].dest); err == nil {
 		t.Errorf("refusing node applied the package")
 	}
+}
+
+// A receiver that takes the connection but does not answer (a silent
+// host, one sizing a large spool) holds no other back: the rest get the
+// package while it says nothing, and it joins the running session once it
+// answers.
+func TestSilentReceiverHoldsNoOneBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.DeadAfter, cfg.SeedTimeout = 5*time.Minute, 5*time.Minute // a seed that waited for the handshake would wait past the test's end
+	path, data := writePackage(t, 300<<10)
+	nodes := startNodes(t, ctx, cfg, 4, nil)
+	peers := peersOf(nodes)
+	answer := make(chan struct{})
+	peers[1].Addr = heldBack(t, ctx, peers[1].Addr, answer)
+	reports := make(chan *Report, 1)
+	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peers) }()
+	for _, i := range []int{0, 2, 3} {
+		select {
+		case res := <-nodes[i].applied:
+			if res.Err != nil {
+				t.Fatalf("node %d: %v", i, res.Err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("node %d has not applied the package while node 1 says nothing", i)
+		}
+	}
+	close(answer)
+	if res := <-nodes[1].applied; res.Err != nil {
+		t.Fatalf("node 1, answering late: %v", res.Err)
+	}
+	rep := <-reports
+	for i, n := range nodes {
+		if rep.Nodes[i].Status != StatusOK {
+			t.Errorf("node %d: %s %q", i, rep.Nodes[i].Status, rep.Nodes[i].Error)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+	}
+}
+
+// heldBack forwards a TCP port to to, each connection only once open is
+// closed: until then the connection is taken, and nothing is said on it.
+func heldBack(t *testing.T, ctx context.Context, to netip.AddrPort, open <-chan struct{}) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				select {
+				case <-open:
+				case <-ctx.Done():
+					return
+				}
+				u, err := net.Dial("tcp", to.String())
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+				defer stop()
+				go func() { io.Copy(u, c); u.Close() }()
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 // A relay that dies mid-transfer costs its children a reconnect: they

@@ -7,6 +7,9 @@
 #   linkdown take h1's link down at about T0/3
 #   slow     h1's link at a tenth of the rate from the start
 #   late     h15 and h16 start at about T0/3; the seed expects all 16
+#   mute     h1 answers mDNS but drops every connection attempt (a host
+#            behind a firewall, or gone since it answered): the seed waits
+#            out its dial timeout for it, and no other node does
 #   seed     kill -9 the seed at about T0/3 and start it again
 #   rejoin   kill -9 h1 at about T0/3 and start its join again on the same
 #            --dir: it rejoins the session and resumes from its spool (the
@@ -30,7 +33,7 @@ source "$ROOT/scripts/lab.sh"
 
 RATE=${FAULTS_RATE:-100mbit}
 SIZE_MB=${FAULTS_SIZE_MB:-64}
-ONLY=${FAULTS_ONLY:-kill stop linkdown slow late seed rejoin}
+ONLY=${FAULTS_ONLY:-kill stop linkdown slow late mute seed rejoin}
 OUT=${OUT:-$ROOT/scripts/out/faults-$LAB_PREFIX}
 BIN=$OUT/treecast
 N=16
@@ -228,6 +231,23 @@ for fault in $ONLY; do
 		n=$(jq '.nodes | length' "$OUT/$run/report.json")
 		[[ $n == "$N" ]] && pass "$run: report lists all $N nodes" || fail "$run: report lists $n nodes"
 		MAKESPAN=$(awk -v m="$MAKESPAN" 'BEGIN { print m - 3 }') # the seed waited 3s for the missing two
+		report_makespan "$run"
+		;;
+	mute)
+		ns=$(lab_ns "$VICTIM")
+		ip netns exec "$ns" nft add table inet mute
+		ip netns exec "$ns" nft 'add chain inet mute in { type filter hook input priority 0 ; }'
+		ip netns exec "$ns" nft add rule inet mute in 'tcp flags & (syn | ack) == syn drop'
+		run_plain "$run"
+		wait_seed
+		kill -TERM "${RPID[$VICTIM]}" 2>/dev/null || true
+		wait_receivers
+		ip netns exec "$ns" nft delete table inet mute
+		seed_exit "$run" 1 "seed exit 1 (a node failed)"
+		verify "$run" "$VICTIM"
+		st=$(node_field "$run" status "$VICTIM")
+		err=$(node_field "$run" error "$VICTIM")
+		[[ $st == failed && -n $err ]] && pass "$run: h$VICTIM reported failed: $err" || fail "$run: h$VICTIM reported '$st' '$err'"
 		report_makespan "$run"
 		;;
 	seed)

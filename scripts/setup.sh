@@ -10,10 +10,11 @@ export DEBIAN_FRONTEND=noninteractive
 # iproute2: ip/tc for the lab; iputils-ping, netcat-openbsd, socat: lab
 # checks, rate measurements and the bench baseline; jq: reports; gcc +
 # libc6-dev: go test -race (cgo); util-linux: unshare (a hostname per host);
-# procps, diffutils, tar, gzip: assertions and archive packages; systemd:
+# procps, diffutils, tar, gzip: assertions and archive packages; nftables:
+# faults.sh's host that drops every connection attempt; systemd:
 # systemd-analyze verify on the unit scripts/install.sh writes (nothing is
 # started: it only reads unit files).
-PKGS=(iproute2 iputils-ping netcat-openbsd socat jq gcc libc6-dev util-linux procps diffutils tar gzip ca-certificates systemd)
+PKGS=(iproute2 iputils-ping netcat-openbsd socat jq gcc libc6-dev util-linux procps diffutils tar gzip ca-certificates nftables systemd)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -26,6 +26,19 @@ func cork(c net.Conn) bool {
 	return serr == nil
 }
 
+// quickAck has c acknowledge what comes next at once, not up to 40 ms
+// later in the hope of a reply to carry the acknowledgement: a node that
+// would leave waits for its result to be acknowledged (see
+// leaveWhenSettled). The kernel drops back to delayed acknowledgements
+// by itself, so it is set before each read.
+func quickAck(c net.Conn) {
+	if raw := rawConn(c); raw != nil {
+		raw.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+		})
+	}
+}
+
 // rawConn is c's socket, or nil where c has none (a pipe, say).
 func rawConn(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)

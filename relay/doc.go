@@ -75,7 +75,10 @@
 //	                                   (1: it takes report frames; a node of an earlier build ends the
 //	                                   accept before it)
 //	5  refuse    either                code u8, reason string
-//	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8 (1 or 2), stripe u8
+//	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8 (1 or 2), stripe u8,
+//	                                   feeds u8 (how many children the node feeds in that stripe now; the
+//	                                   parent the node has, named again, only says that; a seed of an earlier
+//	                                   build ends the parent before it)
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
 //	8  (retired: whole chunks, version 1)
 //	9  progress  node → seed           bytes verified and held u64, bytes received u64, stripes u8, bytes held
@@ -126,16 +129,23 @@
 // each way), offer, then accept or refuse; after accept the seed sends
 // report (to a node whose accept says it takes one, in the same write as
 // its first parent frames), parent (again whenever it re-parents the
-// node), ping (three times in the
-// node's seed timeout, at most every heartbeat; every DeadAfter/2 to a node
-// that did not say it) and finally end: to a node as soon as it and all its
-// children applied the package (it has nothing left to relay; one the seed
-// is probing, below, once judged), to the rest
+// node, or whenever the count of children it feeds changes), ping (three
+// times in the node's seed timeout, at most every heartbeat; every
+// DeadAfter/2 to a node that did not say it) and finally end: to a node as
+// soon as it and all its children applied the package (it has nothing left
+// to relay; one the seed is probing, below, once judged), to the rest
 // when the session is over, in one packet with the close where the
 // platform allows; the node sends progress every DeadAfter/4 (or
 // heartbeat, if longer; the first a period after its accept), complain when a parent fails it, and result once
 // it has applied the package (or failed to; a node stopped while it applies
-// sends none, so the seed finds it lost and may wait for it to rejoin). A
+// sends none, so the seed finds it lost and may wait for it to rejoin).
+// A node need not wait for its end: once it sent its result, fed as many
+// children as its parent frames say their whole stripes, feeds no one,
+// had no feed break off (a child that complained may have the seed probe
+// it), and the seed acknowledged all it sent on the connection (Linux:
+// TCP_INFO; elsewhere it waits), it closes the connection, and the seed,
+// seeing a node that applied close, takes it out of the session as it
+// would have with end; a child that still needed it complains, and moves. A
 // data connection runs hello, (with a fleet secret: welcome and proof from
 // the parent, proof from the child), want, then hashes, block and ping
 // frames until the child holds its stripe: before any block of a chunk the

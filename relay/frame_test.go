@@ -427,6 +427,16 @@ func accept(name string, m acceptMsg) wireCase {
 	return c
 }
 
+// parent is the wire case of m; seeds of earlier builds do not say how
+// many children the node feeds.
+func parent(name string, m parentMsg) wireCase {
+	c := wire(name, m, parentMsg.encode, decodeParent)
+	earlier := m
+	earlier.feeds = -1
+	c.olders = []older{{1, earlier}}
+	return c
+}
+
 func wireCases() []wireCase {
 	id := NodeID{0xff, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xee}
 	long := strings.Repeat("é", maxText/2)
@@ -442,8 +452,9 @@ func wireCases() []wireCase {
 		accept("accept up to date", acceptMsg{held: 7, applied: true, upToDate: true, seedTimeout: 20 * time.Millisecond}),
 		wire("refuse busy", refuseMsg{code: refuseBusy, reason: "busy with another session"}, refuseMsg.encode, decodeRefuse),
 		wire("refuse local, no reason", refuseMsg{code: refuseLocal}, refuseMsg.encode, decodeRefuse),
-		wire("parent seed ipv4", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}, parentMsg.encode, decodeParent),
-		wire("parent node ipv6", parentMsg{id: id, addr: netip.MustParseAddrPort("[fe80::1%eth0]:65535"), stripes: 2, stripe: 1}, parentMsg.encode, decodeParent),
+		parent("parent seed ipv4, a leaf", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}),
+		parent("parent node ipv6", parentMsg{id: id, addr: netip.MustParseAddrPort("[fe80::1%eth0]:65535"), stripes: 2, stripe: 1, feeds: 2}),
+		parent("parent of a node feeding the most", parentMsg{addr: netip.MustParseAddrPort("10.0.0.1:1"), stripes: 2, feeds: math.MaxUint8}),
 		wire("report by datagram", reportMsg{port: 65535, token: [16]byte(id)}, reportMsg.encode, decodeReport),
 		wire("report over the connection", reportMsg{}, reportMsg.encode, decodeReport),
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),

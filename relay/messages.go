@@ -192,6 +192,9 @@ type parentMsg struct {
 	addr    netip.AddrPort
 	stripes uint8
 	stripe  uint8
+	// feeds is how many children the seed gave the node in stripe, as
+	// of this frame (-1: not said, by a seed of an earlier build).
+	feeds int
 }
 
 func (m parentMsg) encode() []byte {
@@ -200,6 +203,7 @@ func (m parentMsg) encode() []byte {
 	e.str(m.addr.String())
 	e.u8(m.stripes)
 	e.u8(m.stripe)
+	e.u8(uint8(min(max(m.feeds, 0), math.MaxUint8)))
 	return e.b
 }
 
@@ -208,6 +212,10 @@ func decodeParent(p []byte) (parentMsg, error) {
 	m := parentMsg{id: d.id()}
 	addr := d.str(64)
 	m.stripes, m.stripe = d.u8(), d.u8()
+	m.feeds = -1
+	if d.err == nil && len(d.b) > 0 { // absent from a seed of an earlier build
+		m.feeds = int(d.u8())
+	}
 	if d.err == nil {
 		a, err := netip.ParseAddrPort(addr)
 		if err != nil {

@@ -361,7 +361,9 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
+	s.feeding.begin()
 	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, child: h.id, corrupt: r.opt.CorruptChunk})
+	s.feeding.end(w.stripe, h.id, err == nil)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }
 

@@ -150,6 +150,7 @@ type node struct {
 	err        string
 	held       int64              // bytes verified
 	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
+	feeds      [maxStripes]int    // per tree, how many children it was last told it feeds
 	received   int64
 	lastSeen   time.Time
 	pinged     time.Time     // when the seed last sent it a frame
@@ -213,6 +214,20 @@ func (l ctrlLink) delivered() (delivery, bool) {
 }
 
 func (l ctrlLink) close() { l.conn.Close() }
+
+// send and sendFrames leave the connection acknowledging at once: a frame
+// the seed sends soon after it heard the node puts the kernel back to
+// delaying its acknowledgements, and a node that would leave waits for
+// its result's (see quickAck).
+func (l ctrlLink) send(t msgType, ps ...[]byte) error {
+	defer quickAck(l.conn.Conn)
+	return l.ctrl.send(t, ps...)
+}
+
+func (l ctrlLink) sendFrames(fs ...frame) error {
+	defer quickAck(l.conn.Conn)
+	return l.ctrl.sendFrames(fs...)
+}
 
 // deaf is how long what the seed sent n has waited with none of it
 // acknowledged, as of now (zero: nothing waits, or the platform cannot
@@ -629,18 +644,29 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 
 // tell sends one parent message for each move the tree made; a node out
 // of the session or done with it, or one left waiting for a parent, is
-// told nothing. Repairs are logged, the first plan is not.
+// told nothing. Each says how many children the node feeds in its tree,
+// and a node still in the session whose children changed, moved or not,
+// is told its parent again with the new count: a node leaves once it fed
+// each child it was given its whole stripe (see feeding). Repairs are
+// logged, the first plan is not.
 func (s *seedRun) tell(moves []move, repair bool) {
 	// A node's parents go in one write: a packet for all its trees.
 	var told []*node
 	frames := map[*node][]frame{}
-	defer func() {
-		for _, n := range told {
-			if err := n.c.sendFrames(frames[n]...); err != nil {
-				s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
-			}
+	add := func(n *node, st, parent int) {
+		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st)}
+		n.parents[st], n.feeds[st] = "seed", pm.feeds
+		if parent != seedID {
+			p := s.nodes[parent-1]
+			pm.id, pm.addr = p.peer.ID, p.peer.Addr
+			n.parents[st] = p.peer.ID.String()
 		}
-	}()
+		if _, ok := frames[n]; !ok {
+			told = append(told, n)
+			frames[n] = s.reportFrames(n, time.Now()) // with its first parent, where to report
+		}
+		frames[n] = append(frames[n], frame{typ: msgParent, payload: pm.encode()})
+	}
 	for _, m := range moves {
 		n := s.nodes[m.node-1]
 		if n.c == nil || n.state != stateActive {
@@ -653,18 +679,24 @@ func (s *seedRun) tell(moves []move, repair bool) {
 		if repair {
 			s.opt.Log.Info("re-parented", "node", n.label(), "stripe", m.stripe, "parent", s.parentLabel(m.parent))
 		}
-		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(m.stripe), addr: n.seedAddr}
-		n.parents[m.stripe] = "seed"
-		if m.parent != seedID {
-			p := s.nodes[m.parent-1]
-			pm.id, pm.addr = p.peer.ID, p.peer.Addr
-			n.parents[m.stripe] = p.peer.ID.String()
+		add(n, m.stripe, m.parent)
+	}
+	if len(moves) > 0 {
+		for _, n := range s.nodes {
+			if n.c == nil || n.state != stateActive && n.state != stateOK || !s.t.in(n.id) {
+				continue
+			}
+			for st := range s.t.stripes {
+				if p := s.t.parentOf(n.id, st); p != noParent && s.t.feedsIn(n.id, st) != n.feeds[st] {
+					add(n, st, p)
+				}
+			}
 		}
-		if _, ok := frames[n]; !ok {
-			told = append(told, n)
-			frames[n] = s.reportFrames(n, time.Now()) // with its first parent, where to report
+	}
+	for _, n := range told {
+		if err := n.c.sendFrames(frames[n]...); err != nil {
+			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
 		}
-		frames[n] = append(frames[n], frame{typ: msgParent, payload: pm.encode()})
 	}
 }
 
@@ -677,6 +709,7 @@ const nodeFrameLimit = 16 << 10
 // it hears of it either way (see tick), and closes the connection.
 func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
 	for {
+		quickAck(c.conn.Conn)
 		f, err := c.recvOnly(noIdleLimit, nodeFrameLimit, msgProgress, msgResult, msgComplain, msgPing)
 		select {
 		case s.events <- event{n: n, f: f, err: err}:
@@ -933,6 +966,14 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 		return // already dropped
 	}
 	if ev.err != nil {
+		if n.state == stateOK {
+			// Done, and every child it was given fed: it left (see
+			// feeding). A child that still needed it complains, and
+			// moves then.
+			n.c.close()
+			s.retire(n)
+			return
+		}
 		s.lost(n, ev.err)
 		return
 	}
@@ -1036,8 +1077,14 @@ func (s *seedRun) release(n *node) {
 			return
 		}
 	}
-	s.t.retire(n.id)
 	n.c.end()
+	s.retire(n)
+}
+
+// retire takes n, done, out of the session: it feeds no one again, and
+// its children, done too, keep it as their parent on record.
+func (s *seedRun) retire(n *node) {
+	s.t.retire(n.id)
 	n.c = nil
 	s.stopReports(n)
 }

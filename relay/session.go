@@ -33,6 +33,8 @@ type session struct {
 	stripes  atomic.Int32   // how many stripes the seed splits the package into, once it said
 	fed      fedBy          // when each stripe's parent last sent bytes
 	result   chan resultMsg // the apply outcome, once
+	resulted chan struct{}  // closed once the result frame is sent
+	feeding  *feeding       // what this node owes its children
 	reports  chan reportMsg // where the seed says to send progress, for heartbeat
 	output   outputTail     // the end of what the apply's command wrote
 }
@@ -104,7 +106,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1), reports: make(chan reportMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1), resulted: make(chan struct{}), feeding: newFeeding(), reports: make(chan reportMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()
@@ -195,11 +197,19 @@ func (r *Receiver) appliedBefore(c *ctrl, signed *Signed, upToDate bool) (Result
 	}
 }
 
-// run drives the session until the seed ends it or is lost.
+// run drives the session until the seed ends it or is lost, or this node
+// has nothing left to do in it (see feeding).
 func (s *session) run() error {
 	parents := make(chan parentMsg, 8)
 	ended := make(chan error, 1)
-	s.wg.Add(5)
+	left := make(chan struct{})
+	s.wg.Add(6)
+	go func() {
+		defer s.wg.Done()
+		if s.leaveWhenSettled(s.ctx, s.resulted) {
+			close(left)
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		ended <- s.readControl(parents)
@@ -234,6 +244,9 @@ func (s *session) run() error {
 	select {
 	case err := <-ended:
 		return err
+	case <-left:
+		s.opt.Log.Debug("left the session: applied, and every child fed its whole stripe")
+		return nil
 	case <-s.ctx.Done():
 		return s.ctx.Err()
 	}
@@ -263,6 +276,7 @@ func (s *session) readControl(parents chan<- parentMsg) error {
 				return err
 			}
 			s.stripes.Store(int32(p.stripes))
+			s.feeding.owe(p.stripe, p.feeds)
 			select {
 			case parents <- p:
 			case <-s.ctx.Done():
@@ -303,6 +317,12 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	gen := 0
+	// named is the parent last named for each stripe, and failed whether
+	// its fetch ended in a complaint: the seed names the parent a node
+	// has again only to say how many children it feeds now, or, after a
+	// complaint, to have it tried again.
+	named := map[uint8]parentMsg{}
+	failed := map[uint8]bool{}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -311,6 +331,10 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			}
 			return
 		case p := <-parents:
+			if was, ok := named[p.stripe]; ok && was.id == p.id && was.addr == p.addr && !failed[p.stripe] {
+				continue
+			}
+			named[p.stripe], failed[p.stripe] = p, false
 			if s.opt.FaultAccuse && p.id != (NodeID{}) {
 				s.c.send(msgComplain, complainMsg{parent: p.id, kind: complainCorrupt, block: uint32(p.stripe), stripe: p.stripe, detail: "fault injection: a forged complaint"}.encode())
 				continue
@@ -350,6 +374,7 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			if o.err == nil || s.ctx.Err() != nil {
 				continue
 			}
+			failed[o.p.stripe] = true
 			var fe *fetchError
 			if !errors.As(o.err, &fe) {
 				s.fail(o.err)
@@ -585,7 +610,9 @@ func (s *session) applyWhenComplete() {
 	}
 	if err := s.c.send(msgResult, out.encode()); err != nil {
 		s.opt.Log.Warn("result not delivered", "err", err)
+		return
 	}
+	close(s.resulted)
 }
 
 // apply applies the complete package; checked says the file was read back

@@ -571,6 +571,56 @@ func TestDoneNodesAreLetGoBeforeTheLast(t *testing.T) {
 	}
 }
 
+// A node that applied the package leaves once each child it was given
+// holds all of its stripe, without waiting for the seed to let it go: the
+// seed lets a parent go only once its children applied the package too,
+// and here one child takes its time over that.
+func TestParentsLeaveOnceTheirChildrenHoldTheirStripes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, data := writePackage(t, 1<<20+7)
+	hold := make(chan struct{})
+	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
+		if i == 5 {
+			apply := o.Apply
+			o.Apply = func(ctx context.Context, p Package) error {
+				select { // a long install
+				case <-hold:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return apply(ctx, p)
+			}
+		}
+	})
+	reports := make(chan *Report, 1)
+	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes)) }()
+	for i, n := range nodes[:5] {
+		select {
+		case res := <-n.applied:
+			if res.Err != nil {
+				t.Fatalf("node %d: %v", i, res.Err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("node %d still in the session while node 5, holding the package, applies it", i)
+		}
+	}
+	close(hold)
+	if res := <-nodes[5].applied; res.Err != nil {
+		t.Fatalf("node 5: %v", res.Err)
+	}
+	rep := <-reports
+	for i, n := range nodes {
+		if rep.Nodes[i].Status != StatusOK || len(rep.Nodes[i].Parents) != 2 || rep.Nodes[i].Parents[1] == "" {
+			t.Errorf("node %d: %s %q, parents %q", i, rep.Nodes[i].Status, rep.Nodes[i].Error, rep.Nodes[i].Parents)
+		}
+		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
+			t.Errorf("node %d: bytes differ", i)
+		}
+	}
+}
+
 // A receiver that reads the package back as it arrives hands its apply a
 // file already checked whole against the manifest's sha256.
 func TestReadBackChecksTheWholeFile(t *testing.T) {

@@ -169,6 +169,12 @@ func (t *tree) node(id int) *tnode { return &t.nodes[id-1] }
 // parentOf is id's parent in stripe st: a node id, seedID or noParent.
 func (t *tree) parentOf(id, st int) int { return t.node(id).parent[st] }
 
+// feedsIn is how many children id feeds in stripe st.
+func (t *tree) feedsIn(id, st int) int { return len(t.node(id).children[st]) }
+
+// in reports whether id is in the trees (placed, or waiting for a place).
+func (t *tree) in(id int) bool { return t.node(id).in }
+
 // setHeld records how many bytes of the package id holds.
 func (t *tree) setHeld(id int, held int64) { t.node(id).held = min(max(held, 0), t.size) }
 

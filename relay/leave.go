@@ -1,0 +1,142 @@
+package relay
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// feeding is what a node owes its children, as far as it can tell. A node
+// that applied the package (or failed to, holding it all) and fed each
+// child the seed gave it all of that child's stripe has nothing left to
+// relay: it leaves the session then, without waiting for the seed to end
+// it, which takes the seed's round trip (and, on a slow seed link, the
+// queue of data ahead of the end frame). A feed that broke off (a child
+// that complained, moved or died) leaves it to the seed to end the
+// session: the seed may be probing this node on a child's word, and holds
+// it until it has judged.
+type feeding struct {
+	mu      sync.Mutex
+	owed    [maxStripes]int             // children the seed gave this node, by stripe; -1: not said (an earlier seed)
+	served  [maxStripes]map[NodeID]bool // children fed all of their stripe
+	open    int                         // children being fed now
+	broken  bool                        // a feed ended before its child held its stripe
+	changed chan struct{}               // a signal, not a queue: one pending wakes the waiter
+}
+
+func newFeeding() *feeding {
+	f := &feeding{changed: make(chan struct{}, 1)}
+	for st := range f.owed {
+		f.owed[st] = -1
+	}
+	return f
+}
+
+func (f *feeding) signal() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
+}
+
+// owe records how many children the seed says this node feeds in stripe
+// st (negative: it did not say).
+func (f *feeding) owe(st uint8, children int) {
+	if int(st) >= maxStripes {
+		return
+	}
+	f.mu.Lock()
+	f.owed[st] = children
+	f.mu.Unlock()
+	f.signal()
+}
+
+// begin counts a child being fed; end, which must follow, whether it was
+// fed all of stripe st.
+func (f *feeding) begin() {
+	f.mu.Lock()
+	f.open++
+	f.mu.Unlock()
+}
+
+func (f *feeding) end(st uint8, child NodeID, whole bool) {
+	f.mu.Lock()
+	f.open--
+	f.broken = f.broken || !whole
+	if whole && int(st) < maxStripes {
+		if f.served[st] == nil {
+			f.served[st] = map[NodeID]bool{}
+		}
+		f.served[st][child] = true
+	}
+	f.mu.Unlock()
+	f.signal()
+}
+
+// settled reports whether, in a session of stripes stripes, every child
+// the seed gave this node was fed its whole stripe, none is being fed,
+// and no feed broke off.
+func (f *feeding) settled(stripes int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if stripes < 1 || stripes > maxStripes || f.open > 0 || f.broken {
+		return false
+	}
+	for st := range stripes {
+		if f.owed[st] < 0 || len(f.served[st]) < f.owed[st] {
+			return false
+		}
+	}
+	return true
+}
+
+// leaveWhenSettled returns once this node has sent its result and owes its
+// children nothing, and the seed's end of the control connection has
+// acknowledged every byte sent on it (the result among them: closing with
+// a frame of the seed's unread would reset the connection and could lose
+// it). It never returns where the platform cannot show the
+// acknowledgement, nor before ctx ends if the seed never said what the
+// node feeds.
+func (s *session) leaveWhenSettled(ctx context.Context, resulted <-chan struct{}) bool {
+	select {
+	case <-resulted:
+	case <-ctx.Done():
+		return false
+	}
+	for !s.feeding.settled(int(s.stripes.Load())) {
+		select {
+		case <-s.feeding.changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	sock := newFlowSocket(s.c.conn.Conn)
+	if sock == nil {
+		return false
+	}
+	wait := time.NewTimer(s.cfg.DeadAfter)
+	defer wait.Stop()
+	tick := time.NewTicker(ackPoll)
+	defer tick.Stop()
+	for {
+		d, ok := sock.delivered()
+		if !ok {
+			return false
+		}
+		if !d.pending {
+			return true
+		}
+		select {
+		case <-tick.C:
+		case <-wait.C:
+			return false // the seed's end is not taking it: let the seed end the session
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// ackPoll is how often a node that would leave looks whether the seed has
+// acknowledged its result: the kernel gives no event for it, and on a LAN
+// it comes within a millisecond or two.
+const ackPoll = 2 * time.Millisecond

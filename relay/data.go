@@ -300,6 +300,11 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if err == nil {
+		// The parent may leave once its children say so (see feeding);
+		// a parent of an earlier build reads nothing more.
+		writeFrame(lc, msgHeld, nil)
+	}
 	return err
 }
 

@@ -44,7 +44,7 @@
 // of up to 2^27 blocks, 64 KiB for everything else. Then by role and
 // state: a child holds block and hashes frames to the session's block size
 // and chunk, a ping to nothing and a refusal to 4 KiB; a parent takes only
-// a want of exactly the session's length; the seed takes from a node only
+// a want of exactly the session's length, and then an empty held; the seed takes from a node only
 // progress, result, complain and ping frames of at most 16 KiB; a node
 // takes from its seed only parent, end, ping and report frames. A frame of a type
 // the reader does not expect is refused from its header, and payloads over
@@ -103,6 +103,7 @@
 //	16 proof     either                HMAC-SHA-256 (32 bytes), below
 //	17 report    seed → node           port u16, token (16): send progress by datagram to the seed's address
 //	                                   at port (below); port 0: over this connection from now on
+//	18 held      child → parent        (empty) the child holds its whole stripe, every block verified
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.
@@ -139,16 +140,18 @@
 // heartbeat, if longer; the first a period after its accept), complain when a parent fails it, and result once
 // it has applied the package (or failed to; a node stopped while it applies
 // sends none, so the seed finds it lost and may wait for it to rejoin).
-// A node need not wait for its end: once it sent its result, fed as many
-// children as its parent frames say their whole stripes, feeds no one,
-// had no feed break off (a child that complained may have the seed probe
-// it), and the seed acknowledged all it sent on the connection (Linux:
+// A node need not wait for its end: once it sent its result, has held
+// frames from as many children as its parent frames say it feeds, feeds
+// no one, had no feed end otherwise (a child that found a block corrupt
+// says nothing, and the seed may probe the parent on its word), and the
+// seed acknowledged all it sent on the connection (Linux:
 // TCP_INFO; elsewhere it waits), it closes the connection, and the seed,
 // seeing a node that applied close, takes it out of the session as it
 // would have with end; a child that still needed it complains, and moves. A
 // data connection runs hello, (with a fleet secret: welcome and proof from
 // the parent, proof from the child), want, then hashes, block and ping
-// frames until the child holds its stripe: before any block of a chunk the
+// frames until the child holds its stripe, and then held from the child (a
+// node of an earlier build sends none, and ignores it): before any block of a chunk the
 // child lacks, a parent sends the chunk's block hashes. A block whose hash
 // is that of as many zero bytes is never sent: the child marks it held when
 // the hashes come, and a chunk whose signed hash is that of empty blocks

@@ -38,6 +38,7 @@ const (
 	msgBlock    msgType = 15 // parent -> child: one block
 	msgProof    msgType = 16 // either way: "I hold the fleet secret"
 	msgReport   msgType = 17 // seed -> node: where to send progress datagrams
+	msgHeld     msgType = 18 // child -> parent: it holds its whole stripe, verified
 )
 
 func (t msgType) String() string {
@@ -46,7 +47,7 @@ func (t msgType) String() string {
 		msgRefuse: "refuse", msgParent: "parent", msgWant: "want", msgChunk: "chunk",
 		msgProgress: "progress", msgResult: "result", msgEnd: "end", msgPing: "ping",
 		msgComplain: "complain", msgHashes: "hashes", msgBlock: "block", msgProof: "proof",
-		msgReport: "report",
+		msgReport: "report", msgHeld: "held",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -7,9 +7,9 @@ import (
 )
 
 // feeding is what a node owes its children, as far as it can tell. A node
-// that applied the package (or failed to, holding it all) and fed each
-// child the seed gave it all of that child's stripe has nothing left to
-// relay: it leaves the session then, without waiting for the seed to end
+// that applied the package (or failed to, holding it all) and heard each
+// child the seed gave it say it holds its whole stripe (held) has nothing
+// left to relay: it leaves the session then, without waiting for the seed to end
 // it, which takes the seed's round trip (and, on a slow seed link, the
 // queue of data ahead of the end frame). A feed that broke off (a child
 // that complained, moved or died) leaves it to the seed to end the
@@ -18,9 +18,9 @@ import (
 type feeding struct {
 	mu      sync.Mutex
 	owed    [maxStripes]int             // children the seed gave this node, by stripe; -1: not said (an earlier seed)
-	served  [maxStripes]map[NodeID]bool // children fed all of their stripe
+	served  [maxStripes]map[NodeID]bool // children that said they hold their whole stripe
 	open    int                         // children being fed now
-	broken  bool                        // a feed ended before its child held its stripe
+	broken  bool                        // a feed ended without its child saying it holds its stripe
 	changed chan struct{}               // a signal, not a queue: one pending wakes the waiter
 }
 
@@ -51,8 +51,8 @@ func (f *feeding) owe(st uint8, children int) {
 	f.signal()
 }
 
-// begin counts a child being fed; end, which must follow, whether it was
-// fed all of stripe st.
+// begin counts a child being fed; end, which must follow, whether it said
+// it holds all of stripe st.
 func (f *feeding) begin() {
 	f.mu.Lock()
 	f.open++
@@ -74,8 +74,8 @@ func (f *feeding) end(st uint8, child NodeID, whole bool) {
 }
 
 // settled reports whether, in a session of stripes stripes, every child
-// the seed gave this node was fed its whole stripe, none is being fed,
-// and no feed broke off.
+// the seed gave this node said it holds its whole stripe, none is being
+// fed, and no feed ended otherwise.
 func (f *feeding) settled(stripes int) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

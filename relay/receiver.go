@@ -363,6 +363,11 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	defer stop()
 	s.feeding.begin()
 	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, child: h.id, corrupt: r.opt.CorruptChunk})
+	if err == nil {
+		// All sent is not all held: a child that found a block corrupt
+		// says nothing, and the seed may be about to probe this node.
+		_, err = c.expectSized(r.cfg.DeadAfter, msgHeld, 0)
+	}
 	s.feeding.end(w.stripe, h.id, err == nil)
 	r.opt.Log.Debug("fed child", "child", NodeID(h.id).Short(), "name", h.name, "bytes", sent, "err", err)
 }

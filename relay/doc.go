@@ -127,7 +127,9 @@
 // one stopped part-way leaves nothing applied or up to date.
 //
 // A control connection runs hello, welcome, (with a fleet secret: proof
-// each way), offer, then accept or refuse; after accept the seed sends
+// each way), offer, then accept or refuse (without a fleet secret the seed
+// sends the offer in one write with its hello, not waiting for the
+// welcome); after accept the seed sends
 // report (to a node whose accept says it takes one, in the same write as
 // its first parent frames), parent (again whenever it re-parents the
 // node, or whenever the count of children it feeds changes), ping (three

@@ -142,12 +142,14 @@
 // heartbeat, if longer; the first a period after its accept), complain when a parent fails it, and result once
 // it has applied the package (or failed to; a node stopped while it applies
 // sends none, so the seed finds it lost and may wait for it to rejoin).
-// A node need not wait for its end: once it sent its result, has held
-// frames from as many children as its parent frames say it feeds, feeds
-// no one, had no feed end otherwise (a child that found a block corrupt
-// says nothing, and the seed may probe the parent on its word), and the
-// seed acknowledged all it sent on the connection (Linux:
-// TCP_INFO; elsewhere it waits), it closes the connection, and the seed,
+// A node need not wait for its end: once it sent a result that says it
+// applied the package (one whose apply failed waits for its end), has
+// held frames from as many children as its parent frames say it feeds,
+// feeds no one, had no feed end otherwise (a child that found a block
+// corrupt says nothing, and the seed may probe the parent on its word),
+// and the seed acknowledged all it sent on the connection (Linux:
+// TCP_INFO; elsewhere it waits), it begins no feed (a child that comes
+// then is refused: no session), closes the connection, and the seed,
 // seeing a node that applied close, takes it out of the session as it
 // would have with end; a child that still needed it complains, and moves. A
 // data connection runs hello, (with a fleet secret: welcome and proof from
@@ -337,5 +339,8 @@
 // seed, a few children per tree and their reconnects), of which 64
 // unproven; more are closed unanswered. An offer over 1 MiB is read only
 // in one of two slots. A session takes at most Config.MaxNodes receivers.
-// Every handshake step has a deadline of Config.DeadAfter.
+// Every handshake step has a deadline of Config.DeadAfter, and the seed's
+// whole control handshake one of 3 × DeadAfter + 30 s and the offer's
+// bytes at 512 kbit/s, so a host that dribbles its answer a byte at a time
+// holds no session's end.
 package relay

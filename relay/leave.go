@@ -7,20 +7,22 @@ import (
 )
 
 // feeding is what a node owes its children, as far as it can tell. A node
-// that applied the package (or failed to, holding it all) and heard each
-// child the seed gave it say it holds its whole stripe (held) has nothing
-// left to relay: it leaves the session then, without waiting for the seed to end
-// it, which takes the seed's round trip (and, on a slow seed link, the
-// queue of data ahead of the end frame). A feed that broke off (a child
-// that complained, moved or died) leaves it to the seed to end the
+// that applied the package and heard each child the seed gave it say it
+// holds its whole stripe (held) has nothing left to relay: it leaves the
+// session then, without waiting for the seed to end it, which takes the
+// seed's round trip (and, on a slow seed link, the queue of data ahead of
+// the end frame). A feed that ended otherwise (a child that found a block
+// corrupt, complained, moved or died) leaves it to the seed to end the
 // session: the seed may be probing this node on a child's word, and holds
-// it until it has judged.
+// it until it has judged. One whose apply failed waits for the seed too:
+// gone, it would be idle, found again and offered the session again.
 type feeding struct {
 	mu      sync.Mutex
 	owed    [maxStripes]int             // children the seed gave this node, by stripe; -1: not said (an earlier seed)
 	served  [maxStripes]map[NodeID]bool // children that said they hold their whole stripe
 	open    int                         // children being fed now
 	broken  bool                        // a feed ended without its child saying it holds its stripe
+	left    bool                        // the node is leaving: it begins no feed
 	changed chan struct{}               // a signal, not a queue: one pending wakes the waiter
 }
 
@@ -51,12 +53,17 @@ func (f *feeding) owe(st uint8, children int) {
 	f.signal()
 }
 
-// begin counts a child being fed; end, which must follow, whether it said
-// it holds all of stripe st.
-func (f *feeding) begin() {
+// begin counts a child being fed, unless the node is leaving (false); end,
+// which must follow a true begin, whether the child said it holds all of
+// stripe st.
+func (f *feeding) begin() bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.left {
+		return false
+	}
 	f.open++
-	f.mu.Unlock()
+	return true
 }
 
 func (f *feeding) end(st uint8, child NodeID, whole bool) {
@@ -73,12 +80,25 @@ func (f *feeding) end(st uint8, child NodeID, whole bool) {
 	f.signal()
 }
 
+// leave reports whether the node is settled (see settled), and if so
+// begins no feed from then on.
+func (f *feeding) leave(stripes int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.left = f.settledLocked(stripes)
+	return f.left
+}
+
 // settled reports whether, in a session of stripes stripes, every child
 // the seed gave this node said it holds its whole stripe, none is being
 // fed, and no feed ended otherwise.
 func (f *feeding) settled(stripes int) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.settledLocked(stripes)
+}
+
+func (f *feeding) settledLocked(stripes int) bool {
 	if stripes < 1 || stripes > maxStripes || f.open > 0 || f.broken {
 		return false
 	}
@@ -90,8 +110,9 @@ func (f *feeding) settled(stripes int) bool {
 	return true
 }
 
-// leaveWhenSettled returns once this node has sent its result and owes its
-// children nothing, and the seed's end of the control connection has
+// leaveWhenSettled returns true once this node has sent a result that says
+// it applied the package, owes its children nothing, and the seed's end of
+// the control connection has
 // acknowledged every byte sent on it (the result among them: closing with
 // a frame of the seed's unread would reset the connection and could lose
 // it). It never returns where the platform cannot show the
@@ -103,17 +124,33 @@ func (s *session) leaveWhenSettled(ctx context.Context, resulted <-chan struct{}
 	case <-ctx.Done():
 		return false
 	}
-	for !s.feeding.settled(int(s.stripes.Load())) {
-		select {
-		case <-s.feeding.changed:
-		case <-ctx.Done():
-			return false
-		}
-	}
 	sock := newFlowSocket(s.c.conn.Conn)
 	if sock == nil {
 		return false
 	}
+	// A child may come while the node waits for the acknowledgement
+	// (one the seed moved here, the seed's probe): settled once more,
+	// and no feed begins after that.
+	for {
+		for !s.feeding.settled(int(s.stripes.Load())) {
+			select {
+			case <-s.feeding.changed:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if !s.acknowledged(ctx, sock) {
+			return false
+		}
+		if s.feeding.leave(int(s.stripes.Load())) {
+			return true
+		}
+	}
+}
+
+// acknowledged waits until the seed's end has acknowledged every byte
+// sent on the control connection; false if it takes none for DeadAfter.
+func (s *session) acknowledged(ctx context.Context, sock flowSocket) bool {
 	wait := time.NewTimer(s.cfg.DeadAfter)
 	defer wait.Stop()
 	tick := time.NewTicker(ackPoll)

@@ -1,6 +1,16 @@
 package relay
 
-import "testing"
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
 
 // A node leaves only when the seed said how many children it feeds in
 // every stripe, that many were each fed a whole stripe, and none is being
@@ -41,5 +51,163 @@ func TestFeedingSettled(t *testing.T) {
 		if got := f.settled(tt.stripes); got != tt.want {
 			t.Errorf("%s: settled %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// A node that owes no child anything waits for the seed to acknowledge
+// its result before it leaves. A child that comes meanwhile (one the seed
+// moved here, the seed's own probe of this relay) is fed, and the node
+// must not leave, cutting that feed off, once the acknowledgement comes.
+func TestNoLeaveWhileAChildThatCameDuringTheAckWaitIsFed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	node, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	seed, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	// The seed's end takes nothing for now (a lossy link, a busy seed):
+	// what the node sent waits unacknowledged.
+	go node.Write(make([]byte, 32<<20))
+	for sock := newFlowSocket(node); ; time.Sleep(time.Millisecond) {
+		if d, ok := sock.delivered(); !ok {
+			t.Skip("the platform shows no acknowledgements")
+		} else if d.pending {
+			break
+		}
+	}
+	cfg := testConfig()
+	s := &session{cfg: cfg, c: newCtrl(node, cfg.DeadAfter), feeding: newFeeding()}
+	s.stripes.Store(2)
+	s.feeding.owe(0, 0)
+	s.feeding.owe(1, 0)
+	resulted := make(chan struct{})
+	close(resulted)
+	left := make(chan bool, 1)
+	go func() { left <- s.leaveWhenSettled(ctx, resulted) }()
+	time.Sleep(100 * time.Millisecond) // it is waiting for the acknowledgement now
+	select {
+	case <-left:
+		t.Fatal("left before the seed acknowledged what the node sent")
+	default:
+	}
+	if !s.feeding.begin() { // a child it is given comes, and is fed
+		t.Fatal("a child refused while the node had not left")
+	}
+	go io.Copy(io.Discard, seed) // the seed's end takes it all
+	select {
+	case <-left:
+		t.Fatal("left the session while feeding a child")
+	case <-time.After(500 * time.Millisecond):
+	}
+	s.feeding.end(0, NodeID{7}, true)
+	select {
+	case ok := <-left:
+		if !ok {
+			t.Error("did not leave once the child was fed")
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("did not leave once the child was fed")
+	}
+}
+
+// A receiver run as an agent (`treecast serve`: Next again and again) whose
+// apply fails reports so, and is done with the session: the seed's watch
+// for late receivers, which finds it idle again once it left, must not
+// offer it the same session again, to run its failing apply over and over
+// while the rest of the fleet finishes.
+func TestFailedApplyIsNotOfferedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	path, _ := writePackage(t, 256<<10)
+	var applies atomic.Int32
+	var busy [3]atomic.Bool
+	hold := make(chan struct{})
+	nodes := startNodes(t, ctx, cfg, 3, func(i int, o *ReceiverOptions, _ *context.Context) {
+		o.Busy = func(b bool) { busy[i].Store(b) }
+		switch i {
+		case 0: // its install fails, every time
+			o.Apply = func(context.Context, Package) error {
+				applies.Add(1)
+				return errors.New("install script exited 1")
+			}
+		case 2: // a long install keeps the session open meanwhile
+			apply := o.Apply
+			o.Apply = func(ctx context.Context, p Package) error {
+				select {
+				case <-hold:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return apply(ctx, p)
+			}
+		}
+	})
+	// Node 0 as an agent: once a session ends, it waits for the next.
+	go func() {
+		<-nodes[0].applied
+		for ctx.Err() == nil {
+			nodes[0].r.Next(ctx)
+		}
+	}()
+	peers := peersOf(nodes)
+	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	late := make(chan Peer)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() { // as watchPeers: every receiver found, each round (8 a second here)
+		for wctx.Err() == nil {
+			for i, p := range peers {
+				p.Busy = busy[i].Load()
+				select {
+				case late <- p:
+				case <-wctx.Done():
+					return
+				}
+			}
+			time.Sleep(125 * time.Millisecond)
+		}
+	}()
+	reports := make(chan *Report, 1)
+	go func() {
+		rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers, Late: late})
+		if err != nil {
+			rep = nil
+		}
+		reports <- rep
+	}()
+	// Node 0 failed, node 2 installing: give the watch two seconds.
+	for applies.Load() == 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	close(hold)
+	var rep *Report
+	select {
+	case rep = <-reports:
+	case <-time.After(10 * time.Second):
+		t.Error("the session did not end 10 s after the last install")
+	}
+	stopWatch()
+	if n := applies.Load(); n != 1 {
+		t.Errorf("node 0's failing install ran %d times in one session", n)
+	}
+	if rep != nil && rep.Nodes[0].Status != StatusFailed {
+		t.Errorf("node 0: %s %q", rep.Nodes[0].Status, rep.Nodes[0].Error)
 	}
 }

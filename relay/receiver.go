@@ -361,7 +361,10 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)
 	defer stop()
-	s.feeding.begin()
+	if !s.feeding.begin() {
+		c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "no session here"}.encode())
+		return
+	}
 	sent, err := feed(s.ctx, c.conn.Conn, s.spool, s.pace, s.m, w, r.cfg, feedOptions{keys: s.keys, cap: r.cap, up: s.up, child: h.id, corrupt: r.opt.CorruptChunk})
 	if err == nil {
 		// All sent is not all held: a child that found a block corrupt

@@ -399,13 +399,21 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 	}
 	stopFeeding()
 	s.readers.Wait()
+	// A connect that ended as the session did may have been handed on
+	// (connectAll's forwarder, join) and never taken: its receiver would
+	// wait on a silent seed for its timeout.
+	for len(s.events) > 0 {
+		if ev := <-s.events; ev.dial != nil {
+			ev.dial.c.conn.Close()
+		}
+	}
 	return s.report(), err
 }
 
 // connectAll opens a control connection to every peer and makes the
 // offer; peers that cannot be reached or refuse are failed with the reason.
-// It returns once every handshake is over, or once none has ended for
-// startQuiet after one did: a peer still at it then (a host that takes the
+// It returns once every handshake is over, or once no peer has accepted
+// for startQuiet after one did: a peer still at it then (a host that takes the
 // connection and says nothing, a receiver sizing a large spool) joins the
 // running session when its handshake ends, as a late receiver does, and
 // holds no other back.
@@ -438,7 +446,9 @@ wait:
 		case ev := <-dials:
 			s.pending--
 			s.admit(ctx, ev.n, ev.dial, ev.err)
-			quiet.Reset(startQuiet)
+			if ev.err == nil {
+				quiet.Reset(startQuiet) // one more to plan: a failure is not
+			}
 		case <-quiet.C:
 			s.opt.Log.Info("receivers still answering join the running session when they do", "receivers", s.pending)
 			break wait
@@ -487,6 +497,9 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	c := newCtrl(conn, s.cfg.DeadAfter)
+	// Every byte renews a step's deadline: the whole handshake has one
+	// too, so a host that dribbles its answer holds no session's end.
+	c.conn.until = time.Now().Add(handshakeLimit(s.cfg, len(s.offer)))
 	fail := func(err error) (*dialed, error) {
 		conn.Close()
 		return nil, err
@@ -533,9 +546,17 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	if err != nil {
 		return fail(err)
 	}
+	c.conn.until = time.Time{}
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
 	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams, offered: offered}, nil
+}
+
+// handshakeLimit bounds a whole control handshake: its three waits
+// (welcome, proof, accept, the last 30 s longer for a large spool) and
+// the offer's bytes at offerRate.
+func handshakeLimit(cfg Config, offer int) time.Duration {
+	return 3*cfg.DeadAfter + 30*time.Second + time.Duration(offer)*time.Second/offerRate
 }
 
 // busyReason is what a receiver in another session says, and the seed reports.

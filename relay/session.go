@@ -612,7 +612,9 @@ func (s *session) applyWhenComplete() {
 		s.opt.Log.Warn("result not delivered", "err", err)
 		return
 	}
-	close(s.resulted)
+	if out.ok {
+		close(s.resulted)
+	}
 }
 
 // apply applies the complete package; checked says the file was read back

@@ -48,71 +48,57 @@ func TestCorruptRelayOfTheLastChunksIsReported(t *testing.T) {
 // the seed's own frames, go as they come.
 func slowToSeed(t *testing.T, ctx context.Context, to netip.AddrPort, delay time.Duration) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		u, err := net.Dial("tcp", to.String())
+		if err != nil {
+			return
+		}
+		defer u.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+		defer stop()
+		hello := make([]byte, headerLen+1)
+		if _, err := io.ReadFull(c, hello); err != nil {
+			return
+		}
+		if _, err := u.Write(hello); err != nil {
+			return
+		}
+		go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+		if hello[headerLen] != roleControl {
+			io.Copy(c, u)
+			return
+		}
+		// Frame by frame: its welcome and accept as they come, the rest late.
+		type late struct {
+			b  []byte
+			at time.Time
+		}
+		line := make(chan late, 1024)
+		go func() {
+			defer close(line)
+			for k := 0; ; k++ {
+				h := make([]byte, headerLen)
+				if _, err := io.ReadFull(u, h); err != nil {
+					return
+				}
+				b := make([]byte, headerLen+int(binary.BigEndian.Uint32(h[6:])))
+				copy(b, h)
+				if _, err := io.ReadFull(u, b[headerLen:]); err != nil {
+					return
+				}
+				at := time.Now()
+				if k >= 2 {
+					at = at.Add(delay)
+				}
+				line <- late{b, at}
+			}
+		}()
+		for f := range line {
+			time.Sleep(time.Until(f.at))
+			if _, err := c.Write(f.b); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", to.String())
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
-				defer stop()
-				hello := make([]byte, headerLen+1)
-				if _, err := io.ReadFull(c, hello); err != nil {
-					return
-				}
-				if _, err := u.Write(hello); err != nil {
-					return
-				}
-				go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-				if hello[headerLen] != roleControl {
-					io.Copy(c, u)
-					return
-				}
-				// Frame by frame: its welcome and accept as they come, the rest late.
-				type late struct {
-					b  []byte
-					at time.Time
-				}
-				line := make(chan late, 1024)
-				go func() {
-					defer close(line)
-					for k := 0; ; k++ {
-						h := make([]byte, headerLen)
-						if _, err := io.ReadFull(u, h); err != nil {
-							return
-						}
-						b := make([]byte, headerLen+int(binary.BigEndian.Uint32(h[6:])))
-						copy(b, h)
-						if _, err := io.ReadFull(u, b[headerLen:]); err != nil {
-							return
-						}
-						at := time.Now()
-						if k >= 2 {
-							at = at.Add(delay)
-						}
-						line <- late{b, at}
-					}
-				}()
-				for f := range line {
-					time.Sleep(time.Until(f.at))
-					if _, err := c.Write(f.b); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	})
 }

@@ -255,37 +255,23 @@ func TestSilentReceiverHoldsNoOneBack(t *testing.T) {
 // closed: until then the connection is taken, and nothing is said on it.
 func heldBack(t *testing.T, ctx context.Context, to netip.AddrPort, open <-chan struct{}) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				select {
-				case <-open:
-				case <-ctx.Done():
-					return
-				}
-				u, err := net.Dial("tcp", to.String())
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
-				defer stop()
-				go func() { io.Copy(u, c); u.Close() }()
-				io.Copy(c, u)
-			}()
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		select {
+		case <-open:
+		case <-ctx.Done():
+			return
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+		u, err := net.Dial("tcp", to.String())
+		if err != nil {
+			return
+		}
+		defer u.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+		defer stop()
+		go func() { io.Copy(u, c); u.Close() }()
+		io.Copy(c, u)
+	})
 }
 
 // A relay that dies mid-transfer costs its children a reconnect: they
@@ -358,15 +344,31 @@ func throttle(t *testing.T, ctx context.Context, to netip.AddrPort) netip.AddrPo
 	})
 }
 
-// proxy forwards a TCP port to to, calling each, if set, with every buffer
-// it has just passed from src to dst.
-func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, src net.Conn, b []byte)) netip.AddrPort {
+// serveLoopback listens on a loopback port for the test's life and serves
+// each connection in a goroutine of its own.
+func serveLoopback(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// proxy forwards a TCP port to to, calling each, if set, with every buffer
+// it has just passed from src to dst.
+func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, src net.Conn, b []byte)) netip.AddrPort {
+	t.Helper()
 	pipe := func(dst, src net.Conn) {
 		defer dst.Close()
 		buf := make([]byte, 32<<10)
@@ -385,27 +387,18 @@ func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, 
 			}
 		}
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", to.String())
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
-				defer stop()
-				go pipe(u, c)
-				pipe(c, u)
-			}()
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		u, err := net.Dial("tcp", to.String())
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+		defer u.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+		defer stop()
+		go pipe(u, c)
+		pipe(c, u)
+	})
 }
 
 // A seed whose file changes after it was hashed ends the session with
@@ -514,67 +507,12 @@ func TestSeedRestartResumes(t *testing.T) {
 	}
 }
 
-// A node whose children all applied the package is let go at once: while
-// one machine's install is still running, others' sessions are over (a
-// join exits), and the report still gives every node its parents.
-func TestDoneNodesAreLetGoBeforeTheLast(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := testConfig()
-	path, data := writePackage(t, 1<<20+7)
-	hold := make(chan struct{})
-	nodes := startNodes(t, ctx, cfg, 6, func(i int, o *ReceiverOptions, _ *context.Context) {
-		if i == 0 {
-			apply := o.Apply
-			o.Apply = func(ctx context.Context, p Package) error {
-				select { // a long install
-				case <-hold:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				return apply(ctx, p)
-			}
-		}
-	})
-	over := make(chan Result, len(nodes))
-	for _, n := range nodes[1:] {
-		go func() { over <- <-n.applied }()
-	}
-	reports := make(chan *Report, 1)
-	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes)) }()
-	// Node 0 has two parents at most: the other three are let go.
-	for range 3 {
-		select {
-		case res := <-over:
-			if res.Err != nil {
-				t.Fatalf("a node let go early: %v", res.Err)
-			}
-		case <-ctx.Done():
-			t.Fatal("no node was let go while node 0 was still applying")
-		}
-	}
-	close(hold)
-	rep := <-reports
-	for range 2 {
-		<-over
-	}
-	if res := <-nodes[0].applied; res.Err != nil {
-		t.Fatalf("node 0: %v", res.Err)
-	}
-	for i, n := range nodes {
-		if rep.Nodes[i].Status != StatusOK || len(rep.Nodes[i].Parents) != 2 || rep.Nodes[i].Parents[1] == "" {
-			t.Errorf("node %d: %s %q, parents %q", i, rep.Nodes[i].Status, rep.Nodes[i].Error, rep.Nodes[i].Parents)
-		}
-		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
-			t.Errorf("node %d: bytes differ", i)
-		}
-	}
-}
-
 // A node that applied the package leaves once each child it was given
 // holds all of its stripe, without waiting for the seed to let it go: the
 // seed lets a parent go only once its children applied the package too,
-// and here one child takes its time over that.
+// and here one child takes its time over that. While that machine's
+// install still runs, every other session is over (a join exits), and the
+// report still gives every node its parents.
 func TestParentsLeaveOnceTheirChildrenHoldTheirStripes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -40,41 +40,27 @@ func TestDribblingHandshakeHoldsNoSessionsEnd(t *testing.T) {
 // 4 KiB, a byte every gap.
 func dribbler(t *testing.T, ctx context.Context, gap time.Duration) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		if _, err := c.Read(make([]byte, 4096)); err != nil {
+			return
+		}
+		if _, err := c.Write(appendHeader(nil, msgWelcome, 4096)); err != nil {
+			return
+		}
+		for range 4096 {
+			select {
+			case <-time.After(gap):
+			case <-ctx.Done():
 				return
 			}
-			go func() {
-				defer c.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close() })
-				defer stop()
-				if _, err := c.Read(make([]byte, 4096)); err != nil {
-					return
-				}
-				if _, err := c.Write(appendHeader(nil, msgWelcome, 4096)); err != nil {
-					return
-				}
-				for range 4096 {
-					select {
-					case <-time.After(gap):
-					case <-ctx.Done():
-						return
-					}
-					if _, err := c.Write([]byte{0}); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write([]byte{0}); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	})
 }
 
 // A handshake that fails adds no one to the plan, so it gives the plan no
@@ -114,26 +100,13 @@ func TestFailingHandshakesDoNotPutOffThePlan(t *testing.T) {
 // hangUpAfter listens, welcomes each seed and closes its connection after d.
 func hangUpAfter(t *testing.T, d time.Duration) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			time.AfterFunc(d, func() { c.Close() })
-			go func() { // welcomes the seed, takes its offer, says nothing more
-				if _, err := c.Read(make([]byte, 4096)); err != nil {
-					return
-				}
-				writeFrame(c, msgWelcome, welcomeMsg{id: NodeID{0xfa}, name: "fake"}.encode())
-				io.Copy(io.Discard, c)
-			}()
+	return serveLoopback(t, func(c net.Conn) {
+		time.AfterFunc(d, func() { c.Close() })
+		// It welcomes the seed, takes its offer, says nothing more.
+		if _, err := c.Read(make([]byte, 4096)); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+		writeFrame(c, msgWelcome, welcomeMsg{id: NodeID{0xfa}, name: "fake"}.encode())
+		io.Copy(io.Discard, c)
+	})
 }

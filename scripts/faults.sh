@@ -166,6 +166,21 @@ wait_receivers() {
 
 node_field() { jq -r --arg n "h$3" ".nodes[] | select(.name == \$n) | .$2" "$OUT/$1/report.json"; }
 
+# victim_failed RUN: stops the victim, waits for every receiver, and checks
+# that the seed exited 1, the healthy nodes' copies and the victim's report
+# as failed; prints the makespan.
+victim_failed() {
+	local run=$1 st err
+	kill -TERM "${RPID[$VICTIM]}" 2>/dev/null || true
+	wait_receivers
+	seed_exit "$run" 1 "seed exit 1 (a node failed)"
+	verify "$run" "$VICTIM"
+	st=$(node_field "$run" status "$VICTIM")
+	err=$(node_field "$run" error "$VICTIM")
+	[[ $st == failed && -n $err ]] && pass "$run: h$VICTIM reported failed: $err" || fail "$run: h$VICTIM reported '$st' '$err'"
+	report_makespan "$run"
+}
+
 # --- baseline ---------------------------------------------------------------
 mkdir -p "$OUT/base"
 run_plain base
@@ -194,14 +209,7 @@ for fault in $ONLY; do
 		stop) kill -CONT "${RPID[$VICTIM]}" ;;
 		linkdown) ip -n "$(lab_ns "$VICTIM")" link set eth0 up ;;
 		esac
-		kill -TERM "${RPID[$VICTIM]}" 2>/dev/null || true
-		wait_receivers
-		seed_exit "$run" 1 "seed exit 1 (a node failed)"
-		verify "$run" "$VICTIM"
-		st=$(node_field "$run" status "$VICTIM")
-		err=$(node_field "$run" error "$VICTIM")
-		[[ $st == failed && -n $err ]] && pass "$run: h$VICTIM reported failed: $err" || fail "$run: h$VICTIM reported '$st' '$err'"
-		report_makespan "$run"
+		victim_failed "$run"
 		;;
 	slow)
 		tc -n "$(lab_ns "$VICTIM")" qdisc change dev eth0 root tbf rate 10mbit burst 16k latency 20ms
@@ -240,15 +248,8 @@ for fault in $ONLY; do
 		ip netns exec "$ns" nft add rule inet mute in 'tcp flags & (syn | ack) == syn drop'
 		run_plain "$run"
 		wait_seed
-		kill -TERM "${RPID[$VICTIM]}" 2>/dev/null || true
-		wait_receivers
 		ip netns exec "$ns" nft delete table inet mute
-		seed_exit "$run" 1 "seed exit 1 (a node failed)"
-		verify "$run" "$VICTIM"
-		st=$(node_field "$run" status "$VICTIM")
-		err=$(node_field "$run" error "$VICTIM")
-		[[ $st == failed && -n $err ]] && pass "$run: h$VICTIM reported failed: $err" || fail "$run: h$VICTIM reported '$st' '$err'"
-		report_makespan "$run"
+		victim_failed "$run"
 		;;
 	seed)
 		run_plain "$run"

@@ -678,9 +678,9 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 // of the session or done with it, or one left waiting for a parent, is
 // told nothing. Each says how many children the node feeds in its tree,
 // and a node still in the session whose children changed, moved or not,
-// is told its parent again with the new count: a node leaves once it fed
-// each child it was given its whole stripe (see feeding). Repairs are
-// logged, the first plan is not.
+// is told its parent again with the new count: a node leaves once each
+// child it was given says it holds its whole stripe (see feeding).
+// Repairs are logged, the first plan is not.
 func (s *seedRun) tell(moves []move, repair bool) {
 	// A node's parents go in one write: a packet for all its trees.
 	var told []*node
@@ -999,9 +999,9 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 	}
 	if ev.err != nil {
 		if n.state == stateOK {
-			// Done, and every child it was given fed: it left (see
-			// feeding). A child that still needed it complains, and
-			// moves then.
+			// Applied, and every child it was given holds its stripe:
+			// it left (see feeding). A child that still needed it
+			// complains, and moves then.
 			n.c.close()
 			s.retire(n)
 			return

@@ -245,7 +245,7 @@ func (s *session) run() error {
 	case err := <-ended:
 		return err
 	case <-left:
-		s.opt.Log.Debug("left the session: applied, and every child fed its whole stripe")
+		s.opt.Log.Debug("left the session: applied, and every child holds its whole stripe")
 		return nil
 	case <-s.ctx.Done():
 		return s.ctx.Err()

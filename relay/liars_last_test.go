@@ -50,12 +50,10 @@ func slowToSeed(t *testing.T, ctx context.Context, to netip.AddrPort, delay time
 	t.Helper()
 	return serveLoopback(t, func(c net.Conn) {
 		defer c.Close()
-		u, err := net.Dial("tcp", to.String())
-		if err != nil {
+		u, stop, ok := dialFor(ctx, c, to)
+		if !ok {
 			return
 		}
-		defer u.Close()
-		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
 		defer stop()
 		hello := make([]byte, headerLen+1)
 		if _, err := io.ReadFull(c, hello); err != nil {

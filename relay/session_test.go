@@ -226,16 +226,7 @@ func TestSilentReceiverHoldsNoOneBack(t *testing.T) {
 	peers[1].Addr = heldBack(t, ctx, peers[1].Addr, answer)
 	reports := make(chan *Report, 1)
 	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peers) }()
-	for _, i := range []int{0, 2, 3} {
-		select {
-		case res := <-nodes[i].applied:
-			if res.Err != nil {
-				t.Fatalf("node %d: %v", i, res.Err)
-			}
-		case <-ctx.Done():
-			t.Fatalf("node %d has not applied the package while node 1 says nothing", i)
-		}
-	}
+	appliedAll(t, ctx, nodes, []int{0, 2, 3}, "has not applied the package while node 1 says nothing")
 	close(answer)
 	if res := <-nodes[1].applied; res.Err != nil {
 		t.Fatalf("node 1, answering late: %v", res.Err)
@@ -251,6 +242,22 @@ func TestSilentReceiverHoldsNoOneBack(t *testing.T) {
 	}
 }
 
+// appliedAll waits for each of nodes[which] to end its session applied;
+// one that has not by the time ctx ends fails the test with why.
+func appliedAll(t *testing.T, ctx context.Context, nodes []*testNode, which []int, why string) {
+	t.Helper()
+	for _, i := range which {
+		select {
+		case res := <-nodes[i].applied:
+			if res.Err != nil {
+				t.Fatalf("node %d: %v", i, res.Err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("node %d %s", i, why)
+		}
+	}
+}
+
 // heldBack forwards a TCP port to to, each connection only once open is
 // closed: until then the connection is taken, and nothing is said on it.
 func heldBack(t *testing.T, ctx context.Context, to netip.AddrPort, open <-chan struct{}) netip.AddrPort {
@@ -262,12 +269,10 @@ func heldBack(t *testing.T, ctx context.Context, to netip.AddrPort, open <-chan 
 		case <-ctx.Done():
 			return
 		}
-		u, err := net.Dial("tcp", to.String())
-		if err != nil {
+		u, stop, ok := dialFor(ctx, c, to)
+		if !ok {
 			return
 		}
-		defer u.Close()
-		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
 		defer stop()
 		go func() { io.Copy(u, c); u.Close() }()
 		io.Copy(c, u)
@@ -365,6 +370,17 @@ func serveLoopback(t *testing.T, serve func(c net.Conn)) netip.AddrPort {
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
+// dialFor dials to for c, a connection a test server took; both close
+// when ctx ends or stop is called.
+func dialFor(ctx context.Context, c net.Conn, to netip.AddrPort) (u net.Conn, stop func(), ok bool) {
+	u, err := net.Dial("tcp", to.String())
+	if err != nil {
+		return nil, nil, false
+	}
+	unhook := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
+	return u, func() { unhook(); u.Close() }, true
+}
+
 // proxy forwards a TCP port to to, calling each, if set, with every buffer
 // it has just passed from src to dst.
 func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, src net.Conn, b []byte)) netip.AddrPort {
@@ -389,12 +405,10 @@ func proxy(t *testing.T, ctx context.Context, to netip.AddrPort, each func(dst, 
 	}
 	return serveLoopback(t, func(c net.Conn) {
 		defer c.Close()
-		u, err := net.Dial("tcp", to.String())
-		if err != nil {
+		u, stop, ok := dialFor(ctx, c, to)
+		if !ok {
 			return
 		}
-		defer u.Close()
-		stop := context.AfterFunc(ctx, func() { c.Close(); u.Close() })
 		defer stop()
 		go pipe(u, c)
 		pipe(c, u)
@@ -534,16 +548,7 @@ func TestParentsLeaveOnceTheirChildrenHoldTheirStripes(t *testing.T) {
 	})
 	reports := make(chan *Report, 1)
 	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peersOf(nodes)) }()
-	for i, n := range nodes[:5] {
-		select {
-		case res := <-n.applied:
-			if res.Err != nil {
-				t.Fatalf("node %d: %v", i, res.Err)
-			}
-		case <-ctx.Done():
-			t.Fatalf("node %d still in the session while node 5, holding the package, applies it", i)
-		}
-	}
+	appliedAll(t, ctx, nodes, []int{0, 1, 2, 3, 4}, "still in the session while node 5, holding the package, applies it")
 	close(hold)
 	if res := <-nodes[5].applied; res.Err != nil {
 		t.Fatalf("node 5: %v", res.Err)

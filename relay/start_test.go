@@ -81,16 +81,7 @@ func TestFailingHandshakesDoNotPutOffThePlan(t *testing.T) {
 	start := time.Now()
 	reports := make(chan *Report, 1)
 	go func() { reports <- seedSession(t, ctx, cfg, path, 64<<10, peers) }()
-	for i, n := range nodes {
-		select {
-		case res := <-n.applied:
-			if res.Err != nil {
-				t.Fatalf("node %d: %v", i, res.Err)
-			}
-		case <-ctx.Done():
-			t.Fatal("the session did not end")
-		}
-	}
+	appliedAll(t, ctx, nodes, []int{0, 1}, "has not applied the package")
 	if took := time.Since(start); took > 3*startQuiet {
 		t.Errorf("the honest receivers had the package after %s: %d hosts that hang up put the plan off", took.Round(10*time.Millisecond), fakes)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,10 +124,21 @@ func TestNoLeaveWhileAChildThatCameDuringTheAckWaitIsFed(t *testing.T) {
 
 // A receiver run as an agent (`treecast serve`: Next again and again) whose
 // apply fails reports so, and is done with the session: the seed's watch
-// for late receivers, which finds it idle again once it left, must not
-// offer it the same session again, to run its failing apply over and over
-// while the rest of the fleet finishes.
+// for late receivers, which finds it idle again once its session ended
+// (the seed ended it, or its connection was lost after the failure), must
+// not offer it the same session again, to run its failing apply over and
+// over while the rest of the fleet finishes.
 func TestFailedApplyIsNotOfferedAgain(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		name := "session kept"
+		if lost {
+			name = "connection lost after the failure"
+		}
+		t.Run(name, func(t *testing.T) { failedApplyOfferedOnce(t, lost) })
+	}
+}
+
+func failedApplyOfferedOnce(t *testing.T, lost bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := testConfig()
@@ -162,6 +174,14 @@ func TestFailedApplyIsNotOfferedAgain(t *testing.T) {
 		}
 	}()
 	peers := peersOf(nodes)
+	// Node 0 is reached through a proxy that can cut what it carries.
+	var mu sync.Mutex
+	var carried []net.Conn
+	peers[0].Addr = proxy(t, ctx, peers[0].Addr, func(dst, src net.Conn, _ []byte) {
+		mu.Lock()
+		carried = append(carried, dst, src)
+		mu.Unlock()
+	})
 	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +214,13 @@ func TestFailedApplyIsNotOfferedAgain(t *testing.T) {
 	// Node 0 failed, node 2 installing: give the watch two seconds.
 	for applies.Load() == 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
+	}
+	if lost {
+		mu.Lock()
+		for _, c := range carried {
+			c.Close()
+		}
+		mu.Unlock()
 	}
 	time.Sleep(2 * time.Second)
 	close(hold)

@@ -160,6 +160,7 @@ type node struct {
 	output     string
 	upToDate   bool      // had the package applied already: nothing sent, nothing run
 	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
+	failed     bool      // said its apply failed: not offered the session again
 	lostAt     time.Time // when its control connection last failed mid-session
 
 	reported       time.Time     // when its last progress came
@@ -653,8 +654,8 @@ func (s *seedRun) join(ctx context.Context, p Peer) {
 		s.opt.Log.Info("late receiver", "node", n.label(), "addr", p.Addr)
 	case n.state == stateBusy && !n.connecting && !p.Busy && s.waitingBusy(time.Now()):
 		n.peer.Addr = p.Addr // busy before, idle now: offered the session again
-	case !n.joined || n.liar || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
-		return // refused or unreachable at the start, busy, a liar, in the session, or done
+	case !n.joined || n.liar || n.failed || n.c != nil || n.connecting || n.state == stateOK || p.Busy:
+		return // refused or unreachable at the start, busy, a liar, its apply failed, in the session, or done
 	default:
 		n.peer.Addr = p.Addr
 	}
@@ -1047,7 +1048,7 @@ func (s *seedRun) handle(ctx context.Context, ev event) {
 			s.opt.Log.Info("node applied the package", "node", n.label(), "seconds", n.seconds)
 			s.releaseDone(n)
 		} else {
-			n.state, n.err = stateFailed, r.err
+			n.state, n.err, n.failed = stateFailed, r.err, true
 			s.opt.Log.Warn("node failed", "node", n.label(), "err", r.err)
 			// If incomplete, it will never hold what its children wait for.
 			s.tell(s.t.fail(n.id, time.Now()), true)

@@ -145,8 +145,12 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	}
 	rate, _ := ParseRate(cfg.MaxRate) // Validate checked it
 	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), cap: newRateCap(rate), done: make(chan struct{})}
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.accept()
+	go func() {
+		defer r.wg.Done()
+		warmVerify()
+	}()
 	return r, nil
 }
 

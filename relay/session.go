@@ -135,7 +135,6 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	cancel()
 	stopClose()
 	s.wg.Wait()
-	syncErr := sp.sync()
 
 	res := Result{
 		Package:  Package{Path: sp.path, Name: m.Name, Size: m.Size, SHA256: m.SumHex()},
@@ -152,18 +151,23 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 	}
 	switch {
 	case out.ok:
+		// Applied: the spool goes (written in place, the apply flushed
+		// it), so it is not flushed first: on a disk that would write out
+		// what is about to be deleted.
 		if endErr != nil {
 			r.opt.Log.Warn("applied, but the seed may not know", "package", m.Name, "err", endErr)
 		}
 		sp.remove()
 		removeStaleSpools(r.opt.Dir, r.opt.Log)
 	case endErr != nil:
+		syncErr := sp.sync()
 		sp.close()
 		res.Err = endErr
 		if syncErr == nil {
 			r.opt.Log.Info("spool kept for resume", "path", sp.path)
 		}
 	default:
+		sp.sync()
 		sp.close()
 		res.Err = errors.New(out.err)
 	}

@@ -9,3 +9,5 @@ import "net"
 func cork(net.Conn) bool { return false }
 
 func quickAck(net.Conn) {}
+
+func delayAcks(net.Conn) {}

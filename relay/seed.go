@@ -497,6 +497,9 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	// A session that ends, or is stopped, waits for no handshake.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	// The node's welcome and accept are acknowledged by the frames that
+	// tell it its parents, where those follow within the delay.
+	delayAcks(conn)
 	c := newCtrl(conn, s.cfg.DeadAfter)
 	// Every byte renews a step's deadline: the whole handshake has one
 	// too, so a host that dribbles its answer holds no session's end.
@@ -741,8 +744,13 @@ const nodeFrameLimit = 16 << 10
 // datagram may say nothing here all session: the loop judges it by what
 // it hears of it either way (see tick), and closes the connection.
 func (s *seedRun) readNode(ctx context.Context, n *node, c *ctrl) {
-	for {
-		quickAck(c.conn.Conn)
+	for first := true; ; first = false {
+		if !first {
+			// The first wait leaves the handshake's acknowledgements
+			// delayed (see connect); the frames that tell the node its
+			// parents carry them, and set this afterwards.
+			quickAck(c.conn.Conn)
+		}
 		f, err := c.recvOnly(noIdleLimit, nodeFrameLimit, msgProgress, msgResult, msgComplain, msgPing)
 		select {
 		case s.events <- event{n: n, f: f, err: err}:

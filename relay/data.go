@@ -271,6 +271,9 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 		}
 	}
 	if sp.stripeMissing(int(p.stripes), int(p.stripe)) == 0 && len(need) == 0 {
+		if p.id != (NodeID{}) {
+			sayHeld(ctx, p, self, sp, cfg, k)
+		}
 		return nil
 	}
 	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
@@ -306,6 +309,36 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 		writeFrame(lc, msgHeld, nil)
 	}
 	return err
+}
+
+// sayHeld tells a parent that this node holds its whole stripe already
+// (a child moved there after it had it, a node resumed with it): the
+// parent counts its children's word before it leaves the session (see
+// feeding), and would wait for the seed's end without it. A parent that
+// cannot be reached or refuses costs nothing: the stripe is whole.
+func sayHeld(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+2*cfg.DeadAfter)
+	defer cancel()
+	d := net.Dialer{Timeout: cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", p.addr.String())
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	c := newCtrl(conn, cfg.DeadAfter)
+	if k.dataHello(c, cfg.DeadAfter, self.id, self.name) != nil {
+		return
+	}
+	w := wantMsg{session: sp.m.Session, stripes: p.stripes, stripe: p.stripe, have: sp.bitmapCopy()}
+	if writeFrame(c.conn, msgWant, w.encode()) != nil || writeFrame(c.conn, msgHeld, nil) != nil {
+		return
+	}
+	// What the parent sends (the block hashes of chunks this node lacks in
+	// the other stripe) is read to its close: leaving it unread would
+	// reset the connection, and could take the held frame with it.
+	io.Copy(io.Discard, c.conn)
 }
 
 // remoteIP is the address conn comes from (IPv4 unmapped), or the zero

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 )
 
 // A child moved to a new parent may hold its whole stripe of many chunks
@@ -55,5 +56,67 @@ func TestFeedManyHashesThenBlocks(t *testing.T) {
 	}
 	if len(need) > 0 {
 		t.Fatalf("block hashes of chunks %v never came", need)
+	}
+}
+
+// A node that holds its whole stripe when the seed names it a parent (it
+// was moved there after it had it, or resumed with it) fetches nothing,
+// but still tells that parent it holds the stripe: a parent leaves the
+// session only once each child the seed gave it has said so, and would
+// otherwise wait for the seed to end it.
+func TestWholeStripeStillSaysHeld(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const chunk, chunks = 256 << 10, 4
+	data := testData(chunks * chunk)
+	m := testManifest(data, chunk)
+	_, f := seedFile(t, data)
+	sp := mustOpenSpool(t, t.TempDir(), m)
+	for i := range chunks {
+		if err := sp.putLeaves(i, hashBlocks(nil, data[i*chunk:(i+1)*chunk], m.BlockSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for g := 0; g < m.Blocks(); g += 2 {
+		mustPut(t, sp, data, g) // stripe 0 whole; stripe 1 not begun
+	}
+	cfg := testConfig()
+	held := make(chan error, 1)
+	addr := serveLoopback(t, func(conn net.Conn) { // a parent, as serveChild is
+		defer conn.Close()
+		c := newCtrl(conn, cfg.DeadAfter)
+		if _, err := c.expect(cfg.DeadAfter, msgHello); err != nil {
+			held <- err
+			return
+		}
+		p, err := c.expectSized(cfg.DeadAfter, msgWant, wantLen(m))
+		if err != nil {
+			held <- err
+			return
+		}
+		w, err := decodeWant(p)
+		if err != nil {
+			held <- err
+			return
+		}
+		if _, err := feed(ctx, conn, newFileSource(f, m), newFeedPacer(cfg, m.BlockSize), m, w, cfg, feedOptions{}); err != nil {
+			held <- err
+			return
+		}
+		_, err = c.expectSized(cfg.DeadAfter, msgHeld, 0)
+		held <- err
+	})
+	p := parentMsg{id: NodeID{9}, addr: addr, stripes: 2, stripe: 0}
+	self := helloMsg{role: roleData, id: NodeID{7}, name: "moved"}
+	if err := fetch(ctx, p, self, sp, cfg, keys{}, func(int) { t.Error("a block was stored") }, func() {}); err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Fatalf("the parent did not hear held: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the parent never heard from the node that holds its stripe")
 	}
 }

@@ -103,7 +103,8 @@
 //	16 proof     either                HMAC-SHA-256 (32 bytes), below
 //	17 report    seed → node           port u16, token (16): send progress by datagram to the seed's address
 //	                                   at port (below); port 0: over this connection from now on
-//	18 held      child → parent        (empty) the child holds its whole stripe, every block verified
+//	18 held      child → parent        (empty) the child holds its whole stripe, every block verified; one
+//	                                   that holds it when named sends its want and held at once
 //
 // Refusal codes: 1 busy, 2 untrusted seed key, 3 bad offer, 4 no space,
 // 5 no such session, 6 expired or stale session, 7 local error.

@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -105,4 +106,64 @@ func sourceOf(a net.Addr) netip.Addr {
 		return t.AddrPort().Addr().Unmap()
 	}
 	return netip.Addr{}
+}
+
+// childGate admits connections to the seed's listener: only from the
+// address of a node in the session (as the seed reached it), and from one
+// address at most maxUnprovenPerSource that have not yet asked for the
+// session, a new one closing that address's oldest. A host that is not in
+// the session cannot hold the seed's children out, however many
+// connections it opens; one that is holds only its own slots.
+type childGate struct {
+	mu      sync.Mutex
+	allowed map[netip.Addr]bool
+	waiting map[netip.Addr][]net.Conn // oldest first
+}
+
+// allow lets the node at a connect to the seed's listener.
+func (g *childGate) allow(a netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.allowed == nil {
+		g.allowed = map[netip.Addr]bool{}
+	}
+	g.allowed[a] = true
+}
+
+// admit reports whether c comes from a node of the session, and counts it
+// as waiting until forget.
+func (g *childGate) admit(c net.Conn) bool {
+	src := sourceOf(c.RemoteAddr())
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.allowed[src] {
+		return false
+	}
+	if g.waiting == nil {
+		g.waiting = map[netip.Addr][]net.Conn{}
+	}
+	q := g.waiting[src]
+	if len(q) >= maxUnprovenPerSource {
+		q[0].Close()
+		q = q[1:]
+	}
+	g.waiting[src] = append(q, c)
+	return true
+}
+
+// forget stops counting c as waiting: it asked for the session, or is
+// gone. Idempotent.
+func (g *childGate) forget(c net.Conn) {
+	src := sourceOf(c.RemoteAddr())
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	q := g.waiting[src]
+	if i := slices.Index(q, c); i >= 0 {
+		q = slices.Delete(q, i, i+1)
+	}
+	if len(q) == 0 {
+		delete(g.waiting, src)
+	} else {
+		g.waiting[src] = q
+	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +29,7 @@ type Package struct {
 
 // ReceiverOptions says who a receiver is and what it does with a package.
 type ReceiverOptions struct {
-	ID   NodeID
+	ID   NodeID // zero: a random one, for this receiver's life (a seed refuses the zero id)
 	Name string
 	Dir  string // spool and state: treecast's alone, see CheckStateDir
 	// Write, if set, is a write target (a block device or an image file):
@@ -138,6 +139,9 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 	}
 	if err := CheckStateDir(opt.Dir); err != nil {
 		return nil, err
+	}
+	if opt.ID == (NodeID{}) {
+		rand.Read(opt.ID[:])
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

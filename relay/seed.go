@@ -311,6 +311,7 @@ type seedRun struct {
 	over      bool          // past the deadline: nothing new starts
 	refused   []Peer        // found, but beyond MaxNodes
 
+	children childGate   // who may connect to the seed's listener
 	src      *fileSource // the package, as the seed's feeders read it
 	up       *uplink     // paces the seed's flows to its children, and sees them stall
 	stalls   []silence   // the seed's flows that take nothing, as of the last tick
@@ -599,14 +600,26 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 		s.opt.Log.Warn("node not taking part", "node", n.label(), "addr", n.peer.Addr, "err", err)
 		return
 	}
-	if d.welcome.id != n.peer.ID {
+	switch {
+	case d.welcome.id == (NodeID{}):
+		// The zero id names the seed in parent frames and complaints.
+		d.c.conn.Close()
+		n.state, n.err = stateFailed, "its welcome named no node id"
+		return
+	case d.welcome.id == n.peer.ID:
+	case n.peer.ID != (NodeID{}):
+		// Announced under one id, answering under another: it would take
+		// the place, and the report line, of the receiver it names.
+		d.c.conn.Close()
+		n.state, n.err = stateFailed, fmt.Sprintf("announced node id %s, but its welcome says %s", n.peer.ID.Short(), d.welcome.id.Short())
+		return
+	default: // given by address: its welcome names it
 		if other := s.byID(d.welcome.id); other != nil && other != n {
 			// Given by address and found by mDNS at another one.
 			d.c.conn.Close()
 			n.state, n.err = stateFailed, fmt.Sprintf("the same receiver as %s, reached at %s too: give it once", other.label(), n.peer.Addr)
 			return
 		}
-		s.opt.Log.Debug("node id differs from its announcement", "announced", n.peer.ID, "actual", d.welcome.id)
 		s.rename(n, d.welcome.id)
 	}
 	if d.welcome.name != "" {
@@ -615,6 +628,7 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	if n.joined {
 		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
+	s.children.allow(remoteIP(d.c.conn.Conn))
 	n.c, n.seedAddr, n.joined, n.state, n.err = newCtrlLink(d.c), d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
 	n.acked, n.ackedAt = 0, time.Time{}
@@ -1211,9 +1225,14 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 			}
 			continue
 		}
+		if !s.children.admit(conn) {
+			conn.Close()
+			continue
+		}
 		select {
 		case slots <- struct{}{}:
 		default:
+			s.children.forget(conn)
 			conn.Close()
 			continue
 		}
@@ -1221,6 +1240,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 		go func() {
 			defer s.feeders.Done()
 			defer func() { <-slots }()
+			defer s.children.forget(conn)
 			defer conn.Close()
 			stop := closeOnDone(ctx, conn)
 			defer stop()
@@ -1253,6 +1273,7 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				return
 			}
 			c.conn.until = time.Time{}
+			s.children.forget(conn)
 			pace := paces[int(w.stripe)%len(paces)]
 			sent, err := feed(ctx, conn, src, pace, s.m, w, s.cfg, feedOptions{keys: s.keys, cap: rcap, up: s.up, child: h.id, compress: s.opt.Compress})
 			if errors.Is(err, ErrSourceChanged) {

@@ -70,7 +70,9 @@ func (f *feeding) end(st uint8, child NodeID, whole bool) {
 	f.mu.Lock()
 	f.open--
 	f.broken = f.broken || !whole
-	if whole && int(st) < maxStripes {
+	// At most as many as a node serves at once are remembered: a host
+	// that comes back under ever new ids grows nothing.
+	if whole && int(st) < maxStripes && len(f.served[st]) < maxConns {
 		if f.served[st] == nil {
 			f.served[st] = map[NodeID]bool{}
 		}

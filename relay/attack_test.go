@@ -491,7 +491,7 @@ func TestOversizedFrameFromParentIsRefused(t *testing.T) {
 	defer sp.close()
 	for _, typ := range []msgType{msgPing, msgBlock, msgHashes, msgRefuse} {
 		in := append(appendHeader(nil, typ, 64<<10), make([]byte, 64<<10)...)
-		err := pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), parentMsg{stripes: 1}, sp, map[int]bool{}, func(int) {}, 0, nil)
+		err := pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), parentMsg{stripes: 1}, sp, map[int]bool{}, func(int) {}, 0, nil, nil)
 		var fe *fetchError
 		if !errors.As(err, &fe) || fe.kind != complainCorrupt {
 			t.Errorf("a 64 KiB %s frame: %v, want a corrupt-data complaint", typ, err)

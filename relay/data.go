@@ -299,11 +299,12 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(heardReader{lc, heard}, fetchBuffer), p, sp, need, received, cfg.DeadAfter, k.seal)
+	err = pull(bufio.NewReaderSize(heardReader{lc, heard}, fetchBuffer), p, sp, need, received, cfg.DeadAfter, func(t time.Time) { lc.until = t }, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if err == nil {
+		lc.until = time.Time{}
 		// The parent may leave once its children say so (see feeding);
 		// a parent of an earlier build reads nothing more.
 		writeFrame(lc, msgHeld, nil)
@@ -369,21 +370,34 @@ func (h heardReader) Read(p []byte) (int, error) {
 // hashes of every chunk in need have come. Nothing it
 // has not verified is stored. A parent that sends nothing new for stall
 // (zero: never), dead_after in a session, only pings, blocks held here
-// already or hashes with no block after them, delivers nothing: it is given
-// up and complained of as stalled. The seed judges whether it had anything
-// to send.
-func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, seal *sealer) error {
+// already, hashes with no block after them, or a frame a byte at a time,
+// delivers nothing: it is given up and complained of as stalled. The seed
+// judges whether it had anything to send. until, if set, is told by when
+// the parent must have sent something new, for the connection's reads.
+func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received func(int), stall time.Duration, until func(time.Time), seal *sealer) error {
 	m := sp.m
 	stripes, stripe := int(p.stripes), int(p.stripe)
-	lost := func(err error) error { return &fetchError{kind: complainLost, err: err} }
+	lastData := time.Now()
+	stalled := func() error {
+		return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, time.Since(lastData).Round(time.Second), sp.stripeMissing(stripes, stripe), stripe)}
+	}
+	lost := func(err error) error {
+		if stall > 0 && time.Since(lastData) >= stall {
+			return stalled() // the read ran out of the time to the next data
+		}
+		return &fetchError{kind: complainLost, err: err}
+	}
 	corrupt := func(g int, format string, a ...any) error {
 		return &fetchError{kind: complainCorrupt, block: uint32(g), err: fmt.Errorf("parent %s %s", p.addr, fmt.Sprintf(format, a...))}
 	}
 	bpc := m.blocksPerChunk()
 	leavesOf, leaves := -1, []byte(nil)
 	scratch := make([]byte, m.BlockSize) // a decompressed block
-	lastData := time.Now()
+	zbuf := make([]byte, 0, m.BlockSize) // the same, compressed again
 	for sp.stripeMissing(stripes, stripe) > 0 || len(need) > 0 {
+		if stall > 0 && until != nil {
+			until(lastData.Add(stall))
+		}
 		t, n, err := readHeader(br)
 		if err != nil {
 			return lost(fmt.Errorf("read from parent %s: %w", p.addr, err))
@@ -480,7 +494,12 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 					return err
 				}
 				if zipped != nil {
-					sp.wire.put(g, bytes.Clone(zipped))
+					// Children get this node's own compression of the
+					// verified block, not the parent's bytes: those may
+					// carry more than the block (a skippable frame).
+					if z := squeeze(zbuf[:0], data); z != nil {
+						sp.wire.put(g, bytes.Clone(z))
+					}
 				}
 			}
 		default:
@@ -488,8 +507,8 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 		}
 		if progress {
 			lastData = time.Now()
-		} else if idle := time.Since(lastData); stall > 0 && idle > stall {
-			return &fetchError{kind: complainStalled, err: fmt.Errorf("parent %s sent no data for %s while %d blocks of stripe %d were missing here", p.addr, idle.Round(time.Second), sp.stripeMissing(stripes, stripe), stripe)}
+		} else if stall > 0 && time.Since(lastData) > stall {
+			return stalled()
 		}
 		br.Discard(n)
 	}

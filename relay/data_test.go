@@ -41,7 +41,7 @@ func TestFeedManyHashesThenBlocks(t *testing.T) {
 		fed <- err
 	}()
 	p := parentMsg{stripes: 2, stripe: 0}
-	if err := pull(bufio.NewReaderSize(child, fetchBuffer), p, sp, need, func(int) {}, 0, nil); err != nil {
+	if err := pull(bufio.NewReaderSize(child, fetchBuffer), p, sp, need, func(int) {}, 0, nil, nil); err != nil {
 		t.Fatalf("pull: %v", err)
 	}
 	if err := <-fed; err != nil {

@@ -285,7 +285,7 @@ func FuzzPull(f *testing.F) {
 		if sealed {
 			open = seal
 		}
-		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, map[int]bool{}, func(int) {}, 0, open)
+		pull(bufio.NewReaderSize(bytes.NewReader(in), fetchBuffer), p, sp, map[int]bool{}, func(int) {}, 0, nil, open)
 		buf := make([]byte, m.BlockSize)
 		for g := range m.Blocks() {
 			if !sp.has(g) {

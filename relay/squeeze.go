@@ -9,11 +9,14 @@ import (
 
 // What compresses travels compressed. The seed compresses each block with
 // zstd when that saves at least a sixteenth of it, and sends it with the
-// blockFlagZstd flag; a relay keeps the compressed bytes of the blocks it
-// received a while, and forwards them as they came, so only the seed spends
-// time compressing. Hashes are of the plain blocks: a block is checked
-// after it is opened and decompressed, as before. A block that does not
-// shrink is found cheaply: its first sampleLen bytes are tried first.
+// blockFlagZstd flag; a relay compresses again each block that came
+// compressed, once it verified it, and keeps that a while to forward: the
+// parent's bytes decompress to the block but may carry more (a skippable
+// frame), which nothing verified. Only blocks that came compressed are
+// compressed again, so a package that does not shrink costs no relay
+// anything. Hashes are of the plain blocks: a block is checked after it is
+// opened and decompressed, as before. A block that does not shrink is found
+// cheaply: its first sampleLen bytes are tried first.
 
 // blockFlagZstd marks a block frame whose data is zstd-compressed (before
 // sealing, when sealed).

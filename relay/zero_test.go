@@ -61,7 +61,7 @@ func TestEmptyBlocksCrossNoLink(t *testing.T) {
 }
 
 // What compresses travels compressed: the seed sends compressed blocks
-// and relays forward them as they came, sealed or not; every copy is
+// and relays forward them compressed, sealed or not; every copy is
 // byte-identical.
 func TestCompressibleTravelsCompressed(t *testing.T) {
 	for _, sealed := range []bool{false, true} {

@@ -207,7 +207,14 @@
 // A receiver serves a connection only once it proves itself: a seed by a
 // trusted, valid offer, a child by a want for the running session, each
 // within 5 s; until then it holds one of 64 unproven slots, 8 per source
-// address, and never makes the receiver busy. The seed believes a node's
+// address, and never makes the receiver busy. The seed's data port takes
+// connections only from the addresses it reached its session's nodes at,
+// at most 8 from one address before their want, a new one closing that
+// address's oldest. A welcome must name the node id the receiver was
+// found under (or any id but zero, for one given by address): the seed
+// refuses one that names another. A relay forwards a compressed block as
+// it compressed it itself once verified, never its parent's bytes. The
+// seed believes a node's
 // progress only as far as its parents can have given it, and does not
 // judge a node slow while it claims more than that (its believed rate is
 // then its parents', as of their last reports). It measures rates on each

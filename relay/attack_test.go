@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -294,17 +295,23 @@ func TestPingOnlyParentStarvesNobody(t *testing.T) {
 	t.Logf("%d children fetched from the fake; it ended %q", n, rep.Nodes[0].Error)
 }
 
-// One host holding a thousand connections to an agent, some silent, some
-// sending a hello and nothing more, neither makes it busy nor keeps a real
-// seed's session out.
+// Hosts holding a thousand connections to an agent, some silent, some
+// sending a hello and nothing more, neither make it busy nor keep a real
+// seed's session out: one host, or sixteen, each holding more than its
+// share of the slots for connections that have not said who they are.
 func TestConnectionFloodDoesNotDenyASeed(t *testing.T) {
+	for _, hosts := range []int{1, 16} {
+		t.Run(fmt.Sprintf("%d hosts", hosts), func(t *testing.T) { floodThenSeed(t, hosts) })
+	}
+}
+
+func floodThenSeed(t *testing.T, hosts int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := testConfig()
 	path, data := writePackage(t, 1<<20)
 	nodes := startNodes(t, ctx, cfg, 1, nil)
 	addr := peersOf(nodes)[0].Addr.String()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: time.Second}
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -314,6 +321,8 @@ func TestConnectionFloodDoesNotDenyASeed(t *testing.T) {
 	hello := appendHeader(nil, msgHello, len(helloMsg{role: roleControl}.encode()))
 	hello = append(hello, helloMsg{role: roleControl}.encode()...)
 	for i := range 1000 {
+		// Other hosts: other loopback addresses.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%hosts))}, Timeout: time.Second}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			t.Fatalf("flood connection %d: %v", i, err)
@@ -327,7 +336,7 @@ func TestConnectionFloodDoesNotDenyASeed(t *testing.T) {
 	res := <-nodes[0].applied
 	got, _ := os.ReadFile(nodes[0].dest)
 	if rep.Failed() != 0 || res.Err != nil || !bytes.Equal(got, data) {
-		t.Errorf("seed during a flood of 1,000 connections: %+v, %v", rep.Nodes, res.Err)
+		t.Errorf("seed during a flood of 1,000 connections from %d hosts: %+v, %v", hosts, rep.Nodes, res.Err)
 	}
 }
 

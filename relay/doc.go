@@ -207,7 +207,8 @@
 // A receiver serves a connection only once it proves itself: a seed by a
 // trusted, valid offer, a child by a want for the running session, each
 // within 5 s; until then it holds one of 64 unproven slots, 8 per source
-// address, and never makes the receiver busy. The seed's data port takes
+// address (when all 64 are taken, a new connection closes the one that
+// has waited longest), and never makes the receiver busy. The seed's data port takes
 // connections only from the addresses it reached its session's nodes at,
 // at most 8 from one address before their want, a new one closing that
 // address's oldest. A welcome must name the node id the receiver was

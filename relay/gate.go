@@ -37,34 +37,45 @@ const (
 )
 
 // gate admits connections: at most maxConns in all, and of those at most
-// maxUnproven, maxUnprovenPerSource from one address, not yet proven.
+// maxUnproven, maxUnprovenPerSource from one address, not yet proven. When
+// maxUnproven wait, a new connection closes the one that has waited
+// longest: a seed or a child says who it is within milliseconds, so hosts
+// that open connections and say nothing, from however many addresses,
+// only ever hold slots the next comer takes.
 type gate struct {
 	mu       sync.Mutex
 	total    int
 	unproven map[netip.Addr]int
-	pending  int
+	waiting  []*pass // unproven, oldest first
 }
 
 func newGate() *gate { return &gate{unproven: map[netip.Addr]int{}} }
 
-// admit takes a slot for a new connection from addr, unproven; false: full.
-func (g *gate) admit(addr net.Addr) (*pass, bool) {
-	src := sourceOf(addr)
+// admit takes a slot for c, unproven; false: full.
+func (g *gate) admit(c net.Conn) (*pass, bool) {
+	src := sourceOf(c.RemoteAddr())
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.total >= maxConns || g.pending >= maxUnproven || g.unproven[src] >= maxUnprovenPerSource {
+	if g.total >= maxConns || g.unproven[src] >= maxUnprovenPerSource {
 		return nil, false
 	}
+	if len(g.waiting) >= maxUnproven {
+		old := g.waiting[0]
+		old.conn.Close()
+		g.freeLocked(old)
+	}
+	p := &pass{g: g, src: src, conn: c}
 	g.total++
-	g.pending++
 	g.unproven[src]++
-	return &pass{g: g, src: src}, true
+	g.waiting = append(g.waiting, p)
+	return p, true
 }
 
 // pass is one admitted connection's slot.
 type pass struct {
 	g      *gate
 	src    netip.Addr
+	conn   net.Conn
 	proven bool
 	done   bool
 }
@@ -77,27 +88,34 @@ func (p *pass) prove() {
 		return
 	}
 	p.proven = true
-	p.g.drop(p.src)
+	p.g.unwait(p)
 }
 
 // release frees the slot. Idempotent.
 func (p *pass) release() {
 	p.g.mu.Lock()
 	defer p.g.mu.Unlock()
+	p.g.freeLocked(p)
+}
+
+func (g *gate) freeLocked(p *pass) {
 	if p.done {
 		return
 	}
 	p.done = true
-	p.g.total--
+	g.total--
 	if !p.proven {
-		p.g.drop(p.src)
+		g.unwait(p)
 	}
 }
 
-func (g *gate) drop(src netip.Addr) {
-	g.pending--
-	if g.unproven[src]--; g.unproven[src] <= 0 {
-		delete(g.unproven, src)
+// unwait takes p out of the unproven count and the waiting line.
+func (g *gate) unwait(p *pass) {
+	if g.unproven[p.src]--; g.unproven[p.src] <= 0 {
+		delete(g.unproven, p.src)
+	}
+	if i := slices.Index(g.waiting, p); i >= 0 {
+		g.waiting = slices.Delete(g.waiting, i, i+1)
 	}
 }
 

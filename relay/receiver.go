@@ -186,7 +186,7 @@ func (r *Receiver) accept() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		ps, ok := g.admit(conn.RemoteAddr())
+		ps, ok := g.admit(conn)
 		if !ok {
 			r.opt.Log.Debug("too many connections; closing one", "from", conn.RemoteAddr())
 			conn.Close()

@@ -39,7 +39,8 @@ const (
 // gate admits connections: at most maxConns in all, and of those at most
 // maxUnproven, maxUnprovenPerSource from one address, not yet proven. When
 // maxUnproven wait, a new connection closes the one that has waited
-// longest: a seed or a child says who it is within milliseconds, so hosts
+// longest, unless it is reading a large offer (see pass.hold): a seed or
+// a child says who it is within milliseconds, so hosts
 // that open connections and say nothing, from however many addresses,
 // only ever hold slots the next comer takes.
 type gate struct {
@@ -60,9 +61,13 @@ func (g *gate) admit(c net.Conn) (*pass, bool) {
 		return nil, false
 	}
 	if len(g.waiting) >= maxUnproven {
-		old := g.waiting[0]
-		old.conn.Close()
-		g.freeLocked(old)
+		for _, old := range g.waiting {
+			if !old.held {
+				old.conn.Close()
+				g.freeLocked(old)
+				break
+			}
+		}
 	}
 	p := &pass{g: g, src: src, conn: c}
 	g.total++
@@ -76,8 +81,17 @@ type pass struct {
 	g      *gate
 	src    netip.Addr
 	conn   net.Conn
+	held   bool // reading a large offer: not closed for a newer connection
 	proven bool
 	done   bool
+}
+
+// hold keeps the connection from being closed for a newer one while it
+// reads a large offer, which takes seconds; maxLargeOffers do at most.
+func (p *pass) hold() {
+	p.g.mu.Lock()
+	defer p.g.mu.Unlock()
+	p.held = true
 }
 
 // prove moves the connection out of the unproven count. Idempotent.

@@ -232,7 +232,7 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 		r.opt.Log.Warn("refused a seed", "seed", conn.RemoteAddr(), "reason", err)
 		return
 	}
-	signed, err := r.readOffer(c)
+	signed, err := r.readOffer(c, ps)
 	if err != nil {
 		r.opt.Log.Warn("refused session", "seed", conn.RemoteAddr(), "reason", err)
 		var re *RefusedError
@@ -256,8 +256,9 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 // local state: a trusted key (before the signature, so an untrusted offer
 // costs no hashing), the signature, and the expiry. Its header must come
 // within the connection's proving time, and its bytes at offerRate at the
-// slowest. A refusal to pass on is a *RefusedError.
-func (r *Receiver) readOffer(c *ctrl) (*Signed, error) {
+// slowest; while a large one is read, its connection is not closed for a
+// newer (see gate). A refusal to pass on is a *RefusedError.
+func (r *Receiver) readOffer(c *ctrl, ps *pass) (*Signed, error) {
 	t, n, err := readHeader(c.conn)
 	if err != nil {
 		return nil, fmt.Errorf("read offer: %w", err)
@@ -272,6 +273,7 @@ func (r *Receiver) readOffer(c *ctrl) (*Signed, error) {
 		select {
 		case r.largeOffers <- struct{}{}:
 			defer func() { <-r.largeOffers }()
+			ps.hold()
 		case <-time.After(time.Until(c.conn.until)):
 			return nil, &RefusedError{Code: int(refuseBusy), Reason: "busy reading other large offers"}
 		}

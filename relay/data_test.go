@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -82,28 +83,12 @@ func TestWholeStripeStillSaysHeld(t *testing.T) {
 	}
 	cfg := testConfig()
 	held := make(chan error, 1)
-	addr := serveLoopback(t, func(conn net.Conn) { // a parent, as serveChild is
-		defer conn.Close()
-		c := newCtrl(conn, cfg.DeadAfter)
-		if _, err := c.expect(cfg.DeadAfter, msgHello); err != nil {
-			held <- err
-			return
-		}
-		p, err := c.expectSized(cfg.DeadAfter, msgWant, wantLen(m))
-		if err != nil {
-			held <- err
-			return
-		}
-		w, err := decodeWant(p)
-		if err != nil {
-			held <- err
-			return
-		}
+	addr := fakeParent(t, cfg, m, func(conn net.Conn, c *ctrl, w wantMsg) { // as serveChild is
 		if _, err := feed(ctx, conn, newFileSource(f, m), newFeedPacer(cfg, m.BlockSize), m, w, cfg, feedOptions{}); err != nil {
 			held <- err
 			return
 		}
-		_, err = c.expectSized(cfg.DeadAfter, msgHeld, 0)
+		_, err := c.expectSized(cfg.DeadAfter, msgHeld, 0)
 		held <- err
 	})
 	p := parentMsg{id: NodeID{9}, addr: addr, stripes: 2, stripe: 0}
@@ -119,4 +104,25 @@ func TestWholeStripeStillSaysHeld(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the parent never heard from the node that holds its stripe")
 	}
+}
+
+// fakeParent serves children on a loopback port as a parent does up to
+// their want, and hands each connection on to rest.
+func fakeParent(t *testing.T, cfg Config, m *Manifest, rest func(conn net.Conn, c *ctrl, w wantMsg)) netip.AddrPort {
+	return serveLoopback(t, func(conn net.Conn) {
+		defer conn.Close()
+		c := newCtrl(conn, cfg.DeadAfter)
+		if _, err := c.expect(cfg.DeadAfter, msgHello); err != nil {
+			return
+		}
+		p, err := c.expectSized(cfg.DeadAfter, msgWant, wantLen(m))
+		if err != nil {
+			return
+		}
+		w, err := decodeWant(p)
+		if err != nil {
+			return
+		}
+		rest(conn, c, w)
+	})
 }

@@ -33,15 +33,7 @@ func TestDribblingParentIsGivenUpAfterDeadAfter(t *testing.T) {
 	data := testData(2 * chunk)
 	m := testManifest(data, chunk)
 	sp := mustOpenSpool(t, t.TempDir(), m)
-	addr := serveLoopback(t, func(conn net.Conn) {
-		defer conn.Close()
-		c := newCtrl(conn, cfg.DeadAfter)
-		if _, err := c.expect(cfg.DeadAfter, msgHello); err != nil {
-			return
-		}
-		if _, err := c.expectSized(cfg.DeadAfter, msgWant, wantLen(m)); err != nil {
-			return
-		}
+	addr := fakeParent(t, cfg, m, func(conn net.Conn, _ *ctrl, _ wantMsg) {
 		leaves := hashBlocks(nil, data[:chunk], m.BlockSize)
 		writeFrame(conn, msgHashes, append(binary.BigEndian.AppendUint32(nil, 0), leaves...))
 		// block 0's header, then its payload a byte at a time
@@ -248,23 +240,9 @@ func dribblingRelay(t *testing.T, ctx context.Context, inner netip.AddrPort, int
 func TestDribblingRelaysChildrenAreMoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	cfg := testConfig()
-	cfg.Trees = 1
-	cfg.SessionGrace = 10 * time.Second
-	path, _ := writePackage(t, 2<<20)
-	nodes := startNodes(t, ctx, cfg, 4, nil) // nodes[0] is the hostile relay's inside
-	peers := peersOf(nodes)
-	peers[0].Addr = dribblingRelay(t, ctx, peers[0].Addr, cfg.DeadAfter/5)
-	begun := time.Now()
-	rep := seedSession(t, ctx, cfg, path, 256<<10, peers)
-	t.Logf("session took %s", time.Since(begun).Round(100*time.Millisecond))
-	bad := 0
-	for i, n := range rep.Nodes {
-		t.Logf("report: %s %s parents %v %s %q", n.Name, n.Addr, n.Parents, n.Status, n.Error)
-		if i > 0 && n.Status != StatusOK {
-			bad++
-		}
-	}
+	bad := underHostileRelay(t, ctx, func(cfg Config, inner netip.AddrPort) netip.AddrPort {
+		return dribblingRelay(t, ctx, inner, cfg.DeadAfter/5)
+	})
 	if bad > 0 {
 		t.Fatalf("%d honest nodes did not get the package: their parent trickled bytes and was never given up", bad)
 	}
@@ -460,23 +438,9 @@ func TestZeroIDWelcomeIsRefused(t *testing.T) {
 		t.Run(map[bool]string{false: "own id", true: "zero id"}[zero], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 			defer cancel()
-			cfg := testConfig()
-			cfg.Trees = 1
-			cfg.SessionGrace = 10 * time.Second
-			path, _ := writePackage(t, 2<<20)
-			nodes := startNodes(t, ctx, cfg, 4, nil) // nodes[0] is the hostile relay's inside
-			peers := peersOf(nodes)
-			peers[0].Addr = zeroIDRelay(t, ctx, peers[0].Addr, zero)
-			begun := time.Now()
-			rep := seedSession(t, ctx, cfg, path, 256<<10, peers)
-			t.Logf("session took %s", time.Since(begun).Round(100*time.Millisecond))
-			bad := 0
-			for i, n := range rep.Nodes {
-				t.Logf("report: %s %s id %s parents %v %s %q", n.Name, n.Addr, n.ID[:8], n.Parents, n.Status, n.Error)
-				if i > 0 && n.Status != StatusOK {
-					bad++
-				}
-			}
+			bad := underHostileRelay(t, ctx, func(_ Config, inner netip.AddrPort) netip.AddrPort {
+				return zeroIDRelay(t, ctx, inner, zero)
+			})
 			if bad > 0 {
 				t.Fatalf("%d honest nodes did not get the package: their parent hung up on them and they were never moved", bad)
 			}
@@ -497,15 +461,7 @@ func TestRelayForwardsOnlyVerifiedBytes(t *testing.T) {
 	sp := mustOpenSpool(t, t.TempDir(), m)
 	cfg := testConfig()
 	marker := []byte("NOT-VERIFIED: the hostile parent's own bytes")
-	addr := serveLoopback(t, func(conn net.Conn) {
-		defer conn.Close()
-		c := newCtrl(conn, cfg.DeadAfter)
-		if _, err := c.expect(cfg.DeadAfter, msgHello); err != nil {
-			return
-		}
-		if _, err := c.expectSized(cfg.DeadAfter, msgWant, wantLen(m)); err != nil {
-			return
-		}
+	addr := fakeParent(t, cfg, m, func(conn net.Conn, c *ctrl, _ wantMsg) {
 		leaves := hashBlocks(nil, data, m.BlockSize)
 		writeFrame(conn, msgHashes, append(binary.BigEndian.AppendUint32(nil, 0), leaves...))
 		for g := range m.Blocks() {
@@ -611,4 +567,29 @@ func TestFakeChildrenGrowNoUnboundedState(t *testing.T) {
 	if n > maxConns {
 		t.Fatalf("%d connections left %d entries in the relay's memory of its children: it grows with every connection", conns, n)
 	}
+}
+
+// underHostileRelay runs a one-tree session of four receivers, the first
+// reached through hostile (in front of an honest receiver, at inner), and
+// returns how many of the other three did not apply the package.
+func underHostileRelay(t *testing.T, ctx context.Context, hostile func(cfg Config, inner netip.AddrPort) netip.AddrPort) int {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Trees = 1
+	cfg.SessionGrace = 10 * time.Second
+	path, _ := writePackage(t, 2<<20)
+	nodes := startNodes(t, ctx, cfg, 4, nil)
+	peers := peersOf(nodes)
+	peers[0].Addr = hostile(cfg, peers[0].Addr)
+	begun := time.Now()
+	rep := seedSession(t, ctx, cfg, path, 256<<10, peers)
+	t.Logf("session took %s", time.Since(begun).Round(100*time.Millisecond))
+	bad := 0
+	for i, n := range rep.Nodes {
+		t.Logf("report: %s %s id %s parents %v %s %q", n.Name, n.Addr, n.ID[:8], n.Parents, n.Status, n.Error)
+		if i > 0 && n.Status != StatusOK {
+			bad++
+		}
+	}
+	return bad
 }

@@ -490,16 +490,17 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				// completes the package, and the result that follows
 				// counts it.
 				received(len(data))
-				if err := sp.put(g, data); err != nil {
-					return err
-				}
 				if zipped != nil {
 					// Children get this node's own compression of the
 					// verified block, not the parent's bytes: those may
-					// carry more than the block (a skippable frame).
+					// carry more than the block (a skippable frame). It is
+					// ready before the block is held, when feeders wake.
 					if z := squeeze(zbuf[:0], data); z != nil {
 						sp.wire.put(g, bytes.Clone(z))
 					}
+				}
+				if err := sp.put(g, data); err != nil {
+					return err
 				}
 			}
 		default:

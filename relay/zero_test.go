@@ -108,10 +108,11 @@ func TestCompressibleTravelsCompressed(t *testing.T) {
 				t.Errorf("the seed sent %d bytes of a %d-byte package that compresses well", rep.Uploaded, len(data))
 			}
 			// Every byte a node got from another node crossed a tap; four
-			// of the six got the whole package that way.
+			// of the six got the whole package that way, each in a
+			// quarter of its size at most (it shrinks tenfold).
 			mu.Lock()
 			defer mu.Unlock()
-			if relayed := seen.Len(); relayed > 4*len(data)/2 {
+			if relayed := seen.Len(); relayed > 4*len(data)/4 {
 				t.Errorf("relays moved %d bytes for 4 copies of %d: not forwarded compressed", relayed, len(data))
 			}
 			t.Logf("package %d bytes, the seed sent %d, the relays %d", len(data), rep.Uploaded, seen.Len())

@@ -491,12 +491,15 @@ func pull(br *bufio.Reader, p parentMsg, sp *spool, need map[int]bool, received 
 				// counts it.
 				received(len(data))
 				if zipped != nil {
-					// Children get this node's own compression of the
-					// verified block, not the parent's bytes: those may
-					// carry more than the block (a skippable frame). It is
-					// ready before the block is held, when feeders wake.
-					if z := squeeze(zbuf[:0], data); z != nil {
-						sp.wire.put(g, bytes.Clone(z))
+					// Children get the parent's bytes only if they are
+					// the block's frame alone (see oneFrame), else this
+					// node's own compression of it; either is ready
+					// before the block is held, when feeders wake.
+					if !oneFrame(zipped) {
+						zipped = squeeze(zbuf[:0], data)
+					}
+					if zipped != nil {
+						sp.wire.put(g, bytes.Clone(zipped))
 					}
 				}
 				if err := sp.put(g, data); err != nil {

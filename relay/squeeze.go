@@ -9,14 +9,14 @@ import (
 
 // What compresses travels compressed. The seed compresses each block with
 // zstd when that saves at least a sixteenth of it, and sends it with the
-// blockFlagZstd flag; a relay compresses again each block that came
-// compressed, once it verified it, and keeps that a while to forward: the
-// parent's bytes decompress to the block but may carry more (a skippable
-// frame), which nothing verified. Only blocks that came compressed are
-// compressed again, so a package that does not shrink costs no relay
-// anything. Hashes are of the plain blocks: a block is checked after it is
-// opened and decompressed, as before. A block that does not shrink is found
-// cheaply: its first sampleLen bytes are tried first.
+// blockFlagZstd flag; a relay keeps the compressed bytes of the blocks it
+// received a while, and forwards them as they came, so only the seed spends
+// time compressing, but only when they are one zstd frame and nothing else
+// (see oneFrame): bytes that decompress to the block may carry more (a
+// skippable frame) that nothing verified, and such a block is compressed
+// again by the relay. Hashes are of the plain blocks: a block is checked
+// after it is opened and decompressed, as before. A block that does not
+// shrink is found cheaply: its first sampleLen bytes are tried first.
 
 // blockFlagZstd marks a block frame whose data is zstd-compressed (before
 // sealing, when sealed).
@@ -140,4 +140,41 @@ func (c *wireCache) put(g int, wire []byte) {
 		c.bytes -= len(c.by[old])
 		delete(c.by, old)
 	}
+}
+
+// oneFrame reports whether b is exactly one zstd frame, without a
+// dictionary: its header, its blocks to the last, its checksum if it says
+// so, and not a byte more. What it decompresses to is the block, verified;
+// a skippable frame or trailing bytes would ride along unverified.
+func oneFrame(b []byte) bool {
+	var h zstd.Header
+	if h.Decode(b) != nil || h.Skippable || h.DictionaryID != 0 || h.HeaderSize < 4 {
+		return false
+	}
+	i := h.HeaderSize
+	for {
+		if len(b)-i < 3 {
+			return false
+		}
+		bh := int(b[i]) | int(b[i+1])<<8 | int(b[i+2])<<16
+		i += 3
+		switch bh >> 1 & 3 {
+		case 0, 2: // raw, compressed: that many bytes follow
+			i += bh >> 3
+		case 1: // one byte, repeated
+			i++
+		default:
+			return false
+		}
+		if i > len(b) {
+			return false
+		}
+		if bh&1 == 1 { // the last block
+			break
+		}
+	}
+	if h.HasCheckSum {
+		i += 4
+	}
+	return i == len(b)
 }

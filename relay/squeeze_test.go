@@ -3,6 +3,8 @@ package relay
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -51,5 +53,36 @@ func BenchmarkSqueezeText(b *testing.B) {
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		squeeze(dst, text)
+	}
+}
+
+// A compressed block is forwarded as it came only when it is one zstd
+// frame and nothing else.
+func TestOneFrame(t *testing.T) {
+	plain := []byte(strings.Repeat("a block that shrinks well. ", 600))
+	z := squeeze(nil, plain)
+	if z == nil {
+		t.Fatal("does not shrink")
+	}
+	skip := binary.LittleEndian.AppendUint32(nil, 0x184D2A50)
+	skip = binary.LittleEndian.AppendUint32(skip, 5)
+	skip = append(skip, "extra"...)
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"one frame", z, true},
+		{"a skippable frame first", append(bytes.Clone(skip), z...), false},
+		{"a skippable frame after", append(bytes.Clone(z), skip...), false},
+		{"a byte after", append(bytes.Clone(z), 0), false},
+		{"two frames", append(bytes.Clone(z), z...), false},
+		{"cut short", z[:len(z)-1], false},
+		{"the header alone", z[:6], false},
+		{"nothing", nil, false},
+	} {
+		if got := oneFrame(tc.b); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -214,7 +214,8 @@
 // address's oldest. A welcome must name the node id the receiver was
 // found under (or any id but zero, for one given by address): the seed
 // refuses one that names another. A relay forwards a compressed block as
-// it compressed it itself once verified, never its parent's bytes. The
+// it came only when it is one zstd frame and nothing else, and otherwise
+// compresses the verified block itself. The
 // seed believes a node's
 // progress only as far as its parents can have given it, and does not
 // judge a node slow while it claims more than that (its believed rate is

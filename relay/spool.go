@@ -214,7 +214,7 @@ type spool struct {
 	zero      int64    // bytes held because they are empty, never received
 	chunks    []uint16
 	cache     *leafCache    // verified block hashes of recent chunks
-	wire      *wireCache    // recent blocks that came compressed, compressed again once verified, to forward
+	wire      *wireCache    // recent blocks that came compressed, to forward as they came (see oneFrame)
 	target    bool          // path is a write target: the package's place, not ours to remove
 	zeroFill  zeroer        // zeroes an empty block before it counts as held; nil: it reads zeros already
 	changed   chan struct{} // closed and replaced whenever a block or block hashes arrive

@@ -24,9 +24,10 @@ const (
 	maxAddrsOnHost = 16
 )
 
-// query sends one PTR question for the service out of l and sends to found
-// every peer the answers give an address on l for, again whenever a later
-// answer changes it, until deadline or until ctx ends.
+// query sends one PTR question for the service out of l, says when on
+// asked, and sends to found every peer the answers give an address on l
+// for, again whenever a later answer changes it, until deadline or until
+// ctx ends.
 //
 // The socket is bound to an ephemeral port, so responders answer by unicast
 // (RFC 6762 section 6.7), and IP_MULTICAST_IF picks the interface, so
@@ -34,7 +35,7 @@ const (
 // library's client cannot do that: it joins the group on the interface of the
 // route to 224.0.0.251 before it applies QueryParam.Interface, and fails when
 // there is no such route.
-func query(ctx context.Context, l link, deadline time.Time, found chan<- Peer, log *slog.Logger) error {
+func query(ctx context.Context, l link, deadline time.Time, asked chan<- time.Time, found chan<- Peer, log *slog.Logger) error {
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
 	if err != nil {
 		return fmt.Errorf("open a socket for mDNS queries: %w", err)
@@ -63,6 +64,7 @@ func query(ctx context.Context, l link, deadline time.Time, found chan<- Peer, l
 	if _, err := conn.WriteToUDP(pkt, mdnsGroup); err != nil {
 		return fmt.Errorf("query on %s: send to %s: %w", l.ifi.Name, mdnsGroup, err)
 	}
+	asked <- time.Now()
 
 	c := newCollector(l, log)
 	buf := make([]byte, maxPacket)

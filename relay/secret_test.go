@@ -123,6 +123,7 @@ func TestSecretKeepsFetchersOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := testConfig()
+	cfg.MaxRate = "16mbit" // 2 s a hop: the session runs while the thief tries
 	sec := testSecret(t, "the fleet's own secret, 32 bytes..")
 	path, data := writePackage(t, 4<<20)
 	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
@@ -157,7 +158,12 @@ func TestSecretKeepsFetchersOut(t *testing.T) {
 		t.Errorf("session: %+v", rep.Nodes)
 	}
 	for _, first := range []msgType{msgRefuse, msgWelcome} {
-		types := <-got
+		var types []msgType
+		select {
+		case types = <-got:
+		case <-ctx.Done():
+			t.Fatal("the thief never tried: node 0 verified no block while the session ran")
+		}
 		if len(types) == 0 || types[0] != first {
 			t.Errorf("the thief got %v, want a %s first: it did not reach the receiver", types, first)
 		}

@@ -7,7 +7,8 @@
 # bridge. Multicast (mDNS) and TCP are real. Each link is full-duplex at RATE:
 # a tbf qdisc shapes the host's eth0 egress (upload) and the switch port's
 # egress (download). Nothing is created in the root namespace, so the host's
-# own network is untouched.
+# own network is untouched; only the kernel's neighbour table, which all
+# namespaces share, is given room for the lab (lab_neigh_room).
 #
 #   LAB_PREFIX=demo scripts/lab.sh up 4 --rate 100mbit
 #   LAB_PREFIX=demo scripts/lab.sh exec 0 ping -c1 10.77.0.2
@@ -219,8 +220,24 @@ lab_up_check() {
 		lab_loss_p >/dev/null || return 1
 		command -v iptables-legacy >/dev/null || { lab_err "LAB_LOSS needs iptables-legacy: apt-get install iptables"; return 1; }
 	fi
+	lab_neigh_room "$n"
 	mkdir -p "$LAB_REGISTRY"
 	printf 'hosts=%s rate=%s%s\n' "$n" "$rate" "${LAB_SPLIT:+ split=$LAB_SPLIT}" >"$LAB_REGISTRY/$LAB_PREFIX"
+}
+
+# lab_neigh_room N: room in the kernel's neighbour (ARP) table for N hosts
+# that each reach every other. The table is one for all namespaces, 1024
+# entries by default; past that, new neighbours go unresolved and connects
+# between lab hosts time out: 129 hosts, a few sessions of different trees
+# in one lab, and relays could not reach their parents ("neighbor table
+# overflow!" in the kernel's log; 62 s where 8.9 was usual). Raised in the
+# root namespace, the only place it can be, and never lowered.
+lab_neigh_room() {
+	local need=$(($1 * $1 + 1024)) cur
+	cur=$(sysctl -n net.ipv4.neigh.default.gc_thresh3 2>/dev/null) || return 0
+	((cur >= need)) && return 0
+	sysctl -qw net.ipv4.neigh.default.gc_thresh2="$need" net.ipv4.neigh.default.gc_thresh3="$need" ||
+		lab_log "warning: could not raise the neighbour table to $need entries: labs of many hosts may fail to connect"
 }
 
 # lab_up N [RATE]  (RATE default 100mbit; "none" or "0" = unshaped)

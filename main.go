@@ -629,17 +629,25 @@ func defaultDir() string {
 }
 
 // oneCore runs a receiver's Go code on one core unless GOMAXPROCS says
-// otherwise. A receiver moves blocks: it reads them, hashes them with the
-// CPU's SHA extensions and writes them on, and one core does that for a
-// receiver taking in 1 GiB and relaying half of it in 4.0-4.5 s (2 Gbit/s,
-// unshaped links on 2 cores; 4.1-4.8 s with every core). More threads
-// only wake each other: 64 receivers at 10 Mbit/s spent 8.1-8.5
-// CPU-seconds on one core each against 9.5-9.6, and the machine's own
-// work keeps the other cores.
-func oneCore() {
-	if os.Getenv("GOMAXPROCS") == "" {
+// otherwise (see oneCoreFor).
+func oneCore(ic install.Config) {
+	if oneCoreFor(os.Getenv("GOMAXPROCS"), ic) {
 		runtime.GOMAXPROCS(1)
 	}
+}
+
+// oneCoreFor says whether a receiver runs on one core, given the
+// environment's GOMAXPROCS and its actions. A receiver moves blocks: it
+// reads them, hashes them with the CPU's SHA extensions and writes them
+// on, and one core does that for a receiver taking in 1 GiB and relaying
+// half of it in 4.0-4.5 s (2 Gbit/s, unshaped links on 2 cores; 4.1-4.8 s
+// with every core). More threads only wake each other: 64 receivers at 10
+// Mbit/s spent 8.1-8.5 CPU-seconds on one core each against 9.5-9.6, and
+// the machine's own work keeps the other cores. One that unpacks
+// archives itself (--extract) keeps every core: unpacking would share one
+// with relaying to its children.
+func oneCoreFor(gomaxprocs string, ic install.Config) bool {
+	return gomaxprocs == "" && ic.Extract == ""
 }
 
 func runReceiver(c *cli.Context, once bool) error {
@@ -676,7 +684,7 @@ func runReceiver(c *cli.Context, once bool) error {
 	if err := cmp.Or(cfg.checkInstall(cmd), cfg.checkReceiver(cmd), cfg.checkDiscover(cmd), cfg.checkRelay(cmd), cfg.checkTargets(cmd)); err != nil {
 		return err
 	}
-	oneCore()
+	oneCore(cfg.Install)
 	var trust relay.TrustSet
 	for _, t := range rc.Trust {
 		if err := trust.Add(t); err != nil {

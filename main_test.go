@@ -950,3 +950,24 @@ func TestSeedSaysUpToDateAndBusy(t *testing.T) {
 		})
 	}
 }
+
+// A receiver runs on one core, but not where GOMAXPROCS says how many,
+// nor where it unpacks archives itself, beside its relaying.
+func TestReceiverCores(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		ic   install.Config
+		want bool
+	}{
+		{"", install.Config{To: "/opt/pkg"}, true},
+		{"", install.Config{Exec: "./install.sh"}, true},
+		{"", install.Config{}, true}, // --write alone
+		{"4", install.Config{To: "/opt/pkg"}, false},
+		{"", install.Config{Extract: "/opt/app"}, false},
+		{"", install.Config{To: "/opt/pkg", Extract: "/opt/app"}, false},
+	} {
+		if got := oneCoreFor(tc.env, tc.ic); got != tc.want {
+			t.Errorf("GOMAXPROCS=%q, %+v: one core %v, want %v", tc.env, tc.ic, got, tc.want)
+		}
+	}
+}

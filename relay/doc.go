@@ -345,7 +345,10 @@
 //
 // # Limits
 //
-// A receiver handles at most 256 connections at once (a session needs its
+// A receiver answers every offer it refuses with the reason, but logs
+// refusals once a minute per address (256 addresses, then the rest as
+// one), the next line saying how many were not. A receiver handles at
+// most 256 connections at once (a session needs its
 // seed, a few children per tree and their reconnects), of which 64
 // unproven; more are closed unanswered. An offer over 1 MiB is read only
 // in one of two slots. A session takes at most Config.MaxNodes receivers.

@@ -118,6 +118,7 @@ type Receiver struct {
 	controls    chan offered  // control connections with a trusted, valid offer
 	largeOffers chan struct{} // slots for reading offers over smallOffer
 	cap         *rateCap      // what it sends to its children, at most
+	refusals    *refusals     // warnings of refused seeds and sessions, a line a minute per address
 	mu          sync.Mutex
 	cur         *session // the session in progress, if any
 	wg          sync.WaitGroup
@@ -148,7 +149,7 @@ func NewReceiver(cfg Config, opt ReceiverOptions) (*Receiver, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	rate, _ := ParseRate(cfg.MaxRate) // Validate checked it
-	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), cap: newRateCap(rate), done: make(chan struct{})}
+	r := &Receiver{cfg: cfg, opt: opt, ln: ln, controls: make(chan offered), largeOffers: make(chan struct{}, maxLargeOffers), cap: newRateCap(rate), refusals: newRefusals(), done: make(chan struct{})}
 	r.wg.Add(2)
 	go r.accept()
 	go func() {
@@ -229,12 +230,12 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 		return
 	}
 	if err := greet(c, r.cfg.DeadAfter, r.opt.Secret, h, welcomeMsg{id: r.opt.ID, name: r.opt.Name}, proveReceiver, proveSeed); err != nil {
-		r.opt.Log.Warn("refused a seed", "seed", conn.RemoteAddr(), "reason", err)
+		r.refusals.warn(r.opt.Log, conn.RemoteAddr(), "refused a seed", "seed", conn.RemoteAddr(), "reason", err)
 		return
 	}
 	signed, err := r.readOffer(c, ps)
 	if err != nil {
-		r.opt.Log.Warn("refused session", "seed", conn.RemoteAddr(), "reason", err)
+		r.refusals.warn(r.opt.Log, conn.RemoteAddr(), "refused session", "seed", conn.RemoteAddr(), "reason", err)
 		var re *RefusedError
 		if errors.As(err, &re) {
 			c.send(msgRefuse, refuseMsg{code: uint8(re.Code), reason: clip(re.Reason)}.encode())

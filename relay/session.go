@@ -40,7 +40,7 @@ type session struct {
 }
 
 func (r *Receiver) refuse(c *ctrl, code uint8, err error) error {
-	r.opt.Log.Warn("refused session", "seed", c.conn.RemoteAddr(), "reason", err)
+	r.refusals.warn(r.opt.Log, c.conn.RemoteAddr(), "refused session", "seed", c.conn.RemoteAddr(), "reason", err)
 	c.send(msgRefuse, refuseMsg{code: code, reason: clip(err.Error())}.encode())
 	return fmt.Errorf("%w: %v", errNotTaken, err)
 }

@@ -262,7 +262,7 @@ const fetchBuffer = 256 << 10
 // hashes to feed its children, and must not wait for the other tree to
 // bring them. received counts the bytes stored; heard is called each time
 // bytes come from the parent.
-func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int), heard func()) error {
+func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int), heard func(), hold func() bool) error {
 	m := sp.m
 	need := map[int]bool{}
 	for i := range m.Chunks {
@@ -299,7 +299,7 @@ func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Confi
 	if err := writeFrame(lc, msgWant, w.encode()); err != nil {
 		return lost(err)
 	}
-	err = pull(bufio.NewReaderSize(heardReader{lc, heard}, fetchBuffer), p, sp, need, received, cfg.DeadAfter, func(t time.Time) { lc.until = t }, k.seal)
+	err = pull(bufio.NewReaderSize(heardReader{lc, heard, hold}, fetchBuffer), p, sp, need, received, cfg.DeadAfter, func(t time.Time) { lc.until = t }, k.seal)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -351,13 +351,19 @@ func remoteIP(conn net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// heardReader calls heard each time bytes come.
+// heardReader calls heard each time bytes come, and hold (if set) before
+// it reads more: a hold leaves the parent's bytes in the connection, and
+// TCP slows its flow; one that lasted its longest lets a trickle through.
 type heardReader struct {
 	r     io.Reader
 	heard func()
+	hold  func() bool
 }
 
 func (h heardReader) Read(p []byte) (int, error) {
+	if h.hold != nil && h.hold() {
+		p = p[:min(len(p), trickle)]
+	}
 	n, err := h.r.Read(p)
 	if n > 0 {
 		h.heard()

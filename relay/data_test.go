@@ -93,7 +93,7 @@ func TestWholeStripeStillSaysHeld(t *testing.T) {
 	})
 	p := parentMsg{id: NodeID{9}, addr: addr, stripes: 2, stripe: 0}
 	self := helloMsg{role: roleData, id: NodeID{7}, name: "moved"}
-	if err := fetch(ctx, p, self, sp, cfg, keys{}, func(int) { t.Error("a block was stored") }, func() {}); err != nil {
+	if err := fetch(ctx, p, self, sp, cfg, keys{}, func(int) { t.Error("a block was stored") }, func() {}, nil); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
 	select {

@@ -257,7 +257,13 @@
 // stripe has its own tree with one root the seed feeds, node i feeding
 // 2i+1 and 2i+2, and the second tree takes the nodes in reverse order: a
 // node inner in one tree is a leaf in the other, so every node, the seed
-// included, uploads about one copy. Re-parenting works per stripe.
+// included, uploads about one copy. Re-parenting works per stripe. A root
+// (the seed its parent in a tree, and children of its own there) reads the
+// other stripe no further than 256 KiB ahead of its own while its own
+// moves, leaving the rest in the connection: where its link is short of
+// both stripes, the one its whole tree waits on goes first (a hold that
+// lasts DeadAfter/4 lets 16 KiB through, so the parent still sees bytes
+// move).
 //
 // Repairs keep that shape where they can. A lost node with two children
 // is replaced by a node idle in every tree if there is one; otherwise

@@ -57,7 +57,7 @@ func TestDribblingParentIsGivenUpAfterDeadAfter(t *testing.T) {
 	p := parentMsg{id: NodeID{9}, addr: addr, stripes: 1, stripe: 0}
 	self := helloMsg{role: roleData, id: NodeID{7}, name: "child"}
 	begun := time.Now()
-	err := fetch(ctx, p, self, sp, cfg, keys{}, func(int) {}, func() {})
+	err := fetch(ctx, p, self, sp, cfg, keys{}, func(int) {}, func() {}, nil)
 	took := time.Since(begun)
 	t.Logf("fetch returned after %s: %v", took.Round(10*time.Millisecond), err)
 	var fe *fetchError
@@ -481,7 +481,7 @@ func TestRelayForwardsOnlyVerifiedBytes(t *testing.T) {
 		c.expect(cfg.DeadAfter, msgHeld)
 	})
 	p := parentMsg{id: NodeID{9}, addr: addr, stripes: 1, stripe: 0}
-	if err := fetch(ctx, p, helloMsg{role: roleData, id: NodeID{7}}, sp, cfg, keys{}, func(int) {}, func() {}); err != nil {
+	if err := fetch(ctx, p, helloMsg{role: roleData, id: NodeID{7}}, sp, cfg, keys{}, func(int) {}, func() {}, nil); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
 	// the relay feeds a child

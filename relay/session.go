@@ -35,6 +35,7 @@ type session struct {
 	result   chan resultMsg // the apply outcome, once
 	resulted chan struct{}  // closed once the result frame is sent
 	feeding  *feeding       // what this node owes its children
+	lead     *rootLead      // a root's own stripe first on its link
 	reports  chan reportMsg // where the seed says to send progress, for heartbeat
 	output   outputTail     // the end of what the apply's command wrote
 }
@@ -106,7 +107,7 @@ func (r *Receiver) session(ctx context.Context, o offered) (Result, error) {
 		return Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1), resulted: make(chan struct{}), feeding: newFeeding(), reports: make(chan reportMsg, 1)}
+	s := &session{cfg: r.cfg, opt: &r.opt, ctx: sctx, applyCtx: ctx, signed: o.signed, keys: k, m: m, spool: sp, pace: newFeedPacer(r.cfg, m.BlockSize), up: newUplink(r.cap.bytesPerSecond()), c: c, start: time.Now(), result: make(chan resultMsg, 1), resulted: make(chan struct{}), feeding: newFeeding(), lead: newRootLead(sp, r.cfg), reports: make(chan reportMsg, 1)}
 	// Children may ask for the session as soon as the seed hears the
 	// accept: it is in place before.
 	r.mu.Lock()
@@ -281,6 +282,7 @@ func (s *session) readControl(parents chan<- parentMsg) error {
 			}
 			s.stripes.Store(int32(p.stripes))
 			s.feeding.owe(p.stripe, p.feeds)
+			s.lead.named(p)
 			select {
 			case parents <- p:
 			case <-s.ctx.Done():
@@ -357,7 +359,13 @@ func (s *session) fetchLoop(parents <-chan parentMsg) {
 			go func(p parentMsg) {
 				defer wg.Done()
 				s.fed.start(p)
-				err := fetch(fctx, p, self, s.spool, s.cfg, s.keys, func(n int) { s.recvd.Add(int64(n)) }, func() { s.fed.heard(p.stripe) })
+				err := fetch(fctx, p, self, s.spool, s.cfg, s.keys, func(n int) { s.recvd.Add(int64(n)) }, func() { s.fed.heard(p.stripe) }, func() bool {
+					long := s.lead.hold(fctx, int(p.stripe))
+					if long {
+						s.fed.heard(p.stripe) // its bytes wait here, unread: it does not starve this node
+					}
+					return long
+				})
 				s.fed.stop(p.stripe)
 				close(f.done)
 				select {

@@ -429,6 +429,13 @@ func (s *spool) stripeMissing(stripes, stripe int) int {
 	return in - s.byParityN[stripe]
 }
 
+// changes is closed when the spool next holds a block or a chunk's hashes.
+func (s *spool) changes() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
 func (s *spool) broadcast() {
 	close(s.changed)
 	s.changed = make(chan struct{})

@@ -75,6 +75,10 @@
 #   BENCH_CHUNK   treecast seed --chunk-size (default: treecast's)
 #   BENCH_LIMIT   seconds a run may take (default 10 x S/B + 60)
 #   BENCH_RING=1  also run lab.sh's ring check on each lab (what the lab carries)
+#   BENCH_SLOW    "I:RATE[:down|up|both]": host I's link is RATE that way (default
+#                 down: what it receives) for every tool, e.g. "1:18mbit" for a
+#                 receiver whose link something else takes a tenth of. h1 is
+#                 where treecast roots its first tree, and the chain's first hop.
 #   BENCH_BIN     use this treecast binary instead of building one
 #   BENCH_KEEP=1  keep $OUT (kept anyway when a run broke)
 #   OUT           work directory (default scripts/out/bench-$LAB_PREFIX)
@@ -127,6 +131,15 @@ for p in $POINTS; do
 		exit 2
 	fi
 done
+SLOW_HOST= SLOW_RATE= SLOW_WAY=
+if [[ -n ${BENCH_SLOW:-} ]]; then
+	if [[ ! $BENCH_SLOW =~ ^([0-9]+):([0-9]+(bit|kbit|mbit|gbit))(:(down|up|both))?$ ]]; then
+		echo "bench: bad BENCH_SLOW '$BENCH_SLOW': want I:RATE[:down|up|both], e.g. 1:18mbit" >&2
+		exit 2
+	fi
+	SLOW_HOST=${BASH_REMATCH[1]} SLOW_RATE=${BASH_REMATCH[2]} SLOW_WAY=${BASH_REMATCH[5]:-down}
+	((SLOW_HOST >= 1)) || { echo "bench: BENCH_SLOW names host 0, the seed; a receiver is 1..N" >&2; exit 2; }
+fi
 [[ $EUID -eq 0 ]] || { echo "bench: needs root (network namespaces)" >&2; exit 2; }
 
 cleanup() {
@@ -454,6 +467,12 @@ for point in $POINTS; do
 	agg=$(((N + 1) * BITS / 1000000))
 	((agg > 1500)) && echo "bench: note: the links add up to $agg Mbit/s, past the ~1500 lab.sh suggests for 2 cores"
 	lab_up $((N + 1)) "$RATE"
+	if [[ -n $SLOW_HOST ]]; then
+		((SLOW_HOST <= N)) || { echo "bench: BENCH_SLOW names h$SLOW_HOST, but this point has h1..h$N" >&2; exit 2; }
+		[[ $SLOW_WAY == up ]] || tc -n "$(lab_sw_ns)" qdisc change dev "p$SLOW_HOST" root tbf rate "$SLOW_RATE" burst "$(lab_burst "$RATE")" latency "$LAB_LATENCY"
+		[[ $SLOW_WAY == down ]] || tc -n "$(lab_ns "$SLOW_HOST")" qdisc change dev eth0 root tbf rate "$SLOW_RATE" burst "$(lab_burst "$RATE")" latency "$LAB_LATENCY"
+		echo "bench: h$SLOW_HOST's link is $SLOW_RATE ($SLOW_WAY) for every tool"
+	fi
 	[[ ${BENCH_RING:-0} == 1 ]] && lab_ring_check 3
 	for tool in $TOOLS; do
 		rm -rf "$WORK/cpu"

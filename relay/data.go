@@ -261,7 +261,8 @@ const fetchBuffer = 256 << 10
 // resumed node may hold its stripe of a chunk and still need the chunk's
 // hashes to feed its children, and must not wait for the other tree to
 // bring them. received counts the bytes stored; heard is called each time
-// bytes come from the parent.
+// bytes come from the parent; hold, if set, before each read from it (see
+// heardReader).
 func fetch(ctx context.Context, p parentMsg, self helloMsg, sp *spool, cfg Config, k keys, received func(int), heard func(), hold func() bool) error {
 	m := sp.m
 	need := map[int]bool{}

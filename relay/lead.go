@@ -29,6 +29,7 @@ type rootLead struct {
 	mu      sync.Mutex
 	stripes int
 	rooted  [maxStripes]bool // stripes this node feeds children of, from the seed
+	relays  [maxStripes]bool // stripes this node feeds children of, from any parent
 	last    [maxStripes]int  // what was missing of each rooted stripe when last looked at
 	moved   [maxStripes]time.Time
 }
@@ -63,15 +64,16 @@ func (l *rootLead) named(p parentMsg) {
 	if root && !l.rooted[p.stripe] {
 		l.last[p.stripe], l.moved[p.stripe] = l.missing(l.stripes, int(p.stripe)), l.now()
 	}
-	l.rooted[p.stripe] = root
+	l.rooted[p.stripe], l.relays[p.stripe] = root, p.feeds > 0
 }
 
-// ahead reports whether stripe st is lead blocks or more ahead of a
-// stripe this node roots that is still coming and moved lately.
+// ahead reports whether stripe st, which this node does not relay, is
+// lead blocks or more ahead of a stripe it roots that is still coming and
+// moved lately.
 func (l *rootLead) ahead(st int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.stripes != maxStripes || st < 0 || st >= maxStripes {
+	if l.stripes != maxStripes || st < 0 || st >= maxStripes || l.relays[st] {
 		return false
 	}
 	now := l.now()

@@ -113,10 +113,20 @@ func TestRootLeadHoldEnds(t *testing.T) {
 	h.set(0, 300)
 	h.set(1, 200)
 
-	// The rooted stripe catches up: the hold ends, short of its longest.
+	// The rooted stripe catches up: the hold wakes and ends, short of its
+	// longest (neither most nor moving passes in the test).
 	done := make(chan bool, 1)
-	l.most = time.Minute
+	l.most, l.moving = time.Minute, time.Minute
+	entered := make(chan struct{}, 1)
+	l.changes = func() <-chan struct{} {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		return h.changes()
+	}
 	go func() { done <- l.hold(context.Background(), 1) }()
+	<-entered
 	h.set(0, 215)
 	select {
 	case held := <-done:
@@ -129,7 +139,7 @@ func TestRootLeadHoldEnds(t *testing.T) {
 
 	// It does not: the hold lasts most, and says so.
 	h.set(0, 300)
-	l.most = 50 * time.Millisecond
+	l.most, l.moving = 50*time.Millisecond, time.Second
 	if !l.hold(context.Background(), 1) {
 		t.Error("a hold that lasted its longest does not say so")
 	}

@@ -96,15 +96,15 @@ func (l *rootLead) ahead(st int) bool {
 // says held after most: then only a trickle may be read (see trickle),
 // so the parent's bytes still move and it does not give this node up.
 func (l *rootLead) hold(ctx context.Context, st int) (held bool) {
-	var timer *time.Timer
+	if !l.ahead(st) {
+		return false // every read but a held one: no wait set up
+	}
+	timer := time.NewTimer(l.most)
+	defer timer.Stop()
 	for {
 		changed := l.changes()
 		if !l.ahead(st) {
 			return false
-		}
-		if timer == nil {
-			timer = time.NewTimer(l.most)
-			defer timer.Stop()
 		}
 		// A rooted stripe that stops moving lets go within moving.
 		recheck := time.NewTimer(l.moving)

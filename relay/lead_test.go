@@ -57,7 +57,7 @@ func TestRootLeadHoldsOnlyARootsOtherStripe(t *testing.T) {
 		{"root of 0, stripe 1 ahead by the lead", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{300, 284}, 1, true},
 		{"root of 0, stripe 1 ahead by less", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{300, 285}, 1, false},
 		{"root of 0, stripe 1 behind", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{100, 300}, 1, false},
-		{"root of 0: its own stripe is never held", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{0 + 300, 0}, 0, false},
+		{"root of 0: its own stripe is never held", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{300, 0}, 0, false},
 		{"a root that feeds no one", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 0}, {id: relay, stripes: 2, stripe: 1}}, [2]int{300, 0}, 1, false},
 		{"an inner relay, not a root", []parentMsg{{id: relay, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1}}, [2]int{300, 0}, 1, false},
 		{"a root that relays the other stripe too", []parentMsg{{id: seed, stripes: 2, stripe: 0, feeds: 2}, {id: relay, stripes: 2, stripe: 1, feeds: 1}}, [2]int{300, 0}, 1, false},

@@ -39,16 +39,18 @@ func quickAck(c net.Conn) {
 	}
 }
 
-// delayAcks has c hold its acknowledgements up to 40 ms for a frame of
-// its own to carry them: a seed's handshake hears a welcome and an accept,
-// and then says nothing until the plan, so acknowledged at once each costs
-// its uplink a packet, 17 KB for 128 receivers. The first quickAck ends it.
-func delayAcks(c net.Conn) {
-	if raw := rawConn(c); raw != nil {
-		raw.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
-		})
-	}
+// delayAcks is a net.Dialer's Control: the connection holds its
+// acknowledgements up to 40 ms for a frame of its own to carry them, from
+// the last step of its TCP handshake on. The seed writes its hello and
+// offer at once, so the handshake's acknowledgement rides with them: a
+// packet less on its uplink per receiver, 8 KB for 128 (sent alone, it
+// went out 5 ms before the offer). The first quickAck ends it.
+func delayAcks(_, _ string, raw syscall.RawConn) error {
+	// A socket that cannot delay its acknowledgements still connects.
+	raw.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+	})
+	return nil
 }
 
 // rawConn is c's socket, or nil where c has none (a pipe, say).

@@ -2,7 +2,10 @@
 
 package relay
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // Options of the seed's control connections: only Linux holds a frame for
 // the close that follows it, and acknowledges a frame at will.
@@ -10,4 +13,4 @@ func cork(net.Conn) bool { return false }
 
 func quickAck(net.Conn) {}
 
-func delayAcks(net.Conn) {}
+func delayAcks(_, _ string, _ syscall.RawConn) error { return nil }

@@ -490,17 +490,13 @@ func (s *seedRun) overCap() bool { return s.cfg.MaxNodes > 0 && len(s.nodes) >= 
 
 // connect opens a control connection to p and makes the offer.
 func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
-	d := net.Dialer{Timeout: s.cfg.DialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", p.Addr.String())
+	conn, err := controlDialer(s.cfg).DialContext(ctx, "tcp", p.Addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	// A session that ends, or is stopped, waits for no handshake.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	// The node's welcome and accept are acknowledged by the frames that
-	// tell it its parents, where those follow within the delay.
-	delayAcks(conn)
 	c := newCtrl(conn, s.cfg.DeadAfter)
 	// Every byte renews a step's deadline: the whole handshake has one
 	// too, so a host that dribbles its answer holds no session's end.
@@ -555,6 +551,11 @@ func (s *seedRun) connect(ctx context.Context, p Peer) (*dialed, error) {
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	seedAddr := netip.AddrPortFrom(local.Addr().Unmap(), uint16(s.ln.Addr().(*net.TCPAddr).Port))
 	return &dialed{c: c, welcome: w, held: min(int64(a.held), s.m.Size), applied: a.applied, upToDate: a.upToDate, seedAddr: seedAddr, pingEvery: pingEvery(s.cfg, a.seedTimeout), datagrams: a.datagrams, offered: offered}, nil
+}
+
+// controlDialer opens the seed's control connections.
+func controlDialer(cfg Config) *net.Dialer {
+	return &net.Dialer{Timeout: cfg.DialTimeout, Control: delayAcks}
 }
 
 // handshakeLimit bounds a whole control handshake: its three waits

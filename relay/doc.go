@@ -226,7 +226,9 @@
 // moves the complainer; for a corrupt block the seed fetches that block
 // from the accused itself, as a child would, and fails the relay only if
 // its copy is bad, while a node whose accusations it found false twice is
-// dropped; a relay that refuses the seed's own fetch, or that two children
+// heard no more (it still moves, but the seed fetches on its word no more:
+// a relay may send the seed intact what it corrupts for one child, so the
+// child is not failed for it); a relay that refuses the seed's own fetch, or that two children
 // complained of, feeds no one from then on, and each node's complaints
 // count so against one relay at most. Every session ends: nodes
 // still at work 4 × the time the first node took plus SessionGrace after

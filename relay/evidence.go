@@ -28,7 +28,13 @@ const (
 	// complainer, and the seed's probes still judge.
 	wordBudget = 1
 	// falseAccusations: a node whose corrupt-data complaints against this
-	// many different relays the seed found false is dropped.
+	// many different relays the seed found false is heard no more: its
+	// complaints still move it, but the seed fetches on its word no more,
+	// and they count against no relay. It is not failed for them: a relay
+	// can tell the seed's fetch from a child's, and send the seed a block
+	// intact that it corrupts for one child, so an intact block proves
+	// nothing against the child. A liar so costs the seed two fetches,
+	// and itself its parents.
 	falseAccusations = 2
 	// probeWait bounds the seed's own fetch of a block a child says was
 	// corrupt: a relay that verified the block has it at hand.
@@ -80,8 +86,8 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	}
 	s.opt.Log.Warn("node complains of its parent", "node", n.label(), "parent", s.parentLabel(parent), "detail", c.detail)
 	s.tell(s.t.complain(n.id, st, parent, time.Now()), true)
-	if p == nil || p.c == nil {
-		return // the seed, or a relay the seed lost too: nothing to judge
+	if p == nil || p.c == nil || n.unheard {
+		return // the seed, a relay the seed lost too, or a word spent: nothing to judge
 	}
 	if p.accusedBy == nil {
 		p.accusedBy = map[int]bool{}
@@ -100,7 +106,9 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 		}
 		s.tell(s.t.distrust(p.id, time.Now()), true)
 	}
-	if p.probing {
+	// Fetches on one node's word are bounded as its false accusations
+	// are: those in flight count as found false until judged.
+	if p.probing || len(n.falselyAccused)+n.checking >= falseAccusations {
 		return
 	}
 	g, wait := st, probeLiveWait(s.cfg)
@@ -111,6 +119,7 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 		g, wait = int(c.block), probeWait
 	}
 	p.probing = true
+	n.checking++
 	s.readers.Add(1)
 	go func() {
 		defer s.readers.Done()
@@ -133,6 +142,7 @@ func probeLiveWait(cfg Config) time.Duration { return cfg.DialTimeout + 4*cfg.He
 func (s *seedRun) judge(v *verdict) {
 	p, n := v.accused, v.accuser
 	p.probing = false
+	n.checking--
 	what := fmt.Sprintf("block %d (chunk %d)", v.block, v.block/s.m.blocksPerChunk())
 	switch {
 	case v.outcome == probeLied:
@@ -159,12 +169,9 @@ func (s *seedRun) judge(v *verdict) {
 		}
 		n.falselyAccused[p.id] = true
 		s.opt.Log.Warn("complaint not confirmed: the relay sent the seed that block intact", "node", n.label(), "relay", p.label(), "block", v.block)
-		if len(n.falselyAccused) >= falseAccusations && !n.liar {
-			n.liar = true
-			n.state, n.err = stateFailed, fmt.Sprintf("accused %d relays of sending corrupt data that they sent the seed intact", len(n.falselyAccused))
-			if n.c != nil {
-				s.lost(n, errors.New(n.err))
-			}
+		if len(n.falselyAccused) >= falseAccusations && !n.unheard {
+			n.unheard = true
+			s.opt.Log.Warn("node's complaints are checked no more: relays it accused sent the seed their blocks intact; it still moves on them", "node", n.label(), "relays", len(n.falselyAccused))
 		}
 	default:
 		s.opt.Log.Debug("probe of an accused relay", "relay", p.label(), "outcome", v.outcome, "err", v.err)

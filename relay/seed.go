@@ -79,7 +79,7 @@ type node struct {
 	flushed    bool
 	output     string
 	upToDate   bool      // had the package applied already: nothing sent, nothing run
-	liar       bool      // relayed a corrupt chunk, or kept accusing honest relays: never taken back
+	liar       bool      // relayed a corrupt chunk: never taken back
 	failed     bool      // said its apply failed: not offered the session again
 	lostAt     time.Time // when its control connection last failed mid-session
 
@@ -89,6 +89,8 @@ type node struct {
 	starved        []silence     // its parents that send it nothing, as its last progress said
 	accusedBy      map[int]bool  // nodes that complained of it (corrupt data, a stall)
 	falselyAccused map[int]bool  // relays it said sent corrupt data that sent the seed that data intact
+	unheard        bool          // its complaints move it, and are checked no more (see falseAccusations)
+	checking       int           // the seed's fetches on its word not yet judged
 	distrusted     int           // relays made to feed no one on its complaints (see wordBudget)
 	probing        bool          // the seed is fetching a block it was accused of corrupting
 

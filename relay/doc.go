@@ -122,7 +122,9 @@
 // (ReceiverOptions.Actions), whose manifest does not say force; then up to
 // date is 1 too, and the session counts as the last applied from then on.
 // Nothing is fetched or applied, and the seed reports the node ok, up to
-// date. A session that begins to change what was applied (a write target
+// date. Such a node closes the connection at the seed's end, or
+// DeadAfter after its accept, pings or not: a host that replays an offer
+// the node applied holds it from the next session no longer. A session that begins to change what was applied (a write target
 // written as blocks come, a stream, an apply) first withdraws that record
 // but for its creation time (the rule against older sessions stays), so
 // one stopped part-way leaves nothing applied or up to date.

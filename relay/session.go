@@ -194,6 +194,11 @@ func (r *Receiver) appliedBefore(c *ctrl, signed *Signed, upToDate bool) (Result
 	if err := c.send(msgAccept, acceptMsg{held: uint64(m.Size), applied: true, upToDate: upToDate, seedTimeout: r.cfg.SeedTimeout}.encode()); err != nil {
 		return Result{}, fmt.Errorf("accept session: %w", err)
 	}
+	// The seed has nothing more for this node: it ends the connection, or
+	// the node leaves after DeadAfter, which the seed takes as an end. A
+	// host that replays an offer applied here, and pings, holds the node
+	// no longer than that from a newer session.
+	c.conn.until = time.Now().Add(r.cfg.DeadAfter)
 	for {
 		f, err := c.recvOnly(r.cfg.SeedTimeout, maxControlLen, msgPing, msgEnd, msgParent)
 		if err != nil || f.typ == msgEnd {

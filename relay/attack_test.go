@@ -33,11 +33,19 @@ type fake struct {
 	// onData serves a child's data connection after its hello and want;
 	// nil: hang up.
 	onData func(conn net.Conn, w wantMsg)
+	// host is the loopback address it listens on, as a host of its own on
+	// a LAN would; "": 127.0.0.1, the honest nodes' (Linux answers on
+	// all of 127.0.0.0/8).
+	host string
 }
 
 func startFake(t *testing.T, ctx context.Context, f *fake) *fake {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	host := f.host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

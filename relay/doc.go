@@ -213,7 +213,11 @@
 // has waited longest), and never makes the receiver busy. The seed's data port takes
 // connections only from the addresses it reached its session's nodes at,
 // at most 8 from one address before their want, a new one closing that
-// address's oldest. A welcome must name the node id the receiver was
+// address's oldest, and feeds a stripe only to a node it placed under
+// itself there, by the node id of the hello and the address it reached
+// the node at, one connection per node and stripe (a new one ends the
+// old): a node of the session that asks for the package over and over
+// takes no share of the seed's uplink from the roots. A welcome must name the node id the receiver was
 // found under (or any id but zero, for one given by address): the seed
 // refuses one that names another. A relay forwards a compressed block as
 // it came only when it is one zstd frame and nothing else, and otherwise
@@ -361,7 +365,10 @@
 // most 256 connections at once (a session needs its
 // seed, a few children per tree and their reconnects), of which 64
 // unproven; more are closed unanswered. An offer over 1 MiB is read only
-// in one of two slots. A session takes at most Config.MaxNodes receivers.
+// in one of two slots, and any offer's bytes must keep up with 512 kbit/s
+// once 5 s have passed since they began, so a host that announces a large
+// offer and dribbles it holds a slot for seconds. A session takes at most
+// Config.MaxNodes receivers.
 // Every handshake step has a deadline of Config.DeadAfter, and the seed's
 // whole control handshake one of 3 × DeadAfter + 30 s and the offer's
 // bytes at 512 kbit/s, so a host that dribbles its answer a byte at a time

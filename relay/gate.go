@@ -145,11 +145,73 @@ func sourceOf(a net.Addr) netip.Addr {
 // address at most maxUnprovenPerSource that have not yet asked for the
 // session, a new one closing that address's oldest. A host that is not in
 // the session cannot hold the seed's children out, however many
-// connections it opens; one that is holds only its own slots.
+// connections it opens; one that is holds only its own slots. The seed
+// then feeds a stripe only to a node the tree has under the seed there,
+// by the id its hello names and the address the seed reached it at, and
+// one feed per node and stripe (see take): a node of the session that
+// asks for the package many times over takes no share of the seed's
+// uplink from the roots.
 type childGate struct {
 	mu      sync.Mutex
 	allowed map[netip.Addr]bool
 	waiting map[netip.Addr][]net.Conn // oldest first
+	placed  map[feedKey]*seedFeed
+}
+
+// feedKey is a node's place under the seed in one stripe.
+type feedKey struct {
+	id     NodeID
+	stripe int
+}
+
+// seedFeed is where the node placed under the seed is, and its feed.
+type seedFeed struct {
+	addr netip.Addr
+	conn net.Conn // the feed open now, or nil
+}
+
+// place records whether the tree has node id, reached at addr, under the
+// seed in stripe st: the seed's loop calls it before it tells the node.
+func (g *childGate) place(id NodeID, addr netip.Addr, st int, under bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := feedKey{id, st}
+	if !under {
+		delete(g.placed, k)
+		return
+	}
+	if g.placed == nil {
+		g.placed = map[feedKey]*seedFeed{}
+	}
+	if f := g.placed[k]; f != nil && f.addr == addr {
+		return
+	}
+	g.placed[k] = &seedFeed{addr: addr}
+}
+
+// take reports whether c, whose hello names id and whose want asks for
+// stripe st, may be fed: the node is under the seed there and c comes
+// from its address. A feed already open for it ends: the node came back
+// (a link that went down and up), and one feed is all it needs. done
+// gives the place up when c's feed ends.
+func (g *childGate) take(id NodeID, st int, c net.Conn) (done func(), ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.placed[feedKey{id, st}]
+	if f == nil || f.addr != sourceOf(c.RemoteAddr()) {
+		return nil, false
+	}
+	if f.conn != nil {
+		f.conn.Close()
+	}
+	f.conn = c
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if f.conn == c {
+			f.conn = nil
+		}
+	}, true
 }
 
 // allow lets the node at a connect to the seed's listener.

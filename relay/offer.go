@@ -230,7 +230,8 @@ func (s *seedRun) admit(ctx context.Context, n *node, d *dialed, err error) {
 	if n.joined {
 		s.opt.Log.Info("node rejoined", "node", n.label(), "bytes_held", d.held)
 	}
-	s.children.allow(remoteIP(d.c.conn.Conn))
+	n.reachedAt = remoteIP(d.c.conn.Conn)
+	s.children.allow(n.reachedAt)
 	n.c, n.seedAddr, n.joined, n.state, n.err = newCtrlLink(d.c), d.seedAddr, true, stateActive, ""
 	n.lostAt, n.pinged, n.pingEvery = time.Time{}, time.Now(), d.pingEvery
 	n.acked, n.ackedAt = 0, time.Time{}

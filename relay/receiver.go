@@ -253,6 +253,32 @@ func (r *Receiver) handle(conn net.Conn, ps *pass) {
 	<-c.released
 }
 
+// floorReader reads from c no slower than offerRate once proveWithin has
+// passed since start: each read must bring its next byte by the time the
+// bytes so far would have taken at that rate. A host that announces a
+// large offer and sends a byte now and then holds a large-offer slot for
+// seconds, not for the minutes the whole offer is allowed.
+type floorReader struct {
+	c     *liveConn
+	start time.Time
+	read  int64
+}
+
+func (r *floorReader) Read(p []byte) (int, error) {
+	due := r.start.Add(proveWithin + time.Duration(r.read+1)*time.Second/offerRate)
+	d := r.c.deadline(r.c.readIdle)
+	if due.Before(d) {
+		d = due
+	}
+	r.c.Conn.SetReadDeadline(d)
+	n, err := r.c.Conn.Read(p)
+	r.read += int64(n)
+	if err != nil && time.Now().After(due) {
+		err = fmt.Errorf("%s in %s, slower than %s/s: %w", HumanBytes(r.read), time.Since(r.start).Round(time.Millisecond), HumanBytes(offerRate), err)
+	}
+	return n, err
+}
+
 // readOffer reads a seed's offer and checks what can be checked without
 // local state: a trusted key (before the signature, so an untrusted offer
 // costs no hashing), the signature, and the expiry. Its header must come
@@ -279,7 +305,7 @@ func (r *Receiver) readOffer(c *ctrl, ps *pass) (*Signed, error) {
 			return nil, &RefusedError{Code: int(refuseBusy), Reason: "busy reading other large offers"}
 		}
 	}
-	f, err := readPayload(c.conn, t, n, nil)
+	f, err := readPayload(&floorReader{c: c.conn, start: time.Now()}, t, n, nil)
 	if err != nil {
 		return nil, err
 	}

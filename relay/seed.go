@@ -64,6 +64,7 @@ type node struct {
 	peer       Peer
 	c          link           // nil while not connected
 	seedAddr   netip.AddrPort // where it reaches the seed's listener
+	reachedAt  netip.Addr     // where the seed reached it: its data connections come from there
 	connecting bool
 	joined     bool // took part in the session at least once
 	state      nodeState
@@ -348,6 +349,7 @@ func (s *seedRun) tell(moves []move, repair bool) {
 	add := func(n *node, st, parent int) {
 		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st)}
 		n.parents[st], n.feeds[st] = "seed", pm.feeds
+		s.children.place(n.peer.ID, n.reachedAt, st, parent == seedID)
 		if parent != seedID {
 			p := s.nodes[parent-1]
 			pm.id, pm.addr = p.peer.ID, p.peer.Addr
@@ -829,6 +831,12 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: err.Error()}.encode())
 				return
 			}
+			placed, ok := s.children.take(h.id, int(w.stripe), conn)
+			if !ok {
+				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "the seed feeds no such node in this stripe"}.encode())
+				return
+			}
+			defer placed()
 			c.conn.until = time.Time{}
 			s.children.forget(conn)
 			pace := paces[int(w.stripe)%len(paces)]

@@ -1,0 +1,78 @@
+package relay
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// floodSeedData opens k data connections to the seed at addr, each asking
+// for every block of stripe i%stripes under the hello id own (every
+// other one) or an id of its own, and reads what comes as fast as it
+// comes; each one that ends is opened again, until ctx ends.
+func floodSeedData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *Manifest, stripes uint8, own NodeID, k int) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from.(*net.TCPAddr).IP}}
+	for i := range k {
+		go func() {
+			for ctx.Err() == nil {
+				conn, err := d.Dial("tcp", addr.String())
+				if err != nil {
+					return
+				}
+				stop := context.AfterFunc(ctx, func() { conn.Close() })
+				id := own
+				if i%2 == 1 {
+					id = NodeID{0xf1, byte(i)}
+				}
+				writeFrame(conn, msgHello, helloMsg{role: roleData, id: id, name: "flood"}.encode())
+				w := wantMsg{session: m.Session, stripes: stripes, stripe: uint8(i / 2 % int(stripes)), have: newBitmap(m.Blocks())}
+				writeFrame(conn, msgWant, w.encode())
+				io.Copy(io.Discard, conn)
+				stop()
+				conn.Close()
+			}
+		}()
+	}
+}
+
+// A node of the session (it knows the session id and the seed's data
+// port) opens 64 data connections to the seed, each wanting a whole
+// stripe, under its own id or made-up ones. The seed feeds only a node
+// the tree has under it, one feed per node and stripe: the flood takes
+// no share of the seed's capped uplink from the roots, and every honest
+// node applies the package. Before, the seed served all 64 and the
+// honest nodes timed out.
+func TestSeedDataFloodByOneMemberTakesNoShare(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.MaxRate = "16mbit" // the seed's link: 2 MB/s
+	cfg.SessionGrace = 3 * time.Second
+	fctx, stopFlood := context.WithCancel(ctx)
+	defer stopFlood()
+	f := startFake(t, ctx, &fake{host: "127.0.0.2"}) // a host of its own
+	started := false
+	f.onControl = func(c *ctrl, m *Manifest) {
+		f.report(c, m, 0, func(fr frame) {
+			if fr.typ != msgParent || started {
+				return
+			}
+			p, err := decodeParent(fr.payload)
+			if err != nil || p.id != (NodeID{}) {
+				return
+			}
+			started = true
+			floodSeedData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64)
+		})
+	}
+	start := time.Now()
+	rep, _ := attackSession(t, ctx, cfg, 3, 2<<20, f.peer("member"))
+	if !started {
+		t.Fatal("the member was never told the seed is its parent: no flood, the test shows nothing")
+	}
+	t.Logf("session took %s", time.Since(start).Round(100*time.Millisecond))
+	_ = rep
+}

@@ -78,7 +78,10 @@
 //	6  parent    seed → node           parent id (zero: the seed), address "ip:port", stripes u8 (1 or 2), stripe u8,
 //	                                   feeds u8 (how many children the node feeds in that stripe now; the
 //	                                   parent the node has, named again, only says that; a seed of an earlier
-//	                                   build ends the parent before it)
+//	                                   build ends the parent before it), kids u8 (at most 64), then per child:
+//	                                   node id, address (16 bytes, IPv4 mapped) the seed reached it at (the
+//	                                   children the node may feed in that stripe; a seed of an earlier build
+//	                                   ends the parent before them)
 //	7  want      child → parent        session id, stripes u8, stripe u8, bitmap of blocks held (LSB first)
 //	8  (retired: whole chunks, version 1)
 //	9  progress  node → seed           bytes verified and held u64, bytes received u64, stripes u8, bytes held
@@ -217,7 +220,13 @@
 // itself there, by the node id of the hello and the address it reached
 // the node at, one connection per node and stripe (a new one ends the
 // old): a node of the session that asks for the package over and over
-// takes no share of the seed's uplink from the roots. A welcome must name the node id the receiver was
+// takes no share of the seed's uplink from the roots. A relay likewise
+// feeds a stripe only to the children its parent frame for that stripe
+// names, by hello id and address, one connection each, and the seed's own
+// fetch (the zero id, from the seed's address); a child it has not been
+// told of yet waits up to DeadAfter/2 for the seed's word (the seed tells
+// both at once, and the child may come first), then is refused. A seed of
+// an earlier build names no children: its relays feed any. A welcome must name the node id the receiver was
 // found under (or any id but zero, for one given by address): the seed
 // refuses one that names another. A relay forwards a compressed block as
 // it came only when it is one zstd frame and nothing else, and otherwise

@@ -27,8 +27,8 @@ const (
 	// every relay they meet; complaints past it still move the
 	// complainer, and the seed's probes still judge.
 	wordBudget = 1
-	// falseAccusations: a node whose corrupt-data complaints against this
-	// many different relays the seed found false is heard no more: its
+	// falseAccusations: a node this many of whose corrupt-data complaints
+	// the seed found unconfirmed is heard no more: its
 	// complaints still move it, but the seed fetches on its word no more,
 	// and they count against no relay. It is not failed for them: a relay
 	// can tell the seed's fetch from a child's, and send the seed a block
@@ -108,7 +108,7 @@ func (s *seedRun) complaint(ctx context.Context, n *node, c complainMsg) {
 	}
 	// Fetches on one node's word are bounded as its false accusations
 	// are: those in flight count as found false until judged.
-	if p.probing || len(n.falselyAccused)+n.checking >= falseAccusations {
+	if p.probing || n.unconfirmed+n.checking >= falseAccusations {
 		return
 	}
 	g, wait := st, probeLiveWait(s.cfg)
@@ -164,14 +164,11 @@ func (s *seedRun) judge(v *verdict) {
 		s.tell(s.t.distrust(p.id, time.Now()), true)
 		s.forgive(n, v.stripe)
 	case v.outcome == probeIntact && v.kind == complainCorrupt:
-		if n.falselyAccused == nil {
-			n.falselyAccused = map[int]bool{}
-		}
-		n.falselyAccused[p.id] = true
+		n.unconfirmed++
 		s.opt.Log.Warn("complaint not confirmed: the relay sent the seed that block intact", "node", n.label(), "relay", p.label(), "block", v.block)
-		if len(n.falselyAccused) >= falseAccusations && !n.unheard {
+		if n.unconfirmed >= falseAccusations && !n.unheard {
 			n.unheard = true
-			s.opt.Log.Warn("node's complaints are checked no more: relays it accused sent the seed their blocks intact; it still moves on them", "node", n.label(), "relays", len(n.falselyAccused))
+			s.opt.Log.Warn("node's complaints are checked no more: the blocks it said were corrupt came to the seed intact; it still moves on them", "node", n.label(), "unconfirmed", n.unconfirmed)
 		}
 	default:
 		s.opt.Log.Debug("probe of an accused relay", "relay", p.label(), "outcome", v.outcome, "err", v.err)

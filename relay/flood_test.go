@@ -5,15 +5,18 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// floodSeedData opens k data connections to the seed at addr, each asking
+// floodData opens k data connections to a parent at addr, each asking
 // for every block of stripe i%stripes under the hello id own (every
 // other one) or an id of its own, and reads what comes as fast as it
-// comes; each one that ends is opened again, until ctx ends.
-func floodSeedData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *Manifest, stripes uint8, own NodeID, k int) {
+// comes; each one that ends is opened again, until ctx ends. It counts
+// in madeUp the bytes read under made-up ids by connections that were
+// fed, not refused.
+func floodData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *Manifest, stripes uint8, own NodeID, k int, madeUp *atomic.Int64) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from.(*net.TCPAddr).IP}}
 	for i := range k {
 		go func() {
@@ -30,7 +33,10 @@ func floodSeedData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *M
 				writeFrame(conn, msgHello, helloMsg{role: roleData, id: id, name: "flood"}.encode())
 				w := wantMsg{session: m.Session, stripes: stripes, stripe: uint8(i / 2 % int(stripes)), have: newBitmap(m.Blocks())}
 				writeFrame(conn, msgWant, w.encode())
-				io.Copy(io.Discard, conn)
+				n, _ := io.Copy(io.Discard, conn)
+				if id != own && n > maxRefuseLen+headerLen {
+					madeUp.Add(n) // more than a refusal: fed
+				}
 				stop()
 				conn.Close()
 			}
@@ -54,6 +60,7 @@ func TestSeedDataFloodByOneMemberTakesNoShare(t *testing.T) {
 	fctx, stopFlood := context.WithCancel(ctx)
 	defer stopFlood()
 	f := startFake(t, ctx, &fake{host: "127.0.0.2"}) // a host of its own
+	var madeUp atomic.Int64
 	started := false
 	f.onControl = func(c *ctrl, m *Manifest) {
 		f.report(c, m, 0, func(fr frame) {
@@ -65,14 +72,59 @@ func TestSeedDataFloodByOneMemberTakesNoShare(t *testing.T) {
 				return
 			}
 			started = true
-			floodSeedData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64)
+			floodData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64, &madeUp)
 		})
 	}
 	start := time.Now()
-	rep, _ := attackSession(t, ctx, cfg, 3, 2<<20, f.peer("member"))
+	attackSession(t, ctx, cfg, 3, 2<<20, f.peer("member"))
+	stopFlood()
 	if !started {
 		t.Fatal("the member was never told the seed is its parent: no flood, the test shows nothing")
 	}
-	t.Logf("session took %s", time.Since(start).Round(100*time.Millisecond))
-	_ = rep
+	t.Logf("session took %s; the seed sent %s under made-up ids", time.Since(start).Round(100*time.Millisecond), HumanBytes(madeUp.Load()))
+	if got := madeUp.Load(); got > 64<<10 {
+		t.Errorf("the seed sent %s to connections under ids it never placed under itself", HumanBytes(got))
+	}
+}
+
+// The same flood at a relay: a node of the session opens 64 data
+// connections to the relay the seed gave it as a parent, under its own id
+// or made-up ones. The relay feeds only the children the seed named to
+// it, from their addresses, one feed each: its other child gets its
+// share of the relay's capped uplink, and every honest node applies the
+// package.
+func TestRelayDataFloodByOneMemberTakesNoShare(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.MaxRate = "16mbit" // every uplink: 2 MB/s
+	cfg.SessionGrace = 3 * time.Second
+	fctx, stopFlood := context.WithCancel(ctx)
+	defer stopFlood()
+	f := startFake(t, ctx, &fake{host: "127.0.0.2"})
+	var madeUp atomic.Int64
+	started := false
+	f.onControl = func(c *ctrl, m *Manifest) {
+		f.report(c, m, 0, func(fr frame) {
+			if fr.typ != msgParent || started {
+				return
+			}
+			p, err := decodeParent(fr.payload)
+			if err != nil || p.id == (NodeID{}) {
+				return
+			}
+			started = true
+			floodData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64, &madeUp)
+		})
+	}
+	start := time.Now()
+	attackSession(t, ctx, cfg, 5, 2<<20, f.peer("member"))
+	stopFlood()
+	if !started {
+		t.Fatal("the member was never given a relay as its parent: no flood, the test shows nothing")
+	}
+	t.Logf("session took %s; the relay sent %s under made-up ids", time.Since(start).Round(100*time.Millisecond), HumanBytes(madeUp.Load()))
+	if got := madeUp.Load(); got > 64<<10 {
+		t.Errorf("the relay sent %s to connections under ids the seed never gave it: a host of the session takes a share of its uplink", HumanBytes(got))
+	}
 }

@@ -430,10 +430,16 @@ func accept(name string, m acceptMsg) wireCase {
 // parent is the wire case of m; seeds of earlier builds do not say how
 // many children the node feeds.
 func parent(name string, m parentMsg) wireCase {
+	if m.kids == nil {
+		m.kids = []kid{} // this build's seed always says
+	}
 	c := wire(name, m, parentMsg.encode, decodeParent)
-	earlier := m
+	noKids := m
+	noKids.kids = nil
+	earlier := noKids
 	earlier.feeds = -1
-	c.olders = []older{{1, earlier}}
+	k := 1 + (16+16)*len(m.kids)
+	c.olders = []older{{k, noKids}, {k + 1, earlier}}
 	return c
 }
 
@@ -455,6 +461,8 @@ func wireCases() []wireCase {
 		parent("parent seed ipv4, a leaf", parentMsg{addr: netip.MustParseAddrPort("192.168.1.10:7000"), stripes: 1}),
 		parent("parent node ipv6", parentMsg{id: id, addr: netip.MustParseAddrPort("[fe80::1%eth0]:65535"), stripes: 2, stripe: 1, feeds: 2}),
 		parent("parent of a node feeding the most", parentMsg{addr: netip.MustParseAddrPort("10.0.0.1:1"), stripes: 2, feeds: math.MaxUint8}),
+		parent("parent of a node feeding two", parentMsg{id: id, addr: netip.MustParseAddrPort("10.0.0.1:1"), stripes: 2, feeds: 2,
+			kids: []kid{{id: id, addr: netip.MustParseAddr("10.0.0.7")}, {id: NodeID{1}, addr: netip.MustParseAddr("fe80::7")}}}),
 		wire("report by datagram", reportMsg{port: 65535, token: [16]byte(id)}, reportMsg.encode, decodeReport),
 		wire("report over the connection", reportMsg{}, reportMsg.encode, decodeReport),
 		wire("want nothing held", wantMsg{session: [16]byte{1}, stripes: 1, have: []byte{}}, wantMsg.encode, decodeWant),
@@ -592,6 +600,8 @@ func TestMessagesRejectHostileFields(t *testing.T) {
 		{"host name address", "parent", build(raw(id), str("seed.local:5"), u8(1), u8(0)), "parent"},
 		{"empty address", "parent", build(raw(id), str(""), u8(1), u8(0)), "parent"},
 		{"address over 64 bytes", "parent", build(raw(id), str(strings.Repeat("1", 65)), u8(1), u8(0)), "exceeds limit"},
+		{"more children than a relay feeds", "parent", build(raw(id), str("10.0.0.1:5"), u8(1), u8(0), u8(2), u8(maxKids+1)), "65 children"},
+		{"a child cut short", "parent", build(raw(id), str("10.0.0.1:5"), u8(1), u8(0), u8(1), u8(1), raw(id)), "too short"},
 		{"zero stripes", "want", build(raw(id), u8(0), u8(0), u32(0)), "stripe 0 of 0"},
 		{"stripe equals stripes", "want", build(raw(id), u8(3), u8(3), u32(0)), "stripe 3 of 3"},
 		{"bitmap over the limit", "want", build(raw(id), u8(1), u8(0), u32(maxBlocks/8+1)), "exceeds limit"},

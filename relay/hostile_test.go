@@ -501,71 +501,37 @@ func TestRelayForwardsOnlyVerifiedBytes(t *testing.T) {
 // A session member that connects to a relay again and again as a child
 // under a fresh node id each time, and says it holds everything (a want
 // with every bit set, then held), grows the relay's memory of its
-// children no further than a bound.
+// children no further than a bound. Under a seed that names the relay's
+// children it is refused at once (TestFeedingAdmitsOnlyTheSeedsChildren);
+// under a seed of an earlier build, which names none, it is fed, and
+// remembered within the bound.
 func TestFakeChildrenGrowNoUnboundedState(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	cfg := testConfig()
-	cfg.MaxRate = "2mbit"
-	path, _ := writePackage(t, 4<<20) // about 16 s at the cap
-	nodes := startNodes(t, ctx, cfg, 1, nil)
-	r := nodes[0].r
-	m, err := BuildManifest(ctx, path, 256<<10, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	seeded := make(chan struct{})
-	go func() {
-		defer close(seeded)
-		RunSeed(sctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peersOf(nodes)})
-	}()
-	for !r.busy() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("no session")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	have := newBitmap(m.Blocks())
-	for i := range have {
-		have[i] = 0xff
-	}
+	ctx := context.Background()
+	f := newFeeding()
+	f.owe(0, 2, nil)
 	const conns = 3000
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port()))
 	for i := range conns {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var id NodeID
 		binary.BigEndian.PutUint64(id[:], uint64(i+1))
-		var b []byte
-		b = appendHeader(b, msgHello, len(newHello(roleData, id, "fake", nil).encode()))
-		b = append(b, newHello(roleData, id, "fake", nil).encode()...)
-		wp := wantMsg{session: m.Session, stripes: 1, stripe: 0, have: have}.encode()
-		b = append(appendHeader(b, msgWant, len(wp)), wp...)
-		b = appendHeader(b, msgHeld, 0)
-		c.Write(b)
-		io.Copy(io.Discard, c) // until the relay is through with it
+		c, d := net.Pipe()
+		done, ok := f.admit(ctx, id, netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.1"), 0, c, time.Second)
+		if !ok {
+			t.Fatalf("child %d refused where the seed names no children", i)
+		}
+		if !f.begin() {
+			t.Fatalf("child %d: no feed begins", i)
+		}
+		f.end(0, id, true)
+		done()
 		c.Close()
+		d.Close()
 	}
-	r.mu.Lock()
-	s := r.cur
-	r.mu.Unlock()
-	if s == nil {
-		t.Fatal("the session ended before the count")
-	}
-	s.feeding.mu.Lock()
-	n := len(s.feeding.served[0])
-	s.feeding.mu.Unlock()
-	stop()
-	<-seeded
-	t.Logf("the relay remembers %d children that said held (the seed gave it %d)", n, max(s.feeding.owed[0], 0))
-	if n > maxConns {
-		t.Fatalf("%d connections left %d entries in the relay's memory of its children: it grows with every connection", conns, n)
+	f.mu.Lock()
+	n, open := len(f.served[0]), len(f.feeds)
+	f.mu.Unlock()
+	t.Logf("the relay remembers %d children that said held, %d feeds open", n, open)
+	if n > maxConns || open != 0 {
+		t.Fatalf("%d children left %d entries in the relay's memory of its children and %d feeds: it grows with every connection", conns, n, open)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 func TestFeedingSettled(t *testing.T) {
 	a, b, c := NodeID{1}, NodeID{2}, NodeID{3}
 	type step func(f *feeding)
-	owe := func(st uint8, n int) step { return func(f *feeding) { f.owe(st, n) } }
+	owe := func(st uint8, n int) step { return func(f *feeding) { f.owe(st, n, nil) } }
 	fed := func(st uint8, id NodeID, whole bool) step {
 		return func(f *feeding) { f.begin(); f.end(st, id, whole) }
 	}
@@ -90,8 +90,8 @@ func TestNoLeaveWhileAChildThatCameDuringTheAckWaitIsFed(t *testing.T) {
 	cfg := testConfig()
 	s := &session{cfg: cfg, c: newCtrl(node, cfg.DeadAfter), feeding: newFeeding()}
 	s.stripes.Store(2)
-	s.feeding.owe(0, 0)
-	s.feeding.owe(1, 0)
+	s.feeding.owe(0, 0, nil)
+	s.feeding.owe(1, 0, nil)
 	resulted := make(chan struct{})
 	close(resulted)
 	left := make(chan bool, 1)

@@ -195,7 +195,21 @@ type parentMsg struct {
 	// feeds is how many children the seed gave the node in stripe, as
 	// of this frame (-1: not said, by a seed of an earlier build).
 	feeds int
+	// kids are those children, by the node id each says in its hello and
+	// the address the seed reached it at (nil: not said, by a seed of an
+	// earlier build).
+	kids []kid
 }
+
+// kid is a child the seed gave a node: only these are fed.
+type kid struct {
+	id   NodeID
+	addr netip.Addr
+}
+
+// maxKids bounds the children one parent frame names: more than a relay
+// ever feeds in one stripe.
+const maxKids = 64
 
 func (m parentMsg) encode() []byte {
 	var e enc
@@ -204,6 +218,13 @@ func (m parentMsg) encode() []byte {
 	e.u8(m.stripes)
 	e.u8(m.stripe)
 	e.u8(uint8(min(max(m.feeds, 0), math.MaxUint8)))
+	if m.kids != nil {
+		e.u8(uint8(min(len(m.kids), maxKids)))
+		for _, k := range m.kids[:min(len(m.kids), maxKids)] {
+			e.id(k.id)
+			e.raw(asIP16(k.addr))
+		}
+	}
 	return e.b
 }
 
@@ -215,6 +236,22 @@ func decodeParent(p []byte) (parentMsg, error) {
 	m.feeds = -1
 	if d.err == nil && len(d.b) > 0 { // absent from a seed of an earlier build
 		m.feeds = int(d.u8())
+	}
+	if d.err == nil && len(d.b) > 0 { // so are the kids
+		n := int(d.u8())
+		if n > maxKids {
+			d.fail(fmt.Errorf("%d children", n))
+		}
+		m.kids = make([]kid, 0, min(n, maxKids))
+		for i := 0; i < n && d.err == nil; i++ {
+			k := kid{id: d.id()}
+			var a [16]byte
+			copy(a[:], d.take(16))
+			if a != [16]byte{} {
+				k.addr = netip.AddrFrom16(a).Unmap()
+			}
+			m.kids = append(m.kids, k)
+		}
 	}
 	if d.err == nil {
 		a, err := netip.ParseAddrPort(addr)

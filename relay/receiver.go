@@ -356,6 +356,12 @@ func (r *Receiver) handOver(o offered) bool {
 	}
 }
 
+// childWait is how long a node waits for the seed to name a child that
+// asks to be fed (see feeding.admit): the seed's frame to this node left
+// with the one that sent the child here, but may queue behind data on the
+// seed's uplink.
+func childWait(cfg Config) time.Duration { return cfg.DeadAfter / 2 }
+
 // serveChild feeds a child that asks for blocks of the current session.
 func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	if err := (keys{secret: r.opt.Secret}).dataGreet(c, r.cfg.DeadAfter, h, r.opt.ID, r.opt.Name); err != nil {
@@ -394,6 +400,12 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	s.wg.Add(1)
 	r.mu.Unlock()
 	defer s.wg.Done()
+	placed, ok := s.feeding.admit(s.ctx, h.id, remoteIP(c.conn), remoteIP(s.c.conn), w.stripe, c.conn, childWait(r.cfg))
+	if !ok {
+		c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "the seed gave this node no such child in this stripe"}.encode())
+		return
+	}
+	defer placed()
 	ps.prove()
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -71,7 +72,7 @@ type node struct {
 	err        string
 	held       int64              // bytes verified
 	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
-	feeds      [maxStripes]int    // per tree, how many children it was last told it feeds
+	kids       [maxStripes][]int  // per tree, the children (tree ids) it was last told it feeds
 	received   int64
 	lastSeen   time.Time
 	pinged     time.Time     // when the seed last sent it a frame
@@ -84,16 +85,16 @@ type node struct {
 	failed     bool      // said its apply failed: not offered the session again
 	lostAt     time.Time // when its control connection last failed mid-session
 
-	reported       time.Time     // when its last progress came
-	every          time.Duration // how often it reports, about: the longest recent gap
-	stalls         []silence     // its flows to children that take nothing, as its last progress said
-	starved        []silence     // its parents that send it nothing, as its last progress said
-	accusedBy      map[int]bool  // nodes that complained of it (corrupt data, a stall)
-	falselyAccused map[int]bool  // relays it said sent corrupt data that sent the seed that data intact
-	unheard        bool          // its complaints move it, and are checked no more (see falseAccusations)
-	checking       int           // the seed's fetches on its word not yet judged
-	distrusted     int           // relays made to feed no one on its complaints (see wordBudget)
-	probing        bool          // the seed is fetching a block it was accused of corrupting
+	reported    time.Time     // when its last progress came
+	every       time.Duration // how often it reports, about: the longest recent gap
+	stalls      []silence     // its flows to children that take nothing, as its last progress said
+	starved     []silence     // its parents that send it nothing, as its last progress said
+	accusedBy   map[int]bool  // nodes that complained of it (corrupt data, a stall)
+	unconfirmed int           // its corrupt-data complaints whose blocks the accused sent the seed intact
+	unheard     bool          // its complaints move it, and are checked no more (see falseAccusations)
+	checking    int           // the seed's fetches on its word not yet judged
+	distrusted  int           // relays made to feed no one on its complaints (see wordBudget)
+	probing     bool          // the seed is fetching a block it was accused of corrupting
 
 	datagrams   bool      // may be told to send its progress by datagram: it takes report frames, and none of its went missing
 	token       [16]byte  // its datagrams' token, while byDatagram
@@ -337,18 +338,24 @@ func RunSeed(ctx context.Context, cfg Config, opt SeedOptions) (*Report, error) 
 
 // tell sends one parent message for each move the tree made; a node out
 // of the session or done with it, or one left waiting for a parent, is
-// told nothing. Each says how many children the node feeds in its tree,
-// and a node still in the session whose children changed, moved or not,
-// is told its parent again with the new count: a node leaves once each
-// child it was given says it holds its whole stripe (see feeding).
+// told nothing. Each says which children the node feeds in its tree, and
+// a node still in the session whose children changed, moved or not, is
+// told its parent again with them: a node feeds only the children it was
+// given, and leaves once each says it holds its whole stripe (see
+// feeding).
 // Repairs are logged, the first plan is not.
 func (s *seedRun) tell(moves []move, repair bool) {
 	// A node's parents go in one write: a packet for all its trees.
 	var told []*node
 	frames := map[*node][]frame{}
 	add := func(n *node, st, parent int) {
-		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st)}
-		n.parents[st], n.feeds[st] = "seed", pm.feeds
+		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st), kids: []kid{}}
+		n.kids[st] = slices.Clone(s.t.childrenIn(n.id, st))
+		for _, c := range n.kids[st] {
+			k := s.nodes[c-1]
+			pm.kids = append(pm.kids, kid{id: k.peer.ID, addr: k.reachedAt})
+		}
+		n.parents[st] = "seed"
 		s.children.place(n.peer.ID, n.reachedAt, st, parent == seedID)
 		if parent != seedID {
 			p := s.nodes[parent-1]
@@ -381,7 +388,7 @@ func (s *seedRun) tell(moves []move, repair bool) {
 				continue
 			}
 			for st := range s.t.stripes {
-				if p := s.t.parentOf(n.id, st); p != noParent && s.t.feedsIn(n.id, st) != n.feeds[st] {
+				if p := s.t.parentOf(n.id, st); p != noParent && !sameKids(s.t.childrenIn(n.id, st), n.kids[st]) {
 					add(n, st, p)
 				}
 			}
@@ -392,6 +399,19 @@ func (s *seedRun) tell(moves []move, repair bool) {
 			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
 		}
 	}
+}
+
+// sameKids reports whether a and b name the same children, in any order.
+func sameKids(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, c := range a {
+		if !slices.Contains(b, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // nodeFrameLimit bounds what a node may send the seed in one frame: its

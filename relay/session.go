@@ -286,7 +286,7 @@ func (s *session) readControl(parents chan<- parentMsg) error {
 				return err
 			}
 			s.stripes.Store(int32(p.stripes))
-			s.feeding.owe(p.stripe, p.feeds)
+			s.feeding.owe(p.stripe, p.feeds, p.kids)
 			s.lead.named(p)
 			select {
 			case parents <- p:

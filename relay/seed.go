@@ -72,7 +72,7 @@ type node struct {
 	err        string
 	held       int64              // bytes verified
 	parents    [maxStripes]string // per tree, the id it was last told to fetch from, or "seed"
-	kids       [maxStripes][]int  // per tree, the children (tree ids) it was last told it feeds
+	kids       [maxStripes][]kid  // per tree, the children it was last told it feeds
 	received   int64
 	lastSeen   time.Time
 	pinged     time.Time     // when the seed last sent it a frame
@@ -349,12 +349,8 @@ func (s *seedRun) tell(moves []move, repair bool) {
 	var told []*node
 	frames := map[*node][]frame{}
 	add := func(n *node, st, parent int) {
-		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st), kids: []kid{}}
-		n.kids[st] = slices.Clone(s.t.childrenIn(n.id, st))
-		for _, c := range n.kids[st] {
-			k := s.nodes[c-1]
-			pm.kids = append(pm.kids, kid{id: k.peer.ID, addr: k.reachedAt})
-		}
+		pm := parentMsg{stripes: uint8(s.t.stripes), stripe: uint8(st), addr: n.seedAddr, feeds: s.t.feedsIn(n.id, st), kids: s.kidsOf(n, st)}
+		n.kids[st] = pm.kids
 		n.parents[st] = "seed"
 		s.children.place(n.peer.ID, n.reachedAt, st, parent == seedID)
 		if parent != seedID {
@@ -388,7 +384,7 @@ func (s *seedRun) tell(moves []move, repair bool) {
 				continue
 			}
 			for st := range s.t.stripes {
-				if p := s.t.parentOf(n.id, st); p != noParent && !sameKids(s.t.childrenIn(n.id, st), n.kids[st]) {
+				if p := s.t.parentOf(n.id, st); p != noParent && !sameKids(s.kidsOf(n, st), n.kids[st]) {
 					add(n, st, p)
 				}
 			}
@@ -401,8 +397,20 @@ func (s *seedRun) tell(moves []move, repair bool) {
 	}
 }
 
+// kidsOf is who n feeds in stripe st: each child by the id the seed knows
+// it by and the address it reached it at, which its data connections
+// come from.
+func (s *seedRun) kidsOf(n *node, st int) []kid {
+	kids := []kid{}
+	for _, c := range s.t.childrenIn(n.id, st) {
+		k := s.nodes[c-1]
+		kids = append(kids, kid{id: k.peer.ID, addr: k.reachedAt})
+	}
+	return kids
+}
+
 // sameKids reports whether a and b name the same children, in any order.
-func sameKids(a, b []int) bool {
+func sameKids(a, b []kid) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -1,10 +1,12 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -390,11 +392,31 @@ func (s *seedRun) tell(moves []move, repair bool) {
 			}
 		}
 	}
+	// Relays first, the shallowest first: a child that hears of its
+	// parent before the parent hears of it waits for that word (see
+	// feeding.admit), and near the seed that wait holds its subtree's
+	// data back.
+	slices.SortStableFunc(told, func(a, b *node) int { return cmp.Compare(s.relayDepth(a), s.relayDepth(b)) })
 	for _, n := range told {
 		if err := n.c.sendFrames(frames[n]...); err != nil {
 			s.opt.Log.Debug("send parent", "node", n.label(), "err", err)
 		}
 	}
+}
+
+// relayDepth is n's least depth in a tree where it feeds children, or
+// more than any depth if it feeds none.
+func (s *seedRun) relayDepth(n *node) int {
+	best := math.MaxInt
+	for st := range s.t.stripes {
+		if s.t.feedsIn(n.id, st) == 0 {
+			continue
+		}
+		if d, ok := s.t.depth(n.id, st, noParent); ok {
+			best = min(best, d)
+		}
+	}
+	return best
 }
 
 // kidsOf is who n feeds in stripe st: each child by the id the seed knows

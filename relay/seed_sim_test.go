@@ -541,3 +541,52 @@ func TestSeedFindsNodesByID(t *testing.T) {
 		t.Fatalf("after a turned out to be d: byID(d) = %v, byID(a's old id) = %v", s.byID(d), s.byID(announced))
 	}
 }
+
+// The first plan's parent frames go to relays before their children, the
+// roots first: a child that hears of its parent before the parent hears of
+// it waits for that word, and near the seed the wait holds a subtree back.
+func TestSeedTellsRelaysBeforeTheirChildren(t *testing.T) {
+	for _, trees := range []int{1, 2} {
+		for _, n := range []int{3, 16, 64, 128} {
+			s := simSeed(n, trees, time.Now())
+			// Tell the whole plan again, links recording the order.
+			order := map[*node]int{}
+			for _, nd := range s.nodes {
+				nd.c = &orderLink{fakeLink: &fakeLink{}, at: func() { order[nd] = len(order) }}
+				nd.kids = [maxStripes][]kid{}
+			}
+			var moves []move
+			for _, nd := range s.nodes {
+				for st := range s.t.stripes {
+					moves = append(moves, move{node: nd.id, stripe: st, parent: s.t.parentOf(nd.id, st)})
+				}
+			}
+			s.tell(moves, false)
+			for _, nd := range s.nodes {
+				for st := range s.t.stripes {
+					for _, c := range s.t.childrenIn(nd.id, st) {
+						k := s.nodes[c-1]
+						if s.t.feedsIn(k.id, st) > 0 && order[k] < order[nd] {
+							t.Errorf("%d trees, %d nodes: %s told before its parent %s in tree %d, where both relay", trees, n, k.label(), nd.label(), st)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// orderLink calls at on its first parent frames.
+type orderLink struct {
+	*fakeLink
+	at   func()
+	told bool
+}
+
+func (l *orderLink) sendFrames(fs ...frame) error {
+	if !l.told {
+		l.told = true
+		l.at()
+	}
+	return l.fakeLink.sendFrames(fs...)
+}

@@ -226,7 +226,9 @@
 // fetch (the zero id, from the seed's address); a child it has not been
 // told of yet waits up to DeadAfter/2 for the seed's word (the seed tells
 // both at once, relays first and the shallowest first, but a child may
-// still come first), then is refused. A seed of
+// still come first), then is refused; before the seed's first parent
+// frame it feeds no one; a child the seed moves away loses its feed; and
+// a want must name the session's count of stripes. A seed of
 // an earlier build names no children: its relays feed any. A welcome must name the node id the receiver was
 // found under (or any id but zero, for one given by address): the seed
 // refuses one that names another. A relay forwards a compressed block as

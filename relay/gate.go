@@ -69,7 +69,7 @@ func (g *gate) admit(c net.Conn) (*pass, bool) {
 			}
 		}
 	}
-	p := &pass{g: g, src: src, conn: c}
+	p := &pass{g: g, src: src, conn: c, gone: make(chan struct{})}
 	g.total++
 	g.unproven[src]++
 	g.waiting = append(g.waiting, p)
@@ -84,6 +84,7 @@ type pass struct {
 	held   bool // reading a large offer: not closed for a newer connection
 	proven bool
 	done   bool
+	gone   chan struct{} // closed when the slot is freed: released, or closed for a newer connection
 }
 
 // hold keeps the connection from being closed for a newer one while it
@@ -117,6 +118,7 @@ func (g *gate) freeLocked(p *pass) {
 		return
 	}
 	p.done = true
+	close(p.gone)
 	g.total--
 	if !p.proven {
 		g.unwait(p)
@@ -177,6 +179,9 @@ func (g *childGate) place(id NodeID, addr netip.Addr, st int, under bool) {
 	defer g.mu.Unlock()
 	k := feedKey{id, st}
 	if !under {
+		if f := g.placed[k]; f != nil && f.conn != nil {
+			f.conn.Close() // moved away: its old feed ends
+		}
 		delete(g.placed, k)
 		return
 	}

@@ -514,7 +514,7 @@ func TestFakeChildrenGrowNoUnboundedState(t *testing.T) {
 		var id NodeID
 		binary.BigEndian.PutUint64(id[:], uint64(i+1))
 		c, d := net.Pipe()
-		done, ok := f.admit(ctx, id, netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.1"), 0, c, time.Second)
+		done, ok := f.admit(ctx, id, netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("10.0.0.1"), 0, c, time.Second, nil)
 		if !ok {
 			t.Fatalf("child %d refused where the seed names no children", i)
 		}

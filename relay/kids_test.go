@@ -37,12 +37,14 @@ func TestFeedingAdmitsOnlyTheSeedsChildren(t *testing.T) {
 		{"an id the seed never named", named(), stranger, here, 0, false},
 		{"the seed's own fetch", named(), NodeID{}, seed, 0, true},
 		{"the seed's id from another host", named(), NodeID{}, here, 0, false},
-		{"an earlier seed names no one: anyone", newFeeding(), stranger, here, 0, true},
+		{"an earlier seed names no one: anyone", func() *feeding { f := newFeeding(); f.owe(0, 2, nil); return f }(), stranger, here, 0, true},
+		{"before the seed's first parent frame: no one", newFeeding(), kidA, here, 0, false},
+		{"nor the seed's own fetch", newFeeding(), NodeID{}, seed, 0, false},
 		{"a stripe the seed has not spoken of yet", func() *feeding { f := newFeeding(); f.owe(0, 1, []kid{{kidA, here}}); return f }(), kidA, here, 1, false},
 		{"a stripe out of range", named(), kidA, here, maxStripes, false},
 	} {
 		start := time.Now()
-		_, ok := tt.f.admit(ctx, tt.id, tt.addr, seed, tt.st, nil, 20*time.Millisecond)
+		_, ok := tt.f.admit(ctx, tt.id, tt.addr, seed, tt.st, nil, 20*time.Millisecond, nil)
 		if ok != tt.want {
 			t.Errorf("%s: admitted %v, want %v", tt.name, ok, tt.want)
 		}
@@ -64,7 +66,7 @@ func TestFeedingAdmitsAChildNamedLateAndOneFeedEach(t *testing.T) {
 	defer b.Close()
 	got := make(chan bool, 1)
 	go func() {
-		_, ok := f.admit(ctx, kid1, addr, seed, 0, a, time.Minute)
+		_, ok := f.admit(ctx, kid1, addr, seed, 0, a, time.Minute, nil)
 		got <- ok
 	}()
 	f.owe(0, 1, []kid{{kid1, addr}})
@@ -73,7 +75,7 @@ func TestFeedingAdmitsAChildNamedLateAndOneFeedEach(t *testing.T) {
 	}
 	c, d := net.Pipe()
 	defer d.Close()
-	done, ok := f.admit(ctx, kid1, addr, seed, 0, c, time.Minute)
+	done, ok := f.admit(ctx, kid1, addr, seed, 0, c, time.Minute, nil)
 	if !ok {
 		t.Fatal("the child coming back was refused")
 	}

@@ -23,9 +23,10 @@ type feeding struct {
 	mu      sync.Mutex
 	owed    [maxStripes]int             // children the seed gave this node, by stripe; -1: not said (an earlier seed)
 	kids    [maxStripes][]kid           // which, by stripe
+	spoken  bool                        // the seed sent a parent frame
 	named   bool                        // the seed names children (an earlier seed does not, and any child is fed)
-	feeds   map[feedKey]net.Conn        // the feed open to each child, by stripe
-	word    chan struct{}               // closed, and made anew, each time the seed names children
+	feeds   map[feedKey]kidFeed         // the feed open to each child, by stripe
+	word    chan struct{}               // closed, and made anew, each time the seed sends a parent frame
 	served  [maxStripes]map[NodeID]bool // children that said they hold their whole stripe
 	open    int                         // children being fed now
 	broken  bool                        // a feed ended without its child saying it holds its stripe
@@ -34,7 +35,7 @@ type feeding struct {
 }
 
 func newFeeding() *feeding {
-	f := &feeding{changed: make(chan struct{}, 1), word: make(chan struct{}), feeds: map[feedKey]net.Conn{}}
+	f := &feeding{changed: make(chan struct{}, 1), word: make(chan struct{}), feeds: map[feedKey]kidFeed{}}
 	for st := range f.owed {
 		f.owed[st] = -1
 	}
@@ -58,59 +59,78 @@ func (f *feeding) owe(st uint8, children int, kids []kid) {
 	f.owed[st] = children
 	if kids != nil {
 		f.kids[st], f.named = kids, true
-		close(f.word)
-		f.word = make(chan struct{})
+		// A child the seed moved away is fed no more.
+		for k, fed := range f.feeds {
+			if k.stripe == int(st) && !slices.Contains(kids, kid{id: k.id, addr: fed.addr}) {
+				fed.conn.Close()
+				delete(f.feeds, k)
+			}
+		}
 	}
+	f.spoken = true
+	close(f.word)
+	f.word = make(chan struct{})
 	f.mu.Unlock()
 	f.signal()
+}
+
+// kidFeed is a feed open to a child, and where the child is.
+type kidFeed struct {
+	conn net.Conn
+	addr netip.Addr
 }
 
 // admit reports whether this node may feed the child that says it is id,
 // connected from addr, in stripe st: one the seed gave it there (from a
 // seed of an earlier build, which names none, any child; a stripe this
-// build's seed has not spoken of yet has none), or the seed
-// itself fetching on a complaint (the zero id, from seed's address). A
-// child the seed has not named yet is waited for, up to wait: the seed
-// tells a child its parent and the parent its child at once, and the
-// child may come first. A feed already open to the same child in the
-// same stripe ends: the child came back, and one feed is all it needs.
-// So a host of the session that asks over and over, under made-up ids,
-// takes no share of this node's uplink from its children. done gives the
-// feed's place up when it ends.
-func (f *feeding) admit(ctx context.Context, id NodeID, addr, seed netip.Addr, st uint8, c net.Conn, wait time.Duration) (done func(), ok bool) {
+// build's seed has not spoken of yet has none), or the seed itself
+// fetching on a complaint (the zero id, from seed's address). Until the
+// seed's first parent frame, and for a child the seed has not named yet,
+// it waits up to wait: the seed tells a child its parent and the parent
+// its child at once, and the child may come first. The wait ends too when
+// gone closes (the connection's slot was taken for a newer one). A feed
+// already open to the same child in the same stripe ends: the child came
+// back, and one feed is all it needs; so does one to a child the seed
+// moves away (see owe). So a host of the session that asks over and
+// over, under made-up ids, takes no share of this node's uplink from its
+// children. done gives the feed's place up when it ends.
+func (f *feeding) admit(ctx context.Context, id NodeID, addr, seed netip.Addr, st uint8, c net.Conn, wait time.Duration, gone <-chan struct{}) (done func(), ok bool) {
 	if int(st) >= maxStripes {
 		return nil, false
-	}
-	if id == (NodeID{}) {
-		f.mu.Lock()
-		named := f.named
-		f.mu.Unlock()
-		return func() {}, !named || addr == seed
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		f.mu.Lock()
 		word := f.word
-		if !f.named || slices.Contains(f.kids[st], kid{id: id, addr: addr}) {
-			k := feedKey{id: id, stripe: int(st)}
-			if old := f.feeds[k]; old != nil {
-				old.Close()
+		if f.spoken {
+			if id == (NodeID{}) {
+				named := f.named
+				f.mu.Unlock()
+				return func() {}, !named || addr == seed
 			}
-			f.feeds[k] = c
-			f.mu.Unlock()
-			return func() {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				if f.feeds[k] == c {
-					delete(f.feeds, k)
+			if !f.named || slices.Contains(f.kids[st], kid{id: id, addr: addr}) {
+				k := feedKey{id: id, stripe: int(st)}
+				if old, ok := f.feeds[k]; ok {
+					old.conn.Close()
 				}
-			}, true
+				f.feeds[k] = kidFeed{conn: c, addr: addr}
+				f.mu.Unlock()
+				return func() {
+					f.mu.Lock()
+					defer f.mu.Unlock()
+					if f.feeds[k].conn == c {
+						delete(f.feeds, k)
+					}
+				}, true
+			}
 		}
 		f.mu.Unlock()
 		select {
 		case <-word:
 		case <-timer.C:
+			return nil, false
+		case <-gone:
 			return nil, false
 		case <-ctx.Done():
 			return nil, false

@@ -400,12 +400,16 @@ func (r *Receiver) serveChild(c *ctrl, h helloMsg, ps *pass) {
 	s.wg.Add(1)
 	r.mu.Unlock()
 	defer s.wg.Done()
-	placed, ok := s.feeding.admit(s.ctx, h.id, remoteIP(c.conn), remoteIP(s.c.conn), w.stripe, c.conn, childWait(r.cfg))
+	placed, ok := s.feeding.admit(s.ctx, h.id, remoteIP(c.conn), remoteIP(s.c.conn), w.stripe, c.conn, childWait(r.cfg), ps.gone)
 	if !ok {
 		c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "the seed gave this node no such child in this stripe"}.encode())
 		return
 	}
 	defer placed()
+	if n := s.stripes.Load(); n > 0 && int32(w.stripes) != n {
+		c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: fmt.Sprintf("want of stripe %d of %d in a session of %d", w.stripe, w.stripes, n)}.encode())
+		return
+	}
 	ps.prove()
 	c.conn.until = time.Time{}
 	stop := closeOnDone(s.ctx, c.conn)

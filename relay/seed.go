@@ -881,6 +881,10 @@ func (s *seedRun) acceptChildren(ctx context.Context) {
 				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: err.Error()}.encode())
 				return
 			}
+			if int(w.stripes) != s.t.stripes {
+				c.send(msgRefuse, refuseMsg{code: refuseBadOffer, reason: fmt.Sprintf("want of stripe %d of %d in a session of %d", w.stripe, w.stripes, s.t.stripes)}.encode())
+				return
+			}
 			placed, ok := s.children.take(h.id, int(w.stripe), conn)
 			if !ok {
 				c.send(msgRefuse, refuseMsg{code: refuseNoSession, reason: "the seed feeds no such node in this stripe"}.encode())

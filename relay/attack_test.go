@@ -161,14 +161,21 @@ func (f *fake) report(c *ctrl, m *Manifest, held uint64, onFrame func(frame)) {
 	}
 }
 
-// attackSession runs honest receivers and fakes in one session and checks
-// what a user cares about: every honest node ok and byte-identical, and
-// the seed ends. It returns the report.
+// attackSession runs honest receivers and fakes (first in the seed's
+// order) in one session and checks what honestSession does. It returns
+// the report.
 func attackSession(t *testing.T, ctx context.Context, cfg Config, honest int, size int, fakes ...Peer) (*Report, []*testNode) {
 	t.Helper()
 	path, data := writePackage(t, size)
 	nodes := startNodes(t, ctx, cfg, honest, nil)
-	peers := append(fakes, peersOf(nodes)...)
+	return honestSession(t, ctx, cfg, nodes, path, data, append(fakes, peersOf(nodes)...)), nodes
+}
+
+// honestSession runs the package at path to peers, among them the honest
+// nodes, and checks what a user cares about: every honest node ok and
+// byte-identical, and the seed ends. It returns the report.
+func honestSession(t *testing.T, ctx context.Context, cfg Config, nodes []*testNode, path string, data []byte, peers []Peer) *Report {
+	t.Helper()
 	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -178,9 +185,9 @@ func attackSession(t *testing.T, ctx context.Context, cfg Config, honest int, si
 	if err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	byName := map[string]ReportNode{}
+	byID := map[string]ReportNode{}
 	for _, n := range rep.Nodes {
-		byName[n.Name] = n
+		byID[n.ID] = n
 	}
 	for i, n := range nodes {
 		res := <-n.applied
@@ -190,11 +197,11 @@ func attackSession(t *testing.T, ctx context.Context, cfg Config, honest int, si
 		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
 			t.Errorf("honest node %d: bytes differ", i)
 		}
-		if st := rep.Nodes[len(fakes)+i]; st.Status != StatusOK {
-			t.Errorf("honest node %d reported %s: %s", i, st.Status, st.Error)
+		if st := byID[n.id.String()]; st.Status != StatusOK {
+			t.Errorf("honest node %d reported %q: %s", i, st.Status, st.Error)
 		}
 	}
-	return rep, nodes
+	return rep
 }
 
 // A fake receiver that accuses every parent it is given of corrupt data
@@ -233,19 +240,7 @@ func TestForgedComplaintConvictsNobody(t *testing.T) {
 		peers[i].Addr = relayFront(t, ctx, slow, NodeID{}, &probes)
 	}
 	peers = append(peers, f.peer("fake"))
-	m, _ := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
-	if err != nil {
-		t.Fatalf("seed: %v", err)
-	}
-	for i, n := range nodes {
-		res := <-n.applied
-		got, _ := os.ReadFile(n.dest)
-		if res.Err != nil || rep.Nodes[i].Status != StatusOK || !bytes.Equal(got, data) {
-			t.Errorf("honest node %d: %v, reported %s %q, identical %v", i, res.Err, rep.Nodes[i].Status, rep.Nodes[i].Error, bytes.Equal(got, data))
-		}
-	}
+	rep := honestSession(t, ctx, cfg, nodes, path, data, peers)
 	n := int(complaints.Load())
 	if n <= falseAccusations {
 		t.Fatalf("the fake complained %d times of a relay; the test needs more than %d", n, falseAccusations)

@@ -44,6 +44,43 @@ func floodData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *Manif
 	}
 }
 
+// floodSession runs honest receivers and a fake session member on a host
+// of its own (127.0.0.2) that, at the first parent the seed names it for
+// which atSeed says whether that parent is the seed, floods that parent
+// as floodData does. It returns whether the flood began, and the bytes fed
+// under made-up ids.
+func floodSession(t *testing.T, honest int, atSeed bool) (began bool, madeUp int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cfg := testConfig()
+	cfg.MaxRate = "16mbit" // every uplink: 2 MB/s
+	cfg.SessionGrace = 3 * time.Second
+	fctx, stopFlood := context.WithCancel(ctx)
+	defer stopFlood()
+	f := startFake(t, ctx, &fake{host: "127.0.0.2"})
+	var fed atomic.Int64
+	var started atomic.Bool
+	f.onControl = func(c *ctrl, m *Manifest) {
+		f.report(c, m, 0, func(fr frame) {
+			if fr.typ != msgParent || started.Load() {
+				return
+			}
+			p, err := decodeParent(fr.payload)
+			if err != nil || (p.id == (NodeID{})) != atSeed {
+				return
+			}
+			started.Store(true)
+			floodData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64, &fed)
+		})
+	}
+	start := time.Now()
+	attackSession(t, ctx, cfg, honest, 2<<20, f.peer("member"))
+	stopFlood()
+	t.Logf("session took %s; %s fed under made-up ids", time.Since(start).Round(100*time.Millisecond), HumanBytes(fed.Load()))
+	return started.Load(), fed.Load()
+}
+
 // A node of the session (it knows the session id and the seed's data
 // port) opens 64 data connections to the seed, each wanting a whole
 // stripe, under its own id or made-up ones. The seed feeds only a node
@@ -52,38 +89,12 @@ func floodData(ctx context.Context, from net.Addr, addr netip.AddrPort, m *Manif
 // node applies the package. Before, the seed served all 64 and the
 // honest nodes timed out.
 func TestSeedDataFloodByOneMemberTakesNoShare(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cfg := testConfig()
-	cfg.MaxRate = "16mbit" // the seed's link: 2 MB/s
-	cfg.SessionGrace = 3 * time.Second
-	fctx, stopFlood := context.WithCancel(ctx)
-	defer stopFlood()
-	f := startFake(t, ctx, &fake{host: "127.0.0.2"}) // a host of its own
-	var madeUp atomic.Int64
-	started := false
-	f.onControl = func(c *ctrl, m *Manifest) {
-		f.report(c, m, 0, func(fr frame) {
-			if fr.typ != msgParent || started {
-				return
-			}
-			p, err := decodeParent(fr.payload)
-			if err != nil || p.id != (NodeID{}) {
-				return
-			}
-			started = true
-			floodData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64, &madeUp)
-		})
-	}
-	start := time.Now()
-	attackSession(t, ctx, cfg, 3, 2<<20, f.peer("member"))
-	stopFlood()
-	if !started {
+	began, madeUp := floodSession(t, 3, true)
+	if !began {
 		t.Fatal("the member was never told the seed is its parent: no flood, the test shows nothing")
 	}
-	t.Logf("session took %s; the seed sent %s under made-up ids", time.Since(start).Round(100*time.Millisecond), HumanBytes(madeUp.Load()))
-	if got := madeUp.Load(); got > 64<<10 {
-		t.Errorf("the seed sent %s to connections under ids it never placed under itself", HumanBytes(got))
+	if madeUp > 64<<10 {
+		t.Errorf("the seed sent %s to connections under ids it never placed under itself", HumanBytes(madeUp))
 	}
 }
 
@@ -94,37 +105,11 @@ func TestSeedDataFloodByOneMemberTakesNoShare(t *testing.T) {
 // share of the relay's capped uplink, and every honest node applies the
 // package.
 func TestRelayDataFloodByOneMemberTakesNoShare(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cfg := testConfig()
-	cfg.MaxRate = "16mbit" // every uplink: 2 MB/s
-	cfg.SessionGrace = 3 * time.Second
-	fctx, stopFlood := context.WithCancel(ctx)
-	defer stopFlood()
-	f := startFake(t, ctx, &fake{host: "127.0.0.2"})
-	var madeUp atomic.Int64
-	started := false
-	f.onControl = func(c *ctrl, m *Manifest) {
-		f.report(c, m, 0, func(fr frame) {
-			if fr.typ != msgParent || started {
-				return
-			}
-			p, err := decodeParent(fr.payload)
-			if err != nil || p.id == (NodeID{}) {
-				return
-			}
-			started = true
-			floodData(fctx, f.ln.Addr(), p.addr, m, p.stripes, f.id, 64, &madeUp)
-		})
-	}
-	start := time.Now()
-	attackSession(t, ctx, cfg, 5, 2<<20, f.peer("member"))
-	stopFlood()
-	if !started {
+	began, madeUp := floodSession(t, 5, false)
+	if !began {
 		t.Fatal("the member was never given a relay as its parent: no flood, the test shows nothing")
 	}
-	t.Logf("session took %s; the relay sent %s under made-up ids", time.Since(start).Round(100*time.Millisecond), HumanBytes(madeUp.Load()))
-	if got := madeUp.Load(); got > 64<<10 {
-		t.Errorf("the relay sent %s to connections under ids the seed never gave it: a host of the session takes a share of its uplink", HumanBytes(got))
+	if madeUp > 64<<10 {
+		t.Errorf("the relay sent %s to connections under ids the seed never gave it: a host of the session takes a share of its uplink", HumanBytes(madeUp))
 	}
 }

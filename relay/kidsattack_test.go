@@ -3,47 +3,14 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// redSession runs the honest nodes and the fakes (first in the seed's
-// order) in one session and checks every honest node applies the package.
-func redSession(t *testing.T, ctx context.Context, cfg Config, nodes []*testNode, path string, data []byte, fakes ...Peer) *Report {
-	t.Helper()
-	return redSessionOf(t, ctx, cfg, nodes, path, data, append(fakes, peersOf(nodes)...))
-}
-
-func redSessionOf(t *testing.T, ctx context.Context, cfg Config, nodes []*testNode, path string, data []byte, peers []Peer) *Report {
-	t.Helper()
-	m, err := BuildManifest(ctx, path, 64<<10, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	rep, err := RunSeed(ctx, cfg, SeedOptions{Signed: Sign(m, key), Path: path, Peers: peers})
-	if err != nil {
-		t.Fatalf("seed: %v", err)
-	}
-	for i, n := range nodes {
-		res := <-n.applied
-		if res.Err != nil {
-			t.Errorf("honest node %d: %v", i, res.Err)
-		}
-		if got, _ := os.ReadFile(n.dest); !bytes.Equal(got, data) {
-			t.Errorf("honest node %d: bytes differ", i)
-		}
-	}
-	return rep
-}
 
 // fetchAs opens one data connection from host to addr under id, asks for
 // stripe of stripes with nothing held, and counts every byte that comes
@@ -108,7 +75,7 @@ func TestSeedFeedsARootItsStripeOnly(t *testing.T) {
 			first, _ = fetchAs(ctx, "127.0.0.2", p.addr, f.id, m, 1, 0, &got)
 		})
 	}
-	redSession(t, ctx, cfg, nodes, path, data, f.peer("root"))
+	honestSession(t, ctx, cfg, nodes, path, data, append([]Peer{f.peer("root")}, peersOf(nodes)...))
 	if !started {
 		t.Fatal("the fake was never placed under the seed: the test shows nothing")
 	}
@@ -149,7 +116,7 @@ func TestRelayFeedsAChildItsStripeOnly(t *testing.T) {
 		})
 	}
 	// Last in the seed's order: a leaf under a relay in stripe 0.
-	redSessionOf(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("kid")))
+	honestSession(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("kid")))
 	if !started {
 		t.Fatal("the fake was never given a relay: the test shows nothing")
 	}
@@ -194,7 +161,7 @@ func TestRelayFeedsNoStrangerBeforeTheSeedsWord(t *testing.T) {
 		}
 		return 0
 	}
-	redSession(t, ctx, cfg, nodes, path, data, f.peer("stranger"))
+	honestSession(t, ctx, cfg, nodes, path, data, append([]Peer{f.peer("stranger")}, peersOf(nodes)...))
 	m := man.Load()
 	if m == nil {
 		t.Fatal("the fake was never offered the session")
@@ -242,7 +209,7 @@ func TestMovedChildKeepsNoOldFeed(t *testing.T) {
 			c.send(msgComplain, complainMsg{parent: p.id, kind: complainLost, detail: "gone", stripe: 0}.encode())
 		})
 	}
-	redSessionOf(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("kid")))
+	honestSession(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("kid")))
 	m := man.Load()
 	if m == nil {
 		t.Fatal("no session")
@@ -315,7 +282,7 @@ func TestChildWaitsEndWithTheirConnections(t *testing.T) {
 			}()
 		})
 	}
-	redSessionOf(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("member")))
+	honestSession(t, ctx, cfg, nodes, path, data, append(peersOf(nodes), f.peer("member")))
 	if !started {
 		t.Fatal("no flood")
 	}
